@@ -1,0 +1,172 @@
+"""Typed configuration for every binding, in one place.
+
+One setting picks the profile: ``MERCURY_PROFILE`` (``local`` by default, or ``production``).
+The profile names a YAML file in ``config/``; ``MERCURY_CONFIG`` may point at another file
+(tests do). Every section rejects unknown keys, so a typo fails loudly instead of silently
+falling back to a default. Secrets are never in these files: a field ending in ``_env`` names
+the environment variable that holds the secret.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "config"
+PROFILES = ("local", "production")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which file and field to fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    cluster: bool = False
+    password_env: str | None = None
+
+
+class PostgresConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = "postgres"
+    database: str = "mercury"
+    password_env: str | None = None
+
+    def conninfo(self, database: str | None = None) -> str:
+        password = os.environ.get(self.password_env, "") if self.password_env else ""
+        parts = [f"host={self.host}", f"port={self.port}", f"user={self.user}",
+                 f"dbname={database or self.database}", "connect_timeout=5"]
+        if password:
+            parts.append(f"password={password}")
+        return " ".join(parts)
+
+
+class FileEventLogConfig(_Section):
+    """The local event log: one folder per stream of newline-delimited JSON files."""
+
+    type: Literal["file"] = "file"
+    root: Path
+    batch_size: int = Field(5000, ge=1)
+
+
+class KafkaEventLogConfig(_Section):
+    type: Literal["kafka"] = "kafka"
+    bootstrap_servers: str
+    schema_registry_url: str
+    serialization: Literal["avro", "json"] = "avro"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "SASL_SSL"
+    sasl_username_env: str | None = None
+    sasl_password_env: str | None = None
+
+
+EventLogConfig = Annotated[FileEventLogConfig | KafkaEventLogConfig, Field(discriminator="type")]
+
+
+class LakeConfig(_Section):
+    """Iceberg: a pyiceberg SqlCatalog over a local folder, or Glue over S3 in production."""
+
+    catalog_type: Literal["sql", "glue"] = "sql"
+    warehouse: str
+    catalog_uri: str | None = None
+    namespace: str = "raw"
+
+
+class FlinkConfig(_Section):
+    rest_url: str = "http://127.0.0.1:8081"
+    conf_dir: Path = Path("infra/local/flink")
+    default_parallelism: int = Field(1, ge=1)
+
+
+class AirflowConfig(_Section):
+    home: Path
+    api_port: int = Field(8080, ge=1, le=65535)
+    parallelism: int = Field(4, ge=1, le=32)
+
+
+class WarehouseConfig(_Section):
+    dbt_target: Literal["local", "snowflake"] = "local"
+    duckdb_path: Path | None = None
+
+
+class Settings(_Section):
+    profile: Literal["local", "production"]
+    data_dir: Path
+    redis: RedisConfig = RedisConfig()
+    postgres: PostgresConfig = PostgresConfig()
+    event_log: EventLogConfig
+    lake: LakeConfig
+    flink: FlinkConfig = FlinkConfig()
+    airflow: AirflowConfig
+    warehouse: WarehouseConfig = WarehouseConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files of the processes the local stack started (and only those)."""
+        return self.data_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    """Relative paths in the file are relative to the repository root, not the caller's cwd."""
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            out[key] = _resolve_paths(value, base)
+        elif isinstance(value, str) and key in _PATH_KEYS and not _is_uri(value):
+            out[key] = str((base / value).resolve()) if not Path(value).is_absolute() else value
+        else:
+            out[key] = value
+    return out
+
+
+_PATH_KEYS = {"data_dir", "root", "warehouse", "conf_dir", "home", "duckdb_path"}
+
+
+def _is_uri(value: str) -> bool:
+    return "://" in value
+
+
+def config_path(profile: str | None = None) -> Path:
+    explicit = os.environ.get("MERCURY_CONFIG")
+    if explicit and profile is None:
+        return Path(explicit)
+    profile = profile or os.environ.get("MERCURY_PROFILE", "local")
+    if profile not in PROFILES:
+        raise ConfigError(
+            f"MERCURY_PROFILE={profile!r} is not a profile; use one of {', '.join(PROFILES)}"
+        )
+    return CONFIG_DIR / f"{profile}.yaml"
+
+
+def load_settings(profile: str | None = None) -> Settings:
+    path = config_path(profile)
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections")
+    try:
+        return Settings.model_validate(_resolve_paths(raw, REPO_ROOT))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc
