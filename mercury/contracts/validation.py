@@ -1,0 +1,202 @@
+"""Validating raw JSON records against a contract.
+
+A verdict names the rule a bad record broke and the field, so a dead letter says exactly what
+to fix. Fields the schema does not know yet (producers add optional fields without a
+coordinated deploy) are allowed and reported in ``unknown_fields``; missing optional fields get
+their schema default.
+
+Rules, in the order they are checked: not_json, not_an_object, missing_required_field,
+wrong_type, unknown_enum, and the format rules (bad_currency, bad_country, bad_mcc_code,
+bad_uuid, bad_language).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cache
+
+import orjson
+
+from mercury.contracts import schemas
+from mercury.contracts.avro_walk import PRIMITIVES, named_types, resolve
+from mercury.contracts.code_lists import COUNTRIES, CURRENCIES, LANGUAGES
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_MCC = re.compile(r"^[0-9]{4}$")
+
+FORMAT_RULES = {
+    "iso4217": ("bad_currency", lambda v: v in CURRENCIES),
+    "iso3166_alpha2": ("bad_country", lambda v: v in COUNTRIES),
+    "iso639_1": ("bad_language", lambda v: v in LANGUAGES),
+    "mcc": ("bad_mcc_code", lambda v: _MCC.match(v) is not None),
+    "uuid": ("bad_uuid", lambda v: _UUID.match(v) is not None),
+}
+
+INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    record: dict | None = None
+    rule: str | None = None
+    field: str | None = None
+    message: str | None = None
+    unknown_fields: tuple[str, ...] = ()
+
+
+@dataclass
+class _Violation(Exception):
+    rule: str
+    field: str
+    message: str
+    # Union branches are tried in turn; a deeper failure explains the problem better.
+    depth: int = field(default=0)
+
+
+class Validator:
+    """Checks records against one schema version; build once, call many times."""
+
+    def __init__(self, schema: dict):
+        self.schema = schema
+        self.names = named_types(schema)
+
+    def validate_bytes(self, raw: bytes | str) -> Verdict:
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return Verdict(False, rule="not_json", message=f"not JSON: {exc}")
+        if not isinstance(record, dict):
+            return Verdict(False, rule="not_an_object",
+                           message=f"expected a JSON object, got {type(record).__name__}")
+        return self.validate(record)
+
+    def validate(self, record: dict) -> Verdict:
+        unknown: list[str] = []
+        try:
+            clean = self._record(self.schema, record, "", unknown)
+        except _Violation as bad:
+            return Verdict(False, rule=bad.rule, field=bad.field, message=bad.message)
+        return Verdict(True, record=clean, unknown_fields=tuple(unknown))
+
+    def _record(self, schema: dict, value, path: str, unknown: list[str]) -> dict:
+        if not isinstance(value, dict):
+            raise _Violation("wrong_type", path, f"{path}: expected an object")
+        out = {}
+        known = set()
+        for spec in schema["fields"]:
+            name = spec["name"]
+            known.add(name)
+            where = f"{path}{name}"
+            if name not in value:
+                if "default" not in spec:
+                    raise _Violation("missing_required_field", where,
+                                     f"required field {where!r} is missing")
+                out[name] = spec["default"]
+                continue
+            out[name] = self._value(spec["type"], value[name], where, spec.get("format"), unknown)
+        for name in value:
+            if name not in known:
+                unknown.append(f"{path}{name}")
+                out[name] = value[name]
+        return out
+
+    def _value(self, node, value, path: str, fmt: str | None, unknown: list[str]):
+        node = resolve(node, self.names)
+        if isinstance(node, list):
+            return self._union(node, value, path, fmt, unknown)
+        kind = node if isinstance(node, str) else node["type"]
+        if kind == "record":
+            return self._record(node, value, f"{path}.", unknown)
+        if kind == "enum":
+            if not isinstance(value, str):
+                raise _Violation("wrong_type", path, f"{path}: expected a string enum symbol, "
+                                                     f"got {_describe(value)}")
+            if value not in node["symbols"]:
+                raise _Violation("unknown_enum", path, f"{path}: {value!r} is not one of "
+                                                       f"{', '.join(node['symbols'])}")
+            return value
+        if kind == "array":
+            if not isinstance(value, list):
+                raise _Violation("wrong_type", path, f"{path}: expected an array")
+            return [self._value(node["items"], v, f"{path}[{i}]", None, unknown)
+                    for i, v in enumerate(value)]
+        if kind == "map":
+            if not isinstance(value, dict):
+                raise _Violation("wrong_type", path, f"{path}: expected an object (map)")
+            return {k: self._value(node["values"], v, f"{path}.{k}", None, unknown)
+                    for k, v in value.items()}
+        if kind in PRIMITIVES:
+            return self._primitive(kind, value, path, fmt)
+        raise _Violation("wrong_type", path, f"{path}: unsupported schema type {kind!r}")
+
+    def _union(self, branches: list, value, path: str, fmt: str | None, unknown: list[str]):
+        if value is None:
+            if "null" in branches:
+                return None
+            raise _Violation("wrong_type", path, f"{path}: null is not allowed")
+        best: _Violation | None = None
+        for branch in branches:
+            if branch == "null":
+                continue
+            try:
+                return self._value(branch, value, path, fmt, unknown)
+            except _Violation as bad:
+                if best is None or bad.rule != "wrong_type":
+                    best = bad
+        assert best is not None
+        raise best
+
+    @staticmethod
+    def _primitive(kind: str, value, path: str, fmt: str | None):
+        if kind == "string":
+            if not isinstance(value, str):
+                raise _Violation("wrong_type", path, f"{path}: expected a string, "
+                                                     f"got {_describe(value)}")
+            if fmt in FORMAT_RULES:
+                rule, check = FORMAT_RULES[fmt]
+                if not check(value):
+                    raise _Violation(rule, path, f"{path}: {value!r} is not a valid {fmt} code")
+            return value
+        if kind in ("int", "long"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _Violation("wrong_type", path, f"{path}: expected an integer ({kind}), "
+                                                     f"got {_describe(value)}")
+            low, high = INT_RANGE[kind]
+            if not low <= value <= high:
+                raise _Violation("wrong_type", path, f"{path}: {value} does not fit in {kind}")
+            return value
+        if kind in ("float", "double"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _Violation("wrong_type", path, f"{path}: expected a number ({kind}), "
+                                                     f"got {_describe(value)}")
+            if not math.isfinite(value):
+                raise _Violation("wrong_type", path, f"{path}: {value} is not a finite number")
+            return float(value)
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise _Violation("wrong_type", path, f"{path}: expected true/false, "
+                                                     f"got {_describe(value)}")
+            return value
+        if kind == "null":
+            if value is not None:
+                raise _Violation("wrong_type", path, f"{path}: expected null")
+            return None
+        if kind == "bytes":
+            if not isinstance(value, str):
+                raise _Violation("wrong_type", path, f"{path}: expected bytes as a string")
+            return value
+        raise _Violation("wrong_type", path, f"{path}: unsupported type {kind}")
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}"
+
+
+@cache
+def validator(subject: str, version: int | None = None) -> Validator:
+    """The validator for a subject's latest (or given) schema version."""
+    return Validator(schemas.load(subject, version).schema)
