@@ -29,5 +29,6 @@ def field_classes(schema: dict) -> dict[str, DataClass]:
 
 def missing_data_classes(schema: dict) -> list[str]:
     """Field paths that carry no data class, or one that is not known."""
-    return [f"{path} (data_class={field.get('data_class')!r})" for path, field in iter_fields(schema)
+    return [f"{path} (data_class={field.get('data_class')!r})"
+            for path, field in iter_fields(schema)
             if field.get("data_class") not in DataClass._value2member_map_]

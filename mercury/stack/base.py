@@ -78,9 +78,9 @@ class Component(ABC):
         """Start a long-running child detached from our session and record its pid."""
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.settings.log_dir / log_name, "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, cwd=cwd,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                                cwd=cwd, start_new_session=True)
         self.pids.write(self.name, proc.pid)
         return proc.pid
 

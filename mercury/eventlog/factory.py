@@ -1,0 +1,53 @@
+"""Picking the binding from configuration, and serialising records for it."""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+
+from mercury.config import FileEventLogConfig, KafkaEventLogConfig, Settings
+from mercury.contracts import registry, schemas, wire
+from mercury.eventlog.base import EventConsumer, EventLogError, EventProducer
+
+
+def _kafka_client_config(cfg: KafkaEventLogConfig) -> dict:
+    conf = {"bootstrap.servers": cfg.bootstrap_servers, "security.protocol": cfg.security_protocol}
+    if cfg.security_protocol == "SASL_SSL":
+        for env in (cfg.sasl_username_env, cfg.sasl_password_env):
+            if not env or env not in os.environ:
+                raise EventLogError(f"Kafka SASL needs the environment variable {env!r} set")
+        conf.update({"sasl.mechanisms": "SCRAM-SHA-512",
+                     "sasl.username": os.environ[cfg.sasl_username_env],
+                     "sasl.password": os.environ[cfg.sasl_password_env]})
+    return conf
+
+
+def open_producer(settings: Settings, writer_id: str = "w0") -> EventProducer:
+    cfg = settings.event_log
+    if isinstance(cfg, FileEventLogConfig):
+        from mercury.eventlog.file_log import FileEventProducer
+
+        return FileEventProducer(cfg.root, writer_id=writer_id, batch_size=cfg.batch_size)
+    from mercury.eventlog.kafka_log import KafkaEventProducer
+
+    return KafkaEventProducer(_kafka_client_config(cfg))
+
+
+def open_consumer(settings: Settings, group: str, streams: list[str]) -> EventConsumer:
+    cfg = settings.event_log
+    if isinstance(cfg, FileEventLogConfig):
+        from mercury.eventlog.file_log import FileEventConsumer
+
+        return FileEventConsumer(cfg.root, group, streams)
+    from mercury.eventlog.kafka_log import KafkaEventConsumer
+
+    return KafkaEventConsumer(_kafka_client_config(cfg), group, streams)
+
+
+def encode_record(settings: Settings, stream_name: str, record: dict) -> bytes:
+    """The bytes a binding carries for a record: JSON locally, Avro or JSON on Kafka."""
+    cfg = settings.event_log
+    if isinstance(cfg, KafkaEventLogConfig) and cfg.serialization == "avro":
+        return wire.encode(record, schemas.load(registry.stream(stream_name).schema_subject))
+    return orjson.dumps(record)
