@@ -37,6 +37,7 @@ class FileEventProducer(EventProducer):
         self.fsync = fsync
         self._buffers: dict[str, list[bytes]] = {}
         self._next_seq: dict[str, int] = {}
+        self._prefix: dict[str, str] = {}  # "stream/file:" of the batch being filled
 
     def send(self, stream: str, value: bytes, key: str | None = None) -> str:
         if b"\n" in value:
@@ -44,8 +45,9 @@ class FileEventProducer(EventProducer):
         buffer = self._buffers.get(stream)
         if buffer is None:
             buffer = self._buffers[stream] = []
+            self._prefix[stream] = f"{stream}/{self._file_name(stream)}:"
         buffer.append(value)
-        position = f"{stream}/{self._file_name(stream)}:{len(buffer)}"
+        position = f"{self._prefix[stream]}{len(buffer)}"
         if len(buffer) >= self.batch_size:
             self._write(stream)
         return position
@@ -83,6 +85,7 @@ class FileEventProducer(EventProducer):
         os.rename(hidden, folder / name)
         self._buffers[stream] = []
         self._next_seq[stream] += 1
+        self._prefix[stream] = f"{stream}/{self._file_name(stream)}:"
 
 
 class FileEventReader:
