@@ -22,18 +22,25 @@ class RunResult:
 
     @property
     def events_per_s(self) -> float:
-        return self.manifest.counts()["generated"] and sum(
-            self.manifest.generated.values()) / max(self.seconds, 1e-9)
+        return sum(self.manifest.generated.values()) / max(self.seconds, 1e-9)
 
 
-def progress_printer(stream=sys.stderr):
-    started = time.perf_counter()
+def progress_printer(stream=sys.stderr, every_s: float = 1.0):
+    """A progress line at most once a second: rewritten in place on a terminal, appended in
+    logs (CI, Airflow) so they stay readable."""
+    started = last = time.perf_counter()
+    live = stream.isatty()
 
     def report(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - started, 1e-9)
-        stream.write(f"\rgenerated {done:,}/{total:,} events ({100 * done // total}%) "
-                     f"{rate:,.0f} events/s")
-        if done >= total:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last < every_s and done < total:
+            return
+        last = now
+        rate = done / max(now - started, 1e-9)
+        line = f"generated {done:,}/{total:,} events ({100 * done // total}%) {rate:,.0f} events/s"
+        stream.write(f"\r{line}" if live else f"{line}\n")
+        if live and done >= total:
             stream.write("\n")
         stream.flush()
 
