@@ -213,6 +213,25 @@ class FlinkRestClient:
                                     f"expected {'/'.join(sorted(wanted))}", job_id, state)
             time.sleep(poll_s)
 
+    def wait_until_running(self, job_id: str, timeout_s: float = 120.0,
+                           poll_s: float = 0.5) -> None:
+        """Wait until the job is RUNNING and so are all its tasks (a job turns RUNNING while
+        its tasks are still being deployed); a task that finished (a bounded input) counts."""
+        deadline = time.monotonic() + timeout_s
+        self.wait_for_state(job_id, ["RUNNING"], timeout_s, poll_s)
+        while True:
+            details = self.job(job_id)
+            pending = [vertex["name"] for vertex in details.get("vertices", [])
+                       if vertex.get("status") not in ("RUNNING", "FINISHED")]
+            if details["state"] == "RUNNING" and not pending:
+                return
+            if details["state"] != "RUNNING":
+                self.wait_for_state(job_id, ["RUNNING"], max(0.0, deadline - time.monotonic()))
+            elif time.monotonic() >= deadline:
+                raise FlinkJobError(f"job {job_id} is RUNNING but these tasks are not after "
+                                    f"{timeout_s:.0f}s: {', '.join(pending)}", job_id, "RUNNING")
+            time.sleep(poll_s)
+
     def cancel(self, job_id: str) -> None:
         """Ask Flink to cancel the job (no savepoint); returns before it is CANCELED."""
         self._call("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
@@ -248,10 +267,14 @@ class FlinkRestClient:
                                     f"within {timeout_s:.0f}s", job_id, None)
             time.sleep(0.5)
 
+    def checkpoints(self, job_id: str) -> dict:
+        """Flink's checkpoint statistics: counts, history and ``latest`` (completed,
+        savepoint, failed, and ``restored``: what the job started from)."""
+        return self._call("GET", f"/jobs/{job_id}/checkpoints")
+
     def latest_checkpoint(self, job_id: str) -> dict | None:
         """The latest completed checkpoint (id, latest_ack_timestamp, external_path ...)."""
-        latest = self._call("GET", f"/jobs/{job_id}/checkpoints").get("latest") or {}
-        return latest.get("completed")
+        return (self.checkpoints(job_id).get("latest") or {}).get("completed")
 
     def checkpoint_age_s(self, job_id: str, now_ms: int) -> float | None:
         """Seconds between ``now_ms`` and the latest completed checkpoint; None if none yet."""

@@ -1,0 +1,1 @@
+"""Data quality: validation verdicts into dead letters, expectation suites, replay."""

@@ -1,0 +1,44 @@
+"""Dead letters: a record that failed validation, kept whole with the rule it broke.
+
+The id is derived from the stream and the source position, so writing the same failure twice
+(a retried load, a replayed partition) yields the same dead letter, not a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import orjson
+
+from mercury.contracts import registry, schemas
+from mercury.contracts.validation import Verdict
+
+_EVENT_ID = re.compile(rb'"(?:event_id|change_id|request_id)"\s*:\s*"([^"]{1,64})"')
+
+
+def dead_letter_id(stream: str, position: str) -> str:
+    return hashlib.sha256(f"{stream}|{position}".encode()).hexdigest()[:32]
+
+
+def make_dead_letter(stream_name: str, position: str, raw: bytes, verdict: Verdict,
+                     failed_at_ms: int) -> dict:
+    spec = registry.stream(stream_name)
+    found = _EVENT_ID.search(raw)  # even a truncated payload often still names its event
+    return {
+        "dlq_id": dead_letter_id(stream_name, position),
+        "source_stream": stream_name,
+        "source_position": position,
+        "raw_payload": raw.decode("utf-8", errors="replace"),
+        "rule": verdict.rule,
+        "field": verdict.field,
+        "error_message": verdict.message or verdict.rule,
+        "schema_subject": spec.schema_subject,
+        "schema_version": schemas.versions(spec.schema_subject)[-1],
+        "event_id": found.group(1).decode("utf-8", errors="replace") if found else None,
+        "failed_at": failed_at_ms,
+    }
+
+
+def encode(dead_letter: dict) -> bytes:
+    return orjson.dumps(dead_letter)

@@ -1,0 +1,1 @@
+"""The warehouse: the dbt project in ``dbt/`` (Snowflake in production, DuckDB locally)."""

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One-command set-up from a fresh clone: uv, then the two locked environments.
+#   .venv                     main env: Airflow, dbt, Spark, Great Expectations, pyiceberg, ...
+#   infra/envs/flink/.venv    Flink env: apache-flink 2.3 (its pins cannot share the main env)
+# Safe to re-run: uv only installs what the lock files say is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.9
+PYTHON_VERSION=3.11
+
+if ! command -v python3 >/dev/null; then
+  echo "setup: python3 is not installed; install Python ${PYTHON_VERSION}" >&2; exit 1
+fi
+if ! command -v uv >/dev/null || [[ "$(uv --version | cut -d' ' -f2)" != "${UV_VERSION}" ]]; then
+  echo "setup: installing uv ${UV_VERSION}"
+  python3 -m pip install --quiet "uv==${UV_VERSION}" \
+    || { echo "setup: could not install uv from PyPI; check the network or pip config" >&2; exit 1; }
+fi
+UV="$(command -v uv || echo "$(python3 -m site --user-base)/bin/uv")"
+
+# uv ignores pip's configuration; honour the machine's local wheel folders (a CPU build of
+# torch lives there) when PIP_FIND_LINKS is set, so nothing pulls CUDA wheels from PyPI.
+find_links=()
+for folder in ${PIP_FIND_LINKS:-}; do find_links+=(--find-links "${folder}"); done
+
+echo "setup: main env (.venv)"
+"${UV}" sync --locked --quiet --python "${PYTHON_VERSION}" "${find_links[@]}"
+echo "setup: Flink env (infra/envs/flink/.venv)"
+(cd infra/envs/flink && "${UV}" sync --locked --quiet --python "${PYTHON_VERSION}" "${find_links[@]}")
+
+if ! command -v java >/dev/null; then
+  echo "setup: warning: java is not installed; the Flink cluster needs JDK 17 (apt-get install openjdk-17-jre-headless)" >&2
+fi
+echo "setup: done"

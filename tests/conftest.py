@@ -1,0 +1,46 @@
+"""Shared fixtures. Tests that need the real local stack use the session fixtures from
+``tests.stack_fixtures`` (one Flink cluster per run) and ``tests.lake_fixtures``."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mercury.config import CONFIG_DIR, load_settings
+
+pytest_plugins = [f"tests.{name}" for name in ("stack_fixtures", "lake_fixtures")
+                  if (Path(__file__).parent / f"{name}.py").exists()]  # TEMP
+
+
+def write_config(tmp_path: Path, **overrides) -> Path:
+    """A copy of the local config with every data path inside ``tmp_path``."""
+    raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
+    raw["data_dir"] = str(tmp_path / "data")
+    raw["event_log"]["root"] = str(tmp_path / "eventlog")
+    raw["lake"]["warehouse"] = str(tmp_path / "lake")
+    raw["warehouse"]["duckdb_path"] = str(tmp_path / "warehouse.duckdb")
+    raw["airflow"]["home"] = str(tmp_path / "airflow")
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    path = tmp_path / "mercury.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def tmp_settings(tmp_path, monkeypatch):
+    """Settings of the local profile, writing only under this test's temporary folder."""
+    monkeypatch.setenv("MERCURY_CONFIG", str(write_config(tmp_path)))
+    return load_settings()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
