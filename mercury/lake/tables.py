@@ -90,11 +90,18 @@ def arrow_schema(subject: str, version: int | None = None) -> pa.Schema:
     formats travel as field metadata (pyiceberg turns ``doc`` into the column's doc).
     """
     contract = schemas.load(subject, version)
-    root = contract.schema
+    schema = avro_to_arrow(contract.schema, where=subject)
+    return schema.with_metadata({"avro_subject": subject, "avro_version": str(contract.version)})
+
+
+def avro_to_arrow(root: dict, where: str | None = None) -> pa.Schema:
+    """The Arrow schema of an Avro record schema; raises UnmappedAvroType naming the field
+    whose type has no mapping (nothing is skipped)."""
+    if root.get("type") != "record":
+        raise UnmappedAvroType(f"{where or 'schema'}: a table schema must be an Avro record")
     names = named_types(root)
-    fields = [_arrow_field(f, names, (root["name"],), subject) for f in root["fields"]]
-    return pa.schema(fields, metadata={"avro_subject": subject,
-                                       "avro_version": str(contract.version)})
+    where = where or root["name"]
+    return pa.schema([_arrow_field(f, names, (root["name"],), where) for f in root["fields"]])
 
 
 def _arrow_field(field: dict, names: dict, stack: tuple[str, ...], path: str) -> pa.Field:

@@ -252,10 +252,23 @@ def run_checkpoint(subject: str, df: pd.DataFrame) -> CheckpointOutcome:
             details[name] = {key: item.result[key] for key in
                              ("unexpected_count", "partial_unexpected_list")
                              if key in (item.result or {})}
-            if item.exception_info and item.exception_info.get("raised_exception"):
-                details[name]["exception"] = item.exception_info.get("exception_message")
+            message = _exception_message(item.exception_info)
+            if message:
+                details[name]["exception"] = message
     return CheckpointOutcome(success=bool(result.success), failed_expectations=failed,
                              statistics=statistics, details=details)
+
+
+def _exception_message(info: Any) -> str | None:
+    """The first error message in GX's exception_info (flat, or keyed by metric)."""
+    if not isinstance(info, Mapping):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, Mapping) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
 
 
 def run_transaction_checkpoint(df: pd.DataFrame) -> CheckpointOutcome:

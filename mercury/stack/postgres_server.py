@@ -24,7 +24,8 @@ class PostgresServer(Component):
 
     def _query(self, database: str, statement: str):
         with psycopg.connect(self.settings.postgres.conninfo(database), autocommit=True) as conn:
-            return conn.execute(statement).fetchone()
+            cursor = conn.execute(statement)
+            return cursor.fetchone() if cursor.description else None
 
     def health(self) -> Health:
         cfg = self.settings.postgres
