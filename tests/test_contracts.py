@@ -110,7 +110,8 @@ def test_every_field_has_a_data_class_and_sensitive_ones_are_marked():
     assert tx["card_last4"] is DataClass.CARD_DATA
     assert tx["user_id"] is DataClass.PSEUDONYMOUS_ID
     cdc = field_classes(schemas.load("user_profile_cdc").schema)
-    assert cdc["after.email"] is DataClass.PERSONAL and cdc["before.full_name"] is DataClass.PERSONAL
+    assert cdc["after.email"] is DataClass.PERSONAL
+    assert cdc["before.full_name"] is DataClass.PERSONAL
 
 
 def test_a_field_without_data_class_is_reported():

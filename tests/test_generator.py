@@ -9,7 +9,7 @@ import pytest
 
 from mercury.contracts.validation import validator
 from mercury.eventlog.file_log import FileEventProducer, FileEventReader
-from mercury.generator.knobs import HOUR_MS, Knobs, KnobError, parse_duration, parse_range
+from mercury.generator.knobs import HOUR_MS, KnobError, Knobs, parse_duration, parse_range
 from mercury.generator.traffic import TrafficGenerator
 
 STREAMS = ("transactions", "user_activity", "risk_signals", "knowledge_documents")
@@ -119,7 +119,8 @@ def test_arrival_order_with_skew_and_lateness(world):
     delays = {r["event_id"]: r["ingest_ts"] - r["event_ts"] for r in records}
     late = [n for n in manifest.late if n["stream"] == "transactions" and n["event_id"] in delays]
     assert late and all(delays[n["event_id"]] >= HOUR_MS for n in late)
-    out_of_order = sum(1 for a, b in zip(records, records[1:]) if b["event_ts"] < a["event_ts"])
+    out_of_order = sum(1 for a, b in zip(records, records[1:], strict=False)
+                       if b["event_ts"] < a["event_ts"])
     assert out_of_order > len(records) * 0.02
 
 
@@ -200,7 +201,8 @@ def test_profiles_reach_postgres_and_a_rerun_changes_nothing(tmp_settings, tmp_p
         conn.execute("SELECT pg_stat_force_next_flush()")
         before = conn.execute("SELECT n_tup_upd + n_tup_ins FROM pg_stat_user_tables "
                               "WHERE relname = 'user_profiles'").fetchone()[0]
-        users = [u.user_id for u in TrafficGenerator(knobs, FileEventProducer(tmp_path)).world.users]
+        world = TrafficGenerator(knobs, FileEventProducer(tmp_path)).world
+        users = [u.user_id for u in world.users]
         rows = dict(conn.execute("SELECT user_id, kyc_status FROM mercury.user_profiles "
                                  "WHERE user_id = ANY(%s)", (users,)).fetchall())
     assert len(rows) == 300 and result.manifest.profile_updates > 50

@@ -60,8 +60,8 @@ def test_a_dead_letter_keeps_the_raw_payload_rule_and_position(tmp_settings):
             "event_type": "AUTH", "event_ts": 1_793_491_200_000, "ingest_ts": 1_793_491_200_100,
             "risk_score": 0.1, "mcc_code": "5411", "country": "US"}
     producer.send("transactions", orjson.dumps(good))
-    producer.send("transactions", orjson.dumps({**good, "currency": "US$",
-                                                "event_id": "2b4e28ba-2fa1-41d2-883f-0016d3cca427"}))
+    bad_currency = {**good, "currency": "US$", "event_id": "2b4e28ba-2fa1-41d2-883f-0016d3cca427"}
+    producer.send("transactions", orjson.dumps(bad_currency))
     producer.send("transactions", b'{"event_id": "3b4e28ba-2fa1-41d2-883f-0016d3cca427", "amo')
     producer.flush()
     report = load_stream(tmp_settings, "transactions", now_ms=lambda: 42)
