@@ -59,8 +59,8 @@ def java_binary() -> str:
         return str(Path(java_home) / "bin" / "java")
     found = shutil.which("java")
     if found is None:
-        raise StackError("java is not installed (Flink 2.3 needs a JDK 17 on PATH or in "
-                         f"JAVA_HOME): {SETUP_HINT}")
+        raise StackError("java is not installed: Flink 2.3 needs a JDK 17 on PATH or in "
+                         "JAVA_HOME (apt-get install openjdk-17-jre-headless)")
     return found
 
 

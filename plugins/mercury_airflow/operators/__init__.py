@@ -1,0 +1,1 @@
+"""Operators: one task each, built on the hooks."""
