@@ -11,8 +11,7 @@ import yaml
 
 from mercury.config import CONFIG_DIR, load_settings
 
-pytest_plugins = [f"tests.{name}" for name in ("stack_fixtures", "lake_fixtures")
-                  if (Path(__file__).parent / f"{name}.py").exists()]  # TEMP
+pytest_plugins = ["tests.stack_fixtures", "tests.lake_fixtures"]
 
 
 def write_config(tmp_path: Path, **overrides) -> Path:

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,11 @@ TARGETS = ("local", "snowflake")
 FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 
 
-class DbtRunError(RuntimeError):
+class DbtError(RuntimeError):
+    """dbt could not do what was asked."""
+
+
+class DbtRunError(DbtError):
     """dbt exited with an error; ``failed`` names the nodes that failed and why."""
 
     def __init__(self, result: DbtResult):
@@ -53,7 +58,11 @@ class NodeResult:
 
     @property
     def name(self) -> str:
-        return self.unique_id.rsplit(".", 1)[-1]
+        """The node's own name: ``test.<project>.<name>.<hash>`` ends with a hash."""
+        parts = self.unique_id.split(".")
+        if parts[0] == "test" and len(parts) >= 4:
+            return parts[2]
+        return parts[-1]
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,13 @@ class DbtResult:
     @property
     def failed(self) -> tuple[NodeResult, ...]:
         return tuple(n for n in self.nodes if n.status in FAILED_STATUSES)
+
+    def summary(self) -> str:
+        """One line: the command, the target and how many nodes ended in each status."""
+        counts = Counter(n.status for n in self.nodes)
+        statuses = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
+        return (f"dbt {' '.join(self.args)} (target {self.target}): exit {self.returncode}"
+                f"{f'; {statuses}' if statuses else ''}")
 
     def status_of(self, name: str) -> str | None:
         """Status of the node whose unique id ends with ``name`` (model, test or unit test)."""
@@ -105,6 +121,8 @@ def dbt_env(settings: Settings, target: str = "local",
             raise ValueError("config warehouse.duckdb_path is not set; the local target needs it")
         Path(duckdb_path).parent.mkdir(parents=True, exist_ok=True)
         lake = catalog_properties(settings)
+        if lake["type"] == "sql":  # the sqlite catalog cannot be opened in a missing folder
+            Path(settings.lake.warehouse).mkdir(parents=True, exist_ok=True)
         env.update({
             "MERCURY_DUCKDB_PATH": str(duckdb_path),
             "MERCURY_LAKE_CATALOG_TYPE": lake["type"],
