@@ -105,6 +105,9 @@ class FlinkCluster(Component):
         if not taskmanagers:
             return Health(self.name, False, f"{where} JobManager answers (flink {version}) but no "
                                             "TaskManager is registered")
+        if not total:
+            return Health(self.name, False, f"{where} {taskmanagers} TaskManager(s) registered "
+                                            "but no task slot offered yet")
         return Health(self.name, True, f"{where} {taskmanagers} taskmanagers, {free}/{total} "
                                        f"slots free, flink {version}")
 
