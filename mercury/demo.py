@@ -112,7 +112,7 @@ def _dbt_build() -> list[str]:
         result = run_dbt(["build"])
     except DbtError as exc:
         return [f"dbt build: {exc}"]
-    print(result.summary() if hasattr(result, "summary") else "dbt build ok")
+    print(result.summary())
     return []
 
 
