@@ -10,6 +10,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from mercury.config import ConfigError
+from mercury.eventlog.base import EventLogError
+from mercury.generator.knobs import KnobError
+from mercury.stack.base import StackError
+
 
 class CommandError(Exception):
     """A command cannot do its job; the message tells the user what to fix."""
@@ -20,19 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
-    except CommandError as exc:
+    except (CommandError, ConfigError, StackError, KnobError, EventLogError) as exc:
+        # Each of these carries a message that says what to fix; anything else is a bug.
         print(f"mercury {args.command}: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # config, stack and event-log errors all carry a useful message
-        from mercury.config import ConfigError
-        from mercury.eventlog import EventLogError
-        from mercury.generator.knobs import KnobError
-        from mercury.stack.base import StackError
-
-        if isinstance(exc, ConfigError | StackError | KnobError | EventLogError):
-            print(f"mercury {args.command}: {exc}", file=sys.stderr)
-            return 1
-        raise
 
 
 def _parser() -> argparse.ArgumentParser:

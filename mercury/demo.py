@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 from mercury.config import FileEventLogConfig, Settings
 from mercury.generator.knobs import Knobs
@@ -98,7 +99,7 @@ def _fresh_start(settings: Settings) -> None:
                  settings.warehouse.duckdb_path):
         if path is None or "://" in str(path):
             continue
-        path = type(settings.data_dir)(path)
+        path = Path(path)
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

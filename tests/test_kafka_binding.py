@@ -25,6 +25,13 @@ def _group(cluster: dict) -> dict:
     return {**cluster, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 
 
+def _produce(cluster: dict, stream: str, records: list[dict]) -> None:
+    producer = KafkaEventProducer(cluster)
+    for record in records:
+        producer.send(stream, orjson.dumps(record), key=record["user_id"])
+    producer.flush()
+
+
 def _records(n):
     return [{"event_id": f"e{i}", "user_id": f"usr_{i % 4}", "n": i} for i in range(n)]
 
@@ -39,10 +46,7 @@ def _consume_all(consumer, expected, rounds=40):
 
 
 def test_produce_group_consume_commit_and_resume(mock_cluster):
-    producer = KafkaEventProducer(mock_cluster)
-    for record in _records(40):
-        producer.send("transactions", orjson.dumps(record), key=record["user_id"])
-    producer.flush()
+    _produce(mock_cluster, "transactions", _records(40))
 
     first = KafkaEventConsumer(_group(mock_cluster), "features", ["transactions"])
     got = _consume_all(first, 40)
@@ -56,9 +60,7 @@ def test_produce_group_consume_commit_and_resume(mock_cluster):
     first.commit()
     first.close()
 
-    for record in _records(50)[40:]:
-        producer.send("transactions", orjson.dumps(record), key=record["user_id"])
-    producer.flush()
+    _produce(mock_cluster, "transactions", _records(50)[40:])
 
     restarted = KafkaEventConsumer(_group(mock_cluster), "features", ["transactions"])
     resumed = _consume_all(restarted, 10)
@@ -67,10 +69,7 @@ def test_produce_group_consume_commit_and_resume(mock_cluster):
 
 
 def test_uncommitted_messages_are_delivered_again(mock_cluster):
-    producer = KafkaEventProducer(mock_cluster)
-    for record in _records(5):
-        producer.send("risk_signals", orjson.dumps(record), key=record["user_id"])
-    producer.flush()
+    _produce(mock_cluster, "risk_signals", _records(5))
     crashed = KafkaEventConsumer(_group(mock_cluster), "g2", ["risk_signals"])
     assert len(_consume_all(crashed, 5)) == 5
     crashed.close()  # no commit: the group has not finished these

@@ -221,8 +221,7 @@ class FlinkRestClient:
         self.wait_for_state(job_id, ["RUNNING"], timeout_s, poll_s)
         while True:
             details = self.job(job_id)
-            pending = [vertex["name"] for vertex in details.get("vertices", [])
-                       if vertex.get("status") not in ("RUNNING", "FINISHED")]
+            pending = tasks_not_running(details)
             if details["state"] == "RUNNING" and not pending:
                 return
             if details["state"] != "RUNNING":
@@ -297,6 +296,13 @@ def _error_texts(response: requests.Response) -> list[str]:
     except ValueError:
         return [response.text] if response.text else []
     return [str(error) for error in errors]
+
+
+def tasks_not_running(details: dict) -> list[str]:
+    """Tasks of a job (from ``FlinkRestClient.job``) neither running nor finished, as
+    ``name STATUS``; a finished task (a bounded input) counts as fine."""
+    return [f"{vertex['name']} {vertex.get('status')}" for vertex in details.get("vertices", [])
+            if vertex.get("status") not in ("RUNNING", "FINISHED")]
 
 
 def _summarise(errors: Sequence[str], max_lines: int = 12) -> str:

@@ -9,8 +9,6 @@ connections.
 from __future__ import annotations
 
 import os
-import signal
-import time
 from pathlib import Path
 
 import requests
@@ -99,38 +97,3 @@ class AirflowStandalone(Component):
         # `standalone` migrates the database, then runs its components as children in our
         # new process group, so stopping the recorded pid's group stops them all.
         self.spawn([str(binary), "standalone"], "airflow.log", env=env, cwd=REPO_ROOT)
-
-    def stop(self) -> str:
-        # The recorded pid leads the process group of standalone's components; the base
-        # SIGTERMs the group but only waits for the leader. Wait for the components too, so
-        # that the port is free when this returns.
-        groups = self.pids.alive(self.name)
-        message = super().stop()
-        for pgid in groups:
-            _wait_group_gone(pgid, timeout_s=30.0)
-        return message
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _group_members(pgid):
-        if time.monotonic() >= deadline:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            return
-        time.sleep(0.3)

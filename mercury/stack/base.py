@@ -139,18 +139,41 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
 def terminate(pid: int, timeout_s: float) -> None:
-    """SIGTERM the process group (our children lead their own), then SIGKILL if it lingers."""
+    """SIGTERM the process, and its whole group when it leads one (``spawn`` starts children
+    as group leaders, so e.g. Airflow standalone's components go too); SIGKILL what lingers.
+    Returns once every process signalled is gone, so the ports are free again."""
+    leads_group = _pgid(pid) == pid
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
+            if leads_group:
+                os.killpg(pid, sig)
+            else:
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                return
+        except ProcessLookupError:
+            return
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not pid_alive(pid):
+            if not pid_alive(pid) and not (leads_group and group_members(pid)):
                 return
             time.sleep(0.2)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None

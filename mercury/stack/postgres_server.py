@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -31,9 +32,10 @@ class PostgresServer(Component):
         cfg = self.settings.postgres
         where = f"{cfg.host}:{cfg.port}"
         try:
-            (wal_level,) = self._query("postgres", "SHOW wal_level")
-            (exists,) = self._query(
-                "postgres", f"SELECT count(*) FROM pg_database WHERE datname = '{cfg.database}'")
+            with psycopg.connect(cfg.conninfo("postgres"), autocommit=True) as conn:
+                (wal_level,) = conn.execute("SHOW wal_level").fetchone()
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                      (cfg.database,)).fetchone()
         except psycopg.Error as exc:
             return Health(self.name, False, f"no connection at {where}: {str(exc).strip()}")
         if wal_level != "logical":
@@ -59,11 +61,6 @@ class PostgresServer(Component):
     def launch(self) -> None:
         self._cluster_ctl("start")
 
-    def stop(self) -> str:
-        # pg_ctlcluster daemonises; ``launch`` records the postmaster pid so that only a
-        # cluster this stack started is stopped.
-        return super().stop()
-
     def _answers(self) -> bool:
         try:
             self._query("postgres", "SELECT 1")
@@ -72,8 +69,6 @@ class PostgresServer(Component):
             return False
 
     def _wait_answers(self) -> None:
-        import time
-
         deadline = time.monotonic() + self.start_timeout_s
         while not self._answers():
             if time.monotonic() > deadline:
@@ -101,6 +96,8 @@ class PostgresServer(Component):
             raise StackError(f"pg_ctlcluster {version} main {action} failed: "
                              f"{done.stderr.strip() or done.stdout.strip()}")
         if action == "start":
+            # pg_ctlcluster daemonises: record the postmaster so that `down` stops a cluster
+            # this stack started, and only such a cluster.
             self._record_postmaster(version)
 
     def _record_postmaster(self, version: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from mercury.ops.flink_rest import TERMINAL_STATES, tasks_not_running
 from mercury_airflow.hooks.flink_rest import FlinkRestHook
 
 
@@ -92,9 +93,7 @@ class FlinkJobHealthOperator(BaseOperator):
         deadline = time.monotonic() + self.observe_s
         while True:
             details = client.job(self.job_id)
-            not_running = [f"{vertex['name']} {vertex.get('status')}"
-                           for vertex in details.get("vertices", [])
-                           if vertex.get("status") not in ("RUNNING", "FINISHED")]
+            not_running = tasks_not_running(details)
             if details["state"] != "RUNNING" or not_running:
                 raise RuntimeError(f"Flink job {self.job_id} is {details['state']}; "
                                    f"tasks not running: {not_running or 'none'}; "
@@ -128,8 +127,6 @@ class FlinkCancelJobOperator(BaseOperator):
         self.flink_conn_id = flink_conn_id
 
     def execute(self, context) -> str:
-        from mercury.ops.flink_rest import TERMINAL_STATES
-
         client = FlinkRestHook(self.flink_conn_id).get_conn()
         state = client.job_state(self.job_id)
         if state in TERMINAL_STATES:
