@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
-MINUTE_MS = 60_000
+from mercury import durations
+
+DAY_MS = durations.DAY_MS
+HOUR_MS = durations.HOUR_MS
+MINUTE_MS = durations.MINUTE_MS
 
 
 class KnobError(ValueError):
@@ -56,16 +58,12 @@ class Knobs:
         return asdict(self)
 
 
-_UNITS = {"ms": 1, "s": 1000, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
-
-
 def parse_duration(text: str) -> int:
     """``90s``, ``10m``, ``3h``, ``7d``, ``250ms`` -> milliseconds."""
-    text = text.strip()
-    for unit in ("ms", "s", "m", "h", "d"):
-        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
-            return int(float(text[: -len(unit)]) * _UNITS[unit])
-    raise KnobError(f"{text!r} is not a duration: use a number with ms, s, m, h or d (e.g. 10m)")
+    try:
+        return durations.parse_duration(text)
+    except durations.DurationError as exc:
+        raise KnobError(str(exc)) from None
 
 
 def parse_range(text: str) -> tuple[int, int]:

@@ -1,0 +1,50 @@
+"""Every column a feature set names must exist in its source's contract (or be derived)."""
+
+from __future__ import annotations
+
+from mercury.contracts import registry, schemas
+from mercury.contracts.avro_walk import iter_fields
+
+
+def source_columns(source) -> set[str]:
+    schema = schemas.load(registry.stream(source.stream).schema_subject).schema
+    paths = [path for path, _ in iter_fields(schema)]
+    if source.envelope == "debezium":
+        columns = {p.split(".", 1)[1] for p in paths if p.startswith("after.")}
+    else:
+        columns = {p for p in paths if "." not in p}
+    return columns | {d.name for d in source.derived}
+
+
+def check_columns(feature_set) -> None:
+    from mercury.features.dsl import Aggregate, DefinitionError, LastN, Latest
+
+    known = source_columns(feature_set.source)
+
+    def need(what: str, column: str | None) -> None:
+        if column is not None and column not in known:
+            raise DefinitionError(
+                f"{feature_set.name}: {what} {column!r} is not a column of "
+                f"{feature_set.source.stream}; known: {', '.join(sorted(known))}")
+
+    need("entity key", feature_set.entity.join_key)
+    for amount, currency in feature_set.source.money:
+        need("money amount", amount)
+        need("money currency", currency)
+    for derived in feature_set.source.derived:
+        for column in derived.inputs:
+            need(f"input of {derived.name}", column)
+    for feature in feature_set.features:
+        for condition in feature.where:
+            need(f"{feature.name} filter", condition.column)
+        if isinstance(feature, Aggregate):
+            need(f"{feature.name} column", feature.column)
+            need(f"{feature.name} group_by", feature.group_by)
+            if feature.op == "distinct_count" and feature_set.source.currency_of(feature.column):
+                raise DefinitionError(f"{feature.name}: a distinct count of money means nothing")
+        elif isinstance(feature, LastN):
+            for column in (feature.item_key, feature.status, *feature.fields):
+                need(f"{feature.name} field", column)
+        elif isinstance(feature, Latest):
+            for column in (feature.per, feature.expires, *feature.fields):
+                need(f"{feature.name} field", column)

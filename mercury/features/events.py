@@ -1,0 +1,49 @@
+"""One record of a source stream, as every executor sees it.
+
+The same normalisation runs in the reference executor, the PyFlink job and the Spark job, so
+they agree on an event's identity, times and row whatever the stream's envelope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mercury.contracts import registry
+from mercury.features.transforms import apply_derived, unwrap_debezium
+
+
+@dataclass(frozen=True)
+class FeatureEvent:
+    entity_id: str
+    event_id: str
+    event_ts: int       # event time, epoch ms
+    arrival_ts: int     # when it reached the log (ingest_ts), epoch ms
+    order: tuple        # total order among one entity's events: newer compares greater
+    row: dict           # the record's columns plus derived ones
+    deleted: bool = False
+
+
+def normalise(feature_set, record: dict) -> FeatureEvent | None:
+    """The event a valid record of ``feature_set.source`` becomes; None if it has no entity."""
+    source = feature_set.source
+    if source.envelope == "debezium":
+        row, deleted = unwrap_debezium(record)
+        meta = record.get("source") or {}
+        lsn, event_ts = meta.get("lsn"), meta.get("ts_ms")
+        entity_id = row.get(feature_set.entity.join_key)
+        if entity_id is None or lsn is None or event_ts is None:
+            return None
+        return FeatureEvent(
+            entity_id=str(entity_id), event_id=f"{lsn}:{entity_id}", event_ts=int(event_ts),
+            arrival_ts=int(record.get("ts_ms") or event_ts), order=(int(lsn),),
+            row=apply_derived(source, row), deleted=deleted)
+    declared = registry.stream(source.stream)
+    entity_id = record.get(feature_set.entity.join_key)
+    event_id = record.get(declared.event_id_field)
+    event_ts = record.get(declared.event_time_field)
+    if entity_id is None or event_id is None or event_ts is None:
+        return None
+    return FeatureEvent(
+        entity_id=str(entity_id), event_id=str(event_id), event_ts=int(event_ts),
+        arrival_ts=int(record.get("ingest_ts") or event_ts), order=(int(event_ts), event_id),
+        row=apply_derived(source, record))
