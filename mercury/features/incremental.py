@@ -1,0 +1,173 @@
+"""Incremental state of one feature set for one entity, and the store writes it implies.
+
+This is what a streaming engine keeps in keyed state (the PyFlink job holds the dict returned
+by ``new_state`` in a ValueState). ``apply`` folds one deduplicated event in; ``render`` turns
+what changed into whole-field overwrites of the online store (see ``mercury.online.layout``).
+Everything is a plain dict of plain values, so it pickles and checkpoints as is.
+
+Order of arrival never matters: tiles merge commutatively, last-N items keep every event of an
+item and pick values by rank, latest values compare the events' total order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import orjson
+
+from mercury.durations import parse_duration
+from mercury.features import tiles
+from mercury.features.dsl import Aggregate, LastN, Latest
+from mercury.features.filters import passes
+from mercury.features.semantics import MAX_LATENESS_MS
+from mercury.features.windows import window
+from mercury.online import layout
+
+
+@dataclass
+class Touched:
+    tiles: set = field(default_factory=set)      # (hop_ms, index)
+    lists: set = field(default_factory=set)      # feature names
+    latest: set = field(default_factory=set)     # feature names
+    pruned: set = field(default_factory=set)     # (hop_ms, index) no window can reach any more
+
+    def __bool__(self) -> bool:
+        return bool(self.tiles or self.lists or self.latest or self.pruned)
+
+
+@dataclass(frozen=True)
+class KeyWrite:
+    """Whole fields to overwrite (and delete) in one hash, and its TTL."""
+    key: str
+    set_fields: dict
+    delete_fields: tuple = ()
+    ttl_ms: int = 0
+
+
+def new_state() -> dict:
+    return {"clock": None, "tiles": {}, "items": {}, "latest": {}}
+
+
+def hops_of(feature) -> set[int]:
+    return {window(text).hop_ms for text in feature.windows}
+
+
+@cache
+def tile_retention(feature_set) -> dict[int, int]:
+    """hop -> the longest window using it: older tiles can never be read again."""
+    longest: dict[int, int] = {}
+    for feature in feature_set.features:
+        if isinstance(feature, Aggregate):
+            for text in feature.windows:
+                w = window(text)
+                longest[w.hop_ms] = max(longest.get(w.hop_ms, 0), w.length_ms)
+    return longest
+
+
+def apply(feature_set, state: dict, event) -> Touched:
+    touched = Touched()
+    source, row = feature_set.source, event.row
+    for feature in feature_set.features:
+        if isinstance(feature, Aggregate):
+            _add_to_tiles(feature, source, state, event, touched)
+        elif isinstance(feature, LastN):
+            _add_to_items(feature, state, event, touched)
+        elif isinstance(feature, Latest) and passes(feature.where, row):
+            _set_latest(feature, state, event, touched)
+    if state["clock"] is None or event.event_ts > state["clock"]:
+        state["clock"] = event.event_ts
+        _prune(feature_set, state, touched)
+    return touched
+
+
+def _add_to_tiles(feature, source, state, event, touched: Touched) -> None:
+    bucket = tiles.bucket_of(feature, source, event.row)
+    if bucket is None:
+        return
+    value = None if feature.column is None else event.row[feature.column]
+    for hop in hops_of(feature):
+        slot = (hop, event.event_ts // hop)
+        partials = state["tiles"].setdefault(slot, {}).setdefault(feature.name, {})
+        partials[bucket] = tiles.add(feature.op, partials.get(bucket), value)
+        touched.tiles.add(slot)
+
+
+def _add_to_items(feature: LastN, state, event, touched: Touched) -> None:
+    row = event.row
+    key = row.get(feature.item_key)
+    if key is None or not passes(feature.where, row):
+        return
+    status = row.get(feature.status)
+    rank = dict(feature.status_rank).get(status, 0)
+    values = {name: row[name] for name in feature.fields if row.get(name) is not None}
+    item = state["items"].setdefault(feature.name, {}).setdefault(key, {})
+    item[event.event_id] = (rank, event.event_ts, event.event_id, status, values)
+    touched.lists.add(feature.name)
+
+
+def _set_latest(feature: Latest, state, event, touched: Touched) -> None:
+    per = "" if feature.per is None else str(event.row.get(feature.per))
+    current = state["latest"].setdefault(feature.name, {}).get(per)
+    if current is not None and tuple(current[0]) >= event.order:
+        return  # an older (or the same) event never overwrites newer state
+    values = None if event.deleted else {name: event.row.get(name) for name in feature.fields}
+    expires = event.row.get(feature.expires) if feature.expires else None
+    state["latest"][feature.name][per] = (event.order, event.event_ts, values, expires)
+    touched.latest.add(feature.name)
+
+
+def _prune(feature_set, state, touched: Touched) -> None:
+    clock = state["clock"]
+    for hop, longest in tile_retention(feature_set).items():
+        first_needed = clock // hop - longest // hop + 1
+        for slot in [s for s in state["tiles"] if s[0] == hop and s[1] < first_needed]:
+            del state["tiles"][slot]
+            touched.pruned.add(slot)
+    for feature in feature_set.features:
+        if isinstance(feature, LastN) and feature.name in state["items"]:
+            items = state["items"][feature.name]
+            keep = {key for key, _ in _newest(items, feature.n)}
+            for key in [k for k in items if k not in keep
+                        and _item_ts(items[k]) < clock - MAX_LATENESS_MS]:
+                del items[key]
+    touched.tiles -= touched.pruned
+
+
+def _item_ts(events: dict) -> int:
+    return min(e[1] for e in events.values())
+
+
+def _newest(items: dict, n: int) -> list:
+    return sorted(items.items(), key=lambda kv: (_item_ts(kv[1]), kv[0]), reverse=True)[:n]
+
+
+def materialize_items(feature: LastN, items: dict) -> list[dict]:
+    """The top ``n`` items, newest first, each merged from its events by rank."""
+    out = []
+    for key, events in _newest(items, feature.n):
+        ranked = sorted(events.values(), key=lambda e: (e[0], e[1], e[2]), reverse=True)
+        item = {"item": key, "ts": _item_ts(events), "status": ranked[0][3]}
+        for name in feature.fields:
+            item[name] = next((e[4][name] for e in ranked if name in e[4]), None)
+        out.append(item)
+    return out
+
+
+def render(feature_set, state: dict, touched: Touched, entity_id: str) -> KeyWrite:
+    fields: dict[str, bytes] = {}
+    for slot in touched.tiles:
+        fields[layout.tile_field(*slot)] = orjson.dumps(state["tiles"][slot])
+    for name in touched.lists:
+        feature = feature_set.feature(name)
+        fields[layout.list_field(name)] = orjson.dumps(
+            materialize_items(feature, state["items"][name]))
+    for name in touched.latest:
+        fields[layout.latest_field(name)] = orjson.dumps({
+            per: None if values is None else {"ts": ts, "exp": expires, "values": values}
+            for per, (_, ts, values, expires) in state["latest"][name].items()})
+    fields[layout.STAMP_FIELD] = str(state["clock"]).encode()
+    return KeyWrite(
+        key=layout.entity_key(feature_set, entity_id), set_fields=fields,
+        delete_fields=tuple(layout.tile_field(*slot) for slot in sorted(touched.pruned)),
+        ttl_ms=parse_duration(feature_set.ttl))

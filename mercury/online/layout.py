@@ -1,0 +1,55 @@
+"""The online store's key layout (Redis; valid on Redis Cluster).
+
+One hash per (entity, feature set, version):
+
+    fs:{u:<user_id>}:<set>:v<version>
+
+The ``{u:<user_id>}`` hash tag puts all of a user's feature sets in one cluster slot, so the
+reader fetches a user's whole context in one pipelined round trip. The version in the key lets
+a new definition be filled while the old one serves; ``fs:active:<set>`` holds the version
+that is served.
+
+Fields of the hash (values are compact JSON):
+
+    t:<hop>:<index>   one tile: {feature: {bucket: partial}} for the tile
+                      [index*hop, (index+1)*hop) of event time; hop is 5m, 1h or 1d
+    l:<feature>       a last-N list, newest first, already merged per item
+    v:<feature>       latest values: {per_value: {"ts", "exp", "values"} or null if deleted}
+    _ts               newest event time applied (epoch ms): freshness at a glance
+
+Every write overwrites whole fields with state the streaming job owns, never increments, so
+replaying events after a failure rewrites the same bytes. The hash's TTL is the feature set's
+``ttl``, renewed on every write; tiles that slid out of every window are deleted by the writer.
+"""
+
+from __future__ import annotations
+
+from mercury.durations import format_duration, parse_duration
+
+ACTIVE_PREFIX = "fs:active:"
+STAMP_FIELD = "_ts"
+
+
+def entity_key(feature_set, entity_id: str) -> str:
+    return f"fs:{{{feature_set.entity.tag}:{entity_id}}}:{feature_set.name}:v{feature_set.version}"
+
+
+def active_key(set_name: str) -> str:
+    return f"{ACTIVE_PREFIX}{set_name}"
+
+
+def tile_field(hop_ms: int, index: int) -> str:
+    return f"t:{format_duration(hop_ms)}:{index}"
+
+
+def parse_tile_field(name: str) -> tuple[int, int]:
+    _, hop, index = name.split(":")
+    return parse_duration(hop), int(index)
+
+
+def list_field(feature_name: str) -> str:
+    return f"l:{feature_name}"
+
+
+def latest_field(feature_name: str) -> str:
+    return f"v:{feature_name}"
