@@ -19,6 +19,8 @@ import orjson
 from mercury.eventlog.base import EventConsumer, EventLogError, EventProducer, Message
 
 _PART = re.compile(r"^part-(?P<writer>[A-Za-z0-9_.-]+)-(?P<seq>\d{8})\.jsonl$")
+# Part files committed by Flink's FileSink (dead letters, staged lake files): part-<uuid>-<subtask>-<n>.
+_FLINK_PART = re.compile(r"^part-[0-9a-f-]+-\d+-\d+\.jsonl$")
 _WRITER_ID = re.compile(r"^[A-Za-z0-9_.]+$")
 
 
@@ -98,7 +100,8 @@ class FileEventReader:
         folder = stream_dir(self.root, stream)
         if not folder.is_dir():
             return []
-        return sorted(folder / name for name in os.listdir(folder) if _PART.match(name))
+        return sorted(folder / name for name in os.listdir(folder)
+                      if _PART.match(name) or _FLINK_PART.match(name))
 
     def read(self, stream: str) -> Iterator[Message]:
         for path in self.files(stream):

@@ -1,10 +1,12 @@
 """Deduplication by event id within a horizon of arrival time, per entity and stream.
 
 Producer retries and CDC replays deliver the same event again, minutes to hours later. Each
-entity keeps the ids it has seen with their arrival time (``ingest_ts``) and forgets those
-that arrived more than ``DEDUP_HORIZON_MS`` before the newest arrival it has seen. The clock is
-the data's own arrival time, not the machine's, so replaying a day of history in a minute
-dedups exactly as live traffic did.
+entity keeps the ids it has seen with the time it saw them and forgets those seen more than
+``DEDUP_HORIZON_MS`` before the newest. The clock is the caller's: the streaming job passes
+its processing time, so a replay of days of history in minutes dedups all of it; the
+pure-Python runs pass each event's arrival time (``ingest_ts``), which is the same thing for a
+log read in arrival order. (The data's arrival time is not a safe clock for the job: the file
+source may read a later file first, and a jump of the clock would forget ids too early.)
 
 A duplicate beyond the horizon is counted again online (the lake's upsert by event id still
 absorbs it). State size at production rates is worked out in docs/STREAMING.md.
@@ -21,15 +23,15 @@ def new_seen() -> dict:
     return {"clock": 0, "ids": {}}
 
 
-def seen_before(seen: dict, event_id: str, arrival_ts: int) -> bool:
+def seen_before(seen: dict, event_id: str, now_ms: int) -> bool:
     """True if ``event_id`` was seen within the horizon; otherwise remembers it."""
     ids = seen["ids"]
     if event_id in ids:
         return True
-    ids[event_id] = arrival_ts
-    if arrival_ts > seen["clock"]:
-        seen["clock"] = arrival_ts
-        horizon = arrival_ts - DEDUP_HORIZON_MS
+    ids[event_id] = now_ms
+    if now_ms > seen["clock"]:
+        seen["clock"] = now_ms
+        horizon = now_ms - DEDUP_HORIZON_MS
         if len(ids) > 64 or min(ids.values()) < horizon:  # prune now and then, not every event
             for old in [i for i, at in ids.items() if at < horizon]:
                 del ids[old]

@@ -29,13 +29,16 @@ def normalise(feature_set, record: dict) -> FeatureEvent | None:
     if source.envelope == "debezium":
         row, deleted = unwrap_debezium(record)
         meta = record.get("source") or {}
-        lsn, event_ts = meta.get("lsn"), meta.get("ts_ms")
+        lsn = meta.get("lsn")
+        # The change's time is the row's business time (updated_at), in the same clock as the
+        # other streams; a delete has none of its own, so it takes the commit time.
+        event_ts = meta.get("ts_ms") if deleted else row.get("updated_at", meta.get("ts_ms"))
         entity_id = row.get(feature_set.entity.join_key)
         if entity_id is None or lsn is None or event_ts is None:
             return None
         return FeatureEvent(
             entity_id=str(entity_id), event_id=f"{lsn}:{entity_id}", event_ts=int(event_ts),
-            arrival_ts=int(record.get("ts_ms") or event_ts), order=(int(lsn),),
+            arrival_ts=int(event_ts), order=(int(lsn),),
             row=apply_derived(source, row), deleted=deleted)
     declared = registry.stream(source.stream)
     entity_id = record.get(feature_set.entity.join_key)

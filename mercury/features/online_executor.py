@@ -56,18 +56,20 @@ class OnlineExecutor:
         return ([seen_state_name(s) for s in self._by_stream]
                 + [set_state_name(fs) for fs in self.feature_sets])
 
-    def route(self, stream: str, record: dict) -> list[str]:
-        """The keys (``<entity tag>:<entity id>``) this record must be processed under."""
-        keys = []
+    def route(self, stream: str, record: dict) -> list[tuple[str, int]]:
+        """(key, event time) for each entity this record updates; the key is
+        ``<entity tag>:<entity id>``, the partitioning key of the keyed state."""
+        routes: dict[str, int] = {}
         for fs in self._by_stream.get(stream, ()):
             event = normalise(fs, record)
             if event is not None:
-                key = f"{fs.entity.tag}:{event.entity_id}"
-                if key not in keys:
-                    keys.append(key)
-        return keys
+                routes.setdefault(f"{fs.entity.tag}:{event.entity_id}", event.event_ts)
+        return list(routes.items())
 
-    def process(self, key: str, stream: str, record: dict, state: StateAccess) -> Outcome:
+    def process(self, key: str, stream: str, record: dict, state: StateAccess,
+                now_ms: int | None = None) -> Outcome:
+        """``now_ms`` is the dedup clock (see ``mercury.features.dedup``): the engine's
+        processing time; by default the event's arrival time."""
         tag, _, entity_id = key.partition(":")
         outcome = Outcome()
         seen = None
@@ -79,7 +81,8 @@ class OnlineExecutor:
                 continue
             if seen is None:  # one dedup decision per record, before any set sees it
                 seen = state.get(seen_state_name(stream)) or dedup.new_seen()
-                if dedup.seen_before(seen, event.event_id, event.arrival_ts):
+                if dedup.seen_before(seen, event.event_id,
+                                     event.arrival_ts if now_ms is None else now_ms):
                     outcome.duplicate = True
                     return outcome
                 state.put(seen_state_name(stream), seen)
