@@ -14,7 +14,7 @@ Connectors, local defaults (production swaps the event-log folders for Kafka top
 - dead letters: each stream's ``<stream>.dlq`` folder of the event log (same format as any
   stream, so the replay command reads them back).
 - validated and late events: part files under ``<data_dir>/lake_staging/{validated,late}``,
-  committed by checkpoints; ``mercury lake compact`` commits them to Iceberg.
+  committed by checkpoints; ``mercury lake-compact`` commits them to Iceberg.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ def configure(env, t_env, args, settings) -> None:
     config.set("python.state.cache-size", "50000")
     # Line numbers are counted per file; a file is read in seconds, so a day is plenty.
     config.set("table.exec.state.ttl", "1 d")
+    # A cancelled job keeps its last checkpoints, so a redeploy restores from them.
+    config.set("execution.checkpointing.externalized-checkpoint-retention",
+               "RETAIN_ON_CANCELLATION")
     config.set("restart-strategy.type", "fixed-delay")
     config.set("restart-strategy.fixed-delay.attempts", "1000")
     config.set("restart-strategy.fixed-delay.delay", "2 s")
@@ -84,16 +87,19 @@ def line_sources(t_env, streams, event_log_root: str):
 
 
 def file_sink(folder: str):
+    """JSON lines under ``folder``, committed (renamed from a hidden name) at each checkpoint."""
     from pyflink.common.serialization import Encoder
     from pyflink.datastream.connectors.file_system import (
         BucketAssigner,
         FileSink,
         OutputFileConfig,
+        RollingPolicy,
     )
 
     os.makedirs(folder, exist_ok=True)
     return FileSink.for_row_format(folder, Encoder.simple_string_encoder()) \
         .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner()) \
+        .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy()) \
         .with_output_file_config(OutputFileConfig.builder().with_part_prefix("part")
                                  .with_part_suffix(".jsonl").build()) \
         .build()

@@ -53,6 +53,16 @@ def _parser() -> argparse.ArgumentParser:
     lake.add_argument("--stream", default="transactions")
     lake.set_defaults(run=_lake)
 
+    from mercury.cdc import cli as cdc_cli
+    from mercury.features import cli as features_cli
+    from mercury.lake import compact_cli
+    from mercury.quality import replay_cli
+
+    features_cli.register(commands)
+    cdc_cli.register(commands)
+    compact_cli.register(commands)
+    replay_cli.register(commands)
+
     demo = commands.add_parser("demo", help="the main job end to end on the local defaults")
     _generator_options(demo, default_events=200_000)
     demo.add_argument("--skip-airflow", action="store_true",

@@ -32,7 +32,8 @@ def dagbag(tmp_path_factory):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "flink_smoke" in dagbag.dags
+    assert {"flink_smoke", "streaming_features", "streaming_features_health",
+            "dlq_replay"} <= set(dagbag.dags)
 
 
 def test_dag_policy(dagbag):
@@ -49,6 +50,28 @@ def test_dag_policy(dagbag):
             if task.retries < 1:
                 problems.append(f"{dag_id}.{task.task_id}: retries={task.retries}")
     assert not problems, "\n".join(problems)
+
+
+def test_streaming_features_actions_pick_their_tasks(dagbag):
+    """deploy skips the stop, stop skips the deploy (and what follows it), redeploy runs both
+    in order; the health DAG watches the same job every five minutes."""
+    from airflow.sdk import TriggerRule
+
+    dag = dagbag.dags["streaming_features"]
+    choose = dag.get_task("choose")
+    picked = {action: choose.python_callable(params={"action": action})
+              for action in ("deploy", "stop", "redeploy")}
+    assert picked == {"deploy": ["deploy"], "stop": ["stop"], "redeploy": ["stop", "deploy"]}
+    assert dag.params["action"] == "deploy"
+    assert choose.downstream_task_ids == {"stop", "deploy"}
+    deploy = dag.get_task("deploy")
+    assert deploy.upstream_task_ids == {"choose", "stop", "job_args"}
+    assert deploy.trigger_rule == TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+    assert dag.get_task("wait_until_running").upstream_task_ids == {"deploy"}
+    assert dag.get_task("health").upstream_task_ids == {"wait_until_running"}
+    watch = dagbag.dags["streaming_features_health"]
+    assert watch.schedule == "*/5 * * * *"
+    assert watch.get_task("health").job_name == deploy.job_name == "online-features"
 
 
 @pytest.mark.stack
@@ -80,3 +103,44 @@ def test_flink_smoke_dag_runs_the_job(flink_rest, tmp_path):
     details = flink_rest.job(new[0].job_id)
     assert details["timestamps"]["RUNNING"] > 0, "the job never reached RUNNING"
     assert details["state"] == "CANCELED"
+
+
+@pytest.mark.slow
+def test_dlq_replay_dag_replays_a_fixed_dead_letter(tmp_settings, tmp_path):
+    """`airflow dags test dlq_replay`: a dead letter whose cause is fixed (its payload passes
+    the current contract) is produced again to its stream by the replay task, once."""
+    import orjson
+
+    from mercury.contracts.validation import Verdict
+    from mercury.eventlog import open_producer
+    from mercury.eventlog.file_log import FileEventReader
+    from mercury.quality.dead_letters import encode, make_dead_letter
+    from mercury.quality.replay import ledger_path
+    from tests.lake_fixtures import transaction
+
+    try:
+        binary = airflow_binary()
+    except StackError as exc:
+        pytest.skip(str(exc))
+    # Dead-lettered when the code list lacked CHF, say; the fixed list has it.
+    payload = orjson.dumps(transaction(1, currency="CHF"))
+    letter = make_dead_letter("transactions", "transactions/part-old-00000001.jsonl:1", payload,
+                              Verdict(False, rule="bad_currency", field="currency"), 0)
+    with open_producer(tmp_settings, writer_id="loader") as producer:
+        producer.send("transactions.dlq", encode(letter))
+    # MERCURY_CONFIG (set by tmp_settings) points the DAG's tasks at this test's folders.
+    env = {**os.environ, **airflow_env(tmp_settings, home=tmp_path / "airflow")}
+
+    def airflow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+
+    assert (migrated := airflow("db", "migrate")).returncode == 0, migrated.stderr[-3000:]
+    run = airflow("dags", "test", "dlq_replay", "-c", '{"stream": "transactions"}')
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "state=success" in output, output[-5000:]
+    assert "dry run: transactions: read 1 dead letters, would replay 1" in output
+    assert "transactions: read 1 dead letters, replayed 1," in output
+    replayed = [m.value for m in FileEventReader(tmp_settings.event_log.root).read("transactions")]
+    assert replayed == [payload]
+    assert len(ledger_path(tmp_settings, "transactions").read_bytes().splitlines()) == 1

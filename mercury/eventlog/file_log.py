@@ -19,7 +19,8 @@ import orjson
 from mercury.eventlog.base import EventConsumer, EventLogError, EventProducer, Message
 
 _PART = re.compile(r"^part-(?P<writer>[A-Za-z0-9_.-]+)-(?P<seq>\d{8})\.jsonl$")
-# Part files committed by Flink's FileSink (dead letters, staged lake files): part-<uuid>-<subtask>-<n>.
+# Part files committed by Flink's FileSink (dead letters, staged lake files):
+# part-<uuid>-<subtask>-<n>.jsonl
 _FLINK_PART = re.compile(r"^part-[0-9a-f-]+-\d+-\d+\.jsonl$")
 _WRITER_ID = re.compile(r"^[A-Za-z0-9_.]+$")
 

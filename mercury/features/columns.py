@@ -16,6 +16,17 @@ def source_columns(source) -> set[str]:
     return columns | {d.name for d in source.derived}
 
 
+def _numeric(source, column: str) -> bool:
+    schema = schemas.load(registry.stream(source.stream).schema_subject).schema
+    prefix = "after." if source.envelope == "debezium" else ""
+    for path, field in iter_fields(schema):
+        if path == prefix + column:
+            kinds = field["type"] if isinstance(field["type"], list) else [field["type"]]
+            return any(k in ("int", "long", "float", "double") or
+                       (isinstance(k, dict) and k.get("type") in ("int", "long")) for k in kinds)
+    return False  # derived columns are strings here
+
+
 def check_columns(feature_set) -> None:
     from mercury.features.dsl import Aggregate, DefinitionError, LastN, Latest
 
@@ -40,6 +51,10 @@ def check_columns(feature_set) -> None:
         if isinstance(feature, Aggregate):
             need(f"{feature.name} column", feature.column)
             need(f"{feature.name} group_by", feature.group_by)
+            if feature.op in ("sum", "avg", "min", "max") and \
+                    not _numeric(feature_set.source, feature.column):
+                raise DefinitionError(f"{feature.name}: {feature.op} of {feature.column!r} needs "
+                                      "a numeric column")
             if feature.op == "distinct_count" and feature_set.source.currency_of(feature.column):
                 raise DefinitionError(f"{feature.name}: a distinct count of money means nothing")
         elif isinstance(feature, LastN):

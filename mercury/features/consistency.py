@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import orjson
+
 from mercury.features.reference import reference_values
 from mercury.online import layout
 from mercury.online.reader import decode
@@ -77,3 +79,14 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 def arrivals_from_log(reader, streams: Iterable[str]) -> list[tuple[str, bytes]]:
     """Every line of the streams, in each stream's log order (its arrival order)."""
     return [(stream, message.value) for stream in streams for message in reader.read(stream)]
+
+
+def last_arrival(arrivals: Iterable[tuple[str, bytes]]) -> int:
+    """The newest ``ingest_ts`` among the parseable payloads: the earliest fair as-of time."""
+    newest = 0
+    for _, payload in arrivals:
+        try:
+            newest = max(newest, int(orjson.loads(payload).get("ingest_ts") or 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            continue  # malformed: the oracle ignores it too
+    return newest

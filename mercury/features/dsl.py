@@ -41,6 +41,19 @@ def _check_name(kind: str, name: str) -> None:
         raise DefinitionError(f"{kind} name {name!r}: use lower_snake_case, at most 48 chars")
 
 
+def _duration(what: str, text: str) -> int:
+    try:
+        return durations.parse_duration(text)
+    except durations.DurationError as exc:
+        raise DefinitionError(f"{what}: {exc}") from None
+
+
+def _check_reserved(feature: str, names, reserved) -> None:
+    clash = sorted(set(names) & set(reserved))
+    if clash:
+        raise DefinitionError(f"{feature}: field names {clash} are reserved in its values")
+
+
 @dataclass(frozen=True)
 class Entity:
     """What features are about. ``tag`` is the short prefix of its Redis hash tag."""
@@ -77,7 +90,11 @@ class Source:
     envelope: str | None = None
 
     def __post_init__(self):
-        declared = registry.stream(self.stream)  # raises on an unknown stream
+        try:
+            declared = registry.stream(self.stream)
+        except KeyError:
+            raise DefinitionError(f"source {self.stream!r} is not a stream of the registry") \
+                from None
         if declared.is_dead_letter:
             raise DefinitionError(f"source {self.stream}: features never read a dead-letter stream")
         if self.envelope not in (None, "debezium"):
@@ -104,6 +121,8 @@ class Filter:
         if self.op not in FILTER_OPS:
             raise DefinitionError(f"filter on {self.column}: op {self.op!r} not in {FILTER_OPS}")
         if self.op in ("in", "not_in"):
+            if isinstance(self.value, str):
+                raise DefinitionError(f"filter on {self.column}: {self.op} needs a list of values")
             object.__setattr__(self, "value", tuple(self.value))
 
 
@@ -137,8 +156,9 @@ class Aggregate:
         from mercury.features.windows import window
 
         object.__setattr__(self, "windows", tuple(self.windows))
-        for text in self.windows:
-            window(text)  # validates
+        labels = [window(text).label for text in self.windows]  # validates each
+        if len(set(labels)) != len(labels):
+            raise DefinitionError(f"{self.name}: windows {self.windows} repeat a length")
 
 
 @dataclass(frozen=True)
@@ -164,6 +184,7 @@ class LastN:
         if not 1 <= self.n <= 100:
             raise DefinitionError(f"{self.name}: n must be within 1..100")
         object.__setattr__(self, "status_rank", tuple(tuple(p) for p in self.status_rank))
+        _check_reserved(self.name, self.fields, ("item", "ts", "status"))
 
 
 @dataclass(frozen=True)
@@ -185,7 +206,8 @@ class Latest:
     def __post_init__(self):
         _check_name("feature", self.name)
         if self.max_age is not None:
-            durations.parse_duration(self.max_age)
+            _duration(f"{self.name} max_age", self.max_age)
+        _check_reserved(self.name, self.fields, ("ts",))
 
 
 Feature = Aggregate | LastN | Latest
@@ -214,8 +236,10 @@ class FeatureSet:
             raise DefinitionError(f"{self.name}: version starts at 1")
         if not self.owner:
             raise DefinitionError(f"{self.name}: name an owner")
-        durations.parse_duration(self.ttl)
+        _duration(f"{self.name} ttl", self.ttl)
         object.__setattr__(self, "features", tuple(self.features))
+        if not self.features:
+            raise DefinitionError(f"{self.name}: a feature set needs at least one feature")
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise DefinitionError(f"{self.name}: feature names repeat: {names}")

@@ -107,7 +107,9 @@ def _add_to_items(feature: LastN, state, event, touched: Touched) -> None:
 
 
 def _set_latest(feature: Latest, state, event, touched: Touched) -> None:
-    per = "" if feature.per is None else str(event.row.get(feature.per))
+    if feature.per is not None and event.row.get(feature.per) is None:
+        return  # nothing to file it under
+    per = "" if feature.per is None else str(event.row[feature.per])
     current = state["latest"].setdefault(feature.name, {}).get(per)
     if current is not None and tuple(current[0]) >= event.order:
         return  # an older (or the same) event never overwrites newer state

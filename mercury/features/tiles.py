@@ -1,8 +1,8 @@
 """Partial aggregates kept per tile, and how tiles merge into a window's value.
 
 A tile holds, per aggregate feature, one partial per *bucket*: the bucket is the group value
-and/or the currency of the amount (``"groceries|EUR"``, ``"EUR"``, ``"groceries"`` or ``""``),
-so money is never added across currencies. Partials are JSON-friendly:
+and/or the currency of the amount, joined by ``SEP`` (``"groceries<SEP>EUR"``, ``"EUR"``,
+``"groceries"`` or ``""``), so money is never added across currencies. Partials are JSON-friendly:
 
     count -> int    sum -> float    min/max -> number    avg -> [sum, count]
     distinct_count -> sorted list of the distinct values
@@ -17,6 +17,7 @@ from __future__ import annotations
 from mercury.features.filters import passes
 
 _NO_GROUP = "unknown"
+SEP = "\x1f"  # ASCII unit separator: never part of a group value or a currency code
 
 
 def bucket_of(feature, source, row: dict) -> str | None:
@@ -33,7 +34,7 @@ def bucket_of(feature, source, row: dict) -> str | None:
     currency_column = source.currency_of(feature.column) if feature.column else None
     if currency_column is not None:
         parts.append(str(row.get(currency_column)))
-    return "|".join(parts)
+    return SEP.join(parts)
 
 
 def add(op: str, partial, value):
@@ -97,7 +98,7 @@ def finalize(feature, source, buckets: dict):
         return leaf(feature.op, buckets.get(""))
     out: dict = {}
     for bucket, partial in buckets.items():
-        *path, last = bucket.split("|")
+        *path, last = bucket.split(SEP)
         node = out
         for part in path:
             node = node.setdefault(part, {})

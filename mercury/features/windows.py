@@ -58,6 +58,8 @@ def window(text: str) -> Window:
         length = parse_duration(text)
     except ValueError as exc:
         raise DefinitionError(f"window {text!r}: {exc}") from None
+    if length <= 0:
+        raise DefinitionError(f"window {text!r} is empty")
     hop = hop_for(length)
     if length % hop:
         raise DefinitionError(

@@ -6,7 +6,7 @@ One hash per (entity, feature set, version):
 
 The ``{u:<user_id>}`` hash tag puts all of a user's feature sets in one cluster slot, so the
 reader fetches a user's whole context in one pipelined round trip. The version in the key lets
-a new definition be filled while the old one serves; ``fs:active:<set>`` holds the version
+a new definition be filled while the old one serves; ``fs:{active}:<set>`` holds the version
 that is served.
 
 Fields of the hash (values are compact JSON):
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from mercury.durations import format_duration, parse_duration
 
-ACTIVE_PREFIX = "fs:active:"
+ACTIVE_PREFIX = "fs:{active}:"  # one hash tag: all pointers in one slot, one MGET
 STAMP_FIELD = "_ts"
 
 

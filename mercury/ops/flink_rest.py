@@ -88,6 +88,11 @@ class FlinkRestClient:
         """Taskmanagers, slots (total/available), job counts and the Flink version."""
         return self._call("GET", "/overview")
 
+    def cluster_config(self) -> dict[str, str]:
+        """The JobManager's effective configuration (e.g. ``execution.checkpointing.dir``)."""
+        return {entry["key"]: entry["value"]
+                for entry in self._call("GET", "/jobmanager/config") or []}
+
     # -- jars -----------------------------------------------------------------------------
     def jars(self) -> list[dict]:
         return self._call("GET", "/jars").get("files", [])

@@ -1,0 +1,85 @@
+"""Running the online-features job on a Flink cluster and knowing when it has caught up.
+
+The job never finishes (it follows the event log), so "done" means: the validating operator
+has read every line the log holds, the keyed operator's input has stopped growing, and a
+checkpoint completed after that (which commits the dead-letter and lake part files).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mercury.config import REPO_ROOT
+
+JOB_FILE = REPO_ROOT / "flink_jobs" / "online_features.py"
+
+
+@dataclass(frozen=True)
+class Progress:
+    lines_read: int      # raw lines validated (all streams)
+    routed_read: int     # events that reached the keyed feature operator
+
+
+def submit(client, config_path, job_name: str, savepoint_path: str | None = None,
+           feature_sets: str = "") -> str:
+    args = ["--config", str(config_path), "--job-name", job_name]
+    if feature_sets:
+        args += ["--feature-sets", feature_sets]
+    job_id = client.run_python(JOB_FILE, args, savepoint_path=savepoint_path)
+    client.wait_until_running(job_id)
+    return job_id
+
+
+def progress(client, job_id: str) -> Progress:
+    lines = routed = 0
+    for vertex in client.job(job_id)["vertices"]:
+        read = vertex["metrics"]["read-records"]
+        if "validate-and-route" in vertex["name"]:
+            lines += read
+        elif vertex["name"].startswith("online-features"):
+            routed += read
+    return Progress(lines, routed)
+
+
+def wait_caught_up(client, job_id: str, expected_lines: int | None, timeout_s: float = 300.0,
+                   settle_s: float = 3.0, report=None) -> Progress:
+    """Block until the job has processed ``expected_lines`` and committed a checkpoint.
+
+    Flink's record counters start at zero in a restored job, which cannot know how many lines
+    its checkpoint had read: pass None to wait for the counters to stop moving instead."""
+    deadline = time.monotonic() + timeout_s
+    last, stable_since = None, None
+    while time.monotonic() < deadline:
+        state = client.job_state(job_id)
+        if state in ("FAILED", "CANCELED", "FINISHED"):
+            raise RuntimeError(f"job {job_id} is {state}: {client.failure(job_id)}")
+        now = progress(client, job_id)
+        if report:
+            report(now)
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif (expected_lines is None or now.lines_read >= expected_lines) \
+                and time.monotonic() - stable_since >= settle_s:
+            _wait_for_new_checkpoint(client, job_id, deadline)
+            return now
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job_id} did not catch up with {expected_lines} lines in "
+                       f"{timeout_s:.0f} s; last progress {last}")
+
+
+def _wait_for_new_checkpoint(client, job_id: str, deadline: float) -> None:
+    """Two more completed checkpoints: the second surely began after we caught up."""
+    def completed() -> int:
+        return client.checkpoints(job_id)["counts"]["completed"]
+
+    target = completed() + 2
+    while completed() < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id}: no checkpoint completed after catching up")
+        time.sleep(0.5)
+
+
+def latest_checkpoint_path(client, job_id: str) -> str | None:
+    latest = client.checkpoints(job_id).get("latest", {}).get("completed")
+    return latest["external_path"] if latest else None

@@ -1,0 +1,191 @@
+"""Replaying dead letters once their cause is fixed, idempotently.
+
+A record is dead-lettered because it broke the contract as it stood then (a currency the code
+list lacked, an enum symbol added later ...). Once the contract or the code list is fixed,
+``replay_dead_letters`` re-validates every dead letter of a stream with the *current*
+contract; those that pass now are produced again to the original stream with their original
+bytes. Their event id is unchanged, so a second delivery (see below) is absorbed downstream:
+the streaming job dedups by event id and the lake upserts by it. Those that still fail stay
+in the dead-letter stream and are counted per rule they break now.
+
+The dead-letter stream is read whole on every run through a consumer group that never
+commits, so a record fixed by a later change is still found by a later replay. It may hold
+the same ``dlq_id`` twice (a re-run loader writes the same failure again); it counts once.
+
+Idempotence: the replay ledger, an append-only JSON-lines file, one line per replayed
+``dlq_id``. It lives beside the log it describes, ``<event log root>/_replays/<stream>.jsonl``
+(Flink's file source skips ``_`` names), so wiping the event log wipes it too: dead-letter ids
+are derived from log positions, which a fresh log reuses. With Kafka (no local root) it is
+``<data_dir>/replays/<stream>.jsonl``. A file rather than a Postgres table because the replay
+needs nothing else running and the ledger is read whole once per run. An exclusive lock on
+it keeps two replays of a stream apart.
+
+Crash window: per batch, records are produced and flushed first and the ledger is appended
+(and fsynced) after. A crash in between leaves records produced but not in the ledger: the
+next run produces them once more, which dedup absorbs. The other order could lose records,
+which the platform never does. A torn last ledger line (a crash mid-write) is dropped.
+Payloads are re-encoded from the dead letter's text: exact, since only valid UTF-8 can pass
+validation.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from mercury.config import FileEventLogConfig, Settings
+from mercury.contracts import registry
+from mercury.contracts.validation import validator
+from mercury.eventlog import open_consumer, open_producer
+
+
+class ReplayError(Exception):
+    """The replay cannot run as asked; the message says why."""
+
+
+@dataclass
+class ReplayResult:
+    stream: str
+    dry_run: bool
+    read: int = 0              # dead letters read, repeats included
+    replayed: int = 0          # produced again (in a dry run: would be)
+    already_replayed: int = 0  # in the ledger from an earlier run
+    repeated: int = 0          # same dlq_id seen again in this run
+    still_failing: Counter = field(default_factory=Counter)  # rule broken now -> count
+
+    def as_dict(self) -> dict:
+        """Plain JSON-able values (an XCom, a log line)."""
+        return {**vars(self), "still_failing": dict(self.still_failing)}
+
+    def summary(self) -> str:
+        failing = ", ".join(f"{rule} {n:,}" for rule, n in sorted(self.still_failing.items()))
+        verb = "would replay" if self.dry_run else "replayed"
+        return (f"{self.stream}: read {self.read:,} dead letters, {verb} {self.replayed:,}, "
+                f"already replayed {self.already_replayed:,}, still failing "
+                f"{sum(self.still_failing.values()):,}{f' ({failing})' if failing else ''}"
+                f"{f', repeated dlq ids {self.repeated:,}' if self.repeated else ''}")
+
+
+def replay_dead_letters(settings: Settings, stream: str, *, dry_run: bool = False,
+                        progress: Callable[[ReplayResult], None] | None = None,
+                        batch_size: int = 1000,
+                        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                        ) -> ReplayResult:
+    """Replay the stream's dead letters that pass the current contract (module doc).
+
+    ``dry_run`` validates and counts but produces nothing and writes no ledger. ``progress``
+    is called with the running result after every batch.
+    """
+    spec = registry.stream(stream)
+    if spec.dead_letter_stream is None:
+        raise ReplayError(f"{stream} has no dead-letter stream")
+    check = validator(spec.schema_subject)
+    result = ReplayResult(stream, dry_run)
+    seen: set[str] = set()
+    with _Ledger(ledger_path(settings, stream), writable=not dry_run) as ledger:
+        done = ledger.replayed_ids()
+        producer = None if dry_run else open_producer(settings, writer_id="dlqreplay")
+        # Never committed: every run reads the whole dead-letter stream.
+        with open_consumer(settings, f"dlq-replay.{stream}", [spec.dead_letter_stream]) as dlq:
+            while batch := dlq.poll(max_messages=batch_size, timeout_s=1.0):
+                entries = []
+                for message in batch:
+                    letter = orjson.loads(message.value)
+                    dlq_id = letter["dlq_id"]
+                    if dlq_id in seen:
+                        result.repeated += 1
+                        continue
+                    seen.add(dlq_id)
+                    if dlq_id in done:
+                        result.already_replayed += 1
+                        continue
+                    raw = letter["raw_payload"].encode("utf-8")
+                    verdict = check.validate_bytes(raw)
+                    if not verdict.ok:
+                        result.still_failing[verdict.rule] += 1
+                        continue
+                    result.replayed += 1
+                    if producer is not None:
+                        position = producer.send(stream, raw, key=_key(verdict.record, spec.key))
+                        entries.append({"dlq_id": dlq_id, "event_id": letter.get("event_id"),
+                                        "rule": letter["rule"], "position": position,
+                                        "replayed_at": now_ms()})
+                if producer is not None and entries:
+                    producer.flush()        # durable in the stream first,
+                    ledger.append(entries)  # then recorded as replayed
+                result.read += len(batch)
+                if progress is not None:
+                    progress(result)
+    return result
+
+
+def ledger_path(settings: Settings, stream: str) -> Path:
+    if isinstance(settings.event_log, FileEventLogConfig):
+        return settings.event_log.root / "_replays" / f"{stream}.jsonl"
+    return settings.data_dir / "replays" / f"{stream}.jsonl"
+
+
+def progress_printer(out=sys.stderr, every_s: float = 2.0) -> Callable[[ReplayResult], None]:
+    """A progress line at most every ``every_s`` seconds (appended: fine in logs too)."""
+    last = time.perf_counter()
+
+    def report(result: ReplayResult) -> None:
+        nonlocal last
+        if time.perf_counter() - last >= every_s:
+            last = time.perf_counter()
+            print(f"... {result.summary()}", file=out, flush=True)
+
+    return report
+
+
+def _key(record: dict, path: str) -> str | None:
+    """The partition key (``user_id``, ``after.user_id`` ...) of a validated record."""
+    value = record
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return None if value is None else str(value)
+
+
+class _Ledger:
+    """The append-only ledger file, locked exclusively while a replay writes it."""
+
+    def __init__(self, path: Path, writable: bool):
+        self.path, self.writable = path, writable
+        self._file = None
+
+    def __enter__(self) -> _Ledger:
+        if self.writable:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a+b")  # noqa: SIM115 - closed in __exit__
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                self._file.close()
+                raise ReplayError(f"another replay holds {self.path}; try again later") from exc
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()  # releases the lock
+
+    def replayed_ids(self) -> set[str]:
+        if not self.path.is_file():
+            return set()
+        data = self.path.read_bytes()
+        complete = data[:data.rfind(b"\n") + 1]
+        if self._file is not None and len(complete) < len(data):
+            os.truncate(self.path, len(complete))  # a torn line from a crash mid-write
+        return {orjson.loads(line)["dlq_id"] for line in complete.splitlines() if line}
+
+    def append(self, entries: list[dict]) -> None:
+        self._file.write(b"".join(orjson.dumps(entry) + b"\n" for entry in entries))
+        self._file.flush()
+        os.fsync(self._file.fileno())

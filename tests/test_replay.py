@@ -1,0 +1,174 @@
+"""Replaying dead letters: after the cause is fixed exactly the fixed records come back, with
+their original bytes, once; the rest stay and are counted per rule.
+
+The story: ISO 4217 added ZWG (Zimbabwe Gold) in 2024 and the code list lacked it, so
+transactions in ZWG were dead-lettered as bad_currency until the list was fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+import orjson
+import pytest
+
+from mercury.contracts import validation
+from mercury.eventlog import open_producer
+from mercury.eventlog.file_log import FileEventReader
+from mercury.lake import tables
+from mercury.lake.load import load_stream
+from mercury.quality import replay_cli
+from mercury.quality.replay import ReplayError, ledger_path, replay_dead_letters
+from tests.lake_fixtures import transaction
+
+
+def _payloads() -> dict[str, list[bytes]]:
+    def payload(n: int, **overrides) -> bytes:
+        return orjson.dumps(transaction(n, **overrides))
+
+    return {
+        "valid": [payload(n) for n in range(3)],
+        "zwg": [payload(n, currency="ZWG", country="ZW") for n in range(3, 6)],
+        "not_json": [payload(6)[:40], payload(7)[:-3]],
+        "unknown_enum": [payload(8, event_type="REFUND")],
+    }
+
+
+@pytest.fixture
+def dead_lettered(tmp_settings):
+    """The transactions stream with bad records in it, loaded: the bad ones are dead letters."""
+    payloads = _payloads()
+    with open_producer(tmp_settings, writer_id="src") as producer:
+        for kind in ("valid", "zwg", "not_json", "unknown_enum"):
+            for raw in payloads[kind]:
+                producer.send("transactions", raw)
+    report = load_stream(tmp_settings, "transactions")
+    assert dict(report.dead_letters) == {"bad_currency": 3, "not_json": 2, "unknown_enum": 1}
+    return payloads
+
+
+def fix_zwg(monkeypatch) -> None:
+    """The fix: the currency code list as the validator reads it now has ZWG."""
+    monkeypatch.setattr(validation, "CURRENCIES", validation.CURRENCIES | {"ZWG"})
+    validation.validator.cache_clear()  # no validator built before the fix survives it
+
+
+@pytest.fixture
+def zwg_fixed(monkeypatch):
+    fix_zwg(monkeypatch)
+    yield
+    validation.validator.cache_clear()
+
+
+def _stream(settings, writer: str = "") -> list[bytes]:
+    """The stream's payloads, in file-name order; only ``writer``'s files if given."""
+    return [m.value for m in FileEventReader(settings.event_log.root).read("transactions")
+            if f"/part-{writer}" in m.position]
+
+
+def test_nothing_comes_back_before_the_fix(tmp_settings, dead_lettered):
+    result = replay_dead_letters(tmp_settings, "transactions")
+    assert (result.read, result.replayed, result.already_replayed) == (6, 0, 0)
+    assert result.still_failing == {"bad_currency": 3, "not_json": 2, "unknown_enum": 1}
+
+
+def test_fixed_records_come_back_byte_identical_once(tmp_settings, dead_lettered, zwg_fixed):
+    before = _stream(tmp_settings)
+    dry = replay_dead_letters(tmp_settings, "transactions", dry_run=True)
+    assert (dry.replayed, dry.still_failing) == (3, {"not_json": 2, "unknown_enum": 1})
+    assert _stream(tmp_settings) == before and not ledger_path(tmp_settings,
+                                                               "transactions").exists()
+
+    seen = []
+    result = replay_dead_letters(tmp_settings, "transactions", batch_size=2,
+                                 progress=lambda r: seen.append(r.read))
+    assert (result.read, result.replayed, result.already_replayed) == (6, 3, 0)
+    assert result.still_failing == {"not_json": 2, "unknown_enum": 1}
+    assert seen == [2, 4, 6]
+    after = _stream(tmp_settings)
+    assert len(after) == len(before) + 3
+    assert _stream(tmp_settings, "dlqreplay") == dead_lettered["zwg"]  # original bytes, in order
+    ledger = [orjson.loads(line) for line in
+              ledger_path(tmp_settings, "transactions").read_bytes().splitlines()]
+    assert [entry["rule"] for entry in ledger] == ["bad_currency"] * 3
+    assert [entry["event_id"] for entry in ledger] == [
+        orjson.loads(raw)["event_id"] for raw in dead_lettered["zwg"]]
+
+    again = replay_dead_letters(tmp_settings, "transactions")
+    assert (again.replayed, again.already_replayed) == (0, 3)
+    assert again.still_failing == {"not_json": 2, "unknown_enum": 1}
+    assert _stream(tmp_settings) == after
+    assert "already replayed 3" in again.summary()
+    assert again.as_dict()["still_failing"] == {"not_json": 2, "unknown_enum": 1}
+
+    # Downstream, the replayed records are simply valid now: the loader takes them in.
+    load = load_stream(tmp_settings, "transactions")
+    assert (load.read, load.inserted, sum(load.dead_letters.values())) == (3, 3, 0)
+    assert tables.read(tmp_settings, "transactions").num_rows == 6
+
+
+def test_a_dead_letter_written_twice_is_replayed_once(tmp_settings, dead_lettered, monkeypatch):
+    load_stream(tmp_settings, "transactions", group="rerun")  # the same failures, again
+    fix_zwg(monkeypatch)
+    result = replay_dead_letters(tmp_settings, "transactions")
+    assert (result.read, result.replayed, result.repeated) == (12, 3, 6)
+
+
+def test_a_torn_ledger_line_is_dropped_and_its_record_replayed_again(
+        tmp_settings, dead_lettered, zwg_fixed):
+    replay_dead_letters(tmp_settings, "transactions")
+    path = ledger_path(tmp_settings, "transactions")
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]) + lines[2][:20])  # a crash mid-write of the last line
+    result = replay_dead_letters(tmp_settings, "transactions")
+    assert (result.replayed, result.already_replayed) == (1, 2)
+    assert len(path.read_bytes().splitlines()) == 3
+    # Two deliveries of that event id: the lake's upsert keeps one.
+    load_stream(tmp_settings, "transactions")
+    assert tables.read(tmp_settings, "transactions").num_rows == 6
+
+
+def test_two_replays_of_a_stream_do_not_run_at_once(tmp_settings, dead_lettered):
+    import fcntl
+
+    path = ledger_path(tmp_settings, "transactions")
+    path.parent.mkdir(parents=True)
+    with open(path, "ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ReplayError, match="another replay"):
+            replay_dead_letters(tmp_settings, "transactions")
+        replay_dead_letters(tmp_settings, "transactions", dry_run=True)  # reads only
+
+
+def test_a_stream_without_dead_letters_is_refused(tmp_settings):
+    with pytest.raises(ReplayError, match="no dead-letter stream"):
+        replay_dead_letters(tmp_settings, "transactions.dlq")
+
+
+def test_cli_prints_the_summary(tmp_settings, dead_lettered, zwg_fixed, capsys):
+    parser = argparse.ArgumentParser(prog="mercury")
+    replay_cli.register(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv: str) -> str:
+        args = parser.parse_args(argv)
+        assert args.run(args) == 0
+        return capsys.readouterr().out
+
+    assert run("dlq", "replay", "--stream", "transactions", "--dry-run") == (
+        "dry run: transactions: read 6 dead letters, would replay 3, already replayed 0, "
+        "still failing 3 (not_json 2, unknown_enum 1)\n")
+    assert "replayed 3," in run("dlq", "replay", "--stream", "transactions")
+    assert "already replayed 3," in run("dlq", "replay", "--stream", "transactions")
+
+
+def test_progress_printer_writes_at_most_every_interval():
+    from mercury.quality.replay import ReplayResult, progress_printer
+
+    out = io.StringIO()
+    report = progress_printer(out, every_s=0.0)
+    report(ReplayResult("transactions", dry_run=False, read=5, replayed=2))
+    assert out.getvalue().startswith("... transactions: read 5 dead letters, replayed 2")
+    quiet = progress_printer(out, every_s=3600)
+    quiet(ReplayResult("transactions", dry_run=False))
+    assert out.getvalue().count("\n") == 1
