@@ -49,9 +49,9 @@ def main() -> None:
     from mercury.features.consistency import arrivals_from_log, compare, last_arrival
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
+    from mercury.online.redis_store import RedisOnlineStore
     from mercury.ops import online_job
     from mercury.ops.flink_rest import FlinkRestClient
-    from mercury.online.redis_store import RedisOnlineStore
 
     settings = load_settings()
     redis.Redis(port=settings.redis.port, db=REDIS_DB).flushdb()
