@@ -50,7 +50,9 @@ class ValidateAndRoute(ProcessFunction):
     def open(self, runtime_context):
         from mercury.contracts import registry
         from mercury.contracts.validation import validator
+        from mercury.quality.dead_letters import make_dead_letter
 
+        self.make_dead_letter = make_dead_letter
         self.executor = _executor(self.specs_json)
         self.validators = {s: validator(registry.stream(s).schema_subject)
                            for s in self.executor.streams}
@@ -59,15 +61,13 @@ class ValidateAndRoute(ProcessFunction):
         self.unknown_fields = metrics.counter("records_with_unknown_fields")
 
     def process_element(self, value, ctx):
-        from mercury.quality.dead_letters import make_dead_letter
-
         stream, line = value.stream, value.line
         position = f"{stream}/{os.path.basename(value.path)}:{value.line_number}"
         raw = line.encode()
         verdict = self.validators[stream].validate_bytes(raw)
         if not verdict.ok:
             self.dead_letters.inc()
-            letter = make_dead_letter(stream, position, raw, verdict,
+            letter = self.make_dead_letter(stream, position, raw, verdict,
                                       ctx.timer_service().current_processing_time())
             yield DEAD_LETTERS, Row(stream, orjson.dumps(letter).decode())
             return

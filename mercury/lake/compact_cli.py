@@ -12,13 +12,12 @@ import sys
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    from mercury.lake.compact import BATCH_RECORDS
-
+    # Builds the parser only: mercury.lake.compact (pyarrow, pyiceberg) loads when it runs.
     command = subparsers.add_parser(
         "lake-compact", help="commit staged validated and late events to Iceberg (idempotent)")
-    command.add_argument("--batch-records", type=_positive, default=BATCH_RECORDS,
+    command.add_argument("--batch-records", type=_positive, default=None,
                          metavar="N", help="lines per Iceberg commit, whole files "
-                                           f"(default {BATCH_RECORDS:,})")
+                                           "(default: mercury.lake.compact.BATCH_RECORDS)")
     command.add_argument("--quiet", action="store_true", help="print the summary only")
     command.set_defaults(run=_run)
     return command
@@ -45,7 +44,7 @@ def _run(args) -> int:
 
     try:
         result = compact.compact(settings, progress=None if args.quiet else progress,
-                                 batch_records=args.batch_records)
+                                 batch_records=args.batch_records or compact.BATCH_RECORDS)
     except compact.CompactError as exc:
         print(f"mercury lake-compact: {exc}", file=sys.stderr)
         return 1
