@@ -100,6 +100,49 @@ class WarehouseConfig(_Section):
     duckdb_path: Path | None = None
 
 
+class LocalVectorConfig(_Section):
+    """The embedded engine (LanceDB) in a local folder: one table per index version."""
+
+    type: Literal["local"] = "local"
+    path: Path
+    # Below this many chunks a version is searched exactly (flat); above it an HNSW index is
+    # built, and new rows are folded into it every ``optimize_every`` writes.
+    ann_min_rows: int = Field(20_000, ge=1)
+    optimize_every: int = Field(200, ge=1)
+
+
+class OpenSearchVectorConfig(_Section):
+    """OpenSearch kNN: one index per version behind a read alias."""
+
+    type: Literal["opensearch"] = "opensearch"
+    hosts: list[str]
+    username_env: str | None = None
+    password_env: str | None = None
+    shards: int = Field(3, ge=1)
+    replicas: int = Field(2, ge=0)
+    hnsw_m: int = Field(16, ge=2)
+    hnsw_ef_construction: int = Field(256, ge=8)
+    hnsw_ef_search: int = Field(128, ge=8)
+
+
+VectorIndexConfig = Annotated[LocalVectorConfig | OpenSearchVectorConfig,
+                              Field(discriminator="type")]
+
+
+class RetrievalConfig(_Section):
+    """The knowledge index: the alias readers follow, the model and chunking of new builds."""
+
+    alias: str = "knowledge"
+    index: VectorIndexConfig
+    embedding_model: Literal["all-MiniLM-L6-v2", "hashing-384"] = "all-MiniLM-L6-v2"
+    max_tokens: int = Field(200, ge=16, le=256)
+    overlap_tokens: int = Field(32, ge=0)
+    embed_batch_size: int = Field(64, ge=1)
+    languages: tuple[str, ...] = ("en", "fr", "de", "es")
+    max_body_chars: int = Field(100_000, ge=1_000)
+    query_cache_size: int = Field(1024, ge=0)
+
+
 class Settings(_Section):
     profile: Literal["local", "production"]
     data_dir: Path
@@ -110,6 +153,7 @@ class Settings(_Section):
     flink: FlinkConfig = FlinkConfig()
     airflow: AirflowConfig
     warehouse: WarehouseConfig = WarehouseConfig()
+    retrieval: RetrievalConfig
 
     @property
     def run_dir(self) -> Path:
@@ -134,7 +178,7 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
     return out
 
 
-_PATH_KEYS = {"data_dir", "root", "warehouse", "conf_dir", "home", "duckdb_path"}
+_PATH_KEYS = {"data_dir", "root", "warehouse", "conf_dir", "home", "duckdb_path", "path"}
 
 
 def _is_uri(value: str) -> bool:

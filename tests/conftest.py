@@ -22,6 +22,7 @@ def write_config(tmp_path: Path, **overrides) -> Path:
     raw["lake"]["warehouse"] = str(tmp_path / "lake")
     raw["warehouse"]["duckdb_path"] = str(tmp_path / "warehouse.duckdb")
     raw["airflow"]["home"] = str(tmp_path / "airflow")
+    raw["retrieval"]["index"]["path"] = str(tmp_path / "vectors")
     for section, values in overrides.items():
         if isinstance(values, dict):
             raw.setdefault(section, {}).update(values)
