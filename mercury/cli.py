@@ -57,11 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     from mercury.features import cli as features_cli
     from mercury.lake import compact_cli
     from mercury.quality import replay_cli
+    from mercury.retrieval import cli as knowledge_cli
 
     features_cli.register(commands)
     cdc_cli.register(commands)
     compact_cli.register(commands)
     replay_cli.register(commands)
+    knowledge_cli.register(commands)
 
     demo = commands.add_parser("demo", help="the main job end to end on the local defaults")
     _generator_options(demo, default_events=200_000)

@@ -79,11 +79,9 @@ def chunk_document(doc: Document, spec: ChunkingSpec,
     chunks: list[Chunk] = []
     for headings, paragraphs in split_sections(doc.body):
         heading = " > ".join(h for h in headings if h != doc.title)
-        prefix = " > ".join(part for part in (doc.title, heading) if part)
+        prefix = _fit_prefix(" > ".join(p for p in (doc.title, heading) if p),
+                             spec.max_tokens // 2, count)
         budget = spec.max_tokens - SPECIAL_TOKENS - (count([prefix])[0] + 1 if prefix else 0)
-        if budget < 8:
-            raise ValueError(f"{doc.doc_id}: title and headings alone use {spec.max_tokens - budget}"
-                             f" of {spec.max_tokens} tokens; raise max_tokens")
         for passage in pack(paragraphs, budget, spec.overlap_tokens, count):
             embed_text = f"{prefix}\n{passage}" if prefix else passage
             digest = hashlib.sha256(f"{spec.name}\n{embed_text}".encode()).hexdigest()[:16]
@@ -91,6 +89,17 @@ def chunk_document(doc: Document, spec: ChunkingSpec,
             chunks.append(Chunk(f"{doc.doc_id}:{position}:{digest}", doc.doc_id, position,
                                 heading, passage, embed_text, digest))
     return chunks
+
+
+def _fit_prefix(prefix: str, limit: int, count: CountTokens) -> str:
+    """Title and headings get at most half the budget: an absurdly long title is cut at a
+    word boundary rather than leaving no room for the passage."""
+    if not prefix or count([prefix])[0] <= limit:
+        return prefix
+    words = prefix.split()
+    while words and count([" ".join(words)])[0] > limit:
+        words = words[: len(words) * 3 // 4]
+    return " ".join(words)
 
 
 def split_sections(body: str) -> list[tuple[tuple[str, ...], list[str]]]:

@@ -89,6 +89,9 @@ class SearchFilter:
                                   ("merchant_id", self.merchant_id)) if v is not None}
 
 
+NO_FILTER = SearchFilter()
+
+
 @dataclass(frozen=True)
 class Hit:
     chunk_id: str
@@ -163,7 +166,7 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def search(self, name: str, vector: np.ndarray, k: int,
-               filters: SearchFilter = SearchFilter()) -> list[Hit]: ...
+               filters: SearchFilter = NO_FILTER) -> list[Hit]: ...
 
     @abstractmethod
     def live_documents(self, name: str) -> set[str]:
@@ -184,7 +187,7 @@ class VectorIndex(ABC):
         raise VectorIndexError(f"alias {alias!r} points at {target!r}, which has no version record")
 
     def search_alias(self, alias: str, vector: np.ndarray, k: int,
-                     filters: SearchFilter = SearchFilter()) -> SearchResult:
+                     filters: SearchFilter = NO_FILTER) -> SearchResult:
         spec = self.resolve(alias)
         return SearchResult(self.search(spec.name, vector, k, filters), spec)
 
