@@ -72,7 +72,8 @@ def test_tie_on_updated_at_is_broken_the_same_way_in_any_order():
 
 
 def test_sections_follow_headings():
-    body = "intro line\n\n# T\n\n## A\n\npara one\nstill one\n\npara two\n\n### A1\n\ndeep\n\n## B\n\nb"
+    body = ("intro line\n\n# T\n\n## A\n\npara one\nstill one\n\npara two\n\n"
+            "### A1\n\ndeep\n\n## B\n\nb")
     assert split_sections(body) == [
         ((), ["intro line"]),
         (("T", "A"), ["para one still one", "para two"]),

@@ -1,0 +1,209 @@
+"""The incremental indexer on the real local engine (LanceDB) and the local event log.
+
+The hashing model stands in for MiniLM where vector quality does not matter: what is tested
+is which versions of which documents end up searchable, how often things are embedded, and
+that nothing is lost or resurrected.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import numpy as np
+import orjson
+import pytest
+
+from mercury.eventlog import open_producer
+from mercury.eventlog.file_log import FileEventReader
+from mercury.retrieval.chunking import ChunkingSpec
+from mercury.retrieval.embedding import HashingEmbedder
+from mercury.retrieval.index import SearchFilter
+from mercury.retrieval.indexer import GROUP
+from mercury.retrieval.rebuild import promote, start_version
+from mercury.retrieval.retriever import Retriever
+from mercury.retrieval.service import run_indexer
+
+ALIAS = "knowledge"
+
+
+class CountingEmbedder(HashingEmbedder):
+    def __init__(self):
+        self.embedded: list[str] = []
+
+    def embed(self, texts):
+        self.embedded += list(texts)
+        return super().embed(texts)
+
+
+def change(doc_id: str, updated_at: int, op: str = "UPSERT", body: str | None = None,
+           merchant: str = "m-1", language: str = "en") -> dict:
+    return {"change_id": str(uuid.UUID(int=random.getrandbits(128), version=4)),
+            "doc_id": doc_id, "op": op, "doc_type": "MERCHANT_HELP",
+            "source_url": f"https://help/{doc_id}", "title": f"Help {doc_id}",
+            "body": None if op == "DELETE" else (body or _body(doc_id, updated_at)),
+            "language": language, "merchant_id": merchant, "updated_at": updated_at,
+            "ingest_ts": updated_at}
+
+
+def _body(doc_id: str, revision: int) -> str:
+    return (f"# Help {doc_id}\n\n## About\n\n{doc_id} sells things.\n\n"
+            f"## Refunds\n\nRefunds take 3 days.\n\n## Revision\n\nrevision {revision} of "
+            f"{doc_id}")
+
+
+def write(settings, records: list[dict | bytes]) -> None:
+    with open_producer(settings, writer_id=f"t{uuid.uuid4().hex[:6]}") as producer:
+        for record in records:
+            raw = record if isinstance(record, bytes) else orjson.dumps(record)
+            producer.send("knowledge_documents", raw)
+
+
+@pytest.fixture
+def served(tmp_settings):
+    """A served, empty version with the hashing model; the index and a counting model."""
+    from mercury.retrieval.local_index import LocalVectorIndex
+
+    index = LocalVectorIndex(tmp_settings.retrieval.index)
+    embedder = CountingEmbedder()
+    spec = start_version(index, ALIAS, embedder, ChunkingSpec(200, 32), 1_700_000_000_000)
+    promote(index, spec)
+    return index, spec, embedder
+
+
+def run(settings, index, embedder):
+    return run_indexer(settings, index=index, embedder_for=lambda _name: embedder)
+
+
+def texts_of(index, spec, doc_id: str) -> list[str]:
+    probe = HashingEmbedder().embed([doc_id])[0]
+    hits = index.search(spec.name, probe, 50, SearchFilter(merchant_id="m-1"))
+    return sorted(h.text for h in hits if h.doc_id == doc_id)
+
+
+def test_newest_version_wins_in_any_order_and_replays_change_nothing(tmp_settings, served):
+    index, spec, embedder = served
+    rng = random.Random(5)
+    records = [change(f"doc-{d}", t) for d in range(6) for t in (100, 200, 300)]
+    records += [change("doc-0", 400, op="DELETE")]
+    records += rng.sample(records, 8)  # producer retries: exact duplicates
+    rng.shuffle(records)
+    write(tmp_settings, records)
+
+    first = run(tmp_settings, index, embedder)
+    assert first.read == len(records)
+    for d in range(1, 6):
+        assert texts_of(index, spec, f"doc-{d}")[1] == f"revision 300 of doc-{d}"
+    assert texts_of(index, spec, "doc-0") == []
+    assert index.live_documents(spec.name) == {f"doc-{d}" for d in range(1, 6)}
+
+    # The whole stream again, as after a lost offset file: every change is stale now.
+    embedded_before = len(embedder.embedded)
+    write(tmp_settings, records)
+    again = run(tmp_settings, index, embedder)
+    assert again.applied == 0 and again.stale > 0
+    assert len(embedder.embedded) == embedded_before
+
+
+def test_a_deleted_document_never_comes_back_after_a_replay_of_older_events(
+        tmp_settings, served):
+    index, spec, embedder = served
+    write(tmp_settings, [change("gone", 100), change("gone", 200, op="DELETE")])
+    run(tmp_settings, index, embedder)
+    assert texts_of(index, spec, "gone") == []
+    # Replayed older upserts, one of them newer than the first but older than the delete.
+    write(tmp_settings, [change("gone", 150), change("gone", 100), change("gone", 199)])
+    status = run(tmp_settings, index, embedder)
+    assert status.stale == 1 and status.applied == 0  # three changes, one document per batch
+    assert texts_of(index, spec, "gone") == []
+    entry = index.ledger(spec.name, ["gone"])["gone"]
+    assert entry.deleted and entry.order_key[0] == 200
+    # A genuinely newer upsert does bring it back.
+    write(tmp_settings, [change("gone", 201)])
+    run(tmp_settings, index, embedder)
+    assert "revision 201 of gone" in texts_of(index, spec, "gone")
+
+
+def test_an_edit_re_embeds_only_the_chunks_it_changed(tmp_settings, served):
+    index, spec, embedder = served
+    write(tmp_settings, [change("doc", 100)])
+    run(tmp_settings, index, embedder)
+    assert len(embedder.embedded) == 3  # About, Refunds, Revision
+    write(tmp_settings, [change("doc", 200)])
+    status = run(tmp_settings, index, embedder)
+    assert len(embedder.embedded) == 4 and embedder.embedded[-1].endswith("revision 200 of doc")
+    assert status.chunks_reused == 2 and status.chunks_embedded == 1
+    assert len(texts_of(index, spec, "doc")) == 3
+
+
+def test_bad_documents_are_dead_lettered_and_nothing_is_lost(tmp_settings, served):
+    index, spec, embedder = served
+    good = [change(f"ok-{i}", 100) for i in range(3)]
+    bad = [orjson.dumps(change("empty", 100, body="   ")),
+           orjson.dumps(change("italian", 100, language="it")),
+           orjson.dumps(change("binary", 100))[:-2] + b"\xc3\x28}",
+           b"not json at all"]
+    huge = change("huge", 100, body="# Huge\n\n" + "\n\n".join(["word " * 40] * 3000))
+    write(tmp_settings, good + bad + [huge])
+    status = run(tmp_settings, index, embedder)
+    assert status.read == 8 and status.applied == 4 and status.truncated == 1
+    assert status.dead_lettered == {"empty_body": 1, "unsupported_language": 1, "not_utf8": 1,
+                                    "not_json": 1}
+    letters = [orjson.loads(m.value) for m in
+               FileEventReader(tmp_settings.event_log.root).read("knowledge_documents.dlq")]
+    assert sorted(letter["rule"] for letter in letters) == sorted(status.dead_lettered)
+    assert all(letter["source_position"].startswith("knowledge_documents/") for letter in letters)
+    assert index.live_documents(spec.name) == {"ok-0", "ok-1", "ok-2", "huge"}
+    # Offsets were committed: a second run reads nothing and writes no second dead letter.
+    assert run(tmp_settings, index, embedder).read == 0
+    assert len(list(FileEventReader(tmp_settings.event_log.root)
+                    .read("knowledge_documents.dlq"))) == 4
+    assert (tmp_settings.event_log.root / "_offsets" / GROUP).is_dir()
+
+
+def test_a_version_being_built_receives_changes_and_a_retired_one_does_not(tmp_settings,
+                                                                          served):
+    index, spec, embedder = served
+    building = start_version(index, ALIAS, embedder, ChunkingSpec(128, 16), 1_700_000_100_000)
+    retired = start_version(index, ALIAS, embedder, ChunkingSpec(64, 8), 1_700_000_200_000)
+    index.set_state(retired.name, "retired")
+    write(tmp_settings, [change("doc", 100)])
+    run(tmp_settings, index, embedder)
+    assert index.live_documents(spec.name) == {"doc"}
+    assert index.live_documents(building.name) == {"doc"}
+    assert index.live_documents(retired.name) == set()
+
+
+def test_a_process_with_another_model_version_refuses_to_write(tmp_settings, served):
+    from mercury.retrieval.index import VectorIndexError
+
+    index, spec, _ = served
+
+    class Retrained(HashingEmbedder):
+        @property
+        def version(self) -> str:
+            return "2"
+
+    write(tmp_settings, [change("doc", 100)])
+    with pytest.raises(VectorIndexError, match="must not share a version"):
+        run(tmp_settings, index, Retrained())
+    assert index.live_documents(spec.name) == set()
+
+
+def test_retriever_caches_embeddings_and_results_for_a_bounded_time(tmp_settings, served):
+    index, spec, embedder = served
+    write(tmp_settings, [change("doc", 100)])
+    run(tmp_settings, index, embedder)
+    now = [0.0]
+    retriever = Retriever(index, ALIAS, lambda _n: embedder, result_ttl_s=10,
+                          clock=lambda: now[0])
+    first = retriever.retrieve("how long do refunds take", k=3)
+    assert not first.result_cached and first.version.name == spec.name
+    assert first.hits and first.hits[0].doc_id == "doc"
+    assert retriever.retrieve("how long do  refunds take ", k=3).result_cached
+    now[0] = 11.0  # past the result TTL: searched again, but the question is not re-embedded
+    calls = len(embedder.embedded)
+    again = retriever.retrieve("how long do refunds take", k=3)
+    assert not again.result_cached and again.embedding_cached
+    assert len(embedder.embedded) == calls
+    assert np.isclose(again.hits[0].score, first.hits[0].score)
