@@ -7,9 +7,11 @@
 5. prove nothing was lost: dead letters against the generator's manifest, position by position;
 6. build the dbt project on the lake (DuckDB) with its tests;
 7. run the Great Expectations checkpoint of the transaction contract on the lake table;
-8. print a summary. Exits non-zero when any step fails.
+8. build the knowledge index from the document stream (MiniLM), serve it behind its alias,
+   and answer a sample question;
+9. print a summary. Exits non-zero when any step fails.
 
-Later capabilities (streaming features, the knowledge index, the context API) join here.
+Later capabilities (streaming features, the context API) join here.
 """
 
 from __future__ import annotations
@@ -37,16 +39,16 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
     started = time.perf_counter()
     failures: list[str] = []
 
-    _step("1/7 local stack")
+    _step("1/8 local stack")
     parts = ["redis", "postgres", "flink"] + (["airflow"] if with_airflow else [])
     health = stack.up(settings, parts)
 
-    _step("2/7 contracts")
+    _step("2/8 contracts")
     problems = check_everything()
     failures += problems
     print("contracts ok" if not problems else "\n".join(problems))
 
-    _step("3/7 generate traffic (fresh event log and lake)")
+    _step("3/8 generate traffic (fresh event log and lake)")
     _fresh_start(settings)
     run = generate(settings, knobs, with_postgres=with_postgres)
     counts = run.manifest.counts()
@@ -54,12 +56,12 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
           f"lines in {run.seconds:.1f}s ({run.events_per_s:,.0f} events/s); "
           f"manifest {run.manifest_path}")
 
-    _step("4/7 validate into the lake")
+    _step("4/8 validate into the lake")
     reports = [load_stream(settings, name) for name in VALIDATED_STREAMS]
     for report in reports:
         print(report.summary())
 
-    _step("5/7 reconcile dead letters with the manifest")
+    _step("5/8 reconcile dead letters with the manifest")
     check = reconcile(run.manifest.as_dict(), settings.event_log.root, list(VALIDATED_STREAMS))
     for label, n in check.expected.items():
         print(f"{label:<45} injected {n:>6,}   dead-lettered {check.found.get(label, 0):>6,}")
@@ -67,11 +69,14 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
         failures.append(f"dead letters do not match the manifest: missing {check.missing[:3]}, "
                         f"unexpected {check.unexpected[:3]}, repeated {check.repeated[:3]}")
 
-    _step("6/7 dbt build (DuckDB)")
+    _step("6/8 dbt build (DuckDB)")
     failures += _dbt_build()
 
-    _step("7/7 Great Expectations checkpoint: transaction contract")
+    _step("7/8 Great Expectations checkpoint: transaction contract")
     failures += _expectations(settings)
+
+    _step("8/8 knowledge index: rebuild, serve, retrieve")
+    failures += _knowledge(settings)
 
     _step("summary")
     for h in health:
@@ -95,8 +100,9 @@ def _step(title: str) -> None:
 
 def _fresh_start(settings: Settings) -> None:
     """Each demo run is its own world: clear the event log, lake and warehouse it writes."""
+    vectors = getattr(settings.retrieval.index, "path", None)
     for path in (settings.event_log.root, settings.lake.warehouse,
-                 settings.warehouse.duckdb_path):
+                 settings.warehouse.duckdb_path, vectors):
         if path is None or "://" in str(path):
             continue
         path = Path(path)
@@ -127,3 +133,28 @@ def _expectations(settings: Settings) -> list[str]:
     if outcome.success:
         return []
     return [f"expectation failed: {name}" for name in outcome.failed_expectations]
+
+
+def _knowledge(settings: Settings) -> list[str]:
+    from mercury.retrieval.chunking import ChunkingSpec
+    from mercury.retrieval.embedding import open_embedder
+    from mercury.retrieval.index import SearchFilter, open_index
+    from mercury.retrieval.rebuild import rebuild
+    from mercury.retrieval.retriever import Retriever
+
+    cfg = settings.retrieval
+    index = open_index(cfg)
+    embedder = open_embedder(cfg.embedding_model, cfg.embed_batch_size)
+    outcome = rebuild(settings, index, embedder, ChunkingSpec(cfg.max_tokens, cfg.overlap_tokens),
+                      created_at_ms=int(time.time() * 1000))
+    print(outcome.summary())
+    question = "my card was refused at the till, what happened?"
+    answer = Retriever(index, cfg.alias, lambda _name: embedder).retrieve(
+        question, k=3, filters=SearchFilter(language="en"))
+    print(f"Q: {question}")
+    for hit in answer.hits:
+        print(f"  {hit.score:.3f} {hit.doc_id} > {hit.heading}: {hit.text[:70]}")
+    problems = [] if outcome.decision.swap else [f"knowledge rebuild refused: {outcome.summary()}"]
+    if not answer.hits or answer.hits[0].doc_id != "policy-declines-en":
+        problems.append(f"knowledge search: expected policy-declines-en first for {question!r}")
+    return problems
