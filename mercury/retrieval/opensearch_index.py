@@ -1,0 +1,682 @@
+"""The vector index on OpenSearch: one k-NN index per version, aliases, a ledger, filtered kNN.
+
+Layout
+------
+* ``<version>``: the chunks of one version, ``_id`` = chunk id. Filter fields (``chunk_id``,
+  ``doc_id``, ``doc_type``, ``language``, ``merchant_id``) are ``keyword``; ``title``,
+  ``heading`` and ``text`` are ``text`` with ``index: false``: kept in ``_source`` for the
+  answer, never searched, so they cost no inverted index (a BM25 field later is a mapping
+  change, i.e. a new version, which is what versions are for). ``vector`` is a ``knn_vector``
+  of the version's dimension with the ``hnsw`` method, engine ``lucene``, space
+  ``cosinesimil``, ``m`` and ``ef_construction`` from config. The mapping's ``_meta`` carries
+  the version's spec, so an index describes itself. Mappings are ``dynamic: strict``: a field
+  this module does not know is an error, not a silently guessed type.
+* ``<version>-ledger``: one document per doc id: ``order_key`` as a JSON string (its parts
+  mix numbers and strings, which one indexed field cannot hold), ``deleted``, ``chunk_ids``.
+* ``mercury-index-registry``: one document per version (``version.<name>``: the spec and its
+  state) and one per alias (``alias.<alias>``: the versions it pointed at, oldest first).
+
+Why lucene
+----------
+It filters *during* the graph search (efficient filtering), so a restrictive language or
+merchant filter still returns k hits, and it supports ``cosinesimil`` on every OpenSearch
+version since 2.4 (faiss only since 2.19). Lucene ignores the index-level ``ef_search``
+setting (it sets it to k), so the configured ``hnsw_ef_search`` is sent with each query as
+``method_parameters.ef_search`` (OpenSearch >= 2.16; lucene uses the larger of k and
+ef_search, ``size`` keeps the answer at k). ``knn.algo_param.ef_search`` is still set on the
+index so that the setting is visible and applies if the engine ever changes.
+
+Scores
+------
+For ``cosinesimil`` the documented distance is d = 1 - cos and the score (2 - d) / 2, i.e.
+score = (1 + cos) / 2 in [0, 1]. ``Hit.score`` is the cosine similarity itself, so hits are
+converted back with cos = 2 * score - 1 (clamped to [-1, 1] against float rounding).
+
+Writes and freshness
+--------------------
+``write`` sends, in this order:
+
+1. one ``_bulk`` indexing every row (``_id`` = chunk id) with ``refresh=wait_for``;
+2. one ``_delete_by_query`` removing, for each written document, its chunks whose ids are not
+   among its new rows (a delete has no rows, so all its chunks go), with ``refresh=true``;
+3. one ``_bulk`` of the ledger entries.
+
+The ledger goes last because it is the commit mark: if anything before it fails, the ledger
+still holds the old entry, the indexer applies the change again on replay, and steps 1 and 2
+are idempotent (same ids, same query). Every ``_bulk`` item is checked: a 200 with
+``errors: true`` raises, naming the ids that failed.
+
+``refresh_interval`` is ``1s``: a chunk is searchable at most about a second after it is
+indexed, and with ``refresh=wait_for`` ``write`` returns only once its chunks are searchable.
+That also matters for step 2: ``_delete_by_query`` only finds what a refresh has made visible,
+and every earlier ``write`` waited for its refresh, so the chunks it must remove are visible.
+
+OpenSearch has no multi-document transaction and refreshes shard by shard, so unlike the
+local engine a reader can, between step 1's refresh and step 2's (one delete-by-query round
+trip), see a replaced document's new chunks beside its old ones. Indexing first and deleting second
+is deliberate: a reader may briefly see both versions of a passage but never a live document
+with no passages at all; both versions are genuine text of that document, and the window
+closes before ``write`` returns. A deleted document's chunks are gone (refreshed) when
+``write`` returns.
+
+Writes require the version's two indexes to exist (checked once per version per process):
+``_bulk`` would otherwise auto-create an index with a guessed mapping. A cluster serving
+several writers should also set ``action.auto_create_index: false`` for these names, since
+another process may drop a version this one has already checked.
+
+Aliases
+-------
+A swap is one ``POST /_aliases`` with ``remove`` (from the version it points at now) and
+``add`` (to the new one): atomic, readers never see neither or both. The ``remove`` doubles as
+a compare-and-swap: if another swap has moved the alias since it was read, the alias is no
+longer on that index, OpenSearch answers ``aliases_not_found`` and nothing changes. The alias
+history document is written after the move, with ``if_seq_no``/``if_primary_term`` (or
+``_create`` for the first), so two concurrent swaps cannot silently overwrite one another's
+record; the loser moves the alias back and raises. If a process dies between the move and
+the record, the next swap or rollback sees that the alias is not where the history ends and
+appends it first, so the history stays a true record of where the alias pointed.
+
+``rollback_alias`` points the alias at the version before the current one in the history and
+records that as a new entry: a second rollback returns to where the first started (the two
+latest versions are the ones ``rebuild.promote`` keeps maintained). It refuses a version that
+was dropped or retired: its content is no longer kept up to date.
+
+Errors
+------
+HTTP and connection errors become ``VectorIndexError`` naming the operation and the index.
+The client retries only what opensearch-py retries by default (connection errors, 502/503/504),
+not timeouts: a timed-out request may have been applied, and the callers already repeat
+safely (the indexer replays, a swap re-reads the alias).
+Credentials are read from the environment variables named in config (``username_env``,
+``password_env``), only when the client is first needed; TLS certificates are verified for
+``https`` hosts.
+
+Documentation relied on
+-----------------------
+* k-NN vector field, methods and engines (lucene hnsw, m, ef_construction, ef_search note):
+  https://docs.opensearch.org/latest/mappings/supported-field-types/knn-methods-engines/
+  https://docs.opensearch.org/latest/mappings/supported-field-types/knn-vector/
+* Spaces and scores (cosinesimil score = (2 - d) / 2; zero vectors rejected):
+  https://docs.opensearch.org/latest/mappings/supported-field-types/knn-spaces/
+* k-NN query (``k``, ``filter``, ``method_parameters.ef_search`` and lucene's use of it):
+  https://docs.opensearch.org/latest/query-dsl/specialized/k-nn/index/
+* Efficient k-NN filtering (filter inside the knn clause, lucene and faiss):
+  https://docs.opensearch.org/latest/vector-search/filter-search-knn/efficient-knn-filtering/
+* Bulk (NDJSON, per-item errors with ``errors: true``, ``refresh=wait_for``):
+  https://docs.opensearch.org/latest/api-reference/document-apis/bulk/
+* Delete by query (``refresh``, ``failures``):
+  https://docs.opensearch.org/latest/api-reference/document-apis/delete-by-query/
+* Multi-get (``docs`` with per-document ``_source``, ``ids``, realtime by default):
+  https://docs.opensearch.org/latest/api-reference/document-apis/multi-get/
+* Index document (``if_seq_no``, ``if_primary_term``, ``_create``):
+  https://docs.opensearch.org/latest/api-reference/document-apis/index-document/
+* Manage aliases (atomic ``remove`` + ``add``; ``remove`` of a missing alias is an error):
+  https://docs.opensearch.org/latest/api-reference/alias/aliases-api/
+* Composite aggregation (``after_key`` pagination):
+  https://docs.opensearch.org/latest/aggregations/bucket/composite/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from opensearchpy import OpenSearch, Urllib3HttpConnection
+from opensearchpy.exceptions import (
+    ConflictError,
+    NotFoundError,
+    OpenSearchException,
+    RequestError,
+    TransportError,
+)
+from opensearchpy.exceptions import ConnectionError as ClusterUnreachable  # not the builtin
+
+from mercury.config import OpenSearchVectorConfig
+from mercury.retrieval.index import (
+    ChunkRow,
+    DocumentWrite,
+    Hit,
+    LedgerEntry,
+    SearchFilter,
+    VectorIndex,
+    VectorIndexError,
+    VersionSpec,
+)
+
+REGISTRY = "mercury-index-registry"
+REFRESH_INTERVAL = "1s"
+STATES = ("building", "ready", "retired")
+SPEC_FIELDS = ("name", "alias", "embedding_model", "embedding_version", "chunking", "dimension",
+               "created_at_ms")
+HISTORY_KEPT = 20          # alias history entries kept; rollback only needs the last two
+LIVE_PAGE = 1000           # composite buckets per page when listing live documents
+MAX_K = 10_000             # the k-NN query's documented upper bound for k
+REPORTED_FAILURES = 5      # failing ids named in an error message
+NO_FILTER = SearchFilter()
+
+
+def ledger_index(name: str) -> str:
+    return f"{name}-ledger"
+
+
+def cosine_from_score(score: float) -> float:
+    """OpenSearch's cosinesimil score is (1 + cos) / 2; this returns cos."""
+    return max(-1.0, min(1.0, 2.0 * score - 1.0))
+
+
+# ---- index bodies --------------------------------------------------------------------------
+
+def chunk_index_body(spec: VersionSpec, config: OpenSearchVectorConfig) -> dict:
+    stored_only = {"type": "text", "index": False}
+    return {
+        "settings": {"index": {
+            "number_of_shards": config.shards,
+            "number_of_replicas": config.replicas,
+            "refresh_interval": REFRESH_INTERVAL,
+            "knn": True,
+            "knn.algo_param.ef_search": config.hnsw_ef_search,
+        }},
+        "mappings": {
+            "dynamic": "strict",
+            "_meta": {"version_spec": {f: getattr(spec, f) for f in SPEC_FIELDS}},
+            "properties": {
+                "chunk_id": {"type": "keyword"},
+                "doc_id": {"type": "keyword"},
+                "doc_type": {"type": "keyword"},
+                "language": {"type": "keyword"},
+                "merchant_id": {"type": "keyword"},
+                "position": {"type": "integer"},
+                "updated_at": {"type": "date", "format": "epoch_millis"},
+                "title": stored_only,
+                "heading": stored_only,
+                "text": stored_only,
+                "source_url": {"type": "keyword", "index": False, "doc_values": False},
+                "vector": {
+                    "type": "knn_vector",
+                    "dimension": spec.dimension,
+                    "method": {
+                        "name": "hnsw",
+                        "engine": "lucene",
+                        "space_type": "cosinesimil",
+                        "parameters": {"m": config.hnsw_m,
+                                       "ef_construction": config.hnsw_ef_construction},
+                    },
+                },
+            },
+        },
+    }
+
+
+def ledger_index_body(config: OpenSearchVectorConfig) -> dict:
+    return {
+        "settings": {"index": {"number_of_shards": config.shards,
+                               "number_of_replicas": config.replicas}},
+        "mappings": {"dynamic": "strict", "properties": {
+            "doc_id": {"type": "keyword"},
+            "order_key": {"type": "keyword", "index": False, "doc_values": False},
+            "deleted": {"type": "boolean"},
+            "chunk_ids": {"type": "keyword"},
+        }},
+    }
+
+
+def registry_index_body(config: OpenSearchVectorConfig) -> dict:
+    keyword = {"type": "keyword"}
+    return {
+        "settings": {"index": {"number_of_shards": 1, "number_of_replicas": config.replicas}},
+        "mappings": {"dynamic": "strict", "properties": {
+            "kind": keyword, "name": keyword, "alias": keyword, "embedding_model": keyword,
+            "embedding_version": keyword, "chunking": keyword, "dimension": {"type": "integer"},
+            "created_at_ms": {"type": "long"}, "state": keyword, "history": keyword,
+        }},
+    }
+
+
+# ---- documents -----------------------------------------------------------------------------
+
+def vector_json(vector: np.ndarray) -> list[float]:
+    """The vector as float32 values in their shortest decimal form: the bulk body stays about
+    half the size of float64 digits, and OpenSearch stores float32 anyway."""
+    return np.asarray(vector, dtype=np.float32).astype(str).astype(np.float64).tolist()
+
+
+def chunk_source(row: ChunkRow) -> dict:
+    return {"chunk_id": row.chunk_id, "doc_id": row.doc_id, "position": row.position,
+            "doc_type": row.doc_type, "language": row.language, "merchant_id": row.merchant_id,
+            "title": row.title, "heading": row.heading, "source_url": row.source_url,
+            "text": row.text, "updated_at": row.updated_at, "vector": vector_json(row.vector)}
+
+
+def ledger_source(entry: LedgerEntry) -> dict:
+    return {"doc_id": entry.doc_id, "order_key": json.dumps(list(entry.order_key)),
+            "deleted": entry.deleted, "chunk_ids": list(entry.chunk_ids)}
+
+
+def ledger_entry(source: dict) -> LedgerEntry:
+    return LedgerEntry(source["doc_id"], tuple(json.loads(source["order_key"])),
+                       bool(source["deleted"]), tuple(source["chunk_ids"]))
+
+
+def stale_chunks_query(writes: list[DocumentWrite]) -> dict:
+    """Each written document's chunks that are not among its new rows."""
+    clauses = []
+    for write in writes:
+        clause: dict[str, Any] = {"filter": [{"term": {"doc_id": write.entry.doc_id}}]}
+        if write.rows:
+            clause["must_not"] = [{"ids": {"values": [r.chunk_id for r in write.rows]}}]
+        clauses.append({"bool": clause})
+    return {"query": {"bool": {"should": clauses, "minimum_should_match": 1}}}
+
+
+def knn_query(vector: np.ndarray, k: int, filters: SearchFilter, ef_search: int) -> dict:
+    clause: dict[str, Any] = {"vector": vector_json(vector), "k": k,
+                              "method_parameters": {"ef_search": ef_search}}
+    terms = [{"term": {field: value}} for field, value in filters.as_dict().items()]
+    if terms:
+        clause["filter"] = {"bool": {"filter": terms}}
+    return {"size": k, "query": {"knn": {"vector": clause}},
+            "_source": {"excludes": ["vector"]}}
+
+
+def hit_from(hit: dict) -> Hit:
+    source = hit["_source"]
+    return Hit(chunk_id=source["chunk_id"], doc_id=source["doc_id"],
+               title=source.get("title", ""), heading=source.get("heading", ""),
+               source_url=source.get("source_url"), text=source.get("text", ""),
+               score=cosine_from_score(hit["_score"]))
+
+
+def spec_from(source: dict) -> VersionSpec:
+    return VersionSpec(**{f: source[f] for f in SPEC_FIELDS}, state=source["state"])
+
+
+def _ids(ids: list[str]) -> str:
+    shown = ", ".join(ids[:REPORTED_FAILURES])
+    return shown + (f" and {len(ids) - REPORTED_FAILURES} more" if len(ids) > REPORTED_FAILURES
+                    else "")
+
+
+def bulk_failures(response: dict) -> list[str]:
+    """``id (type: reason)`` of every failed bulk item; empty when all succeeded."""
+    if not response.get("errors"):
+        return []
+    failed = []
+    for item in response.get("items", []):
+        result = next(iter(item.values()))
+        if "error" in result:
+            error = result["error"]
+            failed.append(f"{result.get('_id')} ({error.get('type')}: {error.get('reason')})"
+                          if isinstance(error, dict) else f"{result.get('_id')} ({error})")
+    return failed
+
+
+def _reason(exc: OpenSearchException) -> str:
+    if isinstance(exc, ClusterUnreachable):  # no HTTP status: the cluster was not reached
+        return f"cannot reach the cluster: {exc.info or exc.error}"
+    if not isinstance(exc, TransportError):
+        return f"{type(exc).__name__}: {exc}"
+    info = exc.info if isinstance(exc.info, dict) else {}
+    error = info.get("error")
+    if isinstance(error, dict):
+        return f"HTTP {exc.status_code} {error.get('type')}: {error.get('reason')}"
+    return f"HTTP {exc.status_code} {exc.error}"
+
+
+def _shard_failures(response: dict) -> str | None:
+    shards = response.get("_shards", {})
+    if not shards.get("failed"):
+        return None
+    reasons = [f.get("reason", {}).get("reason") for f in shards.get("failures", [])]
+    return f"{shards['failed']} of {shards.get('total')} shards failed: {reasons[:1]}"
+
+
+class OpenSearchVectorIndex(VectorIndex):
+    """``VectorIndex`` over an OpenSearch cluster with the k-NN plugin.
+
+    ``client`` (a ready ``OpenSearch``) or ``connection_class`` (used to build one from
+    config) may be injected; tests use the latter to see every request on the wire."""
+
+    def __init__(self, config: OpenSearchVectorConfig, client: OpenSearch | None = None,
+                 connection_class: type | None = None):
+        self.config = config
+        self._client = client
+        self._connection_class = connection_class or Urllib3HttpConnection
+        self._registry_ready = False
+        self._known_versions: set[str] = set()  # both indexes seen to exist
+
+    # ---- client ------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> OpenSearch:
+        if self._client is None:
+            if not self.config.hosts:
+                raise VectorIndexError("retrieval.index.hosts is empty: name the OpenSearch "
+                                       "endpoints")
+            try:
+                self._client = OpenSearch(
+                    hosts=list(self.config.hosts), http_auth=self._basic_auth(),
+                    verify_certs=True, ssl_show_warn=True,
+                    connection_class=self._connection_class, timeout=30)
+            except OpenSearchException as exc:
+                raise VectorIndexError(f"cannot set up the OpenSearch client: {exc}") from exc
+        return self._client
+
+    def _basic_auth(self) -> tuple[str, str] | None:
+        names = (self.config.username_env, self.config.password_env)
+        if names == (None, None):
+            return None
+        if None in names:
+            raise VectorIndexError("retrieval.index needs both username_env and password_env "
+                                   "(or neither)")
+        missing = [name for name in names if not os.environ.get(name)]
+        if missing:
+            raise VectorIndexError(f"OpenSearch credentials: environment variable(s) "
+                                   f"{', '.join(missing)} not set")
+        return os.environ[names[0]], os.environ[names[1]]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @contextmanager
+    def _failing(self, operation: str, target: str) -> Iterator[None]:
+        """Any OpenSearch error inside becomes a VectorIndexError naming what was attempted."""
+        try:
+            yield
+        except OpenSearchException as exc:
+            raise VectorIndexError(
+                f"OpenSearch {operation} on {target!r} failed: {_reason(exc)}") from exc
+
+    # ---- versions and aliases ----------------------------------------------------------------
+
+    def create_version(self, spec: VersionSpec) -> None:
+        self._ensure_registry()
+        self._create_index(spec.name, chunk_index_body(spec, self.config))
+        self._create_index(ledger_index(spec.name), ledger_index_body(self.config))
+        # The record comes last, so a listed version always has its indexes; _create keeps
+        # the state of a version recorded before (creating again does nothing).
+        with self._failing("record version", REGISTRY):
+            try:
+                self.client.create(index=REGISTRY, id=f"version.{spec.name}",
+                                   body={"kind": "version",
+                                         **{f: getattr(spec, f) for f in SPEC_FIELDS},
+                                         "state": spec.state},
+                                   refresh="wait_for")
+            except ConflictError:
+                pass
+        self._known_versions.add(spec.name)
+
+    def versions(self, alias: str) -> list[VersionSpec]:
+        body = {"size": MAX_K,
+                "query": {"bool": {"filter": [{"term": {"kind": "version"}},
+                                              {"term": {"alias": alias}}]}},
+                "sort": [{"created_at_ms": "asc"}, {"name": "asc"}]}
+        with self._failing("list versions", REGISTRY):
+            try:
+                found = self.client.search(index=REGISTRY, body=body)
+            except NotFoundError:
+                return []  # no version was ever created on this cluster
+        return [spec_from(hit["_source"]) for hit in found["hits"]["hits"]]
+
+    def set_state(self, name: str, state: str) -> None:
+        if state not in STATES:
+            raise VectorIndexError(f"unknown version state {state!r}; one of {STATES}")
+        with self._failing("set state", name):
+            try:
+                self.client.update(index=REGISTRY, id=f"version.{name}",
+                                   body={"doc": {"state": state}}, refresh="wait_for")
+            except NotFoundError as exc:
+                raise VectorIndexError(f"no index version named {name!r}") from exc
+
+    def drop_version(self, name: str) -> None:
+        with self._failing("read aliases", name):
+            try:
+                aliases = self.client.indices.get_alias(index=name)[name]["aliases"]
+            except NotFoundError:
+                aliases = {}
+        if aliases:
+            raise VectorIndexError(f"{name!r} is served by alias {', '.join(aliases)}; swap or "
+                                   f"roll the alias to another version before dropping it")
+        self._known_versions.discard(name)
+        for index in (name, ledger_index(name)):
+            with self._failing("delete index", index):
+                try:
+                    self.client.indices.delete(index=index)
+                except NotFoundError:
+                    pass
+        with self._failing("delete version record", REGISTRY):
+            try:
+                self.client.delete(index=REGISTRY, id=f"version.{name}", refresh="wait_for")
+            except NotFoundError:
+                pass
+
+    def alias_target(self, alias: str) -> str | None:
+        with self._failing("read alias", alias):
+            try:
+                found = self.client.indices.get_alias(name=alias)
+            except NotFoundError:
+                return None
+        if len(found) > 1:
+            raise VectorIndexError(f"alias {alias!r} points at several indexes "
+                                   f"({', '.join(sorted(found))}); point it at one")
+        return next(iter(found), None)
+
+    def swap_alias(self, alias: str, name: str) -> str | None:
+        previous, _ = self._repoint(alias, "swap", lambda history, current: name)
+        return previous
+
+    def rollback_alias(self, alias: str) -> str:
+        def previous(history: list[str], current: str | None) -> str:
+            if current is None or len(history) < 2:
+                raise VectorIndexError(f"alias {alias!r} has no earlier version to roll "
+                                       f"back to")
+            target = history[-2]
+            record = self._version_record(target)
+            if record is None or record["state"] == "retired":
+                why = "was dropped" if record is None else "is retired (no longer maintained)"
+                raise VectorIndexError(f"cannot roll alias {alias!r} back to {target!r}: it "
+                                       f"{why}; rebuild instead")
+            return target
+
+        _, target = self._repoint(alias, "rollback", previous)
+        return target
+
+    def _repoint(self, alias: str, operation: str,
+                 choose: Callable[[list[str], str | None], str]) -> tuple[str | None, str]:
+        """Moves the alias to ``choose(history, current)``, then records the move; returns
+        where it pointed before and where it points now."""
+        self._ensure_registry()
+        history, token = self._read_history(alias)
+        current = self.alias_target(alias)
+        if current is not None and history[-1:] != [current]:
+            history.append(current)  # a move whose record was lost (crash): record it now
+        target = choose(history, current)
+        if target == current:
+            return current, target
+        self._move_alias(alias, current, target, operation)
+        if not self._save_history(alias, (history + [target])[-HISTORY_KEPT:], token):
+            # Another swap recorded itself since we read the history: undo ours, so the
+            # alias and its record agree, and let the caller retry.
+            self._move_alias(alias, target, current, f"undo {operation}")
+            raise VectorIndexError(f"alias {alias!r} was changed by another process during "
+                                   f"{operation}; nothing changed, try again")
+        return current, target
+
+    def _move_alias(self, alias: str, source: str | None, target: str | None,
+                    operation: str) -> None:
+        actions = []
+        if source is not None:
+            actions.append({"remove": {"index": source, "alias": alias}})
+        if target is not None:
+            actions.append({"add": {"index": target, "alias": alias}})
+        with self._failing(f"{operation} alias {alias!r}", target or alias):
+            try:
+                answer = self.client.indices.update_aliases(body={"actions": actions})
+            except NotFoundError as exc:
+                if source is None or exc.error != "aliases_not_found_exception":
+                    raise
+                # The remove is our compare-and-swap: the alias left ``source`` meanwhile.
+                raise VectorIndexError(f"alias {alias!r} no longer points at {source!r}: "
+                                       f"another process moved it; nothing changed, try "
+                                       f"again") from exc
+        if not answer.get("acknowledged"):
+            raise VectorIndexError(f"OpenSearch did not acknowledge the {operation} of alias "
+                                   f"{alias!r} to {target!r}; check the cluster and retry")
+
+    def _read_history(self, alias: str) -> tuple[list[str], tuple[int, int] | None]:
+        with self._failing("read alias history", REGISTRY):
+            try:
+                doc = self.client.get(index=REGISTRY, id=f"alias.{alias}")
+            except NotFoundError:
+                return [], None
+        return list(doc["_source"]["history"]), (doc["_seq_no"], doc["_primary_term"])
+
+    def _save_history(self, alias: str, history: list[str],
+                      token: tuple[int, int] | None) -> bool:
+        """Writes the history if nobody else has since it was read; False if someone has."""
+        body = {"kind": "alias", "alias": alias, "history": history}
+        with self._failing("record alias history", REGISTRY):
+            try:
+                if token is None:
+                    self.client.create(index=REGISTRY, id=f"alias.{alias}", body=body,
+                                       refresh="wait_for")
+                else:
+                    self.client.index(index=REGISTRY, id=f"alias.{alias}", body=body,
+                                      if_seq_no=token[0], if_primary_term=token[1],
+                                      refresh="wait_for")
+            except ConflictError:
+                return False
+        return True
+
+    def _version_record(self, name: str) -> dict | None:
+        with self._failing("read version record", REGISTRY):
+            try:
+                return self.client.get(index=REGISTRY, id=f"version.{name}")["_source"]
+            except NotFoundError:
+                return None
+
+    def _ensure_registry(self) -> None:
+        if not self._registry_ready:
+            self._create_index(REGISTRY, registry_index_body(self.config))
+            self._registry_ready = True
+
+    def _create_index(self, index: str, body: dict) -> None:
+        with self._failing("create index", index):
+            try:
+                self.client.indices.create(index=index, body=body)
+            except RequestError as exc:
+                if exc.error != "resource_already_exists_exception":
+                    raise
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def ledger(self, name: str, doc_ids: list[str]) -> dict[str, LedgerEntry]:
+        if not doc_ids:
+            return {}
+        index = ledger_index(name)
+        with self._failing("read ledger", index):
+            found = self.client.mget(index=index, body={"ids": list(doc_ids)})
+        return {doc["_id"]: ledger_entry(doc["_source"])
+                for doc in self._found(found, "read ledger", index)}
+
+    def vectors(self, name: str, chunk_ids: list[str]) -> dict[str, np.ndarray]:
+        if not chunk_ids:
+            return {}
+        body = {"docs": [{"_id": cid, "_source": ["vector"]} for cid in chunk_ids]}
+        with self._failing("read vectors", name):
+            found = self.client.mget(index=name, body=body)
+        return {doc["_id"]: np.asarray(doc["_source"]["vector"], dtype=np.float32)
+                for doc in self._found(found, "read vectors", name)}
+
+    @staticmethod
+    def _found(response: dict, operation: str, index: str) -> list[dict]:
+        """The documents an _mget found; a per-document error (missing index...) raises."""
+        errors = [f"{doc.get('_id')} ({doc['error'].get('type')})"
+                  for doc in response["docs"] if "error" in doc]
+        if errors:
+            raise VectorIndexError(f"OpenSearch {operation} on {index!r} failed for "
+                                   f"{_ids(errors)}")
+        return [doc for doc in response["docs"] if doc.get("found")]
+
+    def write(self, name: str, writes: list[DocumentWrite]) -> None:
+        if not writes:
+            return
+        self._require_version(name)
+        rows = [row for w in writes for row in w.rows]
+        zero = [row.chunk_id for row in rows if not np.any(row.vector)]
+        if zero:
+            raise VectorIndexError(f"{name}: zero vectors have no cosine similarity and "
+                                   f"OpenSearch rejects them: {_ids(zero)}")
+        if rows:
+            actions: list[dict] = []
+            for row in rows:
+                actions += [{"index": {"_id": row.chunk_id}}, chunk_source(row)]
+            self._bulk(name, actions, "write chunks", refresh="wait_for")
+        with self._failing("remove replaced chunks", name):
+            removed = self.client.delete_by_query(index=name, body=stale_chunks_query(writes),
+                                                  refresh=True)
+        if removed.get("failures") or removed.get("timed_out"):
+            raise VectorIndexError(f"OpenSearch remove replaced chunks on {name!r} did not "
+                                   f"finish: {(removed.get('failures') or ['timed out'])[0]}")
+        entries: list[dict] = []
+        for write in writes:
+            entries += [{"index": {"_id": write.entry.doc_id}}, ledger_source(write.entry)]
+        self._bulk(ledger_index(name), entries, "write ledger")
+
+    def _bulk(self, index: str, actions: list[dict], operation: str, **params: str) -> None:
+        with self._failing(operation, index):
+            answer = self.client.bulk(index=index, body=actions, **params)
+        failed = bulk_failures(answer)
+        if failed:
+            raise VectorIndexError(f"OpenSearch {operation} on {index!r}: {len(failed)} of "
+                                   f"{len(answer.get('items', []))} items failed: {_ids(failed)}")
+
+    def _require_version(self, name: str) -> None:
+        if name in self._known_versions:
+            return
+        both = [name, ledger_index(name)]
+        with self._failing("check version", name):
+            exists = self.client.indices.exists(index=both)
+        if not exists:
+            raise VectorIndexError(f"no index version {name!r} (or its ledger) on the cluster; "
+                                   f"create_version first")
+        self._known_versions.add(name)
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def search(self, name: str, vector: np.ndarray, k: int,
+               filters: SearchFilter = NO_FILTER) -> list[Hit]:
+        if not 1 <= k <= MAX_K:
+            raise VectorIndexError(f"k must be between 1 and {MAX_K}, not {k}")
+        if not np.any(vector):
+            raise VectorIndexError("a zero query vector has no cosine similarity")
+        body = knn_query(vector, k, filters, self.config.hnsw_ef_search)
+        with self._failing("search", name):
+            found = self.client.search(index=name, body=body)
+        failure = _shard_failures(found)
+        if failure:
+            raise VectorIndexError(f"OpenSearch search on {name!r} is incomplete: {failure}")
+        return [hit_from(hit) for hit in found["hits"]["hits"]]
+
+    def live_documents(self, name: str) -> set[str]:
+        composite: dict[str, Any] = {"size": LIVE_PAGE,
+                                     "sources": [{"doc_id": {"terms": {"field": "doc_id"}}}]}
+        body = {"size": 0, "track_total_hits": False, "aggs": {"docs": {"composite": composite}}}
+        live: set[str] = set()
+        while True:
+            with self._failing("list live documents", name):
+                found = self.client.search(index=name, body=body)
+            failure = _shard_failures(found)
+            if failure:
+                raise VectorIndexError(f"OpenSearch list live documents on {name!r} is "
+                                       f"incomplete: {failure}")
+            page = found["aggregations"]["docs"]
+            live.update(bucket["key"]["doc_id"] for bucket in page["buckets"])
+            if len(page["buckets"]) < LIVE_PAGE or "after_key" not in page:
+                return live
+            composite["after"] = page["after_key"]
