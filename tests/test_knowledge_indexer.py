@@ -93,7 +93,8 @@ def test_newest_version_wins_in_any_order_and_replays_change_nothing(tmp_setting
     first = run(tmp_settings, index, embedder)
     assert first.read == len(records)
     for d in range(1, 6):
-        assert texts_of(index, spec, f"doc-{d}")[1] == f"revision 300 of doc-{d}"
+        texts = texts_of(index, spec, f"doc-{d}")
+        assert len(texts) == 3 and f"revision 300 of doc-{d}" in texts
     assert texts_of(index, spec, "doc-0") == []
     assert index.live_documents(spec.name) == {f"doc-{d}" for d in range(1, 6)}
 

@@ -5,7 +5,10 @@ card declined?"):
 - question embeddings, per model version, least recently used out: a vector never goes stale;
 - whole results, per (serving version, question, filters, k), for ``result_ttl_s`` only, so a
   document change is visible at most that long after the index has it. The serving version is
-  part of the key, so an alias swap or rollback is visible at once.
+  part of the key, so an alias swap or rollback is visible as soon as the alias is read again.
+
+Which version the alias serves is itself read at most every ``alias_ttl_s`` (1 s): on
+OpenSearch resolving it costs two requests, more than the search.
 """
 
 from __future__ import annotations
@@ -59,13 +62,15 @@ class _Lru(OrderedDict):
 
 class Retriever:
     def __init__(self, index: VectorIndex, alias: str, embedder_for: Callable[[str], Embedder],
-                 cache_size: int = 1024, result_ttl_s: float = 10.0,
+                 cache_size: int = 1024, result_ttl_s: float = 10.0, alias_ttl_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic):
         self.index = index
         self.alias = alias
         self.embedder_for = embedder_for
         self.result_ttl_s = result_ttl_s
+        self.alias_ttl_s = alias_ttl_s
         self.clock = clock
+        self._serving: tuple[float, VersionSpec] | None = None
         self._embeddings = _Lru(cache_size)
         self._results = _Lru(cache_size)
 
@@ -74,8 +79,8 @@ class Retriever:
         question = " ".join(question.split())
         if not question:
             raise ValueError("an empty question retrieves nothing")
-        spec = self.index.resolve(self.alias)
         now = self.clock()
+        spec = self._resolve(now)
         result_key = (spec.name, question, filters, k)
         hits = self._results.get_fresh(result_key, now, self.result_ttl_s)
         if hits is not None:
@@ -84,6 +89,11 @@ class Retriever:
         hits = self.index.search(spec.name, vector, k, filters)
         self._results.put(result_key, hits, now)
         return Retrieval(hits, spec, embedding_cached=cached, result_cached=False)
+
+    def _resolve(self, now: float) -> VersionSpec:
+        if self._serving is None or now - self._serving[0] > self.alias_ttl_s:
+            self._serving = (now, self.index.resolve(self.alias))
+        return self._serving[1]
 
     def _embed(self, spec: VersionSpec, question: str, now: float) -> tuple[np.ndarray, bool]:
         key = (spec.embedding_model, spec.embedding_version, question)
