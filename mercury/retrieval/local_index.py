@@ -1,0 +1,488 @@
+"""The local vector index: LanceDB tables in a folder, versions and aliases in a JSON registry.
+
+Why LanceDB
+    It is embedded (no server to run next to the laptop stack), stores columns and vectors
+    together in one table, filters with SQL before the kNN (prefiltering, so a narrow
+    ``language``/``doc_type`` filter still returns k rows), and every change is an atomic,
+    versioned commit that readers in other processes pick up without coordination.
+
+Layout under ``config.path``
+    ``<version>__chunks``  one Lance table per index version: the chunk columns and the vector
+                           as ``fixed_size_list<float32>[dimension]``.
+    ``<version>__ledger``  one Lance table per index version: doc_id, order_key (JSON),
+                           deleted, chunk_ids.
+    ``registry.json``      version records and aliases (target and history); small, so it is
+                           rewritten whole: temp file in the same folder, fsync, os.replace.
+    ``registry.lock``      fcntl lock held around every read-modify-write of the registry,
+                           so two processes never lose each other's updates. Plain reads
+                           take no lock: os.replace makes the swap of the file atomic.
+    ``writer-<version>.lock``  fcntl lock held around writes to one version.
+
+One commit per write
+    ``write`` replaces the chunks of all written documents with a single merge_insert on
+    chunk_id that also deletes, in the same commit, the rows of those documents that are not
+    in the new data (``when_not_matched_by_source_delete``, scoped by ``doc_id IN (...)``).
+    A reader therefore sees each document either entirely old or entirely new, never both and
+    never neither, and a delete is the same operation with no new rows. The price is a scan
+    of the table per write (about 130 ms at 100K chunks here), which batching amortises.
+    The ledger is committed after the chunks: a crash in between leaves an old ledger entry,
+    so the change is applied again on replay instead of being skipped forever.
+
+Locking
+    The incremental indexer and a rebuild may write the same version from two processes.
+    Lance would resolve most concurrent commits by itself, but serialising writers per
+    version with a lock file makes the outcome of two replacements of one document
+    deterministic and keeps optimize (compaction) from racing a write. Lock order is always
+    writer lock, then registry lock. Commit conflicts from writers outside this class are
+    still retried a few times.
+
+Readers
+    The connection uses ``read_consistency_interval=0``: every query checks for the latest
+    committed table version. Measured locally it costs nothing visible (3K rows: 6.0 ms per
+    query with it, 6.2 ms without, 6.9 ms with an explicit checkout_latest per query).
+
+Flat below ``ann_min_rows``, ANN above
+    Until a version holds ``ann_min_rows`` chunks it has no vector index and Lance searches it
+    exactly. ``optimize`` (run every ``optimize_every`` writes, and callable directly, e.g.
+    by a rebuild before its alias swap) compacts the tables, builds IVF_HNSW_SQ (cosine) plus
+    scalar indexes once the threshold is reached, and afterwards folds new rows into them.
+    Rows written since the last optimize are still found: Lance searches them flat and merges.
+    Search settings were measured on 30K clustered 384-dim unit vectors with filters on
+    language and language+doc_type: without refinement recall@5 was 0.97-0.98 (scalar
+    quantisation blurs near ties); ef=100 with refine_factor=3 (re-rank 15 candidates by
+    exact distance) gave recall@5 1.00 at 8-12 ms per query, against 35-60 ms flat.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from lancedb.index import Bitmap, BTree, IvfHnswSq
+
+from mercury.config import LocalVectorConfig
+from mercury.retrieval.index import (
+    ChunkRow,
+    DocumentWrite,
+    Hit,
+    LedgerEntry,
+    SearchFilter,
+    VectorIndex,
+    VectorIndexError,
+    VersionSpec,
+)
+
+VERSION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+STATES = ("building", "ready", "retired")
+NO_FILTER = SearchFilter()
+
+HIT_COLUMNS = ["chunk_id", "doc_id", "title", "heading", "source_url", "text"]
+BITMAP_COLUMNS = ("language", "doc_type", "merchant_id")  # few distinct values
+BTREE_COLUMNS = ("doc_id", "chunk_id")  # many distinct values
+
+# ANN settings, measured (see the module docstring). Partitions of about 8K rows let the
+# index build use every core; one big HNSW graph took three times as long at 30K rows.
+ROWS_PER_PARTITION = 8192
+SEARCH_EF = 100
+REFINE_FACTOR = 3
+MIN_NPROBES = 20
+
+COMMIT_ATTEMPTS = 5
+LOOKUP_BATCH = 500  # ids per IN (...) list when reading the ledger or stored vectors
+
+T = TypeVar("T")
+
+
+def chunk_schema(dimension: int) -> pa.Schema:
+    return pa.schema([
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("position", pa.int32()),
+        pa.field("doc_type", pa.string()),
+        pa.field("language", pa.string()),
+        pa.field("merchant_id", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("heading", pa.string()),
+        pa.field("source_url", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("updated_at", pa.int64()),
+        pa.field("vector", pa.list_(pa.float32(), dimension)),
+    ])
+
+
+LEDGER_SCHEMA = pa.schema([
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("order_key", pa.string()),  # JSON: order keys mix ints and strings
+    pa.field("deleted", pa.bool_()),
+    pa.field("chunk_ids", pa.list_(pa.string())),
+])
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_in(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(sql_string(v) for v in values)})"
+
+
+def filter_sql(filters: SearchFilter) -> str | None:
+    clauses = [f"{column} = {sql_string(value)}" for column, value in filters.as_dict().items()]
+    return " AND ".join(clauses) or None
+
+
+def batched(items: list[str], size: int = LOOKUP_BATCH) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def with_commit_retries(commit: Callable[[], T]) -> T:
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            return commit()
+        except Exception as exc:  # Lance reports conflicts as generic errors: match the text
+            if "conflict" not in str(exc).lower() or attempt == COMMIT_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+class Registry:
+    """Version records and aliases in one JSON file, updated under a file lock."""
+
+    def __init__(self, folder: Path):
+        self.file = folder / "registry.json"
+        self.lock = folder / "registry.lock"
+
+    def read(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.file.read_text())
+        except FileNotFoundError:
+            return {"versions": {}, "aliases": {}}
+
+    @contextmanager
+    def update(self) -> Iterator[dict[str, Any]]:
+        """Yields the registry to change in place; it is written back if the block succeeds."""
+        with file_lock(self.lock):
+            state = self.read()
+            yield state
+            self._replace(state)
+
+    def _replace(self, state: dict[str, Any]) -> None:
+        fd, temp = tempfile.mkstemp(dir=self.file.parent, prefix=".registry-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(state, handle, indent=1, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.file)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        # The rename itself is durable only once the folder is synced.
+        folder = os.open(self.file.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def spec_from_record(record: dict[str, Any]) -> VersionSpec:
+    return VersionSpec(**{f.name: record[f.name] for f in fields(VersionSpec)})
+
+
+def chunks_table_name(version: str) -> str:
+    return f"{version}__chunks"
+
+
+def ledger_table_name(version: str) -> str:
+    return f"{version}__ledger"
+
+
+def rows_to_arrow(rows: list[ChunkRow], dimension: int) -> pa.Table:
+    schema = chunk_schema(dimension)
+    if not rows:
+        return schema.empty_table()
+    wrong = [row.chunk_id for row in rows if np.size(row.vector) != dimension]
+    if wrong:
+        raise VectorIndexError(f"chunks {wrong[:3]} do not have {dimension}-dimensional vectors")
+    vectors = np.stack([np.asarray(row.vector, dtype=np.float32).reshape(-1) for row in rows])
+    columns: dict[str, Any] = {
+        name: [getattr(row, name) for row in rows] for name in schema.names if name != "vector"}
+    columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dimension)
+    return pa.table(columns, schema=schema)
+
+
+def ledger_to_arrow(entries: list[LedgerEntry]) -> pa.Table:
+    return pa.table({
+        "doc_id": [e.doc_id for e in entries],
+        "order_key": [json.dumps(list(e.order_key)) for e in entries],
+        "deleted": [e.deleted for e in entries],
+        "chunk_ids": [list(e.chunk_ids) for e in entries],
+    }, schema=LEDGER_SCHEMA)
+
+
+class LocalVectorIndex(VectorIndex):
+    """The VectorIndex on LanceDB in ``config.path``; safe to use from several processes."""
+
+    def __init__(self, config: LocalVectorConfig):
+        self.config = config
+        self.path = Path(config.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(self.path)
+        self.db = lancedb.connect(self.path, read_consistency_interval=timedelta(0))
+        self._tables: dict[str, Any] = {}
+
+    # ---- versions and aliases --------------------------------------------------------------
+
+    def create_version(self, spec: VersionSpec) -> None:
+        if not VERSION_NAME.fullmatch(spec.name):
+            raise VectorIndexError(f"version name {spec.name!r} must be lower case letters, "
+                                   f"digits and dashes")
+        with self.registry.update() as state:
+            existing = state["versions"].get(spec.name)
+            if existing is not None:
+                if existing["dimension"] != spec.dimension:
+                    raise VectorIndexError(
+                        f"version {spec.name!r} exists with dimension {existing['dimension']}, "
+                        f"not {spec.dimension}")
+                return
+            # Tables first: a record must never point at storage that is not there.
+            self.db.create_table(chunks_table_name(spec.name),
+                                 schema=chunk_schema(spec.dimension), exist_ok=True)
+            self.db.create_table(ledger_table_name(spec.name), schema=LEDGER_SCHEMA,
+                                 exist_ok=True)
+            state["versions"][spec.name] = {**asdict(spec), "writes_since_optimize": 0}
+
+    def versions(self, alias: str) -> list[VersionSpec]:
+        records = [r for r in self.registry.read()["versions"].values() if r["alias"] == alias]
+        records.sort(key=lambda r: (r["created_at_ms"], r["name"]))
+        return [spec_from_record(r) for r in records]
+
+    def set_state(self, name: str, state: str) -> None:
+        if state not in STATES:
+            raise VectorIndexError(f"state {state!r} is not one of {', '.join(STATES)}")
+        with self.registry.update() as registry:
+            self._record(registry, name)["state"] = state
+
+    def drop_version(self, name: str) -> None:
+        with self._writer_lock(name), self.registry.update() as registry:
+            for alias, entry in registry["aliases"].items():
+                if entry["target"] == name:
+                    raise VectorIndexError(f"alias {alias!r} points at {name!r}; swap the alias "
+                                           f"to another version before dropping this one")
+            self._tables.pop(chunks_table_name(name), None)
+            self._tables.pop(ledger_table_name(name), None)
+            self.db.drop_table(chunks_table_name(name), ignore_missing=True)
+            self.db.drop_table(ledger_table_name(name), ignore_missing=True)
+            registry["versions"].pop(name, None)
+            # A rollback must never land on a version that no longer exists.
+            for entry in registry["aliases"].values():
+                entry["history"] = [v for v in entry["history"] if v != name]
+
+    def alias_target(self, alias: str) -> str | None:
+        entry = self.registry.read()["aliases"].get(alias)
+        return entry["target"] if entry else None
+
+    def swap_alias(self, alias: str, name: str) -> str | None:
+        with self.registry.update() as registry:
+            record = self._record(registry, name)
+            if record["alias"] != alias:
+                raise VectorIndexError(f"version {name!r} was built for alias "
+                                       f"{record['alias']!r}, not {alias!r}")
+            entry = registry["aliases"].setdefault(alias, {"target": None, "history": []})
+            previous = entry["target"]
+            if previous != name:
+                if previous is not None:
+                    entry["history"].append(previous)
+                entry["target"] = name
+            return previous
+
+    def rollback_alias(self, alias: str) -> str:
+        with self.registry.update() as registry:
+            entry = registry["aliases"].get(alias)
+            if not entry or not entry["history"]:
+                raise VectorIndexError(f"alias {alias!r} has no earlier version to roll back to")
+            entry["target"] = entry["history"].pop()
+            return entry["target"]
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def ledger(self, name: str, doc_ids: list[str]) -> dict[str, LedgerEntry]:
+        table = self._table(ledger_table_name(name))
+        found: dict[str, LedgerEntry] = {}
+        for batch in batched(sorted(set(doc_ids))):
+            for row in table.search().where(sql_in("doc_id", batch)).to_arrow().to_pylist():
+                found[row["doc_id"]] = LedgerEntry(
+                    doc_id=row["doc_id"], order_key=tuple(json.loads(row["order_key"])),
+                    deleted=row["deleted"], chunk_ids=tuple(row["chunk_ids"] or ()))
+        return found
+
+    def vectors(self, name: str, chunk_ids: list[str]) -> dict[str, np.ndarray]:
+        table = self._table(chunks_table_name(name))
+        dimension = table.schema.field("vector").type.list_size
+        found: dict[str, np.ndarray] = {}
+        for batch in batched(sorted(set(chunk_ids))):
+            result = (table.search().where(sql_in("chunk_id", batch))
+                      .select(["chunk_id", "vector"]).to_arrow())
+            matrix = (result["vector"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                      .astype(np.float32, copy=False).reshape(-1, dimension))
+            for chunk_id, vector in zip(result["chunk_id"].to_pylist(), matrix, strict=True):
+                found[chunk_id] = vector.copy()
+        return found
+
+    def write(self, name: str, writes: list[DocumentWrite]) -> None:
+        # The last write of a document in one call wins, as if the calls had been separate.
+        latest = {w.entry.doc_id: w for w in writes}
+        if not latest:
+            return
+        rows = [row for w in latest.values() for row in w.rows]
+        for doc_id, w in latest.items():
+            if any(row.doc_id != doc_id for row in w.rows):
+                raise VectorIndexError(f"write for {doc_id!r} carries chunks of another document")
+        if len({row.chunk_id for row in rows}) != len(rows):
+            raise VectorIndexError("a chunk id appears twice in one write")
+
+        with self._writer_lock(name):
+            registry = self.registry.read()
+            self._record(registry, name)  # dropped while we waited for the lock?
+            chunks = self._table(chunks_table_name(name))
+            new_rows = rows_to_arrow(rows, registry["versions"][name]["dimension"])
+            replaced_docs = sql_in("doc_id", sorted(latest))
+            with_commit_retries(lambda: (
+                chunks.merge_insert("chunk_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(replaced_docs)
+                .execute(new_rows)))
+            ledger = self._table(ledger_table_name(name))
+            entries = ledger_to_arrow([w.entry for w in latest.values()])
+            with_commit_retries(lambda: (
+                ledger.merge_insert("doc_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(entries)))
+            if self._count_write(name):
+                self._optimize_locked(name)
+
+    def optimize(self, name: str) -> None:
+        """Compacts the version, builds the ANN and scalar indexes once it holds
+        ``ann_min_rows`` chunks, and folds rows written since into existing indexes."""
+        with self._writer_lock(name):
+            self._record(self.registry.read(), name)
+            self._optimize_locked(name)
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def search(self, name: str, vector: np.ndarray, k: int,
+               filters: SearchFilter = NO_FILTER) -> list[Hit]:
+        if k <= 0:
+            return []
+        table = self._table(chunks_table_name(name))
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        dimension = table.schema.field("vector").type.list_size
+        if query.shape[0] != dimension:
+            raise VectorIndexError(f"query has {query.shape[0]} dimensions, version {name!r} "
+                                   f"has {dimension}")
+        # ef, nprobes and refine only matter once a vector index exists; without one the
+        # search is exact. The vector column is not selected: it is large and not needed.
+        builder = (table.search(query, vector_column_name="vector")
+                   .distance_type("cosine")
+                   .select([*HIT_COLUMNS, "_distance"])
+                   .minimum_nprobes(MIN_NPROBES)
+                   .ef(max(SEARCH_EF, 2 * k))
+                   .refine_factor(REFINE_FACTOR)
+                   .limit(k))
+        where = filter_sql(filters)
+        if where:
+            builder = builder.where(where, prefilter=True)
+        return [Hit(chunk_id=r["chunk_id"], doc_id=r["doc_id"], title=r["title"],
+                    heading=r["heading"], source_url=r["source_url"], text=r["text"],
+                    score=1.0 - r["_distance"])
+                for r in builder.to_arrow().to_pylist()]
+
+    def live_documents(self, name: str) -> set[str]:
+        doc_ids = self._table(chunks_table_name(name)).search().select(["doc_id"]).to_arrow()
+        return set(pc.unique(doc_ids["doc_id"]).to_pylist())
+
+    def close(self) -> None:
+        self._tables.clear()
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _record(self, registry: dict[str, Any], name: str) -> dict[str, Any]:
+        try:
+            return registry["versions"][name]
+        except KeyError:
+            raise VectorIndexError(f"no index version {name!r} in {self.path}") from None
+
+    def _table(self, table_name: str) -> Any:
+        table = self._tables.get(table_name)
+        if table is None:
+            try:
+                table = self.db.open_table(table_name)
+            except ValueError as exc:  # lancedb: "Table '...' was not found"
+                raise VectorIndexError(f"no index table {table_name!r} in {self.path}") from exc
+            self._tables[table_name] = table
+        return table
+
+    @contextmanager
+    def _writer_lock(self, name: str) -> Iterator[None]:
+        if not VERSION_NAME.fullmatch(name):
+            raise VectorIndexError(f"version name {name!r} must be lower case letters, "
+                                   f"digits and dashes")
+        with file_lock(self.path / f"writer-{name}.lock"):
+            yield
+
+    def _count_write(self, name: str) -> bool:
+        """Counts the write in the registry, so restarts and several writer processes add up;
+        True when it is time to optimize."""
+        with self.registry.update() as registry:
+            record = self._record(registry, name)
+            record["writes_since_optimize"] = record.get("writes_since_optimize", 0) + 1
+            return record["writes_since_optimize"] >= self.config.optimize_every
+
+    def _optimize_locked(self, name: str) -> None:
+        chunks = self._table(chunks_table_name(name))
+        # Compact first, so a new index is built over few large fragments.
+        chunks.optimize()
+        self._table(ledger_table_name(name)).optimize()
+        rows = chunks.count_rows()
+        indexed = {column for index in chunks.list_indices() for column in index.columns}
+        if rows >= self.config.ann_min_rows:
+            if "vector" not in indexed:
+                chunks.create_index("vector", config=IvfHnswSq(
+                    distance_type="cosine",
+                    num_partitions=max(1, rows // ROWS_PER_PARTITION)))
+            for column in BITMAP_COLUMNS:
+                if column not in indexed:
+                    chunks.create_index(column, config=Bitmap())
+            for column in BTREE_COLUMNS:
+                if column not in indexed:
+                    chunks.create_index(column, config=BTree())
+        with self.registry.update() as registry:
+            self._record(registry, name)["writes_since_optimize"] = 0
