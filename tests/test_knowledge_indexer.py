@@ -208,3 +208,19 @@ def test_retriever_caches_embeddings_and_results_for_a_bounded_time(tmp_settings
     assert not again.result_cached and again.embedding_cached
     assert len(embedder.embedded) == calls
     assert np.isclose(again.hits[0].score, first.hits[0].score)
+
+
+def test_a_write_older_than_what_another_writer_stored_meanwhile_is_skipped(tmp_settings,
+                                                                           served):
+    """Two writers of one version (the indexer and a rebuild) each check the ledger before
+    embedding; the engine checks again under its writer lock, so the older one loses."""
+    from mercury.retrieval.index import DocumentWrite, LedgerEntry
+
+    index, spec, embedder = served
+    write(tmp_settings, [change("doc", 300)])
+    run(tmp_settings, index, embedder)
+    newest = index.ledger(spec.name, ["doc"])["doc"]
+    stale = DocumentWrite(LedgerEntry("doc", (200, 0, "z"), False, ()), rows=[])
+    index.write(spec.name, [stale])  # would delete every chunk if it were applied
+    assert index.ledger(spec.name, ["doc"])["doc"] == newest
+    assert "revision 300 of doc" in texts_of(index, spec, "doc")

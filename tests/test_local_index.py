@@ -146,8 +146,11 @@ def test_replacing_a_document_swaps_its_chunks_exactly_once(tmp_path):
         ["a:0", "a:1", "a:2", f"{quoted}:0", f"{quoted}:1"])
 
     # Fewer chunks, one id kept (updated in place), the others new.
-    index.write("kb-v1", [document("a", ["a:0", "a:new"], rng, text="rev2"),
-                          document(quoted, [f"{quoted}:x"], rng)])
+    index.write("kb-v1", [document("a", ["a:0", "a:new"], rng, text="rev2",
+                                   order_key=(2, 0, "c2")),
+                          document(quoted, [f"{quoted}:x"], rng, order_key=(2, 0, "c3"))])
+    # Not newer than the ledger (checked again under the writer lock): skipped, nothing changes.
+    index.write("kb-v1", [document("a", ["a:old"], rng, text="stale", order_key=(2, 0, "c1"))])
     assert all_chunk_ids(index, "kb-v1") == sorted(["a:0", "a:new", f"{quoted}:x"])
     hits = index.search("kb-v1", unit(np.ones(DIM)), 100)
     assert {h.text for h in hits if h.doc_id == "a"} == {"rev2"}
@@ -155,7 +158,8 @@ def test_replacing_a_document_swaps_its_chunks_exactly_once(tmp_path):
     assert set(index.vectors("kb-v1", ["a:1", "a:2", "a:new"])) == {"a:new"}
 
     # The same document twice in one call: the last write wins.
-    index.write("kb-v1", [document("a", ["a:p"], rng), document("a", ["a:q"], rng)])
+    index.write("kb-v1", [document("a", ["a:p"], rng, order_key=(3, 0, "c4")),
+                          document("a", ["a:q"], rng, order_key=(3, 0, "c5"))])
     assert [c for c in all_chunk_ids(index, "kb-v1") if c.startswith("a:")] == ["a:q"]
 
 

@@ -160,7 +160,14 @@ class VectorIndex(ABC):
     @abstractmethod
     def write(self, name: str, writes: list[DocumentWrite]) -> None:
         """Replaces each written document's chunks with the given rows and stores its ledger
-        entry. The caller has already decided, from the ledger, that each write is newer."""
+        entry. The caller has checked the ledger already; a backend that can also re-check it
+        atomically with the write (the local engine, under its writer lock) skips a document
+        whose stored entry is as new, closing the race between two writers of one version."""
+
+    def optimize(self, name: str) -> None:  # noqa: B027 - optional hook
+        """Brings the version's search structures up to date (e.g. builds the ANN index);
+        a rebuild calls it before the version is judged and served."""
+        return None
 
     # ---- reads -------------------------------------------------------------------------------
 

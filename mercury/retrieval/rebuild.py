@@ -108,6 +108,7 @@ def fill_version(settings: Settings, index: VectorIndex, spec: VersionSpec, embe
             setattr(total, name, getattr(total, name) + value)
         if progress is not None:
             progress(min(start + batch_size, len(documents)), total)
+    index.optimize(spec.name)
     return total
 
 
