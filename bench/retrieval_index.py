@@ -10,9 +10,12 @@ characters of generated help text.
 
 1. Upserts: ``LocalVectorIndex.write`` in calls of ``--docs-per-call`` documents (500 x 5 =
    2,500 chunks), each with its ledger entry, exactly as ``DocumentApplier`` calls it;
-   chunks/s per call and overall. Then a steady-state phase: the same number of calls
-   replacing documents that already exist (new chunks, old ones removed), on the full table.
+   chunks/s per call and overall. Then a steady-state phase after the index build:
+   ``--update-docs`` (5,000) existing documents replaced in calls of the same size (new
+   chunks, old ones removed in the same commit), on the full table, and optimize again.
 2. Index build: the explicit optimize / ANN build of the version, timed on its own.
+   Before it, ``--flat-queries`` per filter kind on the unindexed table (the engine's exact
+   search), to show what the ANN index buys.
 3. Queries, ``--queries`` per filter kind (language; language + doc_type; merchant_id), k=5:
    - the engine's ``search`` latency, query vector given (embedding EXCLUDED);
    - exact search in numpy over the same filtered rows (filter mask on integer codes, a
@@ -21,6 +24,9 @@ characters of generated help text.
    - recall@5 of the engine against that exact top 5 (same filter);
    - ``search`` with the query embedding INCLUDED: a real question string embedded by
      all-MiniLM-L6-v2 in this process (one call per question, no cache), then searched.
+4. Single-document upserts (what the indexer writes when changes trickle in), ``optimize_every``
+   of them after the last optimize: the last one reaches the threshold and runs optimize
+   inside ``write``, so its duration is what a change that triggers it waits.
 
 Results go to ``bench/results/retrieval_index.json``.
 Usage: python bench/retrieval_index.py [--chunks 100000] [--queries 500] [--ann-min-rows N]
@@ -255,24 +261,25 @@ def measure_search(index, name: str, exact: Exact, queries: dict, embedder, ques
             sizes.append(size)
         with_embedding = []
         offset = list(queries).index(kind) * len(items)
-        for i, (_, filters, _) in enumerate(items):
+        for i, (_, filters, _) in enumerate(items if embedder is not None else []):
             question = questions[(offset + i) % len(questions)]  # all distinct: no cache hit
             t0 = time.perf_counter()
             vector = embedder.embed([question])[0]
             index.search(name, vector, K, filters)
             with_embedding.append(time.perf_counter() - t0)
         out[kind] = {"engine_ms": percentiles(engine), "exact_numpy_ms": percentiles(brute),
-                     "engine_with_embedding_ms": percentiles(with_embedding),
+                     "engine_with_embedding_ms": (percentiles(with_embedding)
+                                                  if with_embedding else None),
                      f"recall_at_{K}": round(statistics.fmean(recalls), 4),
                      "queries": len(items),
                      "filtered_rows": {"p50": int(statistics.median(sizes)), "min": min(sizes),
                                        "max": max(sizes)}}
         r = out[kind]
+        w = r["engine_with_embedding_ms"]
+        embedded = f"with embedding p50 {w['p50']:.1f} p95 {w['p95']:.1f}; " if w else ""
         print(f"  {kind:<18} engine p50 {r['engine_ms']['p50']:.2f} ms p95 "
               f"{r['engine_ms']['p95']:.2f}; exact p50 {r['exact_numpy_ms']['p50']:.2f} p95 "
-              f"{r['exact_numpy_ms']['p95']:.2f}; with embedding p50 "
-              f"{r['engine_with_embedding_ms']['p50']:.1f} p95 "
-              f"{r['engine_with_embedding_ms']['p95']:.1f}; recall@{K} {r[f'recall_at_{K}']}",
+              f"{r['exact_numpy_ms']['p95']:.2f}; {embedded}recall@{K} {r[f'recall_at_{K}']}",
               flush=True)
     return out
 
@@ -300,6 +307,8 @@ def main() -> None:
     parser.add_argument("--centroids", type=int, default=2_000)
     parser.add_argument("--merchants", type=int, default=5_000)
     parser.add_argument("--queries", type=int, default=500, help="per filter kind")
+    parser.add_argument("--flat-queries", type=int, default=100,
+                        help="per filter kind, before the first optimize (exact in the engine)")
     parser.add_argument("--update-docs", type=int, default=5_000,
                         help="documents replaced in the steady-state upsert phase")
     parser.add_argument("--ann-min-rows", type=int, default=None,
@@ -339,6 +348,11 @@ def main() -> None:
     insert = timed_writes(index, spec.name, corpus, list(range(corpus.docs)),
                           args.docs_per_call, "insert", clock)
 
+    flat_queries = make_queries(corpus, args.flat_queries, args.seed + 5)
+    print(f"phase 1b: {args.flat_queries} queries per filter kind before any optimize (no "
+          f"vector index yet: the engine searches exactly)", flush=True)
+    flat = measure_search(index, spec.name, exact, flat_queries, None, [])
+
     print("phase 2: index build (optimize)", flush=True)
     t0 = time.perf_counter()
     build_info = optimize(index, spec.name)
@@ -376,6 +390,24 @@ def main() -> None:
     print(f"phase 4: {args.queries} queries per filter kind, k={K}", flush=True)
     search = measure_search(index, spec.name, exact, queries, embedder, questions)
 
+    print(f"phase 5: {config.optimize_every} single-document upserts (the indexer's write "
+          f"when changes trickle in); the last one reaches optimize_every and optimizes "
+          f"inside the write", flush=True)
+    single = []
+    picks = rng.choice(corpus.docs, config.optimize_every, replace=False).tolist()
+    for i, d in enumerate(picks):
+        corpus.generation[d] += 1
+        clock[0] += 1
+        write = corpus.write(d, int(corpus.generation[d]), clock[0])
+        t0 = time.perf_counter()
+        index.write(spec.name, [write])
+        single.append(time.perf_counter() - t0)
+        if (i + 1) % 50 == 0 or i + 1 == len(picks):
+            print(f"  {i + 1:>4} single writes, last {single[-1] * 1000:,.0f} ms", flush=True)
+    single_writes = {"writes": len(single), "before_the_optimizing_one_ms":
+                     percentiles(single[:-1]) if len(single) > 1 else None,
+                     "the_optimizing_write_s": round(single[-1], 1)}
+
     disk = sum(p.stat().st_size for p in config.path.rglob("*") if p.is_file())
     print()
     print(f"upserts through write ({args.docs_per_call} docs x {args.chunks_per_doc} chunks per "
@@ -386,6 +418,11 @@ def main() -> None:
           f"{insert['call_seconds']['max'] / 1000:.2f} s")
     print(f"  replace existing: {update['chunks']:,} chunks in {update['write_seconds']} s = "
           f"{update['chunks_per_s']:,} chunks/s ({update['documents_per_s']:,} docs/s)")
+    sw = single_writes["before_the_optimizing_one_ms"]
+    if sw:
+        print(f"  single-document upserts at {corpus.docs * corpus.per_doc:,} chunks: p50 "
+              f"{sw['p50']:.0f} ms, p95 {sw['p95']:.0f} ms; write #{len(single)} (optimize "
+              f"inside) {single_writes['the_optimizing_write_s']} s")
     print(f"index build (optimize) after insert: {build_s:.1f} s; after updates: "
           f"{reoptimize_s:.1f} s; on disk {disk / 2**20:,.0f} MiB")
     print(f"\n{'ms, k=5':<20}{'engine p50':>12}{'p95':>8}{'exact p50':>11}{'p95':>8}"
@@ -395,6 +432,13 @@ def main() -> None:
         print(f"{kind:<20}{e['p50']:>12.2f}{e['p95']:>8.2f}{x['p50']:>11.2f}{x['p95']:>8.2f}"
               f"{e['p50'] / x['p50']:>10.1f}x{w['p50']:>12.1f}{w['p95']:>8.1f}"
               f"{r[f'recall_at_{K}']:>10.3f}{r['filtered_rows']['p50']:>10,}")
+    for kind, r in flat.items():
+        e, x = r["engine_ms"], r["exact_numpy_ms"]
+        label = f"{kind}, flat"
+        print(f"{label:<20}{e['p50']:>12.2f}{e['p95']:>8.2f}{x['p50']:>11.2f}{x['p95']:>8.2f}"
+              f"{e['p50'] / x['p50']:>10.1f}x{'-':>12}{'-':>8}"
+              f"{r[f'recall_at_{K}']:>10.3f}{r['filtered_rows']['p50']:>10,}")
+    print("(flat: before the first optimize, no vector index, 40 unmerged fragments)")
 
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -405,7 +449,8 @@ def main() -> None:
         "centroids": args.centroids, "merchants": args.merchants, "k": K,
         "insert": insert, "optimize_seconds": round(build_s, 2), "optimize_info": build_info,
         "update": update, "reoptimize_seconds": round(reoptimize_s, 2),
-        "disk_bytes": disk, "search": search, "torch_threads": torch.get_num_threads(),
+        "disk_bytes": disk, "search": search, "search_before_optimize_flat": flat,
+        "single_document_writes": single_writes, "torch_threads": torch.get_num_threads(),
         "cpus": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

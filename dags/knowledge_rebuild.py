@@ -27,7 +27,7 @@ refusing a worse index is the system working: a red run would page on-call for n
 retried by Airflow (the same refusal twice), and look exactly like a real breakage (index
 unreachable, out of memory). So: red means broken, go fix; a green run says in its graph what
 happened, ``swap`` green = the new version serves, ``refuse`` green = the gate kept the old
-one, with the reasons (e.g. "recall@5 0.375 < serving 0.775") in the ``decide`` and
+one, with the reasons (e.g. "recall@5 0.375 < serving 0.825") in the ``decide`` and
 ``refuse`` logs and the ``decide`` XCom.
 
 ``rollback`` points the alias back at the version it served before the last swap, in one
