@@ -216,7 +216,7 @@ def main() -> None:
     print(f"work folder {work}; {len(specs)} documents ({len(merchant_pages)} merchant pages)",
           flush=True)
     send(settings, [change(s, "UPSERT", clock[0] - i, render(s, 0))
-                    for i, s in enumerate(specs)], "bench-seed")
+                    for i, s in enumerate(specs)], "bench_seed")
 
     index = open_index(cfg)
     embedder = open_embedder(cfg.embedding_model, cfg.embed_batch_size)
@@ -261,7 +261,7 @@ def main() -> None:
         marker = f"zqwarm{uuid.uuid4().hex[:8]}"
         vector = embedder.embed([marker_chunk(warm, marker, 0).embed_text])[0]
         flushed = send(settings, [change(warm, "UPSERT", tick(), with_marker(warm, marker))],
-                       "bench-warm")
+                       "bench_warm")
         seen = wait_for(lambda: visible(warm, marker, vector), 180, 0.05)
         if seen is None:
             raise SystemExit(f"the warm-up change never became searchable; see {log}")
@@ -273,7 +273,7 @@ def main() -> None:
             vector = embedder.embed([marker_chunk(page, marker, 0).embed_text])[0]
             time.sleep(rng.uniform(0.2, 0.6))  # after the embedding: no torch threads busy
             record = change(page, "UPSERT", tick(), with_marker(page, marker))
-            flushed = send(settings, [record], f"bench-u{i}")
+            flushed = send(settings, [record], f"bench_u{i}")
             seen = wait_for(lambda p=page, m=marker, v=vector: visible(p, m, v),
                             args.timeout_s, poll_s)
             if seen is None:
@@ -291,7 +291,7 @@ def main() -> None:
             if gone(page, vector):
                 raise SystemExit(f"{page.doc_id} is not in the index before its delete")
             time.sleep(rng.uniform(0.2, 0.6))
-            flushed = send(settings, [change(page, "DELETE", tick())], f"bench-d{i}")
+            flushed = send(settings, [change(page, "DELETE", tick())], f"bench_d{i}")
             seen = wait_for(lambda p=page, v=vector: gone(p, v), args.timeout_s, poll_s)
             if seen is None:
                 misses["delete"] += 1

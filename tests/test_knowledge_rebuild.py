@@ -295,7 +295,7 @@ def test_rollback_never_serves_a_retired_version(knowledge, tmp_settings, corpus
     assert index.alias_target(alias) == v2
     # The alias history holds v1 before v2, but v1 was retired by v3's swap: not maintained
     # since, so its documents may be stale. The rollback refuses and leaves the alias alone.
-    with pytest.raises(VectorIndexError, match=f"rollback would serve {v1}, which is retired"):
+    with pytest.raises(VectorIndexError, match=f"would serve {v1}, which is retired"):
         knowledge.roll_back(tmp_settings, index=index, log=quiet)
     assert index.alias_target(alias) == v2
 

@@ -328,6 +328,11 @@ class LocalVectorIndex(VectorIndex):
             entry = registry["aliases"].get(alias)
             if not entry or not entry["history"]:
                 raise VectorIndexError(f"alias {alias!r} has no earlier version to roll back to")
+            previous = entry["history"][-1]
+            if registry["versions"].get(previous, {}).get("state") == "retired":
+                # No longer maintained: serving it would answer from stale documents.
+                raise VectorIndexError(f"rollback of {alias!r} would serve {previous}, which is "
+                                       f"retired (its documents are stale); rebuild instead")
             entry["target"] = entry["history"].pop()
             return entry["target"]
 

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,11 +24,17 @@ from pathlib import Path
 import yaml
 
 from mercury.config import Settings
-from mercury.eventlog.file_log import FileEventReader
+from mercury.eventlog.factory import open_consumer
 from mercury.retrieval.chunking import ChunkingSpec
 from mercury.retrieval.documents import STREAM, Document, Rejected, parse_change
 from mercury.retrieval.embedding import Embedder
-from mercury.retrieval.index import SearchFilter, VectorIndex, VersionSpec, version_name
+from mercury.retrieval.index import (
+    SearchFilter,
+    VectorIndex,
+    VectorIndexError,
+    VersionSpec,
+    version_name,
+)
 from mercury.retrieval.indexer import ApplyStats, DocumentApplier, newest_per_document
 
 QUERIES_PATH = Path(__file__).with_name("eval_queries.yaml")
@@ -74,12 +81,16 @@ def load_queries(path: Path = QUERIES_PATH) -> list[LabelledQuery]:
 
 def read_source(settings: Settings) -> Iterator[Document]:
     """Every valid change in the stream, in log order (rejects are the indexer's to
-    dead-letter; the rebuild only skips them)."""
+    dead-letter; the rebuild only skips them). Read as a throw-away consumer group that never
+    commits, so it works on the file log and on Kafka alike (on Kafka the documents topic is
+    JSON: Avro payloads would need decoding first)."""
     cfg = settings.retrieval
-    for message in FileEventReader(settings.event_log.root).read(STREAM):
-        parsed = parse_change(message.value, cfg.languages, cfg.max_body_chars)
-        if not isinstance(parsed, Rejected):
-            yield parsed
+    with open_consumer(settings, f"knowledge-rebuild-{uuid.uuid4().hex}", [STREAM]) as source:
+        while batch := source.poll(max_messages=2_000, timeout_s=5.0):
+            for message in batch:
+                parsed = parse_change(message.value, cfg.languages, cfg.max_body_chars)
+                if not isinstance(parsed, Rejected):
+                    yield parsed
 
 
 def live_source_documents(settings: Settings) -> set[str]:
@@ -93,6 +104,7 @@ def start_version(index: VectorIndex, alias: str, embedder: Embedder, chunking: 
                        embedding_version=embedder.version, chunking=chunking.name,
                        dimension=embedder.dimension, created_at_ms=created_at_ms)
     index.create_version(spec)
+    index.set_state(spec.name, "building")  # a re-run of a refused version is maintained again
     return spec
 
 
@@ -114,6 +126,8 @@ def fill_version(settings: Settings, index: VectorIndex, spec: VersionSpec, embe
 
 def evaluate(index: VectorIndex, spec: VersionSpec, embedder: Embedder,
              queries: list[LabelledQuery], source_live: set[str]) -> Evaluation:
+    if not queries:
+        raise ValueError("no labelled queries: a version cannot be judged without them")
     vectors = embedder.embed([q.question for q in queries])
     recalls, reciprocal_ranks = [], []
     for query, vector in zip(queries, vectors, strict=True):
@@ -152,11 +166,11 @@ def decide(candidate: Evaluation, serving: Evaluation | None) -> Decision:
 
 def promote(index: VectorIndex, spec: VersionSpec) -> str | None:
     """Serve ``spec``; keep the version it replaces maintained for a one-step rollback and
-    retire the ones before it."""
+    retire the ones before it (a version another rebuild is still building is left alone)."""
     index.set_state(spec.name, "ready")
     previous = index.swap_alias(spec.alias, spec.name)
     for version in index.versions(spec.alias):
-        if version.name not in (spec.name, previous) and version.state != "retired":
+        if version.name not in (spec.name, previous) and version.state == "ready":
             index.set_state(version.name, "retired")
     return previous
 
@@ -205,7 +219,12 @@ def rebuild(settings: Settings, index: VectorIndex, embedder: Embedder, chunking
     if (target := index.alias_target(alias)) is not None:
         serving_spec = index.resolve(alias)
         serving_embedder = embedder if serving_spec.embedding_model == embedder.name \
-            else open_embedder(serving_spec.embedding_model)
+            else open_embedder(serving_spec.embedding_model, settings.retrieval.embed_batch_size)
+        if serving_embedder.version != serving_spec.embedding_version:
+            raise VectorIndexError(
+                f"the serving version {serving_spec.name} was built with "
+                f"{serving_spec.embedding_model}@{serving_spec.embedding_version}; this process "
+                f"has {serving_embedder.label}, so it cannot judge it fairly")
         serving = evaluate(index, serving_spec, serving_embedder, queries, source)
     decision = decide(candidate, serving)
     if decision.swap:

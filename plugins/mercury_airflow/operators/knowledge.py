@@ -227,22 +227,13 @@ def refuse_candidate(settings: Settings, version: str, reasons: list[str], *,
 
 def roll_back(settings: Settings, *, index: VectorIndex | None = None,
               log: Log = _print) -> dict[str, Any]:
-    from mercury.retrieval.index import VectorIndexError
+    """One alias move back; the engine refuses a retired (no longer maintained) version."""
     from mercury.retrieval.rebuild import rollback
 
     index = _index(settings, index)
     alias = settings.retrieval.alias
     before = index.alias_target(alias)
     after = rollback(index, alias)
-    spec = find_version(index, alias, after)
-    if spec is None or spec.state == "retired":
-        # Retired versions are no longer maintained: serving one would answer from stale
-        # documents. Put the alias back where it was and say what to do instead.
-        index.swap_alias(alias, before)
-        raise VectorIndexError(
-            f"rollback would serve {after}, which is {'unknown' if spec is None else 'retired'}"
-            f" (not maintained, its documents are stale); alias {alias} left at {before}. "
-            f"Rebuild with that version's model and chunking instead")
     log(f"rolled back: alias {alias} -> {after} (was {before})")
     return {"alias": alias, "target": after, "previous": before}
 
