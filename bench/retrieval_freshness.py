@@ -27,7 +27,7 @@ the ledger, reuse stored vectors, embed the changed chunk, one write) rather tha
 
 Results go to ``bench/results/retrieval_freshness.json``.
 Usage: python bench/retrieval_freshness.py [--changes 50] [--deletes 20] [--documents 400]
-       [--mode subprocess|thread] [--poll-ms 10]
+       [--mode subprocess|thread] [--poll-ms 10] [--omp-threads N]
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def wait_for(predicate, timeout_s: float, poll_s: float) -> float | None:
 class Indexer:
     """The indexer under test: ``mercury knowledge index --follow`` or a thread."""
 
-    def __init__(self, mode: str, settings, config: Path, log: Path, embedder):
+    def __init__(self, mode: str, settings, config: Path, log: Path, embedder,
+                 omp_threads: int | None):
         self.mode = mode
         self.log = log
         if mode == "subprocess":
@@ -126,9 +127,13 @@ class Indexer:
                        else [sys.executable, "-m", "mercury.cli"])
             self.command = [*command, "knowledge", "index", "--follow"]
             self.handle = open(log, "wb")
-            self.process = subprocess.Popen(self.command, stdout=self.handle,
-                                            stderr=subprocess.STDOUT,
-                                            env={**os.environ, "MERCURY_CONFIG": str(config)})
+            env = {**os.environ, "MERCURY_CONFIG": str(config)}
+            if omp_threads:
+                env["OMP_NUM_THREADS"] = str(omp_threads)  # torch's intra-op threads
+                self.command = [f"OMP_NUM_THREADS={omp_threads}", *self.command]
+            self.process = subprocess.Popen(self.command[1:] if omp_threads else self.command,
+                                            stdout=self.handle, stderr=subprocess.STDOUT,
+                                            env=env)
         else:
             from mercury.retrieval.service import run_indexer
 
@@ -168,6 +173,9 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=400)
     parser.add_argument("--mode", choices=("subprocess", "thread"), default="subprocess")
     parser.add_argument("--poll-ms", type=float, default=10.0)
+    parser.add_argument("--omp-threads", type=int, default=None,
+                        help="OMP_NUM_THREADS for the indexer process (torch's intra-op "
+                             "threads; default: torch's own, one per core)")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per change")
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -252,7 +260,7 @@ def main() -> None:
         return not any(h.doc_id == page.doc_id for h in hits)
 
     log = work / "indexer.log"
-    indexer = Indexer(args.mode, settings, config, log, embedder)
+    indexer = Indexer(args.mode, settings, config, log, embedder, args.omp_threads)
     print(f"indexer: {' '.join(indexer.command)} (log {log})", flush=True)
     upserts: list[float] = []
     deletes: list[float] = []
@@ -333,6 +341,7 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "command": " ".join(["python bench/retrieval_freshness.py", *sys.argv[1:]]),
         "mode": args.mode, "indexer_command": " ".join(indexer.command),
+        "indexer_omp_threads": args.omp_threads,
         "documents": len(specs), "chunks_in_version": chunks_total, "version": spec.name,
         "index": {"type": "local", "ann_min_rows": cfg.index.ann_min_rows,
                   "optimize_every": cfg.index.optimize_every},

@@ -48,8 +48,12 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
     """Index what the stream holds; with ``follow``, keep going until ``stop`` is set."""
     cfg = settings.retrieval
     index = index or open_index(cfg)
-    applier = DocumentApplier(index, cfg.alias,
-                              embedder_for or embedder_cache(cfg.embed_batch_size))
+    embedder_for = embedder_for or embedder_cache(cfg.embed_batch_size)
+    for spec in index.maintained(cfg.alias):
+        # Load the models before the first heartbeat, not on the first change: a change
+        # should wait for a batch, never for a model load (~20 s for MiniLM here).
+        embedder_for(spec.embedding_model).embed(["warm-up"])
+    applier = DocumentApplier(index, cfg.alias, embedder_for)
     dead_letter_stream = registry.stream(STREAM).dead_letter_stream
     status = IndexerStatus(started_at_ms=now_ms())
     path = status_path(settings.data_dir)

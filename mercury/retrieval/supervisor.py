@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mercury.config import FileEventLogConfig, Settings
 from mercury.retrieval.documents import STREAM
-from mercury.retrieval.indexer import GROUP, load_status, now_ms
+from mercury.retrieval.indexer import GROUP, load_status, now_ms, status_path
 from mercury.stack.base import Component, Health
 
 HEARTBEAT_STALE_MS = 30_000
@@ -47,6 +47,8 @@ class KnowledgeIndexer(Component):
         return Health(self.name, state.ok, state.line())
 
     def launch(self) -> None:
+        # A heartbeat left by the previous process must not pass for the new one's readiness.
+        status_path(self.settings.data_dir).unlink(missing_ok=True)
         self.spawn([sys.executable, "-m", "mercury.cli", "knowledge", "index", "--follow"],
                    "knowledge-indexer.log")
 
