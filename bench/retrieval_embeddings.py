@@ -17,14 +17,16 @@ what incremental indexing saves.
    Each call embeds the whole corpus at once, as ``DocumentApplier`` does (the library sorts
    by length inside a call, so a batch pads only to its longest member).
 3. The query path: one question per call (``embed([question])``), distinct questions in four
-   languages, no cache: p50/p95/p99 ms.
+   languages, no cache: p50/p95/p99 ms; then again (``--contended-questions``) while a
+   busy-looping Python process, started and killed by this script, holds one of the cores,
+   as an indexer or any other job on the same host would.
 4. Incremental indexing: for edits of one section, the chunk ids of revision r and r+1
    (``chunk_document``) are compared; only ids not already stored are embedded again
    (``DocumentApplier._vectors``).
 
 Results go to ``bench/results/retrieval_embeddings.json``.
 Usage: python bench/retrieval_embeddings.py [--texts 512] [--questions 300] [--load-runs 3]
-       [--repeats 2] [--threads 2,1]
+       [--repeats 2] [--threads 2,1] [--contended-questions 100]
 """
 
 from __future__ import annotations
@@ -351,6 +353,9 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=400, help="generated documents")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="runs per throughput setting")
+    parser.add_argument("--contended-questions", type=int, default=100,
+                        help="questions measured again while a busy-looping process holds "
+                             "one core (0: skip)")
     parser.add_argument("--threads", default="2,1",
                         help="torch intra-op thread counts to measure (torch's default is "
                              "the number of cores)")
@@ -386,6 +391,18 @@ def main() -> None:
     print(f"query path: {args.questions} distinct questions, one per call", flush=True)
     qs = questions(merchants, args.questions + 20, rng)
     query = {t: measure_queries(embedder, qs, t) for t in threads}
+    contended: dict = {}
+    if args.contended_questions:
+        print(f"query path with one busy process beside it: {args.contended_questions} "
+              f"questions", flush=True)
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(1)
+            subset = qs[:20 + args.contended_questions]
+            contended = {t: measure_queries(embedder, subset, t) for t in threads}
+        finally:
+            burner.kill()
+            burner.wait()
     torch.set_num_threads(default_threads)
     saved = incremental(specs, rng)
 
@@ -412,6 +429,10 @@ def main() -> None:
         label = f"{t} thread(s), n={q['n']}"
         print(f"{label:<44}{q['p50']:>8}{q['p95']:>8}{q['p99']:>8}"
               f"{q['max']:>8}{q['loadavg_1m']:>10.1f}")
+    for t, q in contended.items():
+        label = f"{t} thread(s), one busy process beside, n={q['n']}"
+        print(f"{label:<44}{q['p50']:>8}{q['p95']:>8}{q['p99']:>8}"
+              f"{q['max']:>8}{q['loadavg_1m']:>10.1f}")
     print(f"\n{'incremental update':<92} {'re-embedded':>12} {'of':>6} {'share':>7}")
     for row in saved:
         print(f"{row['scenario']:<92} {row['re_embedded']:>12,} {row['chunks_after']:>6,} "
@@ -424,6 +445,7 @@ def main() -> None:
         "torch_default_threads": default_threads, "cpus": os.cpu_count(),
         "chunking": SPEC.name, "load_runs": load, "corpora": stats,
         "throughput_by_threads": throughput, "query_embedding_ms_by_threads": query,
+        "query_embedding_ms_by_threads_one_busy_process_beside": contended,
         "incremental": saved,
         "note": "the machine is shared; loadavg_1m is the 1-minute load average around each "
                 "measurement (2 cores: above 2 means other processes competed for the CPU)",

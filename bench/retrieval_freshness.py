@@ -13,21 +13,27 @@ Setup, in a temporary folder (a copy of config/local.yaml with every data path r
    this process instead). One warm-up change is written and awaited first, so the model load
    (~20 s, lazy, on the first change) is not counted.
 
-Measured, ``--changes`` times each, one change at a time and a random 0.2-0.6 s pause between
-them (so writes do not line up with the indexer's 0.2 s idle cycle):
+Measured, ``--changes`` upserts then ``--deletes`` deletes, one change at a time with a random
+0.2-0.6 s pause between them (so writes do not line up with the indexer's 0.2 s idle cycle):
 - UPSERT: a merchant page whose "Refunds" paragraph gains a unique marker word is sent
   through ``open_producer(settings, writer_id=...)`` and flushed (the file is renamed into the
   log); from the end of the flush, ``VectorIndex.search_alias`` (what the retriever calls,
   without its result cache) is polled every ``--poll-ms`` with the chunk's own embedding,
   filtered to the page's merchant_id, until a hit's text holds the marker.
 - DELETE of another merchant page: polled until the merchant's filter returns no hit.
+With ``--pad-chunks N`` the version first gets N filler chunks (random clustered vectors,
+written straight into it, then optimized): freshness on a large, ANN-indexed version. The
+indexer then optimizes inside its ``optimize_every``-th write (200 by default), which the
+change that triggers it waits for.
+
 Then, with the indexer stopped, ``DocumentApplier.apply`` alone for single-document upserts
 of the same kind, in this process: the part of the delay that is indexing work (chunk, read
 the ledger, reuse stored vectors, embed the changed chunk, one write) rather than waiting.
 
-Results go to ``bench/results/retrieval_freshness.json``.
+Results go to ``bench/results/retrieval_freshness.json``, one entry per command line (a new
+run of the same command replaces its entry).
 Usage: python bench/retrieval_freshness.py [--changes 50] [--deletes 20] [--documents 400]
-       [--mode subprocess|thread] [--poll-ms 10] [--omp-threads N]
+       [--mode subprocess|thread] [--poll-ms 10] [--omp-threads N] [--pad-chunks N]
 """
 
 from __future__ import annotations
@@ -165,6 +171,43 @@ class Indexer:
             self.thread.join(timeout=60)
 
 
+def pad(index, name: str, chunks: int, seed: int) -> float:
+    """Filler pages written straight into the version (not in the log: only the measured
+    pages are), then one optimize, so the version is as large as asked and ANN-indexed."""
+    import numpy as np
+
+    from mercury.retrieval.index import ChunkRow, DocumentWrite, LedgerEntry
+
+    rng = np.random.default_rng(seed)
+    centroids = rng.standard_normal((2_000, 384)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    languages = ("en", "fr", "de", "es")
+    started = time.perf_counter()
+    pages = chunks // 5
+    for first in range(0, pages, 500):
+        writes = []
+        for page in range(first, min(pages, first + 500)):
+            vectors = centroids[rng.integers(0, 2_000)] + rng.standard_normal((5, 384)) * 0.03
+            vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(
+                np.float32)
+            doc_id, language = f"pad-{page:07d}", languages[page % 4]
+            rows = [ChunkRow(chunk_id=f"{doc_id}:{i}:pad", doc_id=doc_id, position=i,
+                             doc_type="MERCHANT_HELP", language=language,
+                             merchant_id=f"mch_pad_{page % 5_000:05d}", title=f"Filler {page}",
+                             heading="Section", source_url=None,
+                             text="Filler passage for the size of the index.", updated_at=1,
+                             vector=vectors[i]) for i in range(5)]
+            writes.append(DocumentWrite(LedgerEntry(doc_id, (1, 0, "pad"), False,
+                                                    tuple(r.chunk_id for r in rows)), rows))
+        index.write(name, writes)
+        print(f"  padding: {min(pages, first + 500) * 5:,}/{chunks:,} chunks", flush=True)
+    t0 = time.perf_counter()
+    index.optimize(name)
+    print(f"  padded with {chunks:,} chunks in {time.perf_counter() - started:.0f} s "
+          f"(optimize {time.perf_counter() - t0:.0f} s)", flush=True)
+    return round(time.perf_counter() - started, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,6 +219,10 @@ def main() -> None:
     parser.add_argument("--omp-threads", type=int, default=None,
                         help="OMP_NUM_THREADS for the indexer process (torch's intra-op "
                              "threads; default: torch's own, one per core)")
+    parser.add_argument("--pad-chunks", type=int, default=0,
+                        help="random-vector chunks (5 per filler page, merchants of their "
+                             "own) written straight into the version and optimized before the "
+                             "indexer starts, to measure on a large, ANN-indexed version")
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per change")
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -237,6 +284,7 @@ def main() -> None:
     print(f"built and promoted {spec.name}: {filled.applied} documents, "
           f"{filled.chunks_embedded} chunks embedded in {build_s:.1f} s (model load included)",
           flush=True)
+    pad_s = pad(index, spec.name, args.pad_chunks, args.seed) if args.pad_chunks else None
     status = run_indexer(settings, follow=False, index=index,
                          embedder_for=lambda _name: embedder)
     print(f"consumer group level with the log: read {status.read}, stale {status.stale}",
@@ -342,7 +390,9 @@ def main() -> None:
         "command": " ".join(["python bench/retrieval_freshness.py", *sys.argv[1:]]),
         "mode": args.mode, "indexer_command": " ".join(indexer.command),
         "indexer_omp_threads": args.omp_threads,
-        "documents": len(specs), "chunks_in_version": chunks_total, "version": spec.name,
+        "documents": len(specs), "chunks_in_version": chunks_total + args.pad_chunks,
+        "padding_chunks": args.pad_chunks, "padding_write_and_optimize_s": pad_s,
+        "version": spec.name,
         "index": {"type": "local", "ann_min_rows": cfg.index.ann_min_rows,
                   "optimize_every": cfg.index.optimize_every},
         "event_log": type(settings.event_log).__name__,
@@ -369,7 +419,9 @@ def main() -> None:
           f"embedded {indexer_status and indexer_status['chunks_embedded']} chunks, reused "
           f"{indexer_status and indexer_status['chunks_reused']}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    runs = json.loads(RESULTS.read_text()).get("runs", []) if RESULTS.exists() else []
+    runs = [r for r in runs if r.get("command") != result["command"]] + [result]
+    RESULTS.write_text(json.dumps({"runs": runs}, indent=2, default=str) + "\n")
     print(f"wrote {RESULTS.relative_to(REPO)}")
     index.close()
     if not args.keep:

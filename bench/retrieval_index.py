@@ -25,8 +25,9 @@ characters of generated help text.
    - ``search`` with the query embedding INCLUDED: a real question string embedded by
      all-MiniLM-L6-v2 in this process (one call per question, no cache), then searched.
 4. Single-document upserts (what the indexer writes when changes trickle in), ``optimize_every``
-   of them after the last optimize: the last one reaches the threshold and runs optimize
-   inside ``write``, so its duration is what a change that triggers it waits.
+   of them after the last optimize: the last one reaches the threshold and triggers optimize;
+   its duration is what the change that triggers it waits (an engine that optimizes in the
+   background returns at once: then the time until that optimize ends is printed too).
 
 Results go to ``bench/results/retrieval_index.json``.
 Usage: python bench/retrieval_index.py [--chunks 100000] [--queries 500] [--ann-min-rows N]
@@ -391,8 +392,7 @@ def main() -> None:
     search = measure_search(index, spec.name, exact, queries, embedder, questions)
 
     print(f"phase 5: {config.optimize_every} single-document upserts (the indexer's write "
-          f"when changes trickle in); the last one reaches optimize_every and optimizes "
-          f"inside the write", flush=True)
+          f"when changes trickle in); the last one reaches optimize_every", flush=True)
     single = []
     picks = rng.choice(corpus.docs, config.optimize_every, replace=False).tolist()
     for i, d in enumerate(picks):
@@ -404,9 +404,17 @@ def main() -> None:
         single.append(time.perf_counter() - t0)
         if (i + 1) % 50 == 0 or i + 1 == len(picks):
             print(f"  {i + 1:>4} single writes, last {single[-1] * 1000:,.0f} ms", flush=True)
+    upkeep_s = None
+    if hasattr(index, "wait_for_upkeep"):  # an optimize started by the write, off its path
+        t0 = time.perf_counter()
+        index.wait_for_upkeep()
+        upkeep_s = round(time.perf_counter() - t0, 1)
+        print(f"  background optimize finished {upkeep_s} s after the last write returned",
+              flush=True)
     single_writes = {"writes": len(single), "before_the_optimizing_one_ms":
                      percentiles(single[:-1]) if len(single) > 1 else None,
-                     "the_optimizing_write_s": round(single[-1], 1)}
+                     "the_optimizing_write_s": round(single[-1], 1),
+                     "background_optimize_after_it_s": upkeep_s}
 
     disk = sum(p.stat().st_size for p in config.path.rglob("*") if p.is_file())
     print()
@@ -421,8 +429,10 @@ def main() -> None:
     sw = single_writes["before_the_optimizing_one_ms"]
     if sw:
         print(f"  single-document upserts at {corpus.docs * corpus.per_doc:,} chunks: p50 "
-              f"{sw['p50']:.0f} ms, p95 {sw['p95']:.0f} ms; write #{len(single)} (optimize "
-              f"inside) {single_writes['the_optimizing_write_s']} s")
+              f"{sw['p50']:.0f} ms, p95 {sw['p95']:.0f} ms; write #{len(single)} (the one "
+              f"that triggers optimize) {single_writes['the_optimizing_write_s']} s"
+              + (f", then {upkeep_s} s until its background optimize finished"
+                 if upkeep_s is not None else ""))
     print(f"index build (optimize) after insert: {build_s:.1f} s; after updates: "
           f"{reoptimize_s:.1f} s; on disk {disk / 2**20:,.0f} MiB")
     print(f"\n{'ms, k=5':<20}{'engine p50':>12}{'p95':>8}{'exact p50':>11}{'p95':>8}"

@@ -32,7 +32,8 @@ class CountingEmbedder(HashingEmbedder):
         self.embedded: list[str] = []
 
     def embed(self, texts):
-        self.embedded += list(texts)
+        if list(texts) != ["warm-up"]:  # the indexer's model load at start is not indexing
+            self.embedded += list(texts)
         return super().embed(texts)
 
 

@@ -252,6 +252,7 @@ def test_filters_never_return_a_non_matching_row_flat_and_with_ann(tmp_path):
     index.write("kb-v1", [document(f"e{i}", [f"e{i}:0"], rng, language="de",
                                    doc_type="FEES", merchant_id="m3") for i in range(200)])
     rows.update(more)  # 650 rows, 4th write: optimize ran by itself and built the indexes
+    index.wait_for_upkeep()  # in a background thread, off the writer's path
     indexed = {i.columns[0]: i.index_type for i in chunks.list_indices()}
     assert indexed == {"vector": "IvfHnswSq", "language": "Bitmap", "doc_type": "Bitmap",
                        "merchant_id": "Bitmap", "doc_id": "BTree", "chunk_id": "BTree"}
@@ -348,6 +349,7 @@ def replace_documents(path: str, rounds: int) -> None:
     for revision in range(1, rounds + 1):
         docs = rng.choice(CONCURRENT_DOCS, size=2, replace=False)
         index.write("kb-v1", [revision_write(int(d), revision) for d in docs])
+    index.close()  # lets a background optimize finish
 
 
 def test_readers_never_see_a_half_replaced_document_while_another_process_writes(tmp_path):
