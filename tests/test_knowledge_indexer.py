@@ -225,3 +225,17 @@ def test_a_write_older_than_what_another_writer_stored_meanwhile_is_skipped(tmp_
     index.write(spec.name, [stale])  # would delete every chunk if it were applied
     assert index.ledger(spec.name, ["doc"])["doc"] == newest
     assert "revision 300 of doc" in texts_of(index, spec, "doc")
+
+
+def test_a_section_inserted_at_the_top_re_embeds_only_that_section(tmp_settings, served):
+    """Ids carry the position, so every later chunk gets a new id; their vectors are reused
+    by content hash all the same."""
+    index, spec, embedder = served
+    write(tmp_settings, [change("doc", 100)])
+    run(tmp_settings, index, embedder)
+    inserted = _body("doc", 100).replace("## About", "## News\n\nA new section.\n\n## About")
+    write(tmp_settings, [change("doc", 200, body=inserted)])
+    status = run(tmp_settings, index, embedder)
+    assert status.chunks_embedded == 1 and status.chunks_reused == 3
+    assert embedder.embedded[-1].endswith("A new section.")
+    assert len(texts_of(index, spec, "doc")) == 4

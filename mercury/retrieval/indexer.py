@@ -115,11 +115,16 @@ class DocumentApplier:
 
     def _vectors(self, spec: VersionSpec, ledger: dict[str, LedgerEntry],
                  chunks: dict[str, list[Chunk]], stats: ApplyStats) -> dict[str, np.ndarray]:
-        """Stored vectors for chunk ids the version already holds; the model for the rest."""
-        held = {cid for entry in ledger.values() for cid in entry.chunk_ids}
+        """Stored vectors for chunks whose text the document already had; the model for the
+        rest. Matched by content hash, not by id: a section inserted near the top shifts the
+        position (and so the id) of every later chunk without changing its text."""
+        held = {(doc_id, cid.rsplit(":", 1)[-1]): cid
+                for doc_id, entry in ledger.items() for cid in entry.chunk_ids}
         wanted = [c for doc_chunks in chunks.values() for c in doc_chunks]
-        vectors = self.index.vectors(spec.name, [c.chunk_id for c in wanted
-                                                 if c.chunk_id in held])
+        source = {c.chunk_id: held[(c.doc_id, c.content_hash)] for c in wanted
+                  if (c.doc_id, c.content_hash) in held}
+        stored = self.index.vectors(spec.name, sorted(set(source.values())))
+        vectors = {new: stored[old] for new, old in source.items() if old in stored}
         stats.chunks_reused += len(vectors)
         missing = [c for c in wanted if c.chunk_id not in vectors]
         if missing:
