@@ -20,13 +20,15 @@ what incremental indexing saves.
    languages, no cache: p50/p95/p99 ms; then again (``--contended-questions``) while a
    busy-looping Python process, started and killed by this script, holds one of the cores,
    as an indexer or any other job on the same host would.
-4. Incremental indexing: for edits of one section, the chunk ids of revision r and r+1
-   (``chunk_document``) are compared; only ids not already stored are embedded again
-   (``DocumentApplier._vectors``).
+4. Incremental indexing: for edits of one section, the chunks of revision r and r+1
+   (``chunk_document``) are compared, counting what has to be embedded again when stored
+   vectors are reused by chunk id (id = doc, position, hash) and when they are reused by
+   content hash within the document (``DocumentApplier._vectors`` since commit 493c92b).
+   ``--only-incremental`` recomputes just this part (no model, seconds) into the results.
 
 Results go to ``bench/results/retrieval_embeddings.json``.
 Usage: python bench/retrieval_embeddings.py [--texts 512] [--questions 300] [--load-runs 3]
-       [--repeats 2] [--threads 2,1] [--contended-questions 100]
+       [--repeats 2] [--threads 2,1] [--contended-questions 100] [--only-incremental]
 """
 
 from __future__ import annotations
@@ -254,10 +256,16 @@ def measure_queries(embedder, qs: list[str], threads: int) -> dict:
 # ---- incremental indexing ------------------------------------------------------------------
 
 def changed(before: list, after: list) -> dict:
-    held = {c.chunk_id for c in before}
-    embed = [c for c in after if c.chunk_id not in held]
+    """Chunks to embed again when vectors are reused by chunk id (id = doc, position, hash),
+    and when they are reused by content hash within the document (what
+    ``DocumentApplier._vectors`` does since commit 493c92b)."""
+    held_ids = {c.chunk_id for c in before}
+    held_hashes = {c.content_hash for c in before}
+    by_id = [c for c in after if c.chunk_id not in held_ids]
+    by_hash = [c for c in after if c.content_hash not in held_hashes]
     return {"chunks_before": len(before), "chunks_after": len(after),
-            "re_embedded": len(embed), "reused": len(after) - len(embed)}
+            "re_embedded": len(by_id), "reused": len(after) - len(by_id),
+            "re_embedded_by_content_hash": len(by_hash)}
 
 
 def long_document(rng: random.Random, specs: list[DocumentSpec], sections: int = 12,
@@ -298,7 +306,7 @@ def incremental(specs: list[DocumentSpec], rng: random.Random) -> list[dict]:
 
     def total(pairs) -> dict:
         acc = {"documents": 0, "chunks_before": 0, "chunks_after": 0, "re_embedded": 0,
-               "reused": 0}
+               "reused": 0, "re_embedded_by_content_hash": 0}
         for before, after in pairs:
             acc["documents"] += 1
             for key, value in changed(before, after).items():
@@ -341,7 +349,33 @@ def incremental(specs: list[DocumentSpec], rng: random.Random) -> list[dict]:
                      "Notice", "Our opening hours changed this month.")), 0))})
     for row in rows:
         row["re_embedded_share"] = round(row["re_embedded"] / max(1, row["chunks_after"]), 3)
+        row["re_embedded_by_content_hash_share"] = round(
+            row["re_embedded_by_content_hash"] / max(1, row["chunks_after"]), 3)
     return rows
+
+
+def print_incremental(saved: list[dict]) -> None:
+    print(f"\n{'incremental update':<92} {'of':>6} {'by id':>7} {'share':>7} {'by hash':>8} "
+          f"{'share':>7}")
+    for row in saved:
+        print(f"{row['scenario']:<92} {row['chunks_after']:>6,} {row['re_embedded']:>7,} "
+              f"{row['re_embedded_share']:>7.1%} {row['re_embedded_by_content_hash']:>8,} "
+              f"{row['re_embedded_by_content_hash_share']:>7.1%}")
+
+
+def only_incremental(args) -> None:
+    """Recomputes the incremental part alone (no model needed) into the existing results."""
+    specs, _ = generated_specs(args.seed, args.documents)
+    saved = incremental(specs, random.Random(args.seed + 1))
+    print_incremental(saved)
+    result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    result["incremental"] = saved
+    result["incremental_command"] = " ".join(["python bench/retrieval_embeddings.py",
+                                              *sys.argv[1:]])
+    result["incremental_date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nupdated the incremental part of {RESULTS.relative_to(REPO)}")
 
 
 def main() -> None:
@@ -359,7 +393,13 @@ def main() -> None:
     parser.add_argument("--threads", default="2,1",
                         help="torch intra-op thread counts to measure (torch's default is "
                              "the number of cores)")
+    parser.add_argument("--only-incremental", action="store_true",
+                        help="recompute only the incremental part (seconds, no model) and "
+                             "update it in the existing results file")
     args = parser.parse_args()
+    if args.only_incremental:
+        only_incremental(args)
+        return
     rng = random.Random(args.seed)
 
     print(f"model load: {args.load_runs} fresh processes", flush=True)
@@ -404,7 +444,7 @@ def main() -> None:
             burner.kill()
             burner.wait()
     torch.set_num_threads(default_threads)
-    saved = incremental(specs, rng)
+    saved = incremental(specs, random.Random(args.seed + 1))
 
     # ---- the table ----
     print()
@@ -433,10 +473,7 @@ def main() -> None:
         label = f"{t} thread(s), one busy process beside, n={q['n']}"
         print(f"{label:<44}{q['p50']:>8}{q['p95']:>8}{q['p99']:>8}"
               f"{q['max']:>8}{q['loadavg_1m']:>10.1f}")
-    print(f"\n{'incremental update':<92} {'re-embedded':>12} {'of':>6} {'share':>7}")
-    for row in saved:
-        print(f"{row['scenario']:<92} {row['re_embedded']:>12,} {row['chunks_after']:>6,} "
-              f"{row['re_embedded_share']:>7.1%}")
+    print_incremental(saved)
 
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),

@@ -30,8 +30,8 @@ Then, with the indexer stopped, ``DocumentApplier.apply`` alone for single-docum
 of the same kind, in this process: the part of the delay that is indexing work (chunk, read
 the ledger, reuse stored vectors, embed the changed chunk, one write) rather than waiting.
 
-Results go to ``bench/results/retrieval_freshness.json``, one entry per command line (a new
-run of the same command replaces its entry).
+Results go to ``bench/results/retrieval_freshness.json``, one entry per command line and
+commit of the code measured (a new run of both replaces its entry).
 Usage: python bench/retrieval_freshness.py [--changes 50] [--deletes 20] [--documents 400]
        [--mode subprocess|thread] [--poll-ms 10] [--omp-threads N] [--pad-chunks N]
 """
@@ -171,6 +171,16 @@ class Indexer:
             self.thread.join(timeout=60)
 
 
+def engine_commit() -> str:
+    """The commit the retrieval code was measured at ("-dirty" if it has local changes)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "mercury/retrieval", "mercury/eventlog")
+    return git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
+
+
 def pad(index, name: str, chunks: int, seed: int) -> float:
     """Filler pages written straight into the version (not in the log: only the measured
     pages are), then one optimize, so the version is as large as asked and ANN-indexed."""
@@ -247,6 +257,7 @@ def main() -> None:
 
     settings = load_settings()
     cfg = settings.retrieval
+    commit = engine_commit()  # at the start: the code this process and the indexer import
     poll_s = args.poll_ms / 1000
     rng = random.Random(args.seed)
     world = build_world(random.Random(args.seed), 10, args.documents)
@@ -388,6 +399,7 @@ def main() -> None:
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "command": " ".join(["python bench/retrieval_freshness.py", *sys.argv[1:]]),
+        "engine_commit": commit,
         "mode": args.mode, "indexer_command": " ".join(indexer.command),
         "indexer_omp_threads": args.omp_threads,
         "documents": len(specs), "chunks_in_version": chunks_total + args.pad_chunks,
@@ -420,7 +432,8 @@ def main() -> None:
           f"{indexer_status and indexer_status['chunks_reused']}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     runs = json.loads(RESULTS.read_text()).get("runs", []) if RESULTS.exists() else []
-    runs = [r for r in runs if r.get("command") != result["command"]] + [result]
+    runs = [r for r in runs if (r.get("command"), r.get("engine_commit"))
+            != (result["command"], result["engine_commit"])] + [result]
     RESULTS.write_text(json.dumps({"runs": runs}, indent=2, default=str) + "\n")
     print(f"wrote {RESULTS.relative_to(REPO)}")
     index.close()

@@ -324,6 +324,8 @@ def main() -> None:
 
     from mercury.retrieval.local_index import LocalVectorIndex
 
+    versions = engine_versions()  # at the start: the code this process imported
+
     work = Path(args.path) if args.path else Path(tempfile.mkdtemp(prefix="bench-vectors-"))
     overrides = {k: v for k, v in (("ann_min_rows", args.ann_min_rows),
                                    ("optimize_every", args.optimize_every)) if v is not None}
@@ -453,7 +455,7 @@ def main() -> None:
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "command": " ".join(["python bench/retrieval_index.py", *sys.argv[1:]]),
-        "engine": engine_versions(), "config": {"ann_min_rows": config.ann_min_rows,
+        "engine": versions, "config": {"ann_min_rows": config.ann_min_rows,
                                                 "optimize_every": config.optimize_every},
         "chunks": corpus.docs * corpus.per_doc, "documents": corpus.docs,
         "centroids": args.centroids, "merchants": args.merchants, "k": K,
@@ -478,10 +480,18 @@ def optimize(index, name: str) -> str:
 
 
 def engine_versions() -> dict:
+    import subprocess
+
     import lancedb
     import pyarrow
 
-    return {"lancedb": lancedb.__version__, "pyarrow": pyarrow.__version__}
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "mercury/retrieval")
+    return {"lancedb": lancedb.__version__, "pyarrow": pyarrow.__version__,
+            "commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")}
 
 
 if __name__ == "__main__":
