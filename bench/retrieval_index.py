@@ -29,6 +29,12 @@ characters of generated help text.
    its duration is what the change that triggers it waits (an engine that optimizes in the
    background returns at once: then the time until that optimize ends is printed too).
 
+5. Changes trickling in through a background optimize (engines that optimize off the write
+   path): one single-document upsert every ``--trickle-interval-s`` (0.5 s) until the
+   optimize triggered by the ``optimize_every``-th of them has ended; write latency, how long
+   the optimize ran, whether it committed or gave up (the engine logs a warning), and the
+   fragments and rows outside the vector index before and after (LanceDB statistics).
+
 Results go to ``bench/results/retrieval_index.json``.
 Usage: python bench/retrieval_index.py [--chunks 100000] [--queries 500] [--ann-min-rows N]
        [--optimize-every N] [--torch-threads N]
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import shutil
@@ -318,6 +325,9 @@ def main() -> None:
                         help="default: LocalVectorConfig's")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads for the query embedding (default torch's)")
+    parser.add_argument("--trickle-interval-s", type=float, default=0.5,
+                        help="phase 6: seconds between single-document upserts (0: skip)")
+    parser.add_argument("--trickle-max-s", type=float, default=900.0)
     parser.add_argument("--path", default=None, help="index folder (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
@@ -418,6 +428,13 @@ def main() -> None:
                      "the_optimizing_write_s": round(single[-1], 1),
                      "background_optimize_after_it_s": upkeep_s}
 
+    trickle_result = None
+    if args.trickle_interval_s > 0 and hasattr(index, "wait_for_upkeep"):
+        print(f"phase 6: single-document upserts every {args.trickle_interval_s} s (changes "
+              f"trickling in) through the next background optimize, until it ends", flush=True)
+        trickle_result = trickle(index, spec.name, corpus, rng, clock, config.optimize_every,
+                                 args.trickle_interval_s, args.trickle_max_s)
+
     disk = sum(p.stat().st_size for p in config.path.rglob("*") if p.is_file())
     print()
     print(f"upserts through write ({args.docs_per_call} docs x {args.chunks_per_doc} chunks per "
@@ -435,6 +452,15 @@ def main() -> None:
               f"that triggers optimize) {single_writes['the_optimizing_write_s']} s"
               + (f", then {upkeep_s} s until its background optimize finished"
                  if upkeep_s is not None else ""))
+    if trickle_result:
+        t = trickle_result
+        print(f"  writes every {t['interval_s']} s through a background optimize: "
+              f"{t['writes']} writes, p50 {t['write_ms']['p50']:.0f} ms, p95 "
+              f"{t['write_ms']['p95']:.0f} ms; optimize ran {t['optimize_ran_s']} s, "
+              f"{'gave up' if t['optimize_gave_up'] else 'finished'} ({t['conflicts_logged']} "
+              f"failure logged); fragments {t['before']['fragments']} -> "
+              f"{t['after']['fragments']}, rows outside the vector index "
+              f"{t['before']['unindexed_rows']} -> {t['after']['unindexed_rows']}")
     print(f"index build (optimize) after insert: {build_s:.1f} s; after updates: "
           f"{reoptimize_s:.1f} s; on disk {disk / 2**20:,.0f} MiB")
     print(f"\n{'ms, k=5':<20}{'engine p50':>12}{'p95':>8}{'exact p50':>11}{'p95':>8}"
@@ -450,7 +476,7 @@ def main() -> None:
         print(f"{label:<20}{e['p50']:>12.2f}{e['p95']:>8.2f}{x['p50']:>11.2f}{x['p95']:>8.2f}"
               f"{e['p50'] / x['p50']:>10.1f}x{'-':>12}{'-':>8}"
               f"{r[f'recall_at_{K}']:>10.3f}{r['filtered_rows']['p50']:>10,}")
-    print("(flat: before the first optimize, no vector index, 40 unmerged fragments)")
+    print("(flat: before the first optimize: no vector index, one fragment per insert call)")
 
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -462,7 +488,8 @@ def main() -> None:
         "insert": insert, "optimize_seconds": round(build_s, 2), "optimize_info": build_info,
         "update": update, "reoptimize_seconds": round(reoptimize_s, 2),
         "disk_bytes": disk, "search": search, "search_before_optimize_flat": flat,
-        "single_document_writes": single_writes, "torch_threads": torch.get_num_threads(),
+        "single_document_writes": single_writes, "trickle": trickle_result,
+        "torch_threads": torch.get_num_threads(),
         "cpus": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -471,6 +498,72 @@ def main() -> None:
     index.close()
     if not args.path:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class _Captured(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage())
+
+
+def table_state(index, name: str) -> dict:
+    """Fragments and rows not yet in the vector index (LanceDB's own statistics)."""
+    from mercury.retrieval.local_index import chunks_table_name
+
+    table = index._table(chunks_table_name(name))  # the bench reads the engine's own table
+    stats = table.stats()
+    vector = table.index_stats("vector_idx")
+    return {"fragments": stats["fragment_stats"]["num_fragments"],
+            "rows": stats["num_rows"],
+            "unindexed_rows": vector.num_unindexed_rows if vector else None}
+
+
+def trickle(index, name: str, corpus: Corpus, rng, clock: list[int], optimize_every: int,
+            interval_s: float, max_s: float) -> dict:
+    """One single-document upsert every ``interval_s`` until the background optimize that the
+    ``optimize_every``-th of them triggers has ended (or ``max_s`` passed). Whether that
+    optimize committed or gave up is read from the engine's warning log."""
+    captured = _Captured()
+    logging.getLogger("mercury.retrieval.local_index").addHandler(captured)
+    before = table_state(index, name)
+    latencies, started, triggered_at, ended_at = [], time.perf_counter(), None, None
+    try:
+        while time.perf_counter() - started < max_s:
+            d = int(rng.integers(0, corpus.docs))
+            corpus.generation[d] += 1
+            clock[0] += 1
+            write = corpus.write(d, int(corpus.generation[d]), clock[0])
+            t0 = time.perf_counter()
+            index.write(name, [write])
+            latencies.append(time.perf_counter() - t0)
+            worker = getattr(index, "_optimizing", {}).get(name)  # the engine's upkeep thread
+            running = worker is not None and worker.is_alive()
+            if running and triggered_at is None:
+                triggered_at = time.perf_counter()
+                print(f"  write {len(latencies)} triggered a background optimize", flush=True)
+            if triggered_at is not None and not running:
+                ended_at = time.perf_counter()
+                break
+            if len(latencies) % 50 == 0:
+                p = percentiles(latencies[-50:])
+                print(f"  {len(latencies):>4} writes, last 50: p50 {p['p50']:.0f} ms, p95 "
+                      f"{p['p95']:.0f} ms{'; optimize running' if running else ''}",
+                      flush=True)
+            time.sleep(max(0.0, interval_s - (time.perf_counter() - t0)))
+    finally:
+        logging.getLogger("mercury.retrieval.local_index").removeHandler(captured)
+    index.wait_for_upkeep()
+    failures = [m for m in captured.records if "optimize" in m and "failed" in m]
+    return {"interval_s": interval_s, "writes": len(latencies),
+            "write_ms": percentiles(latencies),
+            "optimize_ran_s": (round(ended_at - triggered_at, 1)
+                               if triggered_at and ended_at else None),
+            "optimize_gave_up": bool(failures), "conflicts_logged": len(failures),
+            "failure_messages": [m[:300] for m in failures],
+            "before": before, "after": table_state(index, name)}
 
 
 def optimize(index, name: str) -> str:
