@@ -30,7 +30,9 @@ characters of generated help text.
    background returns at once: then the time until that optimize ends is printed too).
 
 5. Changes trickling in through a background optimize (engines that optimize off the write
-   path): one single-document upsert every ``--trickle-interval-s`` (0.5 s) until the
+   path): ``--trickle-burst-docs`` (5,000) documents replaced in calls of 500 (a bulk
+   re-publish; no optimize after it), then one single-document upsert every
+   ``--trickle-interval-s`` (0.5 s) until the
    optimize triggered by the ``optimize_every``-th of them has ended; write latency, how long
    the optimize ran, whether it committed or gave up (the engine logs a warning), and the
    fragments and rows outside the vector index before and after (LanceDB statistics).
@@ -328,6 +330,9 @@ def main() -> None:
     parser.add_argument("--trickle-interval-s", type=float, default=0.5,
                         help="phase 6: seconds between single-document upserts (0: skip)")
     parser.add_argument("--trickle-max-s", type=float, default=900.0)
+    parser.add_argument("--trickle-burst-docs", type=int, default=5_000,
+                        help="phase 6 starts with this many documents replaced in calls of "
+                             "500, not optimized")
     parser.add_argument("--path", default=None, help="index folder (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
@@ -433,7 +438,8 @@ def main() -> None:
         print(f"phase 6: single-document upserts every {args.trickle_interval_s} s (changes "
               f"trickling in) through the next background optimize, until it ends", flush=True)
         trickle_result = trickle(index, spec.name, corpus, rng, clock, config.optimize_every,
-                                 args.trickle_interval_s, args.trickle_max_s)
+                                 args.trickle_interval_s, args.trickle_max_s,
+                                 args.trickle_burst_docs)
 
     disk = sum(p.stat().st_size for p in config.path.rglob("*") if p.is_file())
     print()
@@ -454,7 +460,8 @@ def main() -> None:
                  if upkeep_s is not None else ""))
     if trickle_result:
         t = trickle_result
-        print(f"  writes every {t['interval_s']} s through a background optimize: "
+        print(f"  after a burst of {t['burst_docs']:,} replaced documents, writes every "
+              f"{t['interval_s']} s through a background optimize: "
               f"{t['writes']} writes, p50 {t['write_ms']['p50']:.0f} ms, p95 "
               f"{t['write_ms']['p95']:.0f} ms; optimize ran {t['optimize_ran_s']} s, "
               f"{'gave up' if t['optimize_gave_up'] else 'finished'} ({t['conflicts_logged']} "
@@ -522,12 +529,19 @@ def table_state(index, name: str) -> dict:
 
 
 def trickle(index, name: str, corpus: Corpus, rng, clock: list[int], optimize_every: int,
-            interval_s: float, max_s: float) -> dict:
+            interval_s: float, max_s: float, burst_docs: int) -> dict:
     """One single-document upsert every ``interval_s`` until the background optimize that the
     ``optimize_every``-th of them triggers has ended (or ``max_s`` passed). Whether that
     optimize committed or gave up is read from the engine's warning log."""
     captured = _Captured()
     logging.getLogger("mercury.retrieval.local_index").addHandler(captured)
+    if burst_docs:
+        # a burst first (a bulk re-publish): many rows of the big fragment deleted, so the
+        # next compaction has to rewrite it
+        burst = sorted(rng.choice(corpus.docs, burst_docs, replace=False).tolist())
+        for d in burst:
+            corpus.generation[d] += 1
+        timed_writes(index, name, corpus, burst, 500, "burst", clock)
     before = table_state(index, name)
     latencies, started, triggered_at, ended_at = [], time.perf_counter(), None, None
     try:
@@ -557,7 +571,7 @@ def trickle(index, name: str, corpus: Corpus, rng, clock: list[int], optimize_ev
         logging.getLogger("mercury.retrieval.local_index").removeHandler(captured)
     index.wait_for_upkeep()
     failures = [m for m in captured.records if "optimize" in m and "failed" in m]
-    return {"interval_s": interval_s, "writes": len(latencies),
+    return {"interval_s": interval_s, "burst_docs": burst_docs, "writes": len(latencies),
             "write_ms": percentiles(latencies),
             "optimize_ran_s": (round(ended_at - triggered_at, 1)
                                if triggered_at and ended_at else None),
