@@ -143,6 +143,49 @@ class RetrievalConfig(_Section):
     query_cache_size: int = Field(1024, ge=0)
 
 
+class PrivacyConfig(_Section):
+    """Where the keys that protect personal data come from.
+
+    ``local_file``: one JSON key file under ``<data_dir>/keys/`` (mode 0600, created on first
+    use, never committed); it stands in for KMS. ``kms``: production, data keys wrapped by
+    ``kms_key_id`` (described in docs/SERVING.md, not runnable here).
+    """
+
+    key_source: Literal["local_file", "kms"] = "local_file"
+    kms_key_id: str | None = None
+
+
+class CallerConfig(_Section):
+    """A service allowed to call the context API, and its rate limit (per serving process)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,40}$")
+    requests_per_s: float = Field(5_000.0, gt=0)
+    burst: int = Field(500, ge=1)
+
+
+class ServingConfig(_Section):
+    """The context API: where it listens, its latency budget and its fallbacks."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8700, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    # Everything before the model must fit in ``budget_ms``; each source also has its own
+    # deadline inside it, so one slow store cannot eat the whole budget.
+    budget_ms: int = Field(60, ge=5)
+    features_deadline_ms: int = Field(20, ge=1)
+    retrieval_deadline_ms: int = Field(50, ge=1)
+    top_k: int = Field(5, ge=1, le=20)
+    # Torch threads for question embeddings: 1 keeps a 20 ms embedding from becoming 400 ms
+    # when anything else runs on the host (docs/PERFORMANCE.md, knowledge index, finding 3).
+    embed_threads: int = Field(1, ge=1)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_s: float = Field(5.0, gt=0)
+    snapshot_max_users: int = Field(200_000, ge=0)
+    snapshot_max_age_s: int = Field(24 * 3600, ge=1)
+    assertion_max_age_s: int = Field(300, ge=1)
+    callers: tuple[CallerConfig, ...] = (CallerConfig(name="llm-gateway"),)
+
+
 class Settings(_Section):
     profile: Literal["local", "production"]
     data_dir: Path
@@ -154,6 +197,8 @@ class Settings(_Section):
     airflow: AirflowConfig
     warehouse: WarehouseConfig = WarehouseConfig()
     retrieval: RetrievalConfig
+    serving: ServingConfig = ServingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @property
     def run_dir(self) -> Path:
@@ -163,6 +208,11 @@ class Settings(_Section):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def key_file(self) -> Path:
+        """The local stand-in for KMS (``privacy.key_source: local_file``)."""
+        return self.data_dir / "keys" / "privacy.json"
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:

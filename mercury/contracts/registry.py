@@ -76,6 +76,11 @@ _DECLARED = (
            event_time_field="event_ts", dead_letter_stream="inference_audit.dlq",
            lake_table="audit.inference_requests",
            doc="What the assistant saw per request; compliance queries it in the warehouse."),
+    Stream("assistant_safety_outcomes", "assistant_safety_outcome", key="request_id",
+           partitions=24, retention_hours=24 * 7, owner="assistant-platform",
+           event_id_field="request_id", event_time_field="event_ts",
+           dead_letter_stream="assistant_safety_outcomes.dlq", lake_table="audit.safety_outcomes",
+           doc="Safety outcome of each answer, reported by the LLM serving tier."),
 )
 
 STREAMS: tuple[Stream, ...] = _DECLARED + tuple(
