@@ -1,0 +1,1 @@
+"""Protecting personal data: keys, user tokens, encryption and redaction of free text."""

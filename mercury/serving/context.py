@@ -1,0 +1,211 @@
+"""One context request: plan, fetch in parallel within the budget, answer, audit.
+
+``ContextService.answer`` is the whole call without HTTP: the ASGI app authenticates, then
+hands it a ``ContextRequest``. Time is the only thing it reads from the clock, once, as the
+request's as-of time (the caller may pin ``as_of`` for replays and consistency checks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from mercury.privacy.protect import encrypt, redact, user_token
+from mercury.retrieval.index import SearchFilter
+from mercury.serving.documents import DocumentFetcher
+from mercury.serving.features import ONLINE, UNAVAILABLE, FeatureFetcher
+from mercury.serving.intent import DOCUMENTS, Plan, plan_for, plan_from_parts
+
+AUDIT_STREAM = "inference_audit"
+MAX_QUESTION_CHARS = 4_000
+
+
+class BadRequest(ValueError):
+    """The request itself is wrong (400); the message names the field."""
+
+
+@dataclass(frozen=True)
+class ContextRequest:
+    user_id: str
+    question: str
+    caller: str
+    assertion_id: str
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    parts: tuple[str, ...] | None = None
+    language: str | None = None
+    top_k: int | None = None
+    budget_ms: int | None = None
+    as_of_ms: int | None = None
+    llm_model_version: str | None = None
+
+
+def parse_request(body: dict, caller: str, assertion_id: str, request_id: str | None
+                  ) -> ContextRequest:
+    def need(name, kind):
+        value = body.get(name)
+        if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
+            raise BadRequest(f"'{name}' is required ({kind.__name__})")
+        return value
+
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise BadRequest("'options' must be an object")
+    question = need("question", str)
+    if len(question) > MAX_QUESTION_CHARS:
+        raise BadRequest(f"'question' is longer than {MAX_QUESTION_CHARS} characters")
+    parts = options.get("parts")
+    if parts is not None and not (isinstance(parts, list) and all(isinstance(p, str)
+                                                                  for p in parts)):
+        raise BadRequest("'options.parts' must be a list of part names")
+    for name in ("top_k", "budget_ms", "as_of_ms"):
+        if options.get(name) is not None and not isinstance(options[name], int):
+            raise BadRequest(f"'options.{name}' must be an integer")
+    return ContextRequest(
+        user_id=need("user_id", str), question=question, caller=caller,
+        assertion_id=assertion_id, request_id=request_id or uuid.uuid4().hex,
+        parts=tuple(parts) if parts is not None else None, language=options.get("language"),
+        top_k=options.get("top_k"), budget_ms=options.get("budget_ms"),
+        as_of_ms=options.get("as_of_ms"), llm_model_version=options.get("llm_model_version"))
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+class ContextService:
+    def __init__(self, serving, keys, features: FeatureFetcher, documents: DocumentFetcher,
+                 spool, metrics):
+        self.cfg = serving
+        self.keys = keys
+        self.features = features
+        self.documents = documents
+        self.spool = spool
+        self.metrics = metrics
+        self.served_from = f"{socket.gethostname()}:{id(self):x}"
+
+    def breakers(self):
+        return (self.features.breaker, self.documents.breaker)
+
+    def start_warm_up(self, runtime) -> None:
+        """Load the embedding model and resolve the index alias in the background; the
+        process is ready when that is done, or has failed (documents then degrade)."""
+        def done(future):
+            error = future.exception()
+            runtime.warm_up_error = None if error is None else f"{type(error).__name__}: {error}"
+            runtime.ready = True
+
+        self.documents.warm_up().add_done_callback(done)
+
+    def close(self) -> None:
+        self.documents.close()
+
+    def plan(self, request: ContextRequest) -> Plan:
+        if request.parts is None:
+            return plan_for(request.question)
+        try:
+            return plan_from_parts(list(request.parts), set(self.features.set_names))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+
+    async def answer(self, request: ContextRequest, started: float) -> dict:
+        plan = self.plan(request)
+        now_ms = int(time.time() * 1000)
+        as_of_ms = request.as_of_ms or now_ms
+        budget_s = min(request.budget_ms or self.cfg.budget_ms, self.cfg.budget_ms) / 1000
+        remaining = budget_s - (time.perf_counter() - started)
+        k = min(request.top_k or self.cfg.top_k, 20)
+        timings: dict[str, float] = {}
+
+        async def timed(stage, coro):
+            t0 = time.perf_counter()
+            try:
+                return await coro
+            finally:
+                timings[stage] = (time.perf_counter() - t0) * 1000
+
+        feature_task = timed("features", self.features.fetch(
+            request.user_id, list(plan.feature_sets), as_of_ms,
+            max(0.001, min(self.cfg.features_deadline_ms / 1000, remaining))))
+        if plan.documents:
+            filters = SearchFilter(language=request.language, doc_type=plan.doc_type)
+            doc_task = timed("documents", self.documents.fetch(
+                request.question, k, filters,
+                max(0.001, min(self.cfg.retrieval_deadline_ms / 1000, remaining))))
+            (sets, feature_problem), (docs, doc_problem) = await asyncio.gather(
+                feature_task, doc_task)
+        else:
+            (sets, feature_problem), (docs, doc_problem) = await feature_task, (None, None)
+
+        degraded = []
+        for name, ctx in sets.items():
+            if ctx.source != ONLINE:
+                reason = feature_problem or "not_served"
+                degraded.append(f"features.{name}:{ctx.source}:{reason}")
+                self.metrics.degraded.labels(f"features.{name}", ctx.source, reason).inc()
+        if plan.documents and docs is None:
+            degraded.append(f"{DOCUMENTS}:{UNAVAILABLE}:{doc_problem}")
+            self.metrics.degraded.labels(DOCUMENTS, UNAVAILABLE, doc_problem).inc()
+        if docs is not None and docs.cached:
+            self.metrics.cache_hits.labels("retrieval_result").inc()
+
+        token = user_token(self.keys, request.user_id)
+        response = {
+            "request_id": request.request_id,
+            "user_token": token,
+            "as_of": _iso(as_of_ms),
+            "intent": plan.intent,
+            "fetched": list(plan.parts),
+            "features": {name: {"version": c.version, "source": c.source,
+                                "as_of": _iso(c.as_of_ms),
+                                "newest_event": _iso(c.newest_event_ms),
+                                "values": c.values} for name, c in sets.items()},
+            "documents": None if docs is None else {
+                "index_version": docs.index_version, "embedding_model": docs.embedding_model,
+                "chunks": docs.chunks},
+            "degraded": degraded,
+            "versions": {"feature_sets": {n: c.version for n, c in sets.items()},
+                         "index": docs.index_version if docs else None,
+                         "embedding_model": docs.embedding_model if docs else None},
+        }
+        total_ms = (time.perf_counter() - started) * 1000
+        timings["total"] = total_ms
+        response["latency_ms"] = {s: round(v, 2) for s, v in timings.items()}
+        for stage, value in timings.items():
+            self.metrics.stage_ms.labels(stage).observe(value)
+        self.metrics.requests.labels(plan.intent, "degraded" if degraded else "ok").inc()
+        # Spooled before the response leaves: a response without an audit record is impossible.
+        self.spool.append(AUDIT_STREAM, request.request_id,
+                          self._audit(request, plan, token, now_ms, as_of_ms, sets, docs,
+                                      degraded, timings))
+        return response
+
+    def _audit(self, request, plan, token, now_ms, as_of_ms, sets, docs, degraded,
+               timings) -> dict:
+        chunks = docs.chunks if docs else []
+        return {
+            "request_id": request.request_id, "event_ts": now_ms, "caller": request.caller,
+            "user_token": token, "question": encrypt(self.keys, request.question),
+            "intent": plan.intent, "retrieved_chunk_ids": [c["chunk_id"] for c in chunks],
+            "feature_set": None, "feature_set_version": None, "features_as_of": as_of_ms,
+            "index_version": docs.index_version if docs else None,
+            "embedding_model": docs.embedding_model if docs else None,
+            "llm_model_version": request.llm_model_version,
+            "stage_latency_ms": {k: round(v, 3) for k, v in timings.items() if k != "total"},
+            "total_latency_ms": round(timings["total"], 3), "degraded_parts": degraded,
+            "question_redacted": redact(request.question), "fetched_parts": list(plan.parts),
+            "feature_versions": {n: c.version for n, c in sets.items()
+                                 if c.version is not None},
+            "feature_newest_event_ms": {n: c.newest_event_ms for n, c in sets.items()},
+            "served_features_json": orjson.dumps(
+                {n: c.values for n, c in sets.items()}).decode(),
+            "retrieved_chunk_scores": [c["score"] for c in chunks],
+            "assertion_id": request.assertion_id, "served_from": self.served_from,
+        }

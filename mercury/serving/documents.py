@@ -1,0 +1,90 @@
+"""Document chunks for a question, within a deadline, behind a breaker and a bulkhead.
+
+Embedding a question and searching the index are blocking calls (torch, LanceDB or
+opensearch-py), so they run on one dedicated thread per process: the Retriever's caches are
+then used by one thread only, and the event loop stays free. A thread cannot be cancelled, so
+a call that misses its deadline keeps the thread busy until it returns; the bulkhead
+(``max_waiting``) refuses new work while that many calls are pending instead of queueing them
+behind a stuck one, and the breaker stops sending work after repeated failures. Either way
+the answer goes out on time without documents, flagged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from mercury.retrieval.index import SearchFilter
+from mercury.serving.breaker import CircuitBreaker
+
+
+@dataclass(frozen=True)
+class Documents:
+    chunks: list[dict]
+    index_version: str | None
+    embedding_model: str | None
+    cached: bool
+
+
+class DocumentFetcher:
+    def __init__(self, retriever_factory, breaker: CircuitBreaker, max_waiting: int = 4):
+        self._factory = retriever_factory  # called once, on the retrieval thread
+        self._retriever = None
+        self.breaker = breaker
+        self.max_waiting = max_waiting
+        self._waiting = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval")
+
+    def warm_up(self):
+        """Load the model and resolve the alias on the retrieval thread (readiness waits)."""
+        return self._executor.submit(self._warm)
+
+    def _warm(self) -> None:
+        retriever = self._get()
+        spec = retriever.index.resolve(retriever.alias)
+        retriever.embedder_for(spec.embedding_model).embed(["warm up"])
+
+    def _get(self):
+        if self._retriever is None:
+            self._retriever = self._factory()
+        return self._retriever
+
+    def _search(self, question: str, k: int, filters: SearchFilter) -> Documents:
+        result = self._get().retrieve(question, k=k, filters=filters)
+        chunks = [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "title": h.title,
+                   "heading": h.heading, "url": h.source_url, "text": h.text,
+                   "score": round(float(h.score), 4)} for h in result.hits]
+        spec = result.version
+        return Documents(chunks, spec.name, f"{spec.embedding_model}@{spec.embedding_version}",
+                         result.result_cached)
+
+    async def fetch(self, question: str, k: int, filters: SearchFilter, deadline_s: float
+                    ) -> tuple[Documents | None, str | None]:
+        """The chunks, or None and why not."""
+        if not self.breaker.allow():
+            return None, "breaker_open"
+        if self._waiting >= self.max_waiting:
+            return None, "busy"
+        self._waiting += 1
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._search, question, k, filters)
+        future.add_done_callback(self._done)
+        try:
+            found = await asyncio.wait_for(asyncio.shield(future), deadline_s)
+        except TimeoutError:
+            self.breaker.failure()
+            return None, "deadline"
+        except Exception as exc:  # noqa: BLE001 - an index failure degrades, never a 500
+            self.breaker.failure()
+            return None, type(exc).__name__
+        self.breaker.success()
+        return found, None
+
+    def _done(self, future) -> None:
+        self._waiting -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved, so a late failure is not logged as unhandled
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,80 @@
+"""Building the context API's process state from configuration (one place, so tests can
+swap a part: a Redis client on a server they stop, a slow embedder, a missing index)."""
+
+from __future__ import annotations
+
+import re
+
+from mercury.config import Settings
+from mercury.eventlog import open_producer
+from mercury.eventlog.factory import encode_record
+from mercury.features.compile import load_compiled
+from mercury.privacy.keys import load_keys
+from mercury.serving.app import Runtime
+from mercury.serving.audit import AuditShipper, AuditSpool
+from mercury.serving.auth import AssertionVerifier, RateLimiter
+from mercury.serving.breaker import CircuitBreaker
+from mercury.serving.context import ContextService
+from mercury.serving.documents import DocumentFetcher
+from mercury.serving.exposure import check_exposure
+from mercury.serving.features import FeatureFetcher, SnapshotCache, redis_client
+from mercury.serving.metrics import Metrics
+
+
+def spool_dir(settings: Settings):
+    return settings.data_dir / "serving" / "spool"
+
+
+def default_retriever_factory(settings: Settings):
+    def build():
+        from mercury.retrieval.embedding import open_embedder
+        from mercury.retrieval.index import open_index
+        from mercury.retrieval.retriever import Retriever
+
+        cfg, embedders = settings.retrieval, {}
+
+        def embedder_for(name: str):
+            if name not in embedders:
+                embedders[name] = open_embedder(name, cfg.embed_batch_size,
+                                                threads=settings.serving.embed_threads)
+            return embedders[name]
+
+        return Retriever(open_index(cfg), cfg.alias, embedder_for,
+                         cache_size=cfg.query_cache_size)
+    return build
+
+
+def build_runtime(settings: Settings, *, redis=None, retriever_factory=None,
+                  feature_sets=None) -> Runtime:
+    cfg = settings.serving
+    keys = load_keys(settings)
+    feature_sets = feature_sets if feature_sets is not None else load_compiled()
+    check_exposure(feature_sets)
+    metrics = Metrics()
+    features = FeatureFetcher(
+        redis if redis is not None else redis_client(settings.redis,
+                                                     cfg.features_deadline_ms / 1000),
+        feature_sets, CircuitBreaker("redis", cfg.breaker_failures, cfg.breaker_reset_s),
+        SnapshotCache(cfg.snapshot_max_users, cfg.snapshot_max_age_s * 1000))
+    documents = DocumentFetcher(retriever_factory or default_retriever_factory(settings),
+                                CircuitBreaker("index", cfg.breaker_failures,
+                                               cfg.breaker_reset_s))
+    spool = AuditSpool(spool_dir(settings))
+    writer = "audit_" + re.sub(r"[^A-Za-z0-9_]", "_", spool.owner)
+    shipper = AuditShipper(spool, open_producer(settings, writer_id=writer),
+                           lambda stream, record: encode_record(settings, stream, record))
+    return Runtime(
+        settings=settings, keys=keys,
+        service=ContextService(cfg, keys, features, documents, spool, metrics),
+        verifier=AssertionVerifier(keys, cfg.assertion_max_age_s),
+        limiter=RateLimiter({c.name: (c.requests_per_s, c.burst) for c in cfg.callers}),
+        callers=frozenset(c.name for c in cfg.callers), metrics=metrics, spool=spool,
+        shipper=shipper)
+
+
+def asgi_app():
+    """The uvicorn factory: ``uvicorn --factory mercury.serving.runtime:asgi_app``."""
+    from mercury.config import load_settings
+    from mercury.serving.app import create_app
+
+    return create_app(lambda: build_runtime(load_settings()))
