@@ -58,12 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     from mercury.lake import compact_cli
     from mercury.quality import replay_cli
     from mercury.retrieval import cli as knowledge_cli
+    from mercury.serving import cli as serving_cli
 
     features_cli.register(commands)
     cdc_cli.register(commands)
     compact_cli.register(commands)
     replay_cli.register(commands)
     knowledge_cli.register(commands)
+    serving_cli.register(commands)
 
     demo = commands.add_parser("demo", help="the main job end to end on the local defaults")
     _generator_options(demo, default_events=200_000)

@@ -1,0 +1,95 @@
+"""``mercury serve`` and the credentials helpers: ``mercury serving token|assertion`` and
+``mercury privacy token|decrypt``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    serve = subparsers.add_parser("serve", help="run the context API (uvicorn)")
+    serve.add_argument("--port", type=int, help="default: serving.port")
+    serve.add_argument("--workers", type=int, help="default: serving.workers")
+    serve.set_defaults(run=_serve)
+
+    serving = subparsers.add_parser("serving", help="context API credentials (local stand-ins)")
+    actions = serving.add_subparsers(dest="serving_action", required=True, metavar="ACTION")
+    token = actions.add_parser("token", help="the service token of a configured caller")
+    token.add_argument("--caller", default="llm-gateway")
+    token.set_defaults(run=_token)
+    assertion = actions.add_parser("assertion",
+                                   help="an end-user assertion, as the identity provider signs")
+    assertion.add_argument("--user", required=True)
+    assertion.add_argument("--caller", default="llm-gateway")
+    assertion.add_argument("--ttl", type=int, default=120, help="seconds")
+    assertion.set_defaults(run=_assertion)
+
+    privacy = subparsers.add_parser("privacy", help="user tokens; reveal a protected value")
+    p_actions = privacy.add_subparsers(dest="privacy_action", required=True, metavar="ACTION")
+    p_token = p_actions.add_parser("token", help="the user token the audit tables carry")
+    p_token.add_argument("user_id")
+    p_token.set_defaults(run=_user_token)
+    reveal = p_actions.add_parser(
+        "decrypt", help="decrypt an audit question (role compliance_investigator only)")
+    reveal.add_argument("value", help="enc1:<key id>:<data>")
+    reveal.set_defaults(run=_decrypt)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mercury.config import load_settings
+
+    cfg = load_settings().serving
+    uvicorn.run("mercury.serving.runtime:asgi_app", factory=True, host=cfg.host,
+                port=args.port or cfg.port, workers=args.workers or cfg.workers,
+                loop="uvloop", http="httptools", log_level="warning", access_log=False)
+    return 0
+
+
+def _keys():
+    from mercury.config import load_settings
+    from mercury.privacy.keys import load_keys
+
+    settings = load_settings()
+    return settings, load_keys(settings)
+
+
+def _token(args) -> int:
+    from mercury.cli import CommandError
+    from mercury.serving.auth import service_token
+
+    settings, keys = _keys()
+    known = [c.name for c in settings.serving.callers]
+    if args.caller not in known:
+        raise CommandError(f"no caller {args.caller!r} in serving.callers ({', '.join(known)})")
+    print(service_token(keys, args.caller))
+    return 0
+
+
+def _assertion(args) -> int:
+    from mercury.serving.auth import issue_assertion
+
+    _, keys = _keys()
+    print(issue_assertion(keys, args.user, args.caller, ttl_s=args.ttl))
+    return 0
+
+
+def _user_token(args) -> int:
+    from mercury.privacy.protect import user_token
+
+    _, keys = _keys()
+    print(user_token(keys, args.user_id))
+    return 0
+
+
+def _decrypt(args) -> int:
+    from mercury.cli import CommandError
+    from mercury.privacy.protect import decrypt
+
+    _, keys = _keys()
+    try:
+        print(decrypt(keys, args.value))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    return 0

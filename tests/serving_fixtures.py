@@ -1,0 +1,120 @@
+"""A small served world for the context API tests: a private Redis, features, an index.
+
+- Redis: a private ``redis-server`` on a free port (real Redis, started and stopped here), so
+  fault tests can stop it without touching the shared server on 6379.
+- Features: a generated world (adversarial defaults: duplicates, late, out-of-order,
+  malformed) run through ``OnlineExecutor`` into that Redis, every set promoted.
+- Documents: the world's knowledge documents rebuilt into a local index with the
+  ``hashing-384`` model (a second to build; retrieval quality is not what these tests check).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mercury.config import Settings, load_settings
+from tests.conftest import free_port, write_config
+
+EVENTS, USERS = 6_000, 60
+STREAMS = ("transactions", "user_activity", "risk_signals")
+
+
+class PrivateRedis:
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc = None
+
+    def start(self) -> None:
+        import redis
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"private redis on {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@dataclass
+class ServedWorld:
+    settings: Settings
+    redis: PrivateRedis
+    users: list[str]
+    records: dict  # stream -> valid records (for scans of what must never be served)
+
+
+def _valid(stream: str, payload: bytes):
+    from mercury.contracts import registry
+    from mercury.contracts.validation import validator
+
+    verdict = validator(registry.stream(stream).schema_subject).validate_bytes(payload)
+    return verdict.record if verdict.ok else None
+
+
+def build_served_world(tmp: Path) -> ServedWorld:
+    from mercury.eventlog.file_log import FileEventReader
+    from mercury.features.compile import load_compiled
+    from mercury.features.online_executor import DictState, OnlineExecutor
+    from mercury.generator.knobs import Knobs
+    from mercury.generator.run import generate
+    from mercury.online.redis_store import RedisOnlineStore
+    from mercury.retrieval.chunking import ChunkingSpec
+    from mercury.retrieval.embedding import open_embedder
+    from mercury.retrieval.index import open_index
+    from mercury.retrieval.rebuild import rebuild
+
+    private = PrivateRedis(tmp)
+    private.start()
+    path = write_config(tmp, redis={"port": private.port, "db": 0},
+                        retrieval={"embedding_model": "hashing-384"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MERCURY_CONFIG", str(path))
+        settings = load_settings()
+    generate(settings, Knobs(events=EVENTS, users=USERS), with_postgres=False,
+             show_progress=False)
+    sets = load_compiled()
+    store = RedisOnlineStore(settings.redis)
+    executor, states, pending, records = OnlineExecutor(sets), {}, [], {}
+    reader = FileEventReader(settings.event_log.root)
+    for stream in STREAMS:
+        for message in reader.read(stream):
+            record = _valid(stream, message.value)
+            if record is None:
+                continue
+            records.setdefault(stream, []).append(record)
+            for key, _ in executor.route(stream, record):
+                pending.extend(executor.process(key, stream, record,
+                                                states.setdefault(key, DictState())).writes)
+    store.write(pending)
+    for name in sorted({fs.name for fs in sets}):
+        store.set_active(name, 1)
+    store.close()
+    cfg = settings.retrieval
+    outcome = rebuild(settings, open_index(cfg), open_embedder(cfg.embedding_model),
+                      ChunkingSpec(cfg.max_tokens, cfg.overlap_tokens),
+                      created_at_ms=int(time.time() * 1000), log=lambda _m: None)
+    assert outcome.decision.swap, outcome.summary()
+    users = sorted({r["user_id"] for r in records["transactions"]})
+    return ServedWorld(settings, private, users, records)

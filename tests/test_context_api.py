@@ -1,0 +1,366 @@
+"""The context API in process (Starlette's TestClient, the real ASGI app and lifespan) over a
+private real Redis and a real local vector index: answers, cost-aware plans, access control,
+no personal data out, degraded answers on time, and the audit records.
+
+Needs ``redis-server`` on the machine (started here on a free port, never the shared one).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+
+import orjson
+import pytest
+
+from mercury.features.compile import load_compiled
+from mercury.online.reader import ContextReader
+from mercury.online.redis_store import RedisOnlineStore
+from mercury.privacy.keys import load_keys
+from mercury.privacy.protect import decrypt, user_token
+from mercury.serving.app import create_app
+from mercury.serving.auth import issue_assertion, service_token
+from mercury.serving.runtime import build_runtime, default_retriever_factory
+from tests.serving_fixtures import build_served_world
+
+CALLER = "llm-gateway"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    served = build_served_world(tmp_path_factory.mktemp("served"))
+    yield served
+    served.redis.stop()
+
+
+class Api:
+    """A TestClient with the caller's credentials at hand."""
+
+    def __init__(self, client, settings):
+        self.client = client
+        self.keys = load_keys(settings)
+        self.token = service_token(self.keys, CALLER)
+
+    def ask(self, user_id: str, question: str, assertion_for: str | None = None, **options):
+        headers = {"authorization": f"Bearer {self.token}",
+                   "x-user-assertion": issue_assertion(self.keys, assertion_for or user_id,
+                                                       CALLER)}
+        return self.client.post("/v1/context", headers=headers,
+                                json={"user_id": user_id, "question": question,
+                                      "options": options})
+
+
+def _client(settings, **runtime_overrides):
+    from starlette.testclient import TestClient
+
+    app = create_app(lambda: build_runtime(settings, **runtime_overrides))
+    return TestClient(app)
+
+
+def _wait_ready(client, timeout_s: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reply = client.get("/readyz")
+        if reply.status_code == 200:
+            return reply.json()
+        time.sleep(0.05)
+    raise AssertionError("the API did not become ready")
+
+
+@pytest.fixture(scope="module")
+def api(world):
+    with _client(world.settings) as client:
+        _wait_ready(client)
+        yield Api(client, world.settings)
+
+
+def _audit_records(settings) -> list[dict]:
+    from mercury.eventlog.file_log import FileEventReader
+
+    return [orjson.loads(m.value)
+            for m in FileEventReader(settings.event_log.root).read("inference_audit")]
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+def test_a_decline_question_gets_declines_and_policy_documents_exactly_as_stored(world, api):
+    user = world.users[3]
+    pinned = int(time.time() * 1000)
+    reply = api.ask(user, "Why was my card declined at the till?", as_of_ms=pinned,
+                    language="en")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["intent"] == "why_declined"
+    assert set(body["features"]) == {"declines", "purchases", "risk", "engagement", "profile"}
+    assert body["degraded"] == []
+    assert body["user_token"] == user_token(api.keys, user)
+    # The values are what the store's own reader decodes at the same as-of time.
+    reader = ContextReader(RedisOnlineStore(world.settings.redis), load_compiled())
+    expected = reader.context("u", user, pinned)
+    for name, part in body["features"].items():
+        assert part["source"] == "online" and part["version"] == 1
+        assert part["values"] == orjson.loads(orjson.dumps(expected.values[name])), name
+    chunks = body["documents"]["chunks"]
+    assert chunks and all(c["doc_id"].startswith("policy-") for c in chunks)
+    assert all(c["doc_id"].endswith("-en") for c in chunks)
+    assert body["versions"]["index"] == body["documents"]["index_version"]
+    assert body["versions"]["embedding_model"].startswith("hashing-384@")
+
+
+@pytest.mark.parametrize("question, intent, sets", [
+    ("Can I afford a 300 euro jacket?", "can_afford", {"spending", "purchases", "profile"}),
+    ("Summarize my spending this week", "spending_summary", {"spending", "purchases"}),
+    ("¿Cuánto he gastado este mes?", "spending_summary", {"spending", "purchases"}),
+])
+def test_questions_without_documents_skip_the_search(api, world, question, intent, sets):
+    searches_before = _metric(api, "context_stage_latency_ms_count", stage="documents")
+    body = api.ask(world.users[5], question).json()
+    assert body["intent"] == intent and set(body["features"]) == sets
+    assert body["documents"] is None and "documents" not in body["fetched"]
+    assert _metric(api, "context_stage_latency_ms_count", stage="documents") == searches_before
+
+
+def test_the_caller_may_name_the_parts(api, world):
+    body = api.ask(world.users[1], "anything", parts=["features.risk"]).json()
+    assert body["intent"] == "caller_chosen" and list(body["features"]) == ["risk"]
+    bad = api.ask(world.users[1], "anything", parts=["features.salary"])
+    assert bad.status_code == 400 and "features.salary" in bad.json()["error"]
+
+
+def _metric(api, name: str, **labels) -> float:
+    text = api.client.get("/metrics").text
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}}") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# --- access ----------------------------------------------------------------------------------
+
+def test_callers_must_authenticate_and_hold_an_assertion_for_that_user(api, world):
+    alice, bob = world.users[0], world.users[1]
+    body = {"user_id": alice, "question": "why declined?"}
+    assert api.client.post("/v1/context", json=body).status_code == 401
+    forged = {"authorization": f"Bearer {CALLER}.{'0' * 64}"}
+    assert api.client.post("/v1/context", json=body, headers=forged).status_code == 401
+    only_token = {"authorization": f"Bearer {api.token}"}
+    assert api.client.post("/v1/context", json=body, headers=only_token).status_code == 403
+    # Bob's assertion does not open Alice's context.
+    reply = api.ask(alice, "why declined?", assertion_for=bob)
+    assert reply.status_code == 403 and "another user" in reply.json()["error"]
+    # An assertion issued to another caller, or expired, opens nothing.
+    other = issue_assertion(api.keys, alice, "batch-scorer")
+    expired = issue_assertion(api.keys, alice, CALLER, ttl_s=1, now=time.time() - 600)
+    for assertion in (other, expired, "not-a-jwt"):
+        headers = {**only_token, "x-user-assertion": assertion}
+        assert api.client.post("/v1/context", json=body, headers=headers).status_code == 403
+    assert api.ask(alice, "why declined?").status_code == 200
+
+
+def test_rate_limit_per_caller(world):
+    from mercury.config import CallerConfig
+
+    settings = world.settings.model_copy(update={"serving": world.settings.serving.model_copy(
+        update={"callers": (CallerConfig(name=CALLER, requests_per_s=0.01, burst=3),)})})
+    with _client(settings) as client:
+        api = Api(client, settings)
+        codes = [api.ask(world.users[0], "can I afford it?").status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+
+
+def test_no_raw_personal_or_card_data_leaves_the_api(api, world):
+    card_digits = {r["card_last4"] for r in world.records["transactions"] if r.get("card_last4")}
+    assert card_digits, "the world should carry card digits for this test to mean anything"
+    for user in world.users[:25]:
+        text = api.ask(user, "hello, tell me everything").text
+        assert user not in text  # the user is a token in answers
+        assert "card_last4" not in text
+        for digits in card_digits:
+            assert not re.search(rf'"{digits}"|[^0-9.]{digits}[^0-9]', text), digits
+        assert not _keys_in(orjson.loads(text)) & _PROTECTED_NAMES
+        assert not re.search(r"[\w.+-]+@[\w-]+\.[a-z]{2,}", text)  # no e-mail address
+
+
+def _protected_field_names() -> set[str]:
+    """Names of every contract field classed personal or card data (``card_last4``,
+    ``email``, ``full_name``, ``question_text`` ...)."""
+    from mercury.contracts import schemas
+    from mercury.contracts.data_classes import DataClass, field_classes
+
+    return {path.rsplit(".", 1)[-1] for subject in schemas.subjects()
+            for path, cls in field_classes(schemas.load(subject).schema).items()
+            if cls in (DataClass.PERSONAL, DataClass.CARD_DATA)} - {"question"}
+
+
+_PROTECTED_NAMES = _protected_field_names()
+
+
+def _keys_in(node) -> set[str]:
+    if isinstance(node, dict):
+        return set(node) | {k for v in node.values() for k in _keys_in(v)}
+    if isinstance(node, list):
+        return {k for v in node for k in _keys_in(v)}
+    return set()
+
+
+def test_a_definition_that_shows_card_data_is_refused_at_start(world):
+    import dataclasses
+
+    from mercury.features.dsl import LastN
+    from mercury.serving.exposure import ExposureError
+
+    purchases = next(fs for fs in load_compiled() if fs.name == "purchases")
+    leaky_feature = dataclasses.replace(purchases.features[0],
+                                        fields=(*purchases.features[0].fields, "card_last4"))
+    assert isinstance(leaky_feature, LastN)
+    leaky = dataclasses.replace(purchases, features=(leaky_feature,))
+    with pytest.raises(ExposureError, match=r"purchases.v1.recent_purchases shows "
+                                            r"transaction.card_last4 \(card_data\)"):
+        build_runtime(world.settings, feature_sets=[leaky])
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+def test_redis_down_answers_on_time_from_snapshots_then_recovers(world, tmp_path):
+    from mercury.config import load_settings  # noqa: F401 - settings come from the world
+    from tests.serving_fixtures import PrivateRedis
+
+    # A second private Redis holding a copy, so stopping it leaves the module's one alone.
+    spare = PrivateRedis(tmp_path)
+    spare.start()
+    _copy_redis(world.settings.redis.port, spare.port)
+    redis_cfg = world.settings.redis.model_copy(update={"port": spare.port})
+    serving = world.settings.serving.model_copy(update={"breaker_reset_s": 0.5})
+    settings = world.settings.model_copy(update={"redis": redis_cfg, "serving": serving})
+    seen, unseen = world.users[7], world.users[8]
+    with _client(settings) as client:
+        _wait_ready(client)
+        api = Api(client, settings)
+        before = api.ask(seen, "summarize my spending").json()
+        assert before["degraded"] == []
+        spare.stop()
+        replies = [api.ask(u, "summarize my spending").json() for u in (seen, unseen) * 4]
+        spare.start()
+        _copy_redis(world.settings.redis.port, spare.port)
+        time.sleep(0.6)  # the breaker lets a trial through after breaker_reset_s
+        after = api.ask(seen, "summarize my spending").json()
+    for reply in replies:
+        assert reply["latency_ms"]["total"] < settings.serving.budget_ms + 20, reply["latency_ms"]
+    from_snapshot = replies[0]["features"]["spending"]
+    assert from_snapshot["source"] == "snapshot"
+    assert from_snapshot["values"] == before["features"]["spending"]["values"]
+    assert from_snapshot["as_of"] == before["features"]["spending"]["as_of"]
+    assert replies[1]["features"]["spending"] | {"version": None} == {
+        "version": None, "source": "unavailable", "as_of": None, "newest_event": None,
+        "values": None}
+    assert any(d.startswith("features.spending:snapshot:") for d in replies[0]["degraded"])
+    assert any(d.endswith(":breaker_open") for r in replies[-3:] for d in r["degraded"])
+    assert after["degraded"] == [] and after["features"]["spending"]["source"] == "online"
+
+
+def _copy_redis(source_port: int, target_port: int) -> None:
+    import redis
+
+    source, target = redis.Redis(port=source_port), redis.Redis(port=target_port)
+    pipe = target.pipeline(transaction=False)
+    for key in source.scan_iter(count=1000):
+        pipe.restore(key, 0, source.dump(key), replace=True)
+    pipe.execute()
+
+
+def test_index_removed_degrades_documents_only(world, tmp_path):
+    vectors = tmp_path / "vectors"
+    shutil.copytree(world.settings.retrieval.index.path, vectors)
+    retrieval = world.settings.retrieval.model_copy(update={"index": world.settings.retrieval
+                                                            .index.model_copy(
+                                                                update={"path": vectors})})
+    settings = world.settings.model_copy(update={"retrieval": retrieval})
+    with _client(settings) as client:
+        _wait_ready(client)
+        api = Api(client, settings)
+        assert api.ask(world.users[2], "why was my card declined?").json()["documents"]
+        shutil.rmtree(vectors)
+        time.sleep(1.1)  # past the retriever's alias cache
+        body = api.ask(world.users[2], "my card got refused, why?").json()
+    assert body["documents"] is None
+    assert [d for d in body["degraded"] if d.startswith("documents:unavailable:")]
+    assert all(p["source"] == "online" for p in body["features"].values())
+    assert body["latency_ms"]["total"] < settings.serving.budget_ms + 20
+
+
+def test_a_slow_embedder_costs_the_deadline_not_the_answer(world):
+    from mercury.retrieval.embedding import open_embedder
+
+    class Slow:
+        def __init__(self, inner):
+            self.inner = inner
+            self.version, self.label, self.name = inner.version, inner.label, inner.name
+
+        def embed(self, texts):
+            if texts != ["warm up"]:
+                time.sleep(0.5)
+            return self.inner.embed(texts)
+
+    def factory():
+        retriever = default_retriever_factory(world.settings)()
+        retriever.embedder_for = lambda name: Slow(open_embedder(name))
+        return retriever
+
+    with _client(world.settings, retriever_factory=factory) as client:
+        _wait_ready(client)
+        api = Api(client, world.settings)
+        replies = [api.ask(world.users[4], f"why was my card declined {i}?").json()
+                   for i in range(8)]
+    for body in replies:
+        assert body["latency_ms"]["total"] < world.settings.serving.budget_ms + 20
+        assert body["documents"] is None and body["features"]["declines"]["source"] == "online"
+    reasons = [d.rsplit(":", 1)[1] for r in replies for d in r["degraded"]]
+    assert reasons[0] == "deadline"
+    assert {"busy", "breaker_open"} & set(reasons[1:])
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+def test_every_answer_is_audited_once_with_the_question_protected(world, tmp_path):
+    from mercury.contracts import registry
+    from mercury.contracts.validation import validator
+
+    settings = _own_event_log(world.settings, tmp_path)
+    question = "why was card 4111 1111 1111 1111 declined? mail me at jo@example.com"
+    with _client(settings) as client:
+        _wait_ready(client)
+        api = Api(client, settings)
+        ids = [api.ask(world.users[i], question, llm_model_version="assistant-2026-11").json()
+               ["request_id"] for i in range(6)]
+        outcome = client.post("/v1/outcomes", headers={"authorization": f"Bearer {api.token}"},
+                              json={"request_id": ids[0], "outcome": "BLOCKED",
+                                    "categories": ["pii_leak"]})
+        assert outcome.status_code == 202
+    records = _audit_records(settings)  # the lifespan's end ships what is spooled
+    assert sorted(r["request_id"] for r in records) == sorted(ids)
+    check = validator(registry.stream("inference_audit").schema_subject)
+    for record in records:
+        assert check.validate_bytes(orjson.dumps(record)).ok
+        assert "4111" not in orjson.dumps(record).decode().replace(record["question"], "")
+        assert decrypt(api.keys, record["question"]) == question
+        assert record["question_redacted"] == ("why was card [number] declined? mail me at "
+                                               "[email]")
+        assert record["llm_model_version"] == "assistant-2026-11"
+        assert set(record["feature_versions"]) == {"declines", "purchases", "risk",
+                                                   "engagement", "profile"}
+        assert record["retrieved_chunk_ids"] and record["index_version"]
+        assert set(record["stage_latency_ms"]) >= {"features", "documents"}
+    from mercury.eventlog.file_log import FileEventReader
+
+    outcomes = [orjson.loads(m.value) for m in
+                FileEventReader(settings.event_log.root).read("assistant_safety_outcomes")]
+    assert [(o["request_id"], o["outcome"], o["caller"]) for o in outcomes] == [
+        (ids[0], "BLOCKED", CALLER)]
+
+
+def _own_event_log(settings, tmp_path):
+    return settings.model_copy(update={
+        "data_dir": tmp_path / "data",
+        "event_log": settings.event_log.model_copy(update={"root": tmp_path / "eventlog"})})
