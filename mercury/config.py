@@ -183,6 +183,9 @@ class ServingConfig(_Section):
     snapshot_max_users: int = Field(200_000, ge=0)
     snapshot_max_age_s: int = Field(24 * 3600, ge=1)
     assertion_max_age_s: int = Field(300, ge=1)
+    # How often spooled audit records are shipped to the event log (they are safe in the
+    # spool meanwhile; see mercury/serving/audit.py).
+    audit_ship_interval_s: float = Field(0.2, gt=0)
     callers: tuple[CallerConfig, ...] = (CallerConfig(name="llm-gateway"),)
 
 

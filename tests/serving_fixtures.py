@@ -60,6 +60,7 @@ class PrivateRedis:
 @dataclass
 class ServedWorld:
     settings: Settings
+    config_path: Path
     redis: PrivateRedis
     users: list[str]
     records: dict  # stream -> valid records (for scans of what must never be served)
@@ -117,4 +118,4 @@ def build_served_world(tmp: Path) -> ServedWorld:
                       created_at_ms=int(time.time() * 1000), log=lambda _m: None)
     assert outcome.decision.swap, outcome.summary()
     users = sorted({r["user_id"] for r in records["transactions"]})
-    return ServedWorld(settings, private, users, records)
+    return ServedWorld(settings, path, private, users, records)

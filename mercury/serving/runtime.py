@@ -62,7 +62,8 @@ def build_runtime(settings: Settings, *, redis=None, retriever_factory=None,
     spool = AuditSpool(spool_dir(settings))
     writer = "audit_" + re.sub(r"[^A-Za-z0-9_]", "_", spool.owner)
     shipper = AuditShipper(spool, open_producer(settings, writer_id=writer),
-                           lambda stream, record: encode_record(settings, stream, record))
+                           lambda stream, record: encode_record(settings, stream, record),
+                           interval_s=cfg.audit_ship_interval_s)
     return Runtime(
         settings=settings, keys=keys,
         service=ContextService(cfg, keys, features, documents, spool, metrics),
