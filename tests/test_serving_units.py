@@ -1,0 +1,167 @@
+"""The context API's parts on their own: intent table, breaker, rate limit, audit spool and
+shipper, and the privacy helpers."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import orjson
+import pytest
+
+from mercury.privacy.keys import load_keys
+from mercury.privacy.protect import decrypt, encrypt, redact, user_token
+from mercury.serving.audit import AuditShipper, AuditSpool, ship_file
+from mercury.serving.auth import RateLimiter
+from mercury.serving.breaker import CircuitBreaker
+from mercury.serving.intent import BROAD, plan_for, plan_from_parts
+
+
+@pytest.mark.parametrize("question, intent", [
+    ("Why was my card declined?", "why_declined"),
+    ("my payment didn't go through at the till", "why_declined"),
+    ("Pourquoi ma carte a-t-elle été refusée ?", "why_declined"),
+    ("¿Por qué rechazaron mi tarjeta?", "why_declined"),
+    ("Warum wurde meine Zahlung abgelehnt?", "why_declined"),
+    ("Can I afford a new phone?", "can_afford"),
+    ("Est-ce que je peux me permettre ce voyage ?", "can_afford"),
+    ("Kann ich mir das leisten?", "can_afford"),
+    ("Summarize my spending this week", "spending_summary"),
+    ("Combien j'ai dépensé ce mois-ci ?", "spending_summary"),
+    ("Wie hoch waren meine Ausgaben?", "spending_summary"),
+    ("Is my card frozen?", "card_status"),
+    ("How do I get a refund from this shop?", "merchant_help"),
+    ("What's the weather like?", "general"),
+])
+def test_intent_table(question, intent):
+    assert plan_for(question).intent == intent
+
+
+def test_plans_fetch_only_what_the_intent_needs():
+    afford = plan_for("can I afford it?")
+    assert afford.parts == ("features.spending", "features.purchases", "features.profile")
+    declined = plan_for("why declined?")
+    assert declined.documents and declined.doc_type == "CARD_POLICY"
+    assert "features.declines" in declined.parts and "features.spending" not in declined.parts
+    assert BROAD.documents and len(BROAD.feature_sets) == 6
+    assert plan_from_parts(["documents", "features.risk", "features.risk"], {"risk"}).parts == (
+        "features.risk", "documents")
+    with pytest.raises(ValueError, match="unknown part 'features.x'"):
+        plan_from_parts(["features.x"], {"risk"})
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_breaker_opens_after_failures_then_lets_one_trial_through():
+    clock = Clock()
+    breaker = CircuitBreaker("redis", failures=3, reset_s=5, clock=clock)
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.failure()
+    assert breaker.state == "closed"
+    breaker.failure()
+    assert breaker.state == "open" and not breaker.allow()
+    clock.now = 5.0
+    assert breaker.allow() and not breaker.allow()  # exactly one trial while half-open
+    breaker.failure()  # the trial failed: open again for reset_s
+    assert breaker.state == "open"
+    clock.now = 10.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state == "closed" and breaker.allow()
+
+
+def test_rate_limiter_refills_at_the_configured_rate():
+    clock = Clock()
+    limiter = RateLimiter({"gw": (10.0, 2)}, clock=clock)
+    assert [limiter.allow("gw") for _ in range(3)] == [True, True, False]
+    clock.now = 0.1  # one token back
+    assert [limiter.allow("gw") for _ in range(2)] == [True, False]
+
+
+class Producer:
+    def __init__(self, fail_flush: bool = False):
+        self.sent, self.durable, self.fail_flush = [], [], fail_flush
+
+    def send(self, stream, value, key=None):
+        self.sent.append((stream, key, value))
+
+    def flush(self):
+        if self.fail_flush:
+            raise ConnectionError("event log down")
+        self.durable.extend(self.sent)
+        self.sent = []
+
+
+def _shipper(spool, producer):
+    return AuditShipper(spool, producer, lambda stream, record: orjson.dumps(record))
+
+
+def test_a_torn_last_line_waits_until_it_is_whole(tmp_path):
+    spool = AuditSpool(tmp_path, owner="a")
+    spool.append("inference_audit", "r1", {"request_id": "r1"})
+    with open(spool.path, "ab") as raw:
+        raw.write(b'{"stream": "inference_audit", "key": "r2", "rec')  # a write cut short
+    producer = Producer()
+    assert ship_file(spool.path, lambda s, k, r: producer.send(s, r, k), producer.flush) == 1
+    with open(spool.path, "ab") as raw:
+        raw.write(b'ord": {"request_id": "r2"}}\n')
+    assert ship_file(spool.path, lambda s, k, r: producer.send(s, r, k), producer.flush) == 1
+    assert [key for _, key, _ in producer.durable] == ["r1", "r2"]
+
+
+def test_progress_is_recorded_only_after_the_flush(tmp_path):
+    spool = AuditSpool(tmp_path, owner="a")
+    spool.append("inference_audit", "r1", {"request_id": "r1"})
+    with pytest.raises(ConnectionError):
+        _shipper(spool, Producer(fail_flush=True)).ship_once()
+    healthy = Producer()
+    _shipper(spool, healthy).ship_once()  # everything again: nothing was marked shipped
+    assert [key for _, key, _ in healthy.durable] == ["r1"]
+
+
+def test_segments_rotate_and_are_removed_once_shipped(tmp_path):
+    spool = AuditSpool(tmp_path, owner="a", segment_bytes=200)
+    for i in range(10):
+        spool.append("inference_audit", f"r{i}", {"request_id": f"r{i}", "pad": "x" * 50})
+    assert len(spool.segments()) > 3
+    producer = Producer()
+    _shipper(spool, producer).ship_once()
+    assert [key for _, key, _ in producer.durable] == [f"r{i}" for i in range(10)]
+    assert spool.segments() == [spool.path]  # only the one still written to is kept
+
+
+def test_a_dead_owners_spool_is_shipped_by_the_next_process_and_a_live_one_is_not(tmp_path):
+    dead = AuditSpool(tmp_path, owner="dead")
+    dead.append("inference_audit", "d1", {"request_id": "d1"})
+    dead.close()  # its lock is released, as when the process dies
+    alive = AuditSpool(tmp_path, owner="alive")
+    alive.append("inference_audit", "a1", {"request_id": "a1"})
+    mine = AuditSpool(tmp_path, owner="mine")
+    producer = Producer()
+    _shipper(mine, producer).ship_once()
+    assert sorted(key for _, key, _ in producer.durable) == ["d1"]
+    assert not list(tmp_path.glob("dead.*")), "the dead owner's files are removed"
+    assert alive.segments(), "a live owner's spool is left to its owner"
+
+
+def test_privacy_helpers(tmp_settings):
+    keys = load_keys(tmp_settings)
+    assert stat.S_IMODE(os.stat(tmp_settings.key_file).st_mode) == 0o600
+    assert user_token(keys, "u-1") == user_token(keys, "u-1") != user_token(keys, "u-2")
+    assert user_token(keys, "u-1").startswith("ut_") and "u-1" not in user_token(keys, "u-1")
+    sealed = encrypt(keys, "my card 4111111111111111")
+    assert "4111" not in sealed and decrypt(keys, sealed) == "my card 4111111111111111"
+    assert encrypt(keys, "same") != encrypt(keys, "same")  # a fresh nonce each time
+    tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+    with pytest.raises(Exception):  # noqa: B017 - cryptography's InvalidTag
+        decrypt(keys, tampered)
+    assert redact("card 4111 1111 1111 1111, ends 1234, jo@x.com, FR76 3000 6000 0112 3456 "
+                  "7890 189, paid 25.50") == "card [number], ends [number], [email], [iban], " \
+                                             "paid 25.50"
