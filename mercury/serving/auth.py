@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from mercury.privacy.keys import Keys
@@ -68,29 +69,53 @@ class Assertion:
 
 
 class AssertionVerifier:
-    def __init__(self, keys: Keys, max_age_s: int, leeway_s: int = 5):
+    """Checks signature, audience, times and subject. A signature check costs ~0.3 ms of CPU
+    (PyJWT + Ed25519), so tokens whose signature already verified are remembered (bounded
+    LRU); the time, audience and subject checks still run on every use."""
+
+    def __init__(self, keys: Keys, max_age_s: int, leeway_s: int = 5, remember: int = 50_000):
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
         self._public = load_pem_public_key(keys.identity_public_pem)
         self.max_age_s = max_age_s
         self.leeway_s = leeway_s
+        self.remember = remember
+        self._verified: OrderedDict[str, dict] = OrderedDict()
 
     def verify(self, token: str | None, caller: str, user_id: str) -> Assertion:
-        import jwt
-
         if not token:
             raise AccessDenied(403, "missing end-user assertion")
-        try:
-            claims = jwt.decode(token, self._public, algorithms=["EdDSA"], audience=caller,
-                                leeway=self.leeway_s,
-                                options={"require": ["sub", "aud", "iat", "exp", "jti"]})
-        except jwt.PyJWTError as exc:
-            raise AccessDenied(403, f"end-user assertion rejected: {exc}") from exc
-        if time.time() - claims["iat"] > self.max_age_s + self.leeway_s:
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._signed_claims(token)
+            self._verified[token] = claims
+            if len(self._verified) > self.remember:
+                self._verified.popitem(last=False)
+        now = time.time()
+        if claims["aud"] != caller:
+            raise AccessDenied(403, "end-user assertion rejected: issued to another caller")
+        if now > claims["exp"] + self.leeway_s:
+            raise AccessDenied(403, "end-user assertion rejected: it has expired")
+        if now - claims["iat"] > self.max_age_s + self.leeway_s:
             raise AccessDenied(403, "end-user assertion is older than allowed")
         if claims["sub"] != user_id:
             raise AccessDenied(403, "the assertion is for another user")
         return Assertion(claims["sub"], claims["jti"])
+
+    def _signed_claims(self, token: str) -> dict:
+        import jwt
+
+        try:
+            claims = jwt.decode(token, self._public, algorithms=["EdDSA"],
+                                options={"require": ["sub", "aud", "iat", "exp", "jti"],
+                                         "verify_aud": False, "verify_exp": False,
+                                         "verify_iat": False})
+        except jwt.PyJWTError as exc:
+            raise AccessDenied(403, f"end-user assertion rejected: {exc}") from exc
+        if not all(isinstance(claims[c], int | float) for c in ("iat", "exp")) or \
+                not isinstance(claims["aud"], str) or not isinstance(claims["sub"], str):
+            raise AccessDenied(403, "end-user assertion rejected: malformed claims")
+        return claims
 
 
 class RateLimiter:
