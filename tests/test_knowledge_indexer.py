@@ -239,3 +239,68 @@ def test_a_section_inserted_at_the_top_re_embeds_only_that_section(tmp_settings,
     assert status.chunks_embedded == 1 and status.chunks_reused == 3
     assert embedder.embedded[-1].endswith("A new section.")
     assert len(texts_of(index, spec, "doc")) == 4
+
+
+class UpkeepSpy:
+    """Wraps the local engine's run_upkeep to record when the indexer calls it: the number
+    of writes it folds in (the registry counter just before)."""
+
+    def __init__(self, index):
+        self.calls: list[int] = []
+        self.index = index
+        run_upkeep = index.run_upkeep
+
+        def recorded(name):
+            self.calls.append(index.registry.read()["versions"][name]["writes_since_optimize"])
+            return run_upkeep(name)
+
+        index.run_upkeep = recorded
+
+
+def test_the_indexer_runs_the_upkeep_when_a_poll_comes_back_empty(tmp_settings, served):
+    """Not between batches while it is merely due: a change never waits for an upkeep that
+    could have run in a quiet moment (finding 1 of PERFORMANCE.md)."""
+    import threading
+
+    from mercury.retrieval.local_index import LocalVectorIndex
+    from mercury.retrieval.service import wait_until
+
+    _, spec, embedder = served
+    index = LocalVectorIndex(tmp_settings.retrieval.index.model_copy(
+        update={"optimize_every": 3}))
+    spy = UpkeepSpy(index)
+    stop, statuses = threading.Event(), []
+    indexer = threading.Thread(target=lambda: statuses.append(run_indexer(
+        tmp_settings, follow=True, stop=stop, index=index, idle_sleep_s=0.05,
+        embedder_for=lambda _name: embedder)))
+    indexer.start()
+    try:
+        for i in range(7):  # one change at a time, each awaited: idle polls in between
+            write(tmp_settings, [change(f"doc-{i}", 100)])
+            assert wait_until(lambda i=i: f"doc-{i}" in index.live_documents(spec.name), 30)
+        assert wait_until(lambda: len(spy.calls) >= 2, 30)
+    finally:
+        stop.set()
+        indexer.join(60)
+    assert spy.calls == [3, 3]
+    assert statuses[0].upkeeps == 2 and statuses[0].applied == 7
+    assert index.registry.read()["versions"][spec.name]["writes_since_optimize"] == 1
+    chunks = index.db.open_table(f"{spec.name}__chunks")
+    assert chunks.stats()["fragment_stats"]["num_fragments"] <= 2  # one write since
+
+
+def test_a_busy_indexer_runs_an_overdue_upkeep_between_batches(tmp_settings, served):
+    """Polls that never come back empty must not put the upkeep off forever: once
+    ``overdue_writes`` writes wait, the next batch waits for one upkeep instead."""
+    from mercury.retrieval.local_index import LocalVectorIndex
+
+    _, spec, embedder = served
+    index = LocalVectorIndex(tmp_settings.retrieval.index.model_copy(
+        update={"optimize_every": 2}), overdue_writes=4)
+    spy = UpkeepSpy(index)
+    write(tmp_settings, [change(f"doc-{i}", 100) for i in range(10)])
+    status = run_indexer(tmp_settings, index=index, batch_size=1,
+                         embedder_for=lambda _name: embedder)
+    # overdue after the 4th and 8th batch; due (not overdue) at the empty poll that ends it
+    assert spy.calls == [4, 4, 2] and status.upkeeps == 3 and status.applied == 10
+    assert index.live_documents(spec.name) == {f"doc-{i}" for i in range(10)}

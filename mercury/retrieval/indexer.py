@@ -163,6 +163,10 @@ class IndexerStatus:
     truncated: int = 0
     last_applied_updated_at: int | None = None
     last_error: str | None = None
+    upkeeps: int = 0                       # index upkeeps run (compaction, index maintenance)
+    upkeep_running: str | None = None      # the version whose upkeep is running now
+    upkeep_started_ms: int | None = None
+    last_upkeep_s: float | None = None
 
     def add(self, read: int, stats: ApplyStats, rejected: Counter, newest: int | None,
             now_ms: int) -> None:

@@ -34,10 +34,23 @@ Locking
     version with a lock file makes the outcome of two replacements of one document
     deterministic, and under it ``write`` checks the ledger again and skips a document that
     the other writer has meanwhile stored as new or newer. Lock order is always writer lock,
-    then registry lock. Optimize (compaction, index upkeep) takes no writer lock and runs in
-    a background thread: at 100K chunks it takes a minute, and holding the lock stalled
-    changes for that long. Lance lets the writes win: a compaction that conflicts with a
-    write gives up its commit and is tried again at the next trigger.
+    then registry lock.
+
+Upkeep (compaction, index maintenance) in a window without writes
+    Every write adds fragments and rows outside the vector index; ``run_upkeep`` compacts
+    them and folds the rows into the indexes. It holds the writer lock, and ``write`` does
+    not start it: the writer decides when (``maintenance_due``). The incremental indexer runs
+    it when a poll comes back empty, or between batches once it is overdue (``service``); a
+    rebuild runs it through ``optimize`` before the version is judged.
+    Why not in the background: from ``0da0436`` to this change it ran in a thread without the
+    lock, and Lance lets the writes win. Once compaction had to rewrite a large fragment,
+    every single-document write (a merge_insert that also deletes) preempted its commit: it
+    gave up after 613 s of a write every 0.5 s while fragments grew from 12 to 828 and writes
+    slowed from 0.25 to 1.4 s (docs/PERFORMANCE.md, finding 1). A race it cannot win only
+    burns CPU. Under the lock it always commits; the price is that a write arriving meanwhile
+    waits for at most one upkeep (seconds on small versions, about a minute at 100K chunks),
+    which the indexer makes rare by choosing idle moments. Searches take no lock and keep
+    returning throughout (Lance readers see the last commit).
 
 Readers
     The connection uses ``read_consistency_interval=0``: every query checks for the latest
@@ -46,15 +59,23 @@ Readers
 
 Flat below ``ann_min_rows``, ANN above
     Until a version holds ``ann_min_rows`` chunks it has no vector index and Lance searches it
-    exactly. ``optimize`` (run every ``optimize_every`` writes, and callable directly, e.g.
-    by a rebuild before its alias swap) compacts the tables, builds IVF_HNSW_SQ (cosine) plus
-    scalar indexes once the threshold is reached, and afterwards folds new rows into them.
-    Rows written since the last optimize are still found: Lance searches them flat and merges.
+    exactly. The upkeep (due every ``optimize_every`` writes) compacts the tables, builds
+    IVF_HNSW_SQ (cosine) plus scalar indexes once the threshold is reached, and afterwards
+    folds new rows into them. Rows written since the last upkeep are still found: Lance
+    searches them flat and merges. Partitions are sized for the rows at the build (about
+    ``rows_per_partition`` each); folding rows in never adds partitions, so once the version
+    holds ``reindex_growth`` (4) times the rows the index was built for, the upkeep builds it
+    again (recorded in the registry as ``ann_rows``/``ann_partitions``). A version whose index
+    was built before that record existed takes its row count at the next upkeep as the base.
+    Lance folds rows in as one more delta segment per optimize and does not compact fragments
+    across segments, so segments and fragments each grow by one per upkeep; past
+    ``max_vector_segments`` (16) the upkeep builds the index again, as one segment.
     Search settings were measured on 30K clustered 384-dim unit vectors with filters on
     language and language+doc_type: without refinement recall@5 was 0.97-0.98 (scalar
     quantisation blurs near ties); ef=100 with refine_factor=3 (re-rank 15 candidates by
     exact distance) gave recall@5 1.00 at 14-21 ms per query (p50, 2 cores; 35-60 ms flat).
-    At 100K chunks: recall@5 1.00, 14-42 ms p50, and about 60 s to build the index.
+    At 100K chunks: recall@5 1.00, 14-42 ms p50, and about 60 s to build the index. Lance
+    requires ef >= k * refine_factor, so ef grows with k beyond 33.
 """
 
 from __future__ import annotations
@@ -65,7 +86,6 @@ import logging
 import os
 import re
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -104,6 +124,12 @@ BTREE_COLUMNS = ("doc_id", "chunk_id")  # many distinct values
 # ANN settings, measured (see the module docstring). Partitions of about 8K rows let the
 # index build use every core; one big HNSW graph took three times as long at 30K rows.
 ROWS_PER_PARTITION = 8192
+REINDEX_GROWTH = 4.0  # rebuild the vector index at this multiple of the rows it was built for
+# ... or when it has more delta segments than this (one per upkeep; not measured: a bound on
+# the per-query cost of searching every segment, and on fragments that cannot be compacted)
+MAX_VECTOR_SEGMENTS = 16
+OVERDUE_FACTOR = 4  # an upkeep put off for this many times optimize_every writes is overdue
+UPKEEP_RETRY_S = 60.0  # after a failed upkeep, not due again in this process for this long
 SEARCH_EF = 100
 REFINE_FACTOR = 3
 MIN_NPROBES = 20
@@ -254,16 +280,33 @@ def ledger_to_arrow(entries: list[LedgerEntry]) -> pa.Table:
 
 
 class LocalVectorIndex(VectorIndex):
-    """The VectorIndex on LanceDB in ``config.path``; safe to use from several processes."""
+    """The VectorIndex on LanceDB in ``config.path``; safe to use from several processes.
 
-    def __init__(self, config: LocalVectorConfig):
+    The keyword arguments are engine tuning (tests set them small): the rows per IVF
+    partition, the growth and the number of delta segments that make the upkeep build the
+    vector index again, and the number of writes after which the upkeep is overdue (default
+    ``OVERDUE_FACTOR`` times ``config.optimize_every``)."""
+
+    def __init__(self, config: LocalVectorConfig, *,
+                 rows_per_partition: int = ROWS_PER_PARTITION,
+                 reindex_growth: float = REINDEX_GROWTH,
+                 max_vector_segments: int = MAX_VECTOR_SEGMENTS,
+                 overdue_writes: int | None = None):
+        if rows_per_partition < 1 or reindex_growth <= 1.0 or max_vector_segments < 1:
+            raise ValueError("rows_per_partition and max_vector_segments must be >= 1, "
+                             "reindex_growth > 1")
         self.config = config
         self.path = Path(config.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(self.path)
         self.db = lancedb.connect(self.path, read_consistency_interval=timedelta(0))
+        self.rows_per_partition = rows_per_partition
+        self.reindex_growth = reindex_growth
+        self.max_vector_segments = max_vector_segments
+        self.overdue_writes = max(config.optimize_every,
+                                  overdue_writes or OVERDUE_FACTOR * config.optimize_every)
         self._tables: dict[str, Any] = {}
-        self._optimizing: dict[str, threading.Thread] = {}
+        self._retry_after: dict[str, float] = {}  # version -> monotonic time
 
     # ---- versions and aliases --------------------------------------------------------------
 
@@ -407,39 +450,49 @@ class LocalVectorIndex(VectorIndex):
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
                 .execute(entries)))
-        if self._count_write(name):
-            self._optimize_in_background(name)
+            # Counted, never acted on here: the writer runs the upkeep when it is quiet.
+            self._count_write(name)
 
-    def _optimize_in_background(self, name: str) -> None:
-        """Compaction and index upkeep take seconds to minutes at 100K chunks (measured: 60-87 s
-        here). Under the writer lock they stalled every change behind them (a delete waited
-        26 s in bench/retrieval_freshness.py), so they run in a thread without it: Lance
-        commits are atomic, and a write that conflicts with the compaction is retried."""
-        running = self._optimizing.get(name)
-        if running is not None and running.is_alive():
-            return
-        worker = threading.Thread(target=self._optimize_quietly, args=(name,),
-                                  name=f"optimize-{name}", daemon=True)
-        self._optimizing[name] = worker
-        worker.start()
+    # ---- upkeep ------------------------------------------------------------------------------
 
-    def _optimize_quietly(self, name: str) -> None:
-        try:
-            with_commit_retries(lambda: self._optimize_now(name))
-        except Exception as exc:  # upkeep: the next trigger tries again; never kill the writer
-            log.warning("optimize of %s failed, will retry at the next trigger: %s", name, exc)
+    def maintenance_due(self, name: str, *, overdue: bool = False) -> bool:
+        """True when ``optimize_every`` writes (with ``overdue``: ``overdue_writes``) have
+        not been folded in by an upkeep yet. Reads the registry only, so it is cheap enough
+        for every idle poll; writes of every process count. After a failed upkeep it stays
+        False in this process for ``UPKEEP_RETRY_S``, so a broken upkeep is not retried in a
+        tight loop."""
+        if time.monotonic() < self._retry_after.get(name, 0.0):
+            return False
+        record = self.registry.read()["versions"].get(name)
+        if record is None:
+            return False
+        waiting = record.get("writes_since_optimize", 0)
+        return waiting >= (self.overdue_writes if overdue else self.config.optimize_every)
 
-    def wait_for_upkeep(self, timeout_s: float = 600.0) -> None:
-        """Waits for background optimizes (tests, benches, a clean shutdown)."""
-        for worker in list(self._optimizing.values()):
-            worker.join(timeout_s)
+    def run_upkeep(self, name: str) -> dict[str, Any]:
+        """Compacts the version, builds the ANN and scalar indexes once it holds
+        ``ann_min_rows`` chunks (again when it has outgrown them), folds the rows written
+        since into them; returns what it found and did. Holds the writer lock throughout
+        (see "Upkeep" in the module docstring): writes wait, searches do not."""
+        started = time.perf_counter()
+        with self._writer_lock(name):
+            self._record(self.registry.read(), name)  # dropped while we waited for the lock?
+            try:
+                report = self._optimize_now(name)
+            except Exception:
+                self._retry_after[name] = time.monotonic() + UPKEEP_RETRY_S
+                raise
+            # Under the lock no write came in meanwhile: every counted write is folded in.
+            with self.registry.update() as registry:
+                self._record(registry, name)["writes_since_optimize"] = 0
+        self._retry_after.pop(name, None)
+        report["seconds"] = round(time.perf_counter() - started, 3)
+        log.info("upkeep of %s: %s", name, report)
+        return report
 
     def optimize(self, name: str) -> None:
-        """Compacts the version, builds the ANN and scalar indexes once it holds
-        ``ann_min_rows`` chunks, and folds rows written since into existing indexes."""
-        with self.registry.update() as registry:
-            self._record(registry, name)["writes_since_optimize"] = 0
-        self._optimize_now(name)
+        """The upkeep on demand (a rebuild, before the version is judged and served)."""
+        self.run_upkeep(name)
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -459,7 +512,7 @@ class LocalVectorIndex(VectorIndex):
                    .distance_type("cosine")
                    .select([*HIT_COLUMNS, "_distance"])
                    .minimum_nprobes(MIN_NPROBES)
-                   .ef(max(SEARCH_EF, 2 * k))
+                   .ef(max(SEARCH_EF, REFINE_FACTOR * k))  # Lance: ef >= k * refine_factor
                    .refine_factor(REFINE_FACTOR)
                    .limit(k))
         where = filter_sql(filters)
@@ -475,7 +528,6 @@ class LocalVectorIndex(VectorIndex):
         return set(pc.unique(doc_ids["doc_id"]).to_pylist())
 
     def close(self) -> None:
-        self.wait_for_upkeep()
         self._tables.clear()
 
     # ---- internals ---------------------------------------------------------------------------
@@ -504,33 +556,73 @@ class LocalVectorIndex(VectorIndex):
         with file_lock(self.path / f"writer-{name}.lock"):
             yield
 
-    def _count_write(self, name: str) -> bool:
+    def _count_write(self, name: str) -> None:
         """Counts the write in the registry, so restarts and several writer processes add up;
-        True when it is time to optimize."""
+        ``run_upkeep`` sets it back to 0."""
         with self.registry.update() as registry:
             record = self._record(registry, name)
             record["writes_since_optimize"] = record.get("writes_since_optimize", 0) + 1
-            due = record["writes_since_optimize"] >= self.config.optimize_every
-            if due:  # reset now: writes made while the optimize runs count toward the next
-                record["writes_since_optimize"] = 0
-            return due
 
-    def _optimize_now(self, name: str) -> None:
+    def _optimize_now(self, name: str) -> dict[str, Any]:
+        """The upkeep itself; the caller holds the writer lock."""
         chunks = self._table(chunks_table_name(name))
-        # Compact first, so a new index is built over few large fragments.
+        fragments_before = chunks.stats()["fragment_stats"]["num_fragments"]
+        # Compact first, so a new index is built over few large fragments. Lance's optimize
+        # also folds rows written since into the existing indexes.
         chunks.optimize()
         self._table(ledger_table_name(name)).optimize()
         rows = chunks.count_rows()
-        indexed = {column for index in chunks.list_indices() for column in index.columns}
+        indexes = {index.columns[0]: index for index in chunks.list_indices()}
+        rebuilt = None
         if rows >= self.config.ann_min_rows:
-            if "vector" not in indexed:
-                chunks.create_index("vector", config=IvfHnswSq(
-                    distance_type="cosine",
-                    num_partitions=max(1, rows // ROWS_PER_PARTITION)))
+            rebuilt = self._vector_index_upkeep(name, chunks, rows, indexes.get("vector"))
             for column in BITMAP_COLUMNS:
-                if column not in indexed:
+                if column not in indexes:
                     chunks.create_index(column, config=Bitmap())
             for column in BTREE_COLUMNS:
-                if column not in indexed:
+                if column not in indexes:
                     chunks.create_index(column, config=BTree())
+        vector = chunks.index_stats("vector_idx") if rows >= self.config.ann_min_rows else None
+        return {"rows": rows, "fragments_before": fragments_before,
+                "fragments_after": chunks.stats()["fragment_stats"]["num_fragments"],
+                "unindexed_rows": vector.num_unindexed_rows if vector else None,
+                "vector_index_built": rebuilt}
+
+    def _vector_index_upkeep(self, name: str, chunks: Any, rows: int,
+                             existing: Any | None) -> str | None:
+        """Builds the vector index when there is none or it no longer fits the version;
+        returns why it was built, or None. Replacing the index commits atomically: searches
+        use the old one until then."""
+        record = self._record(self.registry.read(), name)
+        partitions = max(1, rows // self.rows_per_partition)
+        if existing is None:
+            reason = "first build"
+        elif record.get("ann_rows") is None:
+            # Built before builds were recorded: its size is unknown, take today's as base.
+            self._record_vector_index(name, rows, None)
+            reason = None
+        elif (rows > self.reindex_growth * record["ann_rows"]
+              and partitions > (record.get("ann_partitions") or 0)):
+            # Folding rows in never adds partitions, so each partition (and its HNSW graph)
+            # grew with the version since the build (finding 6 of docs/PERFORMANCE.md).
+            reason = f"outgrown: {rows} rows > {self.reindex_growth:g} x {record['ann_rows']}"
+        elif (existing.num_segments or 1) > self.max_vector_segments:
+            # Lance folds new rows in as one more delta segment per optimize, searched one
+            # by one, and never compacts fragments across segments: both grow by one per
+            # upkeep (finding 7). A rebuild makes it one segment again.
+            reason = f"{existing.num_segments} segments > {self.max_vector_segments}"
+        else:
+            reason = None
+        if reason is not None:
+            log.info("building the vector index of %s (%s): %d rows, %d partitions",
+                     name, reason, rows, partitions)
+            chunks.create_index("vector", replace=True, config=IvfHnswSq(
+                distance_type="cosine", num_partitions=partitions))
+            self._record_vector_index(name, rows, partitions)
+        return reason
+
+    def _record_vector_index(self, name: str, rows: int, partitions: int | None) -> None:
+        with self.registry.update() as registry:
+            record = self._record(registry, name)
+            record["ann_rows"], record["ann_partitions"] = rows, partitions
 

@@ -6,18 +6,30 @@ order makes it at-least-once; the ledger makes the repeats harmless. A status fi
 rewritten after every batch and every idle poll, so a supervisor sees a heartbeat even when
 no document changes.
 
+Index upkeep (compaction, folding new rows into the vector index) runs here, in the loop,
+when a poll comes back empty: a window without writes, because the upkeep holds the index's
+writer lock and a change that arrives meanwhile waits for it. One version per idle poll, then
+the loop polls again, so waiting changes go first. When polls never come back empty the
+upkeep would never run and fragments pile up; once a version is ``overdue`` it runs between
+batches instead (the next batch waits for one upkeep). Why it left the background thread:
+see "Upkeep" in ``local_index``. During an upkeep, which takes about a minute at 100K chunks,
+a helper thread keeps the heartbeat fresh and the status names the version in upkeep.
+
 SIGTERM and SIGINT finish the current batch, then stop: offsets are never committed for work
 that was not written.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
+from pathlib import Path
 
 from mercury.config import Settings
 from mercury.contracts import registry
@@ -34,10 +46,14 @@ from mercury.retrieval.indexer import (
     status_path,
 )
 
+log = logging.getLogger(__name__)
+UPKEEP_HEARTBEAT_S = 5.0  # under the supervisor's 30 s staleness limit
 
-def embedder_cache(batch_size: int) -> Callable[[str], Embedder]:
-    """One loaded model per name for the life of the process (loading MiniLM takes ~20 s)."""
-    return cache(lambda name: open_embedder(name, batch_size))
+
+def embedder_cache(batch_size: int, threads: int | None = None) -> Callable[[str], Embedder]:
+    """One loaded model per name for the life of the process (loading MiniLM takes ~20 s).
+    ``threads``: see ``open_embedder`` (process-wide; the indexer keeps torch's default)."""
+    return cache(lambda name: open_embedder(name, batch_size, threads))
 
 
 def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 256,
@@ -65,9 +81,13 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
             if not batch:
                 status.heartbeat_ms = now_ms()
                 status.save(path)
+                ran = run_due_upkeep(index, cfg.alias, status, path, overdue=False)
                 if not follow:
+                    if ran:
+                        continue  # poll again: more changes, or another version's upkeep
                     break
-                stop.wait(idle_sleep_s)
+                if not ran:
+                    stop.wait(idle_sleep_s)
                 continue
             documents: list[Document] = []
             rejected: Counter = Counter()
@@ -88,7 +108,55 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
             status.save(path)
             if progress is not None:
                 progress(status)
+            run_due_upkeep(index, cfg.alias, status, path, overdue=True)
     return status
+
+
+def run_due_upkeep(index: VectorIndex, alias: str, status: IndexerStatus, path: Path, *,
+                   overdue: bool) -> bool:
+    """Runs the upkeep of the first maintained version that needs it; True if one ran
+    (or failed: a failure is logged and the engine does not offer it again for a while)."""
+    for spec in index.maintained(alias):
+        if not index.maintenance_due(spec.name, overdue=overdue):
+            continue
+        started = time.perf_counter()
+        with _beating(status, path, spec.name):
+            try:
+                index.run_upkeep(spec.name)
+            except Exception as exc:  # upkeep must never stop the indexing
+                status.last_error = f"upkeep of {spec.name}: {type(exc).__name__}: {exc}"
+                log.warning("%s", status.last_error)
+            else:
+                status.upkeeps += 1
+                status.last_upkeep_s = round(time.perf_counter() - started, 3)
+        return True
+    return False
+
+
+@contextmanager
+def _beating(status: IndexerStatus, path: Path, version: str) -> Iterator[None]:
+    """Keeps the heartbeat fresh while the loop's thread is busy with an upkeep; the status
+    says which version, so a slow heartbeat can be told from a hung process."""
+    status.upkeep_running, status.upkeep_started_ms = version, now_ms()
+    status.heartbeat_ms = now_ms()
+    status.save(path)
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(UPKEEP_HEARTBEAT_S):
+            status.heartbeat_ms = now_ms()
+            status.save(path)
+
+    beater = threading.Thread(target=beat, name="upkeep-heartbeat", daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beater.join()
+        status.upkeep_running = status.upkeep_started_ms = None
+        status.heartbeat_ms = now_ms()
+        status.save(path)
 
 
 def stop_on_signals() -> threading.Event:
