@@ -1,0 +1,182 @@
+"""The context API's part of ``make demo``: features into Redis, the real service, a few
+questions, a safety outcome, then the audit trail through the lake into the compliance view.
+
+1. Online features: the generated event log runs through ``OnlineExecutor`` (the streaming
+   job's own logic, in plain Python: the demo does not wait for a Flink job) into Redis, and
+   every feature set's version 1 is promoted.
+2. ``mercury serve`` starts as its own process; the demo waits for ``/readyz`` (model load).
+3. Three questions for one user, one per kind of plan, then a safety outcome for the first.
+4. The service stops (SIGINT: it ships what it spooled), the audit streams are loaded into the
+   lake, dbt builds the compliance models, and the demo reads what the assistant saw for that
+   user, masked, then as the compliance investigator.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import orjson
+
+from mercury.config import Settings
+
+STREAMS = ("transactions", "user_activity", "risk_signals", "user_profile_cdc")
+QUESTIONS = ("Why was my card declined at the till?", "Can I afford a 250 EUR jacket?",
+             "Summarize my spending this week")
+
+
+def load_online_features(settings: Settings) -> tuple[int, str]:
+    """Every valid event of the log into the online store; (events applied, a busy user)."""
+    from collections import Counter
+
+    from mercury.eventlog.file_log import FileEventReader
+    from mercury.features.compile import load_compiled
+    from mercury.features.online_executor import DictState, OnlineExecutor
+    from mercury.features.reference import valid_record
+    from mercury.online.redis_store import RedisOnlineStore
+
+    sets = load_compiled()
+    executor, states, pending, applied = OnlineExecutor(sets), {}, [], 0
+    declines: Counter = Counter()
+    store = RedisOnlineStore(settings.redis)
+    # The demo's world is new each run: keys of an earlier world would mix into its users.
+    stale = list(store.client.scan_iter(match="fs:{u:*", count=5_000))
+    for start in range(0, len(stale), 5_000):
+        store.client.unlink(*stale[start:start + 5_000])
+    reader = FileEventReader(settings.event_log.root)
+    for stream in STREAMS:
+        for message in reader.read(stream):
+            record = valid_record(stream, message.value)
+            if record is None:
+                continue
+            if record.get("auth_decision") == "DECLINED":
+                declines[record["user_id"]] += 1
+            for key, _ in executor.route(stream, record):
+                outcome = executor.process(key, stream, record,
+                                           states.setdefault(key, DictState()))
+                pending.extend(outcome.writes)
+                applied += not outcome.duplicate
+            if len(pending) >= 2_000:
+                store.write(pending)
+                pending = []
+    store.write(pending)
+    for name in sorted({fs.name for fs in sets}):
+        store.set_active(name, 1)
+    store.close()
+    return applied, declines.most_common(1)[0][0]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mercury serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"mercury serve was not ready after {timeout_s:.0f} s")
+
+
+def ask_the_service(settings: Settings, user_id: str) -> list[dict]:
+    from mercury.privacy.keys import load_keys
+    from mercury.serving.auth import issue_assertion, service_token
+
+    cfg = settings.serving
+    url = f"http://{cfg.host}:{cfg.port}"
+    keys = load_keys(settings)
+    caller = cfg.callers[0].name
+    headers = {"authorization": f"Bearer {service_token(keys, caller)}"}
+    proc = subprocess.Popen([sys.executable, "-m", "mercury.cli", "serve"], env=os.environ)
+    answers = []
+    try:
+        _wait_ready(url, proc)
+        with httpx.Client(base_url=url, headers=headers, timeout=5) as client:
+            for question in QUESTIONS:
+                reply = client.post("/v1/context", json={
+                    "user_id": user_id, "question": question,
+                    "options": {"language": "en", "llm_model_version": "demo-llm-1"}},
+                    headers={"x-user-assertion": issue_assertion(keys, user_id, caller)})
+                reply.raise_for_status()
+                answers.append(reply.json())
+            client.post("/v1/outcomes", json={
+                "request_id": answers[0]["request_id"], "outcome": "ALLOWED",
+                "categories": [], "llm_model_version": "demo-llm-1"}).raise_for_status()
+    finally:
+        proc.send_signal(signal.SIGINT)  # graceful: the spool is shipped before it exits
+        proc.wait(30)
+    return answers
+
+
+def describe(answer: dict) -> list[str]:
+    docs = answer["documents"]["chunks"] if answer["documents"] else []
+    lines = [f"{answer['intent']:<17} fetched {', '.join(answer['fetched'])}; "
+             f"{answer['latency_ms']['total']:.1f} ms; degraded {answer['degraded'] or 'none'}"]
+    if docs:
+        lines.append(f"{'':17} first chunk {docs[0]['doc_id']} > {docs[0]['heading']} "
+                     f"({docs[0]['score']:.3f})")
+    spending = (answer["features"].get("spending") or {}).get("values") or {}
+    if spending:
+        settled = orjson.dumps(spending["settled_amount"]["7d"]).decode()
+        lines.append(f"{'':17} settled 7d {settled}")
+    return lines
+
+
+def what_the_assistant_saw(settings: Settings, user_token: str) -> list[str]:
+    import duckdb
+
+    query = ("select event_ts, intent, question_redacted, retrieved_doc_ids, "
+             "feature_versions, safety_outcome from analytics.compliance_assistant_context "
+             "where user_token = ? order by event_ts")
+    lines = []
+    with duckdb.connect(str(settings.warehouse.duckdb_path), read_only=True) as con:
+        for role in ("analyst", "compliance_investigator"):
+            con.execute(f"set variable mercury_role = '{role}'")
+            lines.append(f"as {role}:")
+            for row in con.execute(query, [user_token]).fetchall():
+                lines.append("  " + " | ".join(str(v)[:60] for v in row))
+    return lines
+
+
+def run_context_demo(settings: Settings) -> list[str]:
+    """The step's failures (empty when it all worked)."""
+    from mercury.lake.load import load_stream
+    from mercury.privacy.keys import load_keys
+    from mercury.privacy.protect import user_token
+    from mercury.warehouse.dbt_runner import DbtError, run_dbt
+
+    started = time.perf_counter()
+    applied, user = load_online_features(settings)
+    print(f"online features: {applied:,} events applied in {time.perf_counter() - started:.1f}s"
+          f"; every set's v1 promoted")
+    try:
+        answers = ask_the_service(settings, user)
+    except (RuntimeError, httpx.HTTPError) as exc:
+        return [f"context API: {exc}"]
+    print(f"user {user} (token {answers[0]['user_token']}):")
+    for answer, question in zip(answers, QUESTIONS, strict=True):
+        print(f"Q: {question}")
+        for line in describe(answer):
+            print(f"   {line}")
+    problems = [f"context API: {a['intent']} answer degraded: {a['degraded']}"
+                for a in answers if a["degraded"]]
+    if answers[0]["intent"] != "why_declined" or not answers[0]["documents"]:
+        problems.append("context API: the decline question got no policy documents")
+    for stream in ("inference_audit", "assistant_safety_outcomes"):
+        print(load_stream(settings, stream).summary())
+    try:
+        print(run_dbt(["build", "--select", "source:audit+"], settings=settings).summary())
+    except DbtError as exc:
+        return problems + [f"dbt build of the compliance models: {exc}"]
+    token = user_token(load_keys(settings), user)
+    seen = what_the_assistant_saw(settings, token)
+    print("\n".join(seen))
+    if sum(line.startswith("  ") for line in seen) != 2 * len(QUESTIONS):
+        problems.append("compliance view: expected one row per question for the user")
+    return problems
