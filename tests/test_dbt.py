@@ -18,6 +18,9 @@ STAGING_COLUMNS = [
     "risk_score", "mcc_code", "country", "has_card_last4", "event_ts", "ingest_ts",
 ]
 UNIT_TEST = "stg_lake__transactions_casts_and_masks"
+# The transactions source and everything built on it; the audit models, whose lake tables these
+# tests do not create, are built in tests/test_audit_warehouse.py.
+LAKE_MODELS = ["--select", "source:lake+"]
 
 
 def _naive_utc(epoch_ms: int) -> datetime:
@@ -26,7 +29,7 @@ def _naive_utc(epoch_ms: int) -> datetime:
 
 def test_dbt_build_on_duckdb_reads_the_iceberg_lake(transactions_lake):
     settings = transactions_lake.settings
-    result = run_dbt(["build"], settings=settings)
+    result = run_dbt(["build", *LAKE_MODELS], settings=settings)
 
     assert result.success and not result.failed, result.summary()
     assert result.status_of(UNIT_TEST) == "pass"
@@ -85,7 +88,8 @@ def test_dbt_build_on_snowflake_dialect_via_fakesnow(fakesnow_server, tmp_settin
 
     # dbt's unit tests create temporary tables in a database-qualified name, which fakesnow
     # cannot do; they run on DuckDB above. Everything else runs on the Snowflake adapter.
-    result = run_dbt(["build", "--exclude-resource-type", "unit_test"], target="snowflake",
+    result = run_dbt(["build", *LAKE_MODELS, "--exclude-resource-type", "unit_test"],
+                     target="snowflake",
                      env_extra=fakesnow_server.dbt_env, settings=tmp_settings)
     assert result.success and not result.failed
     assert result.status_of("stg_lake__transactions") == "success"
