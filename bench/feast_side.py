@@ -6,20 +6,23 @@ comes in a JSON spec written by the orchestrator, and everything it measures goe
     load     apply the feature views to a file registry in the work dir, then write every
              user's values into Feast's Redis online store with ``write_to_online_store``,
              one chunk of users and one feature view at a time
-    measure  single-user ``get_online_features(...).to_dict()`` for a list of users, plus the
-             same HMGET pipeline issued directly (Feast's Redis commands without Feast), with
-             the hiredis parser Feast's client uses and with redis-py's pure-Python parser
+    serve    read user ids on stdin, one per line; for each, time a single-user
+             ``get_online_features(...).to_dict()``, a PING, and the same HMGET pipeline sent
+             directly (Feast's Redis commands without Feast) with the hiredis parser Feast's
+             client uses and with redis-py's pure-Python parser; answer one JSON line each
 
 Spec (JSON): project, connection_string, key_ttl_seconds, event_ts_ms, user_format
 (str.format pattern with {i}), users, views ({view: [[feature, dtype], ...]}), and
 templates (a list of {feature: value}); user i gets templates[i % len(templates)].
-Usage: python bench/feast_side.py {load|measure} --spec SPEC --workdir DIR --out OUT [--sample S]
+Usage: python bench/feast_side.py load --spec SPEC --workdir DIR --out OUT [--chunk N]
+       python bench/feast_side.py serve --spec SPEC --workdir DIR --warmup USERS.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -101,7 +104,13 @@ def versions() -> dict:
             "redis_parser": parser}
 
 
-def measure(spec: dict, workdir: Path, sample: list[str], warmup: int, keep_values: bool) -> dict:
+def serve(spec: dict, workdir: Path, warmup: list[str], out) -> None:
+    """Answer one user id per stdin line with one JSON line of timings and values on ``out``.
+
+    Per user: ``get_online_features(...).to_dict()``, a PING, and the same HMGET pipeline
+    sent directly with Feast's client (hiredis) and with a pure-Python-parser client. The
+    orchestrator interleaves these lines with its own calls, so both sides share the load.
+    """
     import redis
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.infra.online_stores.helpers import _mmh3
@@ -111,55 +120,52 @@ def measure(spec: dict, workdir: Path, sample: list[str], warmup: int, keep_valu
 
     store = build_store(spec, workdir)
     refs = [f"{view}:{f}" for view, features in spec["views"].items() for f, _ in features]
-    for user in sample[:warmup]:  # registry load, connection, code paths
-        store.get_online_features(features=refs, entity_rows=[{"user_id": user}]).to_dict()
     client = store._get_provider().online_store._get_client(store.config.online_store)
     host, port, options = parse_connection(spec["connection_string"])
     python_parser = redis.Redis(connection_pool=redis.ConnectionPool(
         host=host, port=port, parser_class=_RESP2Parser, **options))
-
     # The HMGETs get_online_features sends: one per feature view, on the user's one hash.
     fields = [[_mmh3(f"{view}:{f}") for f, _ in features] + [f"_ts:{view}"]
               for view, features in spec["views"].items()]
     project = spec["project"].encode()
-    key_of = {u: serialize_entity_key(EntityKey(join_keys=["user_id"],
-                                                entity_values=[Value(string_val=u)]),
-                                      entity_key_serialization_version=3) + project
-              for u in sample}
 
-    def raw(conn, user):
+    def raw(conn, key: bytes):
         pipe = conn.pipeline(transaction=False)
         for names in fields:
-            pipe.hmget(key_of[user], names)
+            pipe.hmget(key, names)
         return pipe.execute()
 
-    for user in sample[:warmup]:
-        raw(client, user)
-        raw(python_parser, user)
-    timings = {"feast": [], "raw_hiredis": [], "raw_python_parser": [], "ping": []}
-    values = {}
-    clock = time.perf_counter_ns
-    loop_started = clock()
-    for user in sample:
+    def one(user: str) -> dict:
+        key = serialize_entity_key(EntityKey(join_keys=["user_id"],
+                                             entity_values=[Value(string_val=user)]),
+                                   entity_key_serialization_version=3) + project
+        clock = time.perf_counter_ns
         started = clock()
         got = store.get_online_features(features=refs, entity_rows=[{"user_id": user}]).to_dict()
-        timings["feast"].append(clock() - started)
-        if keep_values:
-            values[user] = {name: column[0] for name, column in got.items() if name != "user_id"}
-    feast_loop_ns = clock() - loop_started
-    for user in sample:
+        feast_ns = clock() - started
         started = clock()
         client.ping()
-        timings["ping"].append(clock() - started)
+        ping_ns = clock() - started
         started = clock()
-        raw(client, user)
-        timings["raw_hiredis"].append(clock() - started)
+        raw(client, key)
+        hiredis_ns = clock() - started
         started = clock()
-        raw(python_parser, user)
-        timings["raw_python_parser"].append(clock() - started)
+        raw(python_parser, key)
+        python_ns = clock() - started
+        return {"ns": [feast_ns, ping_ns, hiredis_ns, python_ns],
+                "values": {name: column[0] for name, column in got.items() if name != "user_id"}}
+
+    for user in warmup:  # registry load, connections, code paths
+        one(user)
+    out.write(json.dumps({"ready": True, **versions()}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        user = line.strip()
+        if not user:
+            break
+        out.write(json.dumps(one(user)) + "\n")
+        out.flush()
     python_parser.close()
-    return {"timings_ns": timings, "feast_loop_ns": feast_loop_ns, "values": values,
-            **versions()}
 
 
 def parse_connection(text: str) -> tuple[str, int, dict]:
@@ -172,23 +178,21 @@ def parse_connection(text: str) -> tuple[str, int, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("load", "measure"))
+    parser.add_argument("command", choices=("load", "serve"))
     parser.add_argument("--spec", type=Path, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sample", type=Path, help="measure: JSON list of user ids")
+    parser.add_argument("--out", type=Path, help="load: where the result JSON goes")
+    parser.add_argument("--warmup", type=Path, help="serve: JSON list of user ids to warm up on")
     parser.add_argument("--chunk", type=int, default=10_000, help="load: users per write")
-    parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--keep-values", action="store_true",
-                        help="measure: return what Feast answered, for the equality check")
     args = parser.parse_args()
     spec = json.loads(args.spec.read_text())
     if args.command == "load":
-        result = load(spec, args.workdir, args.chunk)
+        args.out.write_text(json.dumps(load(spec, args.workdir, args.chunk)))
     else:
-        sample = json.loads(args.sample.read_text())
-        result = measure(spec, args.workdir, sample, args.warmup, args.keep_values)
-    args.out.write_text(json.dumps(result))
+        # Replies own stdout; anything Feast prints goes to stderr so it cannot break a line.
+        replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        serve(spec, args.workdir, json.loads(args.warmup.read_text()), replies)
 
 
 if __name__ == "__main__":

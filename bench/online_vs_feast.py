@@ -10,14 +10,15 @@
 3. Feast: bench/feast_side.py, in its own locked env (bench/envs/feast, synced on first run),
    applies one feature view per feature set and writes exactly those values for every user into
    its Redis online store (db 8) with ``write_to_online_store``.
-4. Measure, for the same random users, one process each, sequential single-user calls: ours
+4. Measure, for the same random users, single-user calls, one process per side: ours
    (``ContextReader.context`` over the five sets, decoding tiles at read time, then picking the
-   columns) and Feast's ``get_online_features(...).to_dict()``, in alternating rounds. Both
-   sides also time their bare Redis commands and a PING. Every Feast answer is compared with
-   ours for the same user.
+   columns) and Feast's ``get_online_features(...).to_dict()`` in a long-lived Feast process
+   (feast_side.py serve). The two are interleaved per user, so a shared machine's load falls on
+   both alike. Both sides also time their bare Redis commands and a PING. Every Feast answer is
+   compared with ours for the same user.
 
 Dbs 12 and 8 are flushed first and at the end. Results go to bench/results/online_vs_feast.json.
-Usage: python bench/online_vs_feast.py [--users 1000000] [--samples 20000] [--rounds 2]
+Usage: python bench/online_vs_feast.py [--users 1000000] [--samples 20000] [--warmup 500]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,39 +142,82 @@ def feast_python() -> Path:
     return FEAST_ENV / ".venv" / "bin" / "python"
 
 
-def feast_side(python: Path, command: str, spec: Path, workdir: Path, *extra: str) -> dict:
-    out = workdir / f"{command}.out.json"
-    subprocess.run([str(python), str(FEAST_SIDE), command, "--spec", str(spec),
-                    "--workdir", str(workdir), "--out", str(out), *extra], check=True)
+def feast_load(python: Path, spec: Path, workdir: Path, chunk: int) -> dict:
+    out = workdir / "load.json"
+    subprocess.run([str(python), str(FEAST_SIDE), "load", "--spec", str(spec), "--workdir",
+                    str(workdir), "--out", str(out), "--chunk", str(chunk)], check=True)
     return json.loads(out.read_text())
 
 
-def measure_ours(store, reader, sets, sample: list[str], as_of_ms: int, warmup: int) -> dict:
+class FeastServer:
+    """bench/feast_side.py serve: one user id in, one JSON line of timings and values out."""
+
+    def __init__(self, python: Path, spec: Path, workdir: Path, warmup: list[str]):
+        path = workdir / "warmup.json"
+        path.write_text(json.dumps(warmup))
+        self.process = subprocess.Popen(
+            [str(python), str(FEAST_SIDE), "serve", "--spec", str(spec), "--workdir",
+             str(workdir), "--warmup", str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.hello = self._reply()
+
+    def ask(self, user: str) -> dict:
+        self.process.stdin.write(user + "\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def _reply(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the Feast side stopped (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def measure(store, reader, sets, feast: FeastServer, sample: list[str], as_of_ms: int,
+            warmup: int) -> dict:
+    """Interleaved per user (ours first on even calls, Feast first on odd ones)."""
     client = store.client
     for user in sample[:warmup]:
         pick(reader.context("u", user, as_of_ms).values)
-    keys_of = {u: [layout.entity_key(fs, u) for fs in sets] for u in sample}
-    timings = {"ours": [], "raw": [], "ping": []}
-    values = {}
+    names = ("ours", "ours_raw", "ours_ping", "feast", "feast_ping", "feast_raw_hiredis",
+             "feast_raw_python_parser")
+    timings: dict[str, list[int]] = {name: [] for name in names}
+    ours_values, feast_values = {}, {}
     clock = time.perf_counter_ns
-    loop_started = clock()
-    for user in sample:
+
+    def ours(user: str) -> None:
+        keys = [layout.entity_key(fs, user) for fs in sets]
         started = clock()
-        got = pick(reader.context("u", user, as_of_ms).values)
+        ours_values[user] = pick(reader.context("u", user, as_of_ms).values)
         timings["ours"].append(clock() - started)
-        values[user] = got
-    loop_ns = clock() - loop_started
-    for user in sample:
         started = clock()
         client.ping()
-        timings["ping"].append(clock() - started)
+        timings["ours_ping"].append(clock() - started)
         started = clock()
         pipe = client.pipeline(transaction=False)
-        for key in keys_of[user]:
+        for key in keys:
             pipe.hgetall(key)
         pipe.execute()
-        timings["raw"].append(clock() - started)
-    return {"timings_ns": timings, "loop_ns": loop_ns, "values": values}
+        timings["ours_raw"].append(clock() - started)
+
+    def theirs(user: str) -> None:
+        reply = feast.ask(user)
+        feast_values[user] = reply["values"]
+        for name, ns in zip(names[3:], reply["ns"], strict=True):
+            timings[name].append(ns)
+
+    started = time.perf_counter()
+    for n, user in enumerate(sample):
+        for side in ((ours, theirs) if n % 2 == 0 else (theirs, ours)):
+            side(user)
+        if (n + 1) % 5_000 == 0 or n + 1 == len(sample):
+            print(f"  measured {n + 1:>7,} users, both sides  "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return {"timings_ns": timings, "ours_values": ours_values, "feast_values": feast_values}
 
 
 def compare(ours: dict, feast: dict) -> list[tuple]:
@@ -193,10 +238,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--samples", type=int, default=20_000,
-                        help="measured calls per side, split over the rounds")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="alternating rounds (ours, Feast, ours, ...) against drift")
+    parser.add_argument("--samples", type=int, default=20_000, help="measured calls per side")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--templates", type=int, default=400, help="users with real hashes")
     parser.add_argument("--events", type=int, default=16_000)
@@ -263,7 +305,7 @@ def main() -> None:
         print(f"feast: writing {len(COLUMNS)} features in {len(SETS)} feature views for "
               f"{args.users:,} users, {args.feast_chunk:,} users per write_to_online_store")
         before = used_memory(client)
-        loaded = feast_side(python, "load", spec_path, workdir, "--chunk", str(args.feast_chunk))
+        loaded = feast_load(python, spec_path, workdir, args.feast_chunk)
         feast_memory = used_memory(client) - before
         print(f"feast: {loaded['keys']:,} keys in {loaded['load_seconds']:.1f} s, "
               f"{feast_memory / args.users:,.0f} bytes/user (feast {loaded['feast_version']}, "
@@ -272,18 +314,15 @@ def main() -> None:
 
         rng = random.Random(args.seed)
         sample = [bench_user(rng.randrange(args.users)) for _ in range(args.samples)]
-        rounds = [sample[r::args.rounds] for r in range(args.rounds)]
-        ours_runs, feast_runs = [], []
-        for r, part in enumerate(rounds):
-            print(f"round {r + 1}/{args.rounds}: ours, {len(part):,} users", flush=True)
-            ours_runs.append(measure_ours(store, reader, sets, part, newest, args.warmup))
-            print(f"round {r + 1}/{args.rounds}: feast, {len(part):,} users", flush=True)
-            sample_path = workdir / f"sample{r}.json"
-            sample_path.write_text(json.dumps(part))
-            feast_runs.append(feast_side(python, "measure", spec_path, workdir,
-                                         "--sample", str(sample_path),
-                                         "--warmup", str(args.warmup), "--keep-values"))
-            load_avg[f"round_{r + 1}"] = os.getloadavg()
+        warmup = [bench_user(rng.randrange(args.users)) for _ in range(args.warmup)]
+        feast = FeastServer(python, spec_path, workdir, warmup)
+        print(f"measuring {args.samples:,} random users, ours and Feast interleaved per user "
+              f"(after {args.warmup:,} warm-up calls each); load average {os.getloadavg()}")
+        try:
+            run = measure(store, reader, sets, feast, sample, newest, args.warmup)
+        finally:
+            feast.close()
+        load_avg["after_measure"] = os.getloadavg()
     finally:
         client.flushdb()
         feast_client.flushdb()
@@ -292,49 +331,34 @@ def main() -> None:
         store.close()
         feast_client.close()
 
-    mismatches = [m for o, f in zip(ours_runs, feast_runs, strict=True)
-                  for m in compare(o["values"], f["values"])]
-    compared = sum(len(f["values"]) for f in feast_runs)
-
-    def pooled(runs, name):
-        return [t for run in runs for t in run["timings_ns"][name]]
-
-    latency = {
-        "ours_context": percentiles(pooled(ours_runs, "ours")),
-        "feast_get_online_features": percentiles(pooled(feast_runs, "feast")),
-        "ours_raw_round_trip": percentiles(pooled(ours_runs, "raw")),
-        "feast_raw_round_trip_hiredis": percentiles(pooled(feast_runs, "raw_hiredis")),
-        "feast_raw_round_trip_python_parser": percentiles(pooled(feast_runs,
-                                                                 "raw_python_parser")),
-        "ping_main_env": percentiles(pooled(ours_runs, "ping")),
-        "ping_feast_env": percentiles(pooled(feast_runs, "ping")),
-    }
-    per_round = [{"ours_p50": percentiles(o["timings_ns"]["ours"])["p50"],
-                  "feast_p50": percentiles(f["timings_ns"]["feast"])["p50"]}
-                 for o, f in zip(ours_runs, feast_runs, strict=True)]
-    ours_rate = args.samples / (sum(o["loop_ns"] for o in ours_runs) / 1e9)
-    feast_rate = args.samples / (sum(f["feast_loop_ns"] for f in feast_runs) / 1e9)
-    ours, feast = latency["ours_context"], latency["feast_get_online_features"]
+    mismatches = compare(run["ours_values"], run["feast_values"])
+    compared = len(run["feast_values"])
+    timings = run["timings_ns"]
+    latency = {name: percentiles(timings[name]) for name in timings}
+    # One process calling back to back: calls/s is 1 / the mean time inside a call.
+    rate = {side: 1e9 / statistics.fmean(timings[side]) for side in ("ours", "feast")}
+    ours, feast = latency["ours"], latency["feast"]
     ratio = {q: round(ours[q] / feast[q], 3) for q in ("p50", "p95", "p99", "max", "mean")}
-    ratio["throughput"] = round(ours_rate / feast_rate, 3)
+    ratio["throughput"] = round(rate["ours"] / rate["feast"], 3)
+    halves = [{side: percentiles(timings[side][part])["p50"] for side in ("ours", "feast")}
+              for part in (slice(0, args.samples // 2), slice(args.samples // 2, None))]
 
     print()
     print(f"{'ms, single-user calls':<46} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}")
-    for label, key in (("ours: ContextReader.context + pick", "ours_context"),
-                       ("Feast: get_online_features().to_dict()", "feast_get_online_features"),
-                       ("ours raw: 5 HGETALL, pure-Python parser", "ours_raw_round_trip"),
-                       ("Feast raw: 5 HMGET, hiredis", "feast_raw_round_trip_hiredis"),
-                       ("Feast raw: 5 HMGET, pure-Python parser",
-                        "feast_raw_round_trip_python_parser"),
-                       ("PING, main env", "ping_main_env"),
-                       ("PING, Feast env", "ping_feast_env")):
+    for label, key in (("ours: ContextReader.context + pick", "ours"),
+                       ("Feast: get_online_features().to_dict()", "feast"),
+                       ("ours raw: 5 HGETALL, pure-Python parser", "ours_raw"),
+                       ("Feast raw: 5 HMGET, hiredis", "feast_raw_hiredis"),
+                       ("Feast raw: 5 HMGET, pure-Python parser", "feast_raw_python_parser"),
+                       ("PING, main env (redis-py, no hiredis)", "ours_ping"),
+                       ("PING, Feast env (redis-py, hiredis)", "feast_ping")):
         p = latency[key]
         print(f"{label:<46} {p['p50']:>7.3f} {p['p95']:>7.3f} {p['p99']:>7.3f} {p['max']:>7.2f}")
     print(f"ratio ours/Feast: p50 {ratio['p50']}, p95 {ratio['p95']}, p99 {ratio['p99']} "
           f"(below 1: ours faster)")
-    print(f"throughput, one process, sequential: ours {ours_rate:,.0f} calls/s, Feast "
-          f"{feast_rate:,.0f} calls/s, ours/Feast {ratio['throughput']}")
-    print(f"per round p50 (ours, Feast): {[(r['ours_p50'], r['feast_p50']) for r in per_round]}")
+    print(f"throughput, one process, back to back: ours {rate['ours']:,.0f} calls/s, Feast "
+          f"{rate['feast']:,.0f} calls/s, ours/Feast {ratio['throughput']}")
+    print(f"p50 by half of the run (drift check): {halves}")
     print(f"memory: ours {ours_memory / args.users:,.0f} bytes/user, "
           f"Feast {feast_memory / args.users:,.0f} bytes/user")
     print(f"equality: {compared:,} users x {len(COLUMNS)} features compared, "
@@ -348,7 +372,8 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "command": " ".join(["python bench/online_vs_feast.py", *sys.argv[1:]]),
         "redis_version": info["redis_version"], "dbs": {"ours": OURS_DB, "feast": FEAST_DB},
-        "users": args.users, "samples": args.samples, "rounds": args.rounds,
+        "users": args.users, "samples": args.samples, "warmup": args.warmup,
+        "interleaved": "per user; ours first on even calls, Feast first on odd ones",
         "templates": len(templates), "template_events": args.events,
         "feature_sets": [fs.ref for fs in sets],
         "features": [{"view": c.view, "name": c.name, "dtype": c.dtype, "path": c.path}
@@ -362,8 +387,8 @@ def main() -> None:
                  "feast_write_seconds": loaded["load_seconds"], "feast_keys": loaded["keys"]},
         "bytes_per_user": {"ours": round(ours_memory / args.users),
                            "feast": round(feast_memory / args.users)},
-        "latency_ms": latency, "per_round_p50": per_round,
-        "throughput_calls_per_s": {"ours": round(ours_rate), "feast": round(feast_rate)},
+        "latency_ms": latency, "p50_by_half": halves,
+        "throughput_calls_per_s": {side: round(r) for side, r in rate.items()},
         "ratio_ours_over_feast": ratio,
         "equality": {"users_compared": compared, "features": len(COLUMNS),
                      "mismatches": len(mismatches),
