@@ -121,7 +121,9 @@ def _dbt_build() -> list[str]:
     from mercury.warehouse.dbt_runner import DbtError, run_dbt
 
     try:
-        result = run_dbt(["build"])
+        # The models over the validated event tables; the audit models are built in step 9,
+        # once the context API has produced audit records.
+        result = run_dbt(["build", "--select", "source:lake+"])
     except DbtError as exc:
         return [f"dbt build: {exc}"]
     print(result.summary())
