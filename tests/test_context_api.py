@@ -224,7 +224,6 @@ def test_a_definition_that_shows_card_data_is_refused_at_start(world):
 # --- faults ----------------------------------------------------------------------------------
 
 def test_redis_down_answers_on_time_from_snapshots_then_recovers(world, tmp_path):
-    from mercury.config import load_settings  # noqa: F401 - settings come from the world
     from tests.serving_fixtures import PrivateRedis
 
     # A second private Redis holding a copy, so stopping it leaves the module's one alone.
@@ -235,17 +234,20 @@ def test_redis_down_answers_on_time_from_snapshots_then_recovers(world, tmp_path
     serving = world.settings.serving.model_copy(update={"breaker_reset_s": 0.5})
     settings = world.settings.model_copy(update={"redis": redis_cfg, "serving": serving})
     seen, unseen = world.users[7], world.users[8]
-    with _client(settings) as client:
-        _wait_ready(client)
-        api = Api(client, settings)
-        before = api.ask(seen, "summarize my spending").json()
-        assert before["degraded"] == []
+    try:
+        with _client(settings) as client:
+            _wait_ready(client)
+            api = Api(client, settings)
+            before = api.ask(seen, "summarize my spending").json()
+            assert before["degraded"] == []
+            spare.stop()
+            replies = [api.ask(u, "summarize my spending").json() for u in (seen, unseen) * 4]
+            spare.start()
+            _copy_redis(world.settings.redis.port, spare.port)
+            time.sleep(0.6)  # the breaker lets a trial through after breaker_reset_s
+            after = api.ask(seen, "summarize my spending").json()
+    finally:
         spare.stop()
-        replies = [api.ask(u, "summarize my spending").json() for u in (seen, unseen) * 4]
-        spare.start()
-        _copy_redis(world.settings.redis.port, spare.port)
-        time.sleep(0.6)  # the breaker lets a trial through after breaker_reset_s
-        after = api.ask(seen, "summarize my spending").json()
     for reply in replies:
         assert reply["latency_ms"]["total"] < settings.serving.budget_ms + 20, reply["latency_ms"]
     from_snapshot = replies[0]["features"]["spending"]
