@@ -178,6 +178,9 @@ class ServingConfig(_Section):
     # Torch threads for question embeddings: 1 keeps a 20 ms embedding from becoming 400 ms
     # when anything else runs on the host (docs/PERFORMANCE.md, knowledge index, finding 3).
     embed_threads: int = Field(1, ge=1)
+    # Refuse new requests (503) while the event loop lags more than this: the process is
+    # saturated and queueing more would only miss every budget (mercury/serving/overload.py).
+    overload_lag_ms: float = Field(30.0, gt=0)
     breaker_failures: int = Field(5, ge=1)
     breaker_reset_s: float = Field(5.0, gt=0)
     snapshot_max_users: int = Field(200_000, ge=0)

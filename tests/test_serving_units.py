@@ -165,3 +165,50 @@ def test_privacy_helpers(tmp_settings):
     assert redact("card 4111 1111 1111 1111, ends 1234, jo@x.com, FR76 3000 6000 0112 3456 "
                   "7890 189, paid 25.50") == "card [number], ends [number], [email], [iban], " \
                                              "paid 25.50"
+
+
+def test_a_blocked_event_loop_reads_as_overload_not_as_a_slow_store():
+    import asyncio
+    import time
+
+    from mercury.features.compile import load_compiled
+    from mercury.serving.features import FeatureFetcher, SnapshotCache
+    from mercury.serving.overload import LoopMonitor
+
+    class SlowPipeline:
+        def mget(self, keys): ...
+        def hgetall(self, key): ...
+
+        async def execute(self):
+            await asyncio.sleep(0.2)
+
+    class SlowRedis:
+        def pipeline(self, transaction=False):
+            return SlowPipeline()
+
+    async def scenario():
+        monitor = LoopMonitor(interval_s=0.002, max_lag_ms=20, decay=0.5)
+        monitor.start()
+        breaker = CircuitBreaker("redis", failures=1, reset_s=60)
+        fetcher = FeatureFetcher(SlowRedis(), load_compiled(), breaker, SnapshotCache(10, 1000),
+                                 monitor)
+        await asyncio.sleep(0.02)
+        assert not monitor.overloaded
+        _, reason = await fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02)
+        assert reason == "deadline" and breaker.state == "open"  # the store was slow
+        breaker.success()
+
+        async def saturate():  # other requests' CPU work keeps stalling the loop
+            while True:
+                time.sleep(0.03)
+                await asyncio.sleep(0)
+
+        busy = asyncio.get_running_loop().create_task(saturate())
+        await asyncio.sleep(0.1)
+        assert monitor.overloaded and monitor.blames_us(0.02), monitor.lag_ms
+        _, reason = await fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02)
+        busy.cancel()
+        assert reason == "overloaded" and breaker.state == "closed"
+        monitor.stop()
+
+    asyncio.run(scenario())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cache
 
 import orjson
 
@@ -25,16 +26,17 @@ from mercury.online import layout
 
 
 def decode(feature_set, fields: dict[str, bytes], as_of_ms: int) -> dict:
-    by_hop: dict[int, dict[int, bytes]] = {}
+    tiles_by_hop: dict[int, list[tuple[int, bytes]]] = {}
     for name, raw in fields.items():
         if name.startswith("t:"):
-            hop, index = layout.parse_tile_field(name)
-            by_hop.setdefault(hop, {})[index] = raw
-    parsed: dict[tuple[int, int], dict] = {}
+            hop, index = _tile_field(name)
+            tiles_by_hop.setdefault(hop, []).append((index, raw))
+    aggregates = _aggregates(feature_set, tiles_by_hop, as_of_ms)
     values = {}
     for feature in feature_set.features:
         if isinstance(feature, Aggregate):
-            values[feature.name] = _aggregate(feature_set, feature, by_hop, parsed, as_of_ms)
+            values[feature.name] = {label: aggregates[(feature.name, label)]
+                                    for label in _labels(feature)}
         elif isinstance(feature, LastN):
             raw = fields.get(layout.list_field(feature.name))
             items = orjson.loads(raw) if raw else []
@@ -45,20 +47,47 @@ def decode(feature_set, fields: dict[str, bytes], as_of_ms: int) -> dict:
     return values
 
 
-def _aggregate(feature_set, feature, by_hop, parsed, as_of_ms: int) -> dict:
+@cache
+def _tile_field(name: str) -> tuple[int, int]:
+    return layout.parse_tile_field(name)
+
+
+@cache
+def _labels(feature: Aggregate) -> tuple[str, ...]:
+    return tuple(window(text).label for text in feature.windows)
+
+
+def _aggregates(feature_set, tiles_by_hop: dict, as_of_ms: int) -> dict:
+    """``{(feature, window label): value}`` for every aggregate, each tile parsed and merged
+    once: per hop, windows are taken shortest first and tiles newest first, so each window's
+    value is the running merge at the moment its oldest tile has been added."""
+    windows_by_hop: dict[int, list] = {}
+    for feature in feature_set.features:
+        if isinstance(feature, Aggregate):
+            for text in feature.windows:
+                w = window(text)
+                windows_by_hop.setdefault(w.hop_ms, []).append(
+                    (w.tile_range(as_of_ms)[0], feature, w.label))
     out = {}
-    for text in feature.windows:
-        w = window(text)
-        first, last = w.tile_range(as_of_ms)
-        merged: dict = {}
-        for index, raw in by_hop.get(w.hop_ms, {}).items():
-            if first <= index <= last:
-                tile = parsed.get((w.hop_ms, index))
-                if tile is None:
-                    tile = parsed[(w.hop_ms, index)] = orjson.loads(raw)
-                for bucket, partial in tile.get(feature.name, {}).items():
-                    merged[bucket] = tiles.merge(feature.op, merged.get(bucket), partial)
-        out[w.label] = tiles.finalize(feature, feature_set.source, merged)
+    for hop, wanted in windows_by_hop.items():
+        last = as_of_ms // hop
+        newest_first = sorted((t for t in tiles_by_hop.get(hop, ()) if t[0] <= last),
+                              reverse=True)
+        ops = {feature.name: feature.op for _, feature, _ in wanted}
+        running: dict[str, dict] = {}
+        taken = 0
+        for first, feature, label in sorted(wanted, key=lambda item: -item[0]):
+            while taken < len(newest_first) and newest_first[taken][0] >= first:
+                for name, buckets in orjson.loads(newest_first[taken][1]).items():
+                    op = ops.get(name)
+                    if op is None:
+                        continue
+                    merged = running.setdefault(name, {})
+                    for bucket, partial in buckets.items():
+                        merged[bucket] = tiles.merge(op, merged.get(bucket), partial)
+                taken += 1
+            out[(feature.name, label)] = tiles.finalize(feature, feature_set.source,
+                                                        running.get(feature.name, {}))
     return out
 
 

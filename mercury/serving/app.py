@@ -6,8 +6,10 @@ Routes:
 - ``GET /healthz`` (the process answers), ``GET /readyz`` (warm-up done), ``GET /metrics``.
 
 Status codes: 400 a malformed request, 401 no or bad service token, 403 no valid assertion
-for the user, 429 over the caller's rate, 503 not warmed up yet. A store being slow or down
-is never an error: the answer is 200 with the part marked degraded. Readiness deliberately
+for the user, 429 over the caller's rate, 503 this process is saturated (its event loop
+lags: the load balancer should retry elsewhere) or, on ``/readyz``, not warmed up yet. A
+store being slow or down is never an error: the answer is 200 with the part marked degraded.
+Readiness deliberately
 ignores Redis and the index: if they go down, every pod becoming unready would turn degraded
 answers into errors at the load balancer.
 """
@@ -52,6 +54,7 @@ class Runtime:
     metrics: object
     spool: object
     shipper: object
+    monitor: object  # LoopMonitor
     ready: bool = False
     warm_up_error: str | None = None
 
@@ -70,6 +73,10 @@ def create_app(build_runtime) -> Starlette:
     async def context(request: Request) -> Response:
         started = time.perf_counter()
         rt: Runtime = state["rt"]
+        if rt.monitor.overloaded:
+            rt.metrics.refused.labels("503").inc()
+            return _json({"error": "overloaded: retry on another instance",
+                          "loop_lag_ms": round(rt.monitor.lag_ms, 1)}, 503)
         try:
             caller = authenticated_caller(request)
             rid = request.headers.get("x-request-id")
@@ -111,6 +118,7 @@ def create_app(build_runtime) -> Starlette:
     async def readyz(request: Request) -> Response:
         rt: Runtime = state["rt"]
         body = {"ready": rt.ready, "warm_up_error": rt.warm_up_error,
+                "loop_lag_ms": round(rt.monitor.lag_ms, 2),
                 "breakers": {b.name: b.state for b in rt.service.breakers()}}
         return _json(body, 200 if rt.ready else 503)
 
@@ -122,16 +130,19 @@ def create_app(build_runtime) -> Starlette:
             rt.metrics.breaker_open.labels(breaker.name).set(breaker.state != "closed")
         rt.metrics.audit_backlog.set(rt.shipper.backlog_bytes())
         rt.metrics.audit_shipped.set(rt.shipper.shipped)
+        rt.metrics.loop_lag.set(rt.monitor.lag_ms)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @asynccontextmanager
     async def lifespan(app):
         rt = state["rt"] = build_runtime()
+        rt.monitor.start()
         rt.shipper.start()
         rt.service.start_warm_up(rt)
         try:
             yield
         finally:
+            rt.monitor.stop()
             rt.service.close()
             rt.shipper.stop()
             rt.spool.close()

@@ -28,11 +28,13 @@ class Documents:
 
 
 class DocumentFetcher:
-    def __init__(self, retriever_factory, breaker: CircuitBreaker, max_waiting: int = 4):
+    def __init__(self, retriever_factory, breaker: CircuitBreaker, max_waiting: int = 4,
+                 monitor=None):
         self._factory = retriever_factory  # called once, on the retrieval thread
         self._retriever = None
         self.breaker = breaker
         self.max_waiting = max_waiting
+        self.monitor = monitor  # LoopMonitor: tells a slow index from a saturated process
         self._waiting = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval")
 
@@ -73,6 +75,8 @@ class DocumentFetcher:
         try:
             found = await asyncio.wait_for(asyncio.shield(future), deadline_s)
         except TimeoutError:
+            if self.monitor is not None and self.monitor.blames_us(deadline_s):
+                return None, "overloaded"
             self.breaker.failure()
             return None, "deadline"
         except Exception as exc:  # noqa: BLE001 - an index failure degrades, never a 500

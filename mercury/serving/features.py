@@ -62,12 +62,13 @@ class SnapshotCache:
 
 class FeatureFetcher:
     def __init__(self, client, feature_sets, breaker: CircuitBreaker, snapshots: SnapshotCache,
-                 pointer_ttl_ms: int = 1_000):
+                 monitor=None, pointer_ttl_ms: int = 1_000):
         self.client = client  # redis.asyncio client (or cluster client)
         self.catalog = {(fs.name, fs.version): fs for fs in feature_sets}
         self.set_names = sorted({fs.name for fs in feature_sets})
         self.breaker = breaker
         self.snapshots = snapshots
+        self.monitor = monitor  # LoopMonitor: tells a slow store from a saturated process
         self.pointer_ttl_ms = pointer_ttl_ms
         self._versions: dict[str, int] = {}
         self._versions_read_ms: int | None = None
@@ -82,6 +83,8 @@ class FeatureFetcher:
         try:
             found = await asyncio.wait_for(self._read(user_id, names, as_of_ms), deadline_s)
         except TimeoutError:
+            if self.monitor is not None and self.monitor.blames_us(deadline_s):
+                return self._fallback(user_id, names, as_of_ms), "overloaded"
             self.breaker.failure()
             return self._fallback(user_id, names, as_of_ms), "deadline"
         except Exception as exc:  # noqa: BLE001 - any store failure degrades, never a 500

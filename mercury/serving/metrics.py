@@ -33,5 +33,8 @@ class Metrics:
                                    "Audit bytes spooled and not yet shipped", registry=r)
         self.audit_shipped = Gauge("context_audit_shipped_total",
                                    "Audit records shipped by this process", registry=r)
+        self.loop_lag = Gauge("context_event_loop_lag_ms",
+                              "Smoothed lateness of the event loop (overload signal)",
+                              registry=r)
         self.outcomes = Counter("context_safety_outcomes_total", "Safety outcomes reported",
                                 ["outcome"], registry=r)

@@ -19,6 +19,7 @@ from mercury.serving.documents import DocumentFetcher
 from mercury.serving.exposure import check_exposure
 from mercury.serving.features import FeatureFetcher, SnapshotCache, redis_client
 from mercury.serving.metrics import Metrics
+from mercury.serving.overload import LoopMonitor
 
 
 def spool_dir(settings: Settings):
@@ -51,14 +52,15 @@ def build_runtime(settings: Settings, *, redis=None, retriever_factory=None,
     feature_sets = feature_sets if feature_sets is not None else load_compiled()
     check_exposure(feature_sets)
     metrics = Metrics()
+    monitor = LoopMonitor(max_lag_ms=cfg.overload_lag_ms)
     features = FeatureFetcher(
         redis if redis is not None else redis_client(settings.redis,
                                                      cfg.features_deadline_ms / 1000),
         feature_sets, CircuitBreaker("redis", cfg.breaker_failures, cfg.breaker_reset_s),
-        SnapshotCache(cfg.snapshot_max_users, cfg.snapshot_max_age_s * 1000))
+        SnapshotCache(cfg.snapshot_max_users, cfg.snapshot_max_age_s * 1000), monitor)
     documents = DocumentFetcher(retriever_factory or default_retriever_factory(settings),
                                 CircuitBreaker("index", cfg.breaker_failures,
-                                               cfg.breaker_reset_s))
+                                               cfg.breaker_reset_s), monitor=monitor)
     spool = AuditSpool(spool_dir(settings))
     writer = "audit_" + re.sub(r"[^A-Za-z0-9_]", "_", spool.owner)
     shipper = AuditShipper(spool, open_producer(settings, writer_id=writer),
@@ -70,7 +72,7 @@ def build_runtime(settings: Settings, *, redis=None, retriever_factory=None,
         verifier=AssertionVerifier(keys, cfg.assertion_max_age_s),
         limiter=RateLimiter({c.name: (c.requests_per_s, c.burst) for c in cfg.callers}),
         callers=frozenset(c.name for c in cfg.callers), metrics=metrics, spool=spool,
-        shipper=shipper)
+        shipper=shipper, monitor=monitor)
 
 
 def asgi_app():
