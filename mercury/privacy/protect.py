@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 import re
+from functools import cache
 
 from mercury.privacy.keys import Keys
 
@@ -28,17 +29,20 @@ def user_token(keys: Keys, user_id: str) -> str:
     return f"ut_{digest[:32]}"
 
 
-def encrypt(keys: Keys, text: str) -> str:
+@cache
+def _cipher(key: bytes):
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    return AESGCM(key)
+
+
+def encrypt(keys: Keys, text: str) -> str:
     nonce = os.urandom(12)
-    sealed = AESGCM(keys.encryption).encrypt(nonce, text.encode(), keys.key_id.encode())
+    sealed = _cipher(keys.encryption).encrypt(nonce, text.encode(), keys.key_id.encode())
     return f"{ENVELOPE}:{keys.key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
 
 def decrypt(keys: Keys, envelope: str) -> str:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     try:
         version, key_id, body = envelope.split(":", 2)
     except ValueError as exc:
@@ -48,7 +52,7 @@ def decrypt(keys: Keys, envelope: str) -> str:
     if key_id != keys.key_id:
         raise ValueError(f"encrypted under key {key_id}, this process has key {keys.key_id}")
     blob = base64.b64decode(body)
-    return AESGCM(keys.encryption).decrypt(blob[:12], blob[12:], key_id.encode()).decode()
+    return _cipher(keys.encryption).decrypt(blob[:12], blob[12:], key_id.encode()).decode()
 
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
