@@ -264,6 +264,9 @@ def main() -> None:
           f"{OURS_DB}, Feast in db {FEAST_DB}; load average {os.getloadavg()}")
     started = time.perf_counter()
     python = feast_python()
+    parser_main, reader_version = redis_parser_main(), reader_commit()
+    print(f"ours: mercury/online/reader.py at {reader_version}, redis-py {redis.__version__} "
+          f"({parser_main})")
     print(f"Feast env ready ({FEAST_ENV.relative_to(REPO)}, {time.perf_counter() - started:.1f} s)")
 
     all_sets = load_compiled()
@@ -347,11 +350,11 @@ def main() -> None:
     print(f"{'ms, single-user calls':<46} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}")
     for label, key in (("ours: ContextReader.context + pick", "ours"),
                        ("Feast: get_online_features().to_dict()", "feast"),
-                       ("ours raw: 5 HGETALL, pure-Python parser", "ours_raw"),
+                       (f"ours raw: 5 HGETALL, {parser_main}", "ours_raw"),
                        ("Feast raw: 5 HMGET, hiredis", "feast_raw_hiredis"),
                        ("Feast raw: 5 HMGET, pure-Python parser", "feast_raw_python_parser"),
-                       ("PING, main env (redis-py, no hiredis)", "ours_ping"),
-                       ("PING, Feast env (redis-py, hiredis)", "feast_ping")):
+                       ("PING, main env", "ours_ping"),
+                       ("PING, Feast env", "feast_ping")):
         p = latency[key]
         print(f"{label:<46} {p['p50']:>7.3f} {p['p95']:>7.3f} {p['p99']:>7.3f} {p['max']:>7.2f}")
     print(f"ratio ours/Feast: p50 {ratio['p50']}, p95 {ratio['p95']}, p99 {ratio['p99']} "
@@ -382,7 +385,8 @@ def main() -> None:
                      "redis_py_feast_env": loaded["redis_py_version"],
                      "redis_parser_feast_env": loaded["redis_parser"],
                      "redis_py_main_env": redis_py.__version__,
-                     "redis_parser_main_env": redis_parser_main()},
+                     "redis_parser_main_env": parser_main,
+                     "reader_commit": reader_version},
         "load": {"ours_clone_seconds": round(ours_load_s, 1), "ours_keys": ours_keys,
                  "feast_write_seconds": loaded["load_seconds"], "feast_keys": loaded["keys"]},
         "bytes_per_user": {"ours": round(ours_memory / args.users),
@@ -404,11 +408,23 @@ def main() -> None:
 
 
 def redis_parser_main() -> str:
-    try:
-        import hiredis
-    except ImportError:
+    """The parser redis-py chose when it was imported (hiredis if it was installed then)."""
+    from redis.connection import DefaultParser
+
+    if "Hiredis" not in DefaultParser.__name__:
         return "pure-Python"
+    import hiredis
+
     return f"hiredis {hiredis.__version__}"
+
+
+def reader_commit() -> str:
+    """The last commit that changed the reader: the code measured, if the tree is clean."""
+    path = "mercury/online/reader.py"
+    log = subprocess.run(["git", "log", "-1", "--format=%h", "--", path], cwd=REPO,
+                         capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path], cwd=REPO).returncode
+    return f"{log}{' + uncommitted changes' if dirty else ''}"
 
 
 if __name__ == "__main__":
