@@ -175,6 +175,9 @@ class ServingConfig(_Section):
     features_deadline_ms: int = Field(20, ge=1)
     retrieval_deadline_ms: int = Field(50, ge=1)
     top_k: int = Field(5, ge=1, le=20)
+    # Searches allowed to wait for the process's retrieval thread; beyond, documents are left
+    # out at once (a search missing its deadline cannot be cancelled, see documents.py).
+    retrieval_queue: int = Field(4, ge=1)
     # Torch threads for question embeddings: 1 keeps a 20 ms embedding from becoming 400 ms
     # when anything else runs on the host (docs/PERFORMANCE.md, knowledge index, finding 3).
     embed_threads: int = Field(1, ge=1)
@@ -188,7 +191,7 @@ class ServingConfig(_Section):
     assertion_max_age_s: int = Field(300, ge=1)
     # How often spooled audit records are shipped to the event log (they are safe in the
     # spool meanwhile; see mercury/serving/audit.py).
-    audit_ship_interval_s: float = Field(0.2, gt=0)
+    audit_ship_interval_s: float = Field(1.0, gt=0)
     callers: tuple[CallerConfig, ...] = (CallerConfig(name="llm-gateway"),)
 
 

@@ -319,8 +319,10 @@ def test_a_slow_embedder_costs_the_deadline_not_the_answer(world):
         assert body["latency_ms"]["total"] < world.settings.serving.budget_ms + 20
         assert body["documents"] is None and body["features"]["declines"]["source"] == "online"
     reasons = [d.rsplit(":", 1)[1] for r in replies for d in r["degraded"]]
-    assert reasons[0] == "deadline"
-    assert {"busy", "breaker_open"} & set(reasons[1:])
+    # The first miss is the embedder's ("overloaded" if this busy host also lagged the loop);
+    # then the stuck thread fills the queue or the breaker opens.
+    assert reasons[0] in ("deadline", "overloaded"), reasons
+    assert {"busy", "breaker_open"} & set(reasons[1:]), reasons
 
 
 # --- audit -----------------------------------------------------------------------------------

@@ -212,3 +212,67 @@ def test_a_blocked_event_loop_reads_as_overload_not_as_a_slow_store():
         monitor.stop()
 
     asyncio.run(scenario())
+
+
+def test_repeated_questions_are_answered_without_the_retrieval_thread():
+    import asyncio
+    from types import SimpleNamespace
+
+    from mercury.retrieval.index import NO_FILTER
+    from mercury.serving.documents import DocumentFetcher
+
+    calls = []
+
+    class Retriever:
+        def retrieve(self, question, k, filters):
+            calls.append(question)
+            hit = SimpleNamespace(chunk_id="d:0:h", doc_id="d", title="t", heading="h",
+                                  source_url=None, text="x", score=0.9)
+            version = SimpleNamespace(name="v1", embedding_model="m", embedding_version="1")
+            return SimpleNamespace(hits=[hit], version=version, result_cached=False)
+
+    async def scenario():
+        fetcher = DocumentFetcher(Retriever, CircuitBreaker("index", 5, 5), max_waiting=1)
+        first, _ = await fetcher.fetch("why  declined?", 5, NO_FILTER, 1.0)
+        again, _ = await fetcher.fetch("why declined?", 5, NO_FILTER, 1.0)
+        other, _ = await fetcher.fetch("why declined?", 3, NO_FILTER, 1.0)
+        fetcher.close()
+        return first, again, other
+
+    first, again, other = asyncio.run(scenario())
+    assert not first.cached and again.cached and again.chunks == first.chunks
+    assert calls == ["why  declined?", "why declined?"]  # k=3 is another question
+
+
+def test_a_redis_socket_timeout_while_saturated_is_not_the_stores_fault():
+    import asyncio
+
+    from mercury.features.compile import load_compiled
+    from mercury.serving.features import FeatureFetcher, SnapshotCache
+    from mercury.serving.overload import LoopMonitor
+
+    class RedisTimeout(Exception):
+        pass
+
+    RedisTimeout.__name__ = "TimeoutError"  # as redis.exceptions.TimeoutError is named
+
+    class Pipeline:
+        def mget(self, keys): ...
+        def hgetall(self, key): ...
+
+        async def execute(self):
+            raise RedisTimeout("Timeout reading from socket")
+
+    class Redis:
+        def pipeline(self, transaction=False):
+            return Pipeline()
+
+    monitor = LoopMonitor()
+    breaker = CircuitBreaker("redis", failures=1, reset_s=60)
+    fetcher = FeatureFetcher(Redis(), load_compiled(), breaker, SnapshotCache(10, 1000), monitor)
+    monitor.lag_ms = 15.0  # the loop lags: saturated
+    _, reason = asyncio.run(fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02))
+    assert reason == "overloaded" and breaker.state == "closed"
+    monitor.lag_ms = 0.0
+    _, reason = asyncio.run(fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02))
+    assert reason == "deadline" and breaker.state == "open"

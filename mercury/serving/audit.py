@@ -95,6 +95,8 @@ def ship_file(spool: Path, send: Callable[[str, str, dict], None], flush: Callab
               max_lines: int = 5_000) -> int:
     """Ship complete lines after the recorded progress; returns how many were shipped."""
     offset = _read_progress(spool)
+    if offset >= spool.stat().st_size:
+        return 0  # nothing new: the common case, kept to a stat and a small read
     with open(spool, "rb") as src:
         src.seek(offset)
         chunk = src.read(4 << 20)
@@ -129,11 +131,13 @@ class AuditShipper:
     """Ships this process's spool and any spool whose owner died, every ``interval_s``."""
 
     def __init__(self, spool: AuditSpool, producer, encode: Callable[[str, dict], bytes],
-                 interval_s: float = 0.2):
+                 interval_s: float = 1.0, orphans_every_s: float = 10.0):
         self.spool = spool
         self.producer = producer
         self.encode = encode
         self.interval_s = interval_s
+        self.orphans_every_s = orphans_every_s
+        self._orphans_checked = float("-inf")  # the first round looks for dead owners
         self.shipped = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -154,6 +158,10 @@ class AuditShipper:
         """Ship this process's segments, then those of owners that are gone."""
         folder = self.spool.folder
         shipped = self._ship_segments(self.spool.segments(), current=self.spool.path)
+        if time.monotonic() - self._orphans_checked < self.orphans_every_s:
+            self.shipped += shipped
+            return shipped
+        self._orphans_checked = time.monotonic()
         others = {p.name.split(".", 1)[0] for p in folder.glob("*.jsonl")} - {self.spool.owner}
         for owner in sorted(others):
             lock = _claim(folder, owner)

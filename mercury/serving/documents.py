@@ -7,11 +7,18 @@ a call that misses its deadline keeps the thread busy until it returns; the bulk
 (``max_waiting``) refuses new work while that many calls are pending instead of queueing them
 behind a stuck one, and the breaker stops sending work after repeated failures. Either way
 the answer goes out on time without documents, flagged.
+
+Repeated questions ("why was my card declined?") are answered from a result cache kept on
+the event loop's side, so a cache hit never waits behind a search on the retrieval thread.
+It lives ``result_ttl_s`` (10 s, as the Retriever's own cache), so a document change or an
+alias swap shows within that long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,12 +36,15 @@ class Documents:
 
 class DocumentFetcher:
     def __init__(self, retriever_factory, breaker: CircuitBreaker, max_waiting: int = 4,
-                 monitor=None):
+                 monitor=None, cache_size: int = 1024, result_ttl_s: float = 10.0):
         self._factory = retriever_factory  # called once, on the retrieval thread
         self._retriever = None
         self.breaker = breaker
         self.max_waiting = max_waiting
         self.monitor = monitor  # LoopMonitor: tells a slow index from a saturated process
+        self.cache_size = cache_size
+        self.result_ttl_s = result_ttl_s
+        self._answers: OrderedDict = OrderedDict()  # touched by the event loop only
         self._waiting = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval")
 
@@ -64,6 +74,12 @@ class DocumentFetcher:
     async def fetch(self, question: str, k: int, filters: SearchFilter, deadline_s: float
                     ) -> tuple[Documents | None, str | None]:
         """The chunks, or None and why not."""
+        key = (" ".join(question.split()), filters, k)
+        hit = self._answers.get(key)
+        if hit is not None and time.monotonic() - hit[0] <= self.result_ttl_s:
+            self._answers.move_to_end(key)
+            return Documents(hit[1].chunks, hit[1].index_version, hit[1].embedding_model,
+                             cached=True), None
         if not self.breaker.allow():
             return None, "breaker_open"
         if self._waiting >= self.max_waiting:
@@ -83,6 +99,11 @@ class DocumentFetcher:
             self.breaker.failure()
             return None, type(exc).__name__
         self.breaker.success()
+        if self.cache_size > 0:
+            self._answers[key] = (time.monotonic(), found)
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.cache_size:
+                self._answers.popitem(last=False)
         return found, None
 
     def _done(self, future) -> None:

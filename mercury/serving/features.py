@@ -82,14 +82,13 @@ class FeatureFetcher:
             return self._fallback(user_id, names, as_of_ms), "breaker_open"
         try:
             found = await asyncio.wait_for(self._read(user_id, names, as_of_ms), deadline_s)
-        except TimeoutError:
-            if self.monitor is not None and self.monitor.blames_us(deadline_s):
+        except Exception as exc:  # noqa: BLE001 - any store failure degrades, never a 500
+            reason = "deadline" if _is_timeout(exc) else type(exc).__name__
+            if reason == "deadline" and self.monitor is not None and \
+                    self.monitor.blames_us(deadline_s):
                 return self._fallback(user_id, names, as_of_ms), "overloaded"
             self.breaker.failure()
-            return self._fallback(user_id, names, as_of_ms), "deadline"
-        except Exception as exc:  # noqa: BLE001 - any store failure degrades, never a 500
-            self.breaker.failure()
-            return self._fallback(user_id, names, as_of_ms), type(exc).__name__
+            return self._fallback(user_id, names, as_of_ms), reason
         self.breaker.success()
         for ctx in found.values():
             if ctx.source == ONLINE:
@@ -138,16 +137,22 @@ class FeatureFetcher:
         return out
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    # asyncio's deadline, or redis-py's own socket timeout (redis.exceptions.TimeoutError)
+    return isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError"
+
+
 def redis_client(config, socket_timeout_s: float):
-    """An asyncio Redis client for the serving path: short connect and read timeouts, so a dead
-    store fails fast instead of holding a connection until the deadline."""
+    """An asyncio Redis client for the serving path: a short connect timeout, so a dead store
+    fails fast. Reads are bounded by the fetch's deadline; the socket timeout is only a
+    backstop for a connection nobody waits on any more."""
     import os
 
     import redis.asyncio as aioredis
 
     password = os.environ.get(config.password_env) if config.password_env else None
     kwargs = dict(host=config.host, port=config.port, password=password,
-                  socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
+                  socket_timeout=socket_timeout_s, socket_connect_timeout=0.05,
                   retry_on_timeout=False)
     if config.cluster:
         return aioredis.RedisCluster(**kwargs)

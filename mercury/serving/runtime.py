@@ -54,13 +54,14 @@ def build_runtime(settings: Settings, *, redis=None, retriever_factory=None,
     metrics = Metrics()
     monitor = LoopMonitor(max_lag_ms=cfg.overload_lag_ms)
     features = FeatureFetcher(
-        redis if redis is not None else redis_client(settings.redis,
-                                                     cfg.features_deadline_ms / 1000),
+        redis if redis is not None else redis_client(settings.redis, 1.0),
         feature_sets, CircuitBreaker("redis", cfg.breaker_failures, cfg.breaker_reset_s),
         SnapshotCache(cfg.snapshot_max_users, cfg.snapshot_max_age_s * 1000), monitor)
     documents = DocumentFetcher(retriever_factory or default_retriever_factory(settings),
                                 CircuitBreaker("index", cfg.breaker_failures,
-                                               cfg.breaker_reset_s), monitor=monitor)
+                                               cfg.breaker_reset_s),
+                                max_waiting=cfg.retrieval_queue, monitor=monitor,
+                                cache_size=settings.retrieval.query_cache_size)
     spool = AuditSpool(spool_dir(settings))
     writer = "audit_" + re.sub(r"[^A-Za-z0-9_]", "_", spool.owner)
     shipper = AuditShipper(spool, open_producer(settings, writer_id=writer),
