@@ -123,8 +123,11 @@ def describe(answer: dict) -> list[str]:
                      f"({docs[0]['score']:.3f})")
     spending = (answer["features"].get("spending") or {}).get("values") or {}
     if spending:
-        settled = orjson.dumps(spending["settled_amount"]["7d"]).decode()
-        lines.append(f"{'':17} settled 7d {settled}")
+        settled = orjson.dumps(spending["settled_amount"]["30d"]).decode()
+        lines.append(f"{'':17} settled in 30 days {settled}")
+    purchases = (answer["features"].get("purchases") or {}).get("values") or {}
+    if purchases:
+        lines.append(f"{'':17} recent purchases {len(purchases['recent_purchases'])}")
     return lines
 
 
@@ -132,7 +135,8 @@ def what_the_assistant_saw(settings: Settings, user_token: str) -> list[str]:
     import duckdb
 
     query = ("select event_ts, intent, question_redacted, retrieved_doc_ids, "
-             "feature_versions, safety_outcome from analytics.compliance_assistant_context "
+             "feature_versions, safety_outcome "
+             "from analytics_compliance.compliance_assistant_context "
              "where user_token = ? order by event_ts")
     lines = []
     with duckdb.connect(str(settings.warehouse.duckdb_path), read_only=True) as con:

@@ -53,9 +53,11 @@ class DocumentFetcher:
         return self._executor.submit(self._warm)
 
     def _warm(self) -> None:
+        # The first calls after a model load or an index open are several times slower than
+        # the steady state (lazy initialisation in torch and the engine): pay them here.
         retriever = self._get()
-        spec = retriever.index.resolve(retriever.alias)
-        retriever.embedder_for(spec.embedding_model).embed(["warm up"])
+        for question in ("warm up", "warming up the index", "ready to serve"):
+            retriever.retrieve(question, k=1)
 
     def _get(self):
         if self._retriever is None:
