@@ -76,15 +76,13 @@ def _valid(stream: str, payload: bytes):
 
 def build_served_world(tmp: Path) -> ServedWorld:
     from mercury.eventlog.file_log import FileEventReader
-    from mercury.features.compile import load_compiled
-    from mercury.features.online_executor import DictState, OnlineExecutor
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
-    from mercury.online.redis_store import RedisOnlineStore
     from mercury.retrieval.chunking import ChunkingSpec
     from mercury.retrieval.embedding import open_embedder
     from mercury.retrieval.index import open_index
     from mercury.retrieval.rebuild import rebuild
+    from mercury.serving.demo import load_online_features
 
     private = PrivateRedis(tmp)
     private.start()
@@ -95,23 +93,13 @@ def build_served_world(tmp: Path) -> ServedWorld:
         settings = load_settings()
     generate(settings, Knobs(events=EVENTS, users=USERS), with_postgres=False,
              show_progress=False)
-    sets = load_compiled()
-    store = RedisOnlineStore(settings.redis)
-    executor, states, pending, records = OnlineExecutor(sets), {}, [], {}
+    load_online_features(settings)  # what make demo does: the executor into Redis, v1 served
+    records = {}
     reader = FileEventReader(settings.event_log.root)
     for stream in STREAMS:
         for message in reader.read(stream):
-            record = _valid(stream, message.value)
-            if record is None:
-                continue
-            records.setdefault(stream, []).append(record)
-            for key, _ in executor.route(stream, record):
-                pending.extend(executor.process(key, stream, record,
-                                                states.setdefault(key, DictState())).writes)
-    store.write(pending)
-    for name in sorted({fs.name for fs in sets}):
-        store.set_active(name, 1)
-    store.close()
+            if (record := _valid(stream, message.value)) is not None:
+                records.setdefault(stream, []).append(record)
     cfg = settings.retrieval
     outcome = rebuild(settings, open_index(cfg), open_embedder(cfg.embedding_model),
                       ChunkingSpec(cfg.max_tokens, cfg.overlap_tokens),

@@ -24,6 +24,7 @@ import yaml
 
 from mercury.privacy.keys import load_keys
 from mercury.serving.auth import issue_assertion, service_token
+from mercury.serving.demo import wait_ready
 from tests.conftest import free_port
 from tests.serving_fixtures import build_served_world
 
@@ -51,18 +52,11 @@ def _serve(config: Path, log: Path) -> subprocess.Popen:
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-def _wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mercury serve exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"mercury serve not ready after {timeout_s} s: {log.read_text()[-2000:]}")
+def _wait_ready(port: int, proc: subprocess.Popen, log: Path) -> None:
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout_s=60)
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}: {log.read_text()[-2000:]}")
 
 
 def _load(port: int, world, keys, answered: list, stop: threading.Event) -> None:

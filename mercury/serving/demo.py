@@ -70,7 +70,8 @@ def load_online_features(settings: Settings) -> tuple[int, str]:
     return applied, declines.most_common(1)[0][0]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Until ``/readyz`` says ready; RuntimeError if the process exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -96,7 +97,7 @@ def ask_the_service(settings: Settings, user_id: str) -> list[dict]:
     proc = subprocess.Popen([sys.executable, "-m", "mercury.cli", "serve"], env=os.environ)
     answers = []
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         with httpx.Client(base_url=url, headers=headers, timeout=5) as client:
             for question in QUESTIONS:
                 reply = client.post("/v1/context", json={
