@@ -1,0 +1,1 @@
+"""PySpark entry points: thin, they build DataFrames from ``mercury.features``."""
