@@ -28,8 +28,8 @@ another, 32 concurrent clients; features-only questions and questions with retri
    and ``retrieval`` (decline and refund questions: half from 40 common phrasings, half naming
    one of the world's merchants). A baseline with one client (first worker count of each
    variant) shows the latency without queueing.
-4. Results in ``bench/results/context_load.json``; the latency CDFs in
-   ``bench/results/context_load.png`` when matplotlib is importable (else
+4. Results in ``bench/results/context_load.json`` (or ``--out``); the latency CDFs in a PNG
+   of the same name when matplotlib is importable (else
    ``--plot-only`` can draw them later from the JSON, e.g. under
    ``uv run --with matplotlib``).
 
@@ -59,13 +59,13 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import free_port, write_config  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "context_load.json"
-PLOT = REPO / "bench" / "results" / "context_load.png"
 CLIENT = REPO / "bench" / "context_load_client.py"
 STREAMS = ("transactions", "user_activity", "risk_signals")
 USER_FORMAT = "usr_load{:07d}"
 # ``no-shedding``: the breakers never open, the deadlines are a second and no request is
 # refused for event-loop lag, so every request does its whole work (the bulkhead of 4
-# waiting searches is not configurable and stays): what the work costs and how long it
+# waiting searches stays: ``serving.retrieval_queue`` exists from 2355f16 on, and is left at
+# its default so the runs compare across commits): what the work costs and how long it
 # queues, rather than what the fallbacks make of it. (``overload_lag_ms`` exists from b2d7090
 # on; the config rejects unknown keys, so drop it to run an older commit.)
 VARIANTS = {"default": {},
@@ -607,9 +607,12 @@ def main() -> None:
                              "JSON and stop (no index, no service)")
     parser.add_argument("--plot-only", action="store_true",
                         help="draw the PNG from the existing JSON and stop")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="the results JSON (e.g. a second run at another --concurrency)")
     args = parser.parse_args()
+    args.out = args.out.resolve()
     if args.plot_only:
-        plot(json.loads(RESULTS.read_text()), PLOT)
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
         return
 
     load_start = os.getloadavg()
@@ -642,14 +645,14 @@ def main() -> None:
         breakdown = cpu_breakdown(settings, sets, args.users, args.breakdown_requests,
                                   args.seed)
         if args.breakdown_only:
-            results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+            results = json.loads(args.out.read_text()) if args.out.exists() else {}
             results["breakdown"] = {**breakdown, "commit": source["commit"],
                                     "modified_under_mercury": source["modified"],
                                     "date": datetime.now(UTC).strftime("%Y-%m-%d"),
                                     "command": " ".join(["python bench/context_load.py",
                                                          *sys.argv[1:]])}
-            RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-            say(f"wrote the breakdown into {RESULTS.relative_to(REPO)}")
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+            say(f"wrote the breakdown into {args.out}")
             return
         index = build_index(settings)
         world_file = workdir / "world.json"
@@ -703,13 +706,13 @@ def main() -> None:
                   "template_events": args.events, "documents": args.documents},
         "runs": runs,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    say(f"wrote {RESULTS.relative_to(REPO)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    say(f"wrote {args.out}")
     say(HEADER)
     for result in runs:
         say(row(result))
-    plot(results, PLOT)
+    plot(results, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
