@@ -184,6 +184,9 @@ class ServingConfig(_Section):
     # Refuse new requests (503) while the event loop lags more than this: the process is
     # saturated and queueing more would only miss every budget (mercury/serving/overload.py).
     overload_lag_ms: float = Field(30.0, gt=0)
+    # ... and only with at least this many requests in the process: a lagging loop with one
+    # request in it is the host pausing us, which refusing requests would not help.
+    overload_min_in_flight: int = Field(8, ge=1)
     breaker_failures: int = Field(5, ge=1)
     breaker_reset_s: float = Field(5.0, gt=0)
     snapshot_max_users: int = Field(200_000, ge=0)

@@ -276,3 +276,17 @@ def test_a_redis_socket_timeout_while_saturated_is_not_the_stores_fault():
     monitor.lag_ms = 0.0
     _, reason = asyncio.run(fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02))
     assert reason == "deadline" and breaker.state == "open"
+
+
+def test_a_trial_that_says_nothing_about_the_store_does_not_wedge_the_breaker():
+    clock = Clock()
+    breaker = CircuitBreaker("redis", failures=1, reset_s=5, clock=clock)
+    breaker.failure()
+    clock.now = 5.0
+    assert breaker.allow()  # the trial
+    breaker.release()  # ... came back "overloaded": nothing learnt about Redis
+    assert breaker.allow()  # the next call may try at once
+    clock.now = 20.0  # a trial never reported on stops blocking after reset_s
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state == "closed"

@@ -55,6 +55,8 @@ class Runtime:
     spool: object
     shipper: object
     monitor: object  # LoopMonitor
+    min_in_flight_to_shed: int = 8
+    in_flight: int = 0
     ready: bool = False
     warm_up_error: str | None = None
 
@@ -73,10 +75,11 @@ def create_app(build_runtime) -> Starlette:
     async def context(request: Request) -> Response:
         started = time.perf_counter()
         rt: Runtime = state["rt"]
-        if rt.monitor.overloaded:
+        if rt.monitor.overloaded and rt.in_flight >= rt.min_in_flight_to_shed:
             rt.metrics.refused.labels("503").inc()
             return _json({"error": "overloaded: retry on another instance",
                           "loop_lag_ms": round(rt.monitor.lag_ms, 1)}, 503)
+        rt.in_flight += 1
         try:
             caller = authenticated_caller(request)
             rid = request.headers.get("x-request-id")
@@ -96,6 +99,8 @@ def create_app(build_runtime) -> Starlette:
         except (BadRequest, orjson.JSONDecodeError) as exc:
             rt.metrics.refused.labels("400").inc()
             return _json({"error": str(exc)}, 400)
+        finally:
+            rt.in_flight -= 1
         return _json(answer)
 
     async def outcomes(request: Request) -> Response:

@@ -82,10 +82,10 @@ class DocumentFetcher:
             self._answers.move_to_end(key)
             return Documents(hit[1].chunks, hit[1].index_version, hit[1].embedding_model,
                              cached=True), None
+        if self._waiting >= self.max_waiting:
+            return None, "busy"  # before the breaker: a refused call must not hold its trial
         if not self.breaker.allow():
             return None, "breaker_open"
-        if self._waiting >= self.max_waiting:
-            return None, "busy"
         self._waiting += 1
         future = asyncio.get_running_loop().run_in_executor(
             self._executor, self._search, question, k, filters)
@@ -94,6 +94,7 @@ class DocumentFetcher:
             found = await asyncio.wait_for(asyncio.shield(future), deadline_s)
         except TimeoutError:
             if self.monitor is not None and self.monitor.blames_us(deadline_s):
+                self.breaker.release()
                 return None, "overloaded"
             self.breaker.failure()
             return None, "deadline"

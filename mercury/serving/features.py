@@ -86,6 +86,7 @@ class FeatureFetcher:
             reason = "deadline" if _is_timeout(exc) else type(exc).__name__
             if reason == "deadline" and self.monitor is not None and \
                     self.monitor.blames_us(deadline_s):
+                self.breaker.release()
                 return self._fallback(user_id, names, as_of_ms), "overloaded"
             self.breaker.failure()
             return self._fallback(user_id, names, as_of_ms), reason

@@ -73,7 +73,7 @@ def build_runtime(settings: Settings, *, redis=None, retriever_factory=None,
         verifier=AssertionVerifier(keys, cfg.assertion_max_age_s),
         limiter=RateLimiter({c.name: (c.requests_per_s, c.burst) for c in cfg.callers}),
         callers=frozenset(c.name for c in cfg.callers), metrics=metrics, spool=spool,
-        shipper=shipper, monitor=monitor)
+        shipper=shipper, monitor=monitor, min_in_flight_to_shed=cfg.overload_min_in_flight)
 
 
 def asgi_app():
