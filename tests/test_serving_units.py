@@ -290,3 +290,13 @@ def test_a_trial_that_says_nothing_about_the_store_does_not_wedge_the_breaker():
     assert breaker.allow()
     breaker.success()
     assert breaker.state == "closed"
+
+
+def test_a_timeout_handled_late_blames_the_process_even_before_the_smoothed_lag_rises():
+    from mercury.serving.overload import LoopMonitor
+
+    monitor = LoopMonitor()
+    monitor.lag_ms = 0.0  # a stall that has only just begun is not in the average yet
+    assert not monitor.blames_us(0.02, waited_s=0.0205)  # on time: the store was slow
+    assert monitor.blames_us(0.02, waited_s=0.035)  # the timer fired 15 ms late: our loop
+    assert not monitor.blames_us(0.02)

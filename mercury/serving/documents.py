@@ -91,9 +91,11 @@ class DocumentFetcher:
             self._executor, self._search, question, k, filters)
         future.add_done_callback(self._done)
         try:
+            started = time.perf_counter()
             found = await asyncio.wait_for(asyncio.shield(future), deadline_s)
         except TimeoutError:
-            if self.monitor is not None and self.monitor.blames_us(deadline_s):
+            waited_s = time.perf_counter() - started
+            if self.monitor is not None and self.monitor.blames_us(deadline_s, waited_s):
                 self.breaker.release()
                 return None, "overloaded"
             self.breaker.failure()

@@ -80,12 +80,13 @@ class FeatureFetcher:
             return {}, None
         if not self.breaker.allow():
             return self._fallback(user_id, names, as_of_ms), "breaker_open"
+        started = time.perf_counter()
         try:
             found = await asyncio.wait_for(self._read(user_id, names, as_of_ms), deadline_s)
         except Exception as exc:  # noqa: BLE001 - any store failure degrades, never a 500
             reason = "deadline" if _is_timeout(exc) else type(exc).__name__
             if reason == "deadline" and self.monitor is not None and \
-                    self.monitor.blames_us(deadline_s):
+                    self.monitor.blames_us(deadline_s, time.perf_counter() - started):
                 self.breaker.release()
                 return self._fallback(user_id, names, as_of_ms), "overloaded"
             self.breaker.failure()

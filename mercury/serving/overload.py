@@ -46,8 +46,14 @@ class LoopMonitor:
     def overloaded(self) -> bool:
         return self.lag_ms > self.max_lag_ms
 
-    def blames_us(self, deadline_s: float) -> bool:
+    def blames_us(self, deadline_s: float, waited_s: float | None = None) -> bool:
         """A fetch waits for several loop turns (write, reply, wake-up), each as late as the
         lag, so a deadline missed while the loop lags even a tenth of it says nothing about
-        the store; only a miss on a healthy loop counts against the store's breaker."""
-        return self.lag_ms > deadline_s * 1000 / 10
+        the store; only a miss on a healthy loop counts against the store's breaker.
+
+        The smoothed lag trails a stall that has only just begun, so the fetch's own timer is
+        the second witness: a timeout handled well after its deadline (``waited_s``) fired on
+        a loop that was busy right then."""
+        slack_s = max(0.002, deadline_s / 10)
+        late = waited_s is not None and waited_s - deadline_s > slack_s
+        return late or self.lag_ms > slack_s * 1000
