@@ -187,25 +187,33 @@ def fakesnow_server(tmp_path_factory):
             proc.wait()
 
 
-def snowflake_source_ddl(table: str) -> str:
-    """CREATE TABLE for the lake's transactions as Snowflake sees them, from the contract."""
+def snowflake_type(dtype) -> str:
+    """The Snowflake column type of an Arrow type of a lake table."""
     import pyarrow as pa
 
+    if pa.types.is_timestamp(dtype):
+        return "timestamp_tz" if dtype.tz else "timestamp_ntz"
+    if pa.types.is_floating(dtype):
+        return "double"
+    if pa.types.is_integer(dtype):
+        return "number(38, 0)"
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "varchar"
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return "array"
+    if pa.types.is_map(dtype):
+        return "object"
+    raise TypeError(f"no Snowflake type for {dtype} in these fixtures")
+
+
+def snowflake_source_ddl(table: str, subject: str = "transaction",
+                         not_null: bool = True) -> str:
+    """CREATE TABLE for a lake table as Snowflake sees it, from the contract of ``subject``."""
     from mercury.lake.tables import arrow_schema
 
-    def sql_type(dtype: pa.DataType) -> str:
-        if pa.types.is_timestamp(dtype):
-            return "timestamp_tz" if dtype.tz else "timestamp_ntz"
-        if pa.types.is_floating(dtype):
-            return "double"
-        if pa.types.is_integer(dtype):
-            return "number(38, 0)"
-        if pa.types.is_boolean(dtype):
-            return "boolean"
-        if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-            return "varchar"
-        raise TypeError(f"no Snowflake type for {dtype} in this fixture")
-
-    columns = ", ".join(f"{f.name} {sql_type(f.type)}{'' if f.nullable else ' not null'}"
-                        for f in arrow_schema("transaction"))
+    columns = ", ".join(
+        f"{f.name} {snowflake_type(f.type)}{'' if f.nullable or not not_null else ' not null'}"
+        for f in arrow_schema(subject))
     return f"create or replace table {table} ({columns})"

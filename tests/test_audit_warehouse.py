@@ -23,6 +23,7 @@ from mercury.lake.load import load_stream
 from mercury.lake.tables import arrow_schema
 from mercury.warehouse.dbt_runner import run_dbt
 from tests.conftest import write_config
+from tests.lake_fixtures import snowflake_source_ddl
 
 COMPLIANCE_MODELS = "+compliance_assistant_context+"
 MASKED = "***masked***"
@@ -366,25 +367,8 @@ def test_what_the_assistant_saw_for_user_on_date(warehouse):
 # --- Snowflake's dialect on fakesnow --------------------------------------------------------
 
 
-def _snowflake_type(dtype: pa.DataType) -> str:
-    if pa.types.is_timestamp(dtype):
-        return "timestamp_tz" if dtype.tz else "timestamp_ntz"
-    if pa.types.is_floating(dtype):
-        return "double"
-    if pa.types.is_integer(dtype):
-        return "number(38, 0)"
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return "varchar"
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-        return "array"
-    if pa.types.is_map(dtype):
-        return "object"
-    raise TypeError(f"no Snowflake type for {dtype} in this test")
-
-
 def _snowflake_ddl(table: str, subject: str) -> str:
-    columns = ", ".join(f"{f.name} {_snowflake_type(f.type)}" for f in arrow_schema(subject))
-    return f"create or replace table {table} ({columns})"
+    return snowflake_source_ddl(table, subject, not_null=False)
 
 
 def test_compliance_models_build_on_snowflake_dialect_via_fakesnow(fakesnow_server,

@@ -184,31 +184,24 @@ def lake_records(settings: Settings, stream: str) -> list[dict]:
 
 def _epoch_ms(table: pa.Table) -> pa.Table:
     """Timestamps, at any depth, as epoch-millisecond int64."""
-    def ms(dtype: pa.DataType) -> pa.DataType:
+    def swap_timestamps(dtype: pa.DataType, to) -> pa.DataType:
         if pa.types.is_timestamp(dtype):
-            return pa.timestamp("ms", tz=dtype.tz)
+            return to(dtype)
         if pa.types.is_struct(dtype):
-            return pa.struct([f.with_type(ms(f.type)) for f in dtype])
+            return pa.struct([f.with_type(swap_timestamps(f.type, to)) for f in dtype])
         if pa.types.is_list(dtype):
-            return pa.list_(dtype.value_field.with_type(ms(dtype.value_type)))
+            return pa.list_(dtype.value_field.with_type(swap_timestamps(dtype.value_type, to)))
         if pa.types.is_map(dtype):
-            return pa.map_(dtype.key_field, dtype.item_field.with_type(ms(dtype.item_type)))
+            return pa.map_(dtype.key_field,
+                           dtype.item_field.with_type(swap_timestamps(dtype.item_type, to)))
         return dtype
 
-    def ints(dtype: pa.DataType) -> pa.DataType:
-        if pa.types.is_timestamp(dtype):
-            return pa.int64()
-        if pa.types.is_struct(dtype):
-            return pa.struct([f.with_type(ints(f.type)) for f in dtype])
-        if pa.types.is_list(dtype):
-            return pa.list_(dtype.value_field.with_type(ints(dtype.value_type)))
-        if pa.types.is_map(dtype):
-            return pa.map_(dtype.key_field, dtype.item_field.with_type(ints(dtype.item_type)))
-        return dtype
+    def schema(to) -> pa.Schema:
+        return pa.schema([f.with_type(swap_timestamps(f.type, to)) for f in table.schema])
 
-    as_ms = pa.schema([f.with_type(ms(f.type)) for f in table.schema])
-    as_ints = pa.schema([f.with_type(ints(f.type)) for f in table.schema])
-    return table.cast(as_ms).cast(as_ints)
+    # Casting a timestamp to int64 gives its count in its own unit: go to ms first.
+    as_ms = schema(lambda t: pa.timestamp("ms", tz=t.tz))
+    return table.cast(as_ms).cast(schema(lambda _t: pa.int64()))
 
 
 def lake_events_frame(spark: SparkSession, settings: Settings,

@@ -1,7 +1,7 @@
 """Throughput of the Spark point-in-time executor on a generated stream (a measurement, not a
 job): every compiled set, query rows for every entity at a few as-of times.
 
-    python -m spark_jobs.point_in_time_throughput --events 200000 --users 5000 \\
+    python bench/spark_point_in_time_throughput.py --events 200000 --users 5000 \\
         [--times 3] [--workdir /tmp/pit]
 
 Prints, per set and in total, events normalised (Python) and computed (Spark), query rows,
@@ -17,9 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="spark_jobs.point_in_time_throughput",
+    parser = argparse.ArgumentParser(prog="bench/spark_point_in_time_throughput.py",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
@@ -31,9 +34,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    import yaml
-
-    from mercury.config import CONFIG_DIR, load_settings
+    from mercury.config import load_settings
     from mercury.contracts import registry
     from mercury.durations import DAY_MS
     from mercury.eventlog.file_log import FileEventReader
@@ -43,18 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     from mercury.features.spark_session import session, spark_config
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
+    from tests.conftest import write_config
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="pit_throughput_"))
-    raw = yaml.safe_load((CONFIG_DIR / "local.yaml").read_text())
-    raw["data_dir"] = str(work / "data")
-    raw["event_log"]["root"] = str(work / "eventlog")
-    raw["lake"]["warehouse"] = str(work / "lake")
-    raw["warehouse"]["duckdb_path"] = str(work / "warehouse.duckdb")
-    raw["airflow"]["home"] = str(work / "airflow")
-    raw["retrieval"]["index"]["path"] = str(work / "vectors")
     work.mkdir(parents=True, exist_ok=True)
-    config = work / "mercury.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config = write_config(work)  # every data path inside the work folder
     os.environ["MERCURY_CONFIG"] = str(config)
     settings = load_settings()
     generate(settings, Knobs(events=args.events, users=args.users), with_postgres=False,
