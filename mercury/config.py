@@ -198,6 +198,30 @@ class ServingConfig(_Section):
     callers: tuple[CallerConfig, ...] = (CallerConfig(name="llm-gateway"),)
 
 
+class SparkConfig(_Section):
+    """The batch jobs' Spark session (``mercury.features.spark_session``). Locally
+    ``local[2]``; on EMR ``master: null`` leaves master and resources to spark-submit."""
+    app_name: str = "mercury"
+    master: str | None = "local[2]"
+    shuffle_partitions: int = Field(4, ge=1)
+    driver_memory: str = "2g"
+    log_level: str = "ERROR"
+    arrow_batch_rows: int = Field(20_000, ge=1)
+    conf: dict[str, str] = Field(default_factory=dict)  # anything else, passed through
+
+
+class OfflineConfig(_Section):
+    """The batch path: feature history tables, training sets, consistency and blue/green."""
+    namespace: str = "features"  # Iceberg namespace of the feature history tables
+    # The consistency gate: the least share of matching values, per feature, that promotes.
+    consistency_min_share: float = Field(1.0, ge=0.0, le=1.0)
+    consistency_sample_entities: int = Field(10_000, ge=1)
+    # Warm start: how long the backfilled per-entity state waits for the streaming job.
+    warm_start_state_ttl_s: int = Field(7 * 86_400, ge=60)
+    # After a promotion, the previous version's keys expire this long after (rollback window).
+    retire_after_s: int = Field(86_400, ge=0)
+
+
 class Settings(_Section):
     profile: Literal["local", "production"]
     data_dir: Path
@@ -211,6 +235,8 @@ class Settings(_Section):
     retrieval: RetrievalConfig
     serving: ServingConfig = ServingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    spark: SparkConfig = SparkConfig()
+    offline: OfflineConfig = OfflineConfig()
 
     @property
     def run_dir(self) -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from mercury.config import SparkConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -23,29 +23,9 @@ if TYPE_CHECKING:
     from mercury.config import Settings
 
 
-class SparkConfig(BaseModel):
-    """How to build the session. Unknown keys are rejected, as in every config section."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    app_name: str = "mercury"
-    master: str | None = "local[2]"  # None: whatever spark-submit or the cluster says
-    shuffle_partitions: int = Field(4, ge=1)
-    driver_memory: str = "2g"
-    log_level: str = "ERROR"
-    arrow_batch_rows: int = Field(20_000, ge=1)
-    conf: dict[str, str] = Field(default_factory=dict)  # anything else, passed through
-
-
 def spark_config(settings: Settings | None = None) -> SparkConfig:
-    """The ``spark`` section of the settings when they have one, else the local defaults."""
-    section = getattr(settings, "spark", None) if settings is not None else None
-    if section is None:
-        return SparkConfig()
-    if isinstance(section, SparkConfig):
-        return section
-    return SparkConfig.model_validate(
-        section.model_dump() if hasattr(section, "model_dump") else dict(section))
+    """The ``spark`` section of the settings, or the local defaults without settings."""
+    return SparkConfig() if settings is None else settings.spark
 
 
 def session_conf(config: SparkConfig) -> dict[str, str]:
