@@ -136,7 +136,7 @@ def test_committed_compiled_files_match_the_definitions():
 def test_load_compiled_gives_the_definitions_back():
     assert compiler.load_compiled() == sorted(ALL, key=lambda fs: (fs.name, fs.version))
     assert [fs.ref for fs in compiler.load_compiled(["spending", "risk.v1"])] == \
-        ["risk.v1", "spending.v1"]
+        ["risk.v1", "spending.v1", "spending.v2"]  # a bare name: every version
     with pytest.raises(compiler.CompileError, match=r"no compiled spec for spending.v9"):
         compiler.load_compiled(["spending.v9"])
 
@@ -155,7 +155,7 @@ def test_engines_load_compiled_json_without_importing_the_definitions():
 def test_check_names_a_stale_file_after_a_definition_changes(tmp_path):
     compiler.compile_all(tmp_path, ALL)
     compiler.check(tmp_path, ALL)
-    changed = [dataclasses.replace(fs, ttl="40d") if fs.name == "spending" else fs for fs in ALL]
+    changed = [dataclasses.replace(fs, ttl="40d") if fs.ref == "spending.v1" else fs for fs in ALL]
     with pytest.raises(compiler.CompileError) as failed:
         compiler.check(tmp_path, changed)
     message = str(failed.value)
@@ -175,7 +175,8 @@ def test_check_names_missing_and_extra_files_after_a_version_bump(tmp_path):
     assert f"missing: {tmp_path / 'risk.v2.json'}" in message
     assert f"extra: {tmp_path / 'risk.v1.json'}" in message
     assert compiler.compile_all(tmp_path, bumped).removed == ["risk.v1.json"]
-    assert sorted(p.name for p in tmp_path.iterdir())[-2:] == ["risk.v2.json", "spending.v1.json"]
+    assert sorted(p.name for p in tmp_path.iterdir())[-3:] == \
+        ["risk.v2.json", "spending.v1.json", "spending.v2.json"]
 
 
 def test_check_names_a_compiled_file_with_a_dangling_reference(tmp_path):

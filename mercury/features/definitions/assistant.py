@@ -37,6 +37,22 @@ spending = FeatureSet(
         Aggregate("reversed_amount", "sum", "amount", ("30d",), (eq("event_type", "REVERSAL"),)),
     ))
 
+# v2, filled beside v1 and promoted after a shadow comparison (``mercury.features.bluegreen``).
+# Unchanged features keep v1's definitions exactly, so the comparison can prove them equal;
+# changed: a quarter of settled spend and merchants (90d, so the hash lives 95d); new: settled
+# spend by country, for "how much did I spend abroad".
+_unchanged = tuple(f for f in spending.features if f.name not in ("settled_amount", "merchants"))
+spending_v2 = FeatureSet(
+    "spending", version=2, entity=user, source=transactions, ttl="95d", owner=OWNER,
+    description="Settled and authorised spend per currency, by window, category and country.",
+    features=(
+        Aggregate("settled_amount", "sum", "amount", ("1h", "24h", "7d", "30d", "90d"), settled),
+        *_unchanged,
+        Aggregate("merchants", "distinct_count", "merchant_id", ("7d", "30d", "90d"), settled),
+        Aggregate("settled_by_country", "sum", "amount", ("30d", "90d"), settled,
+                  group_by="country"),
+    ))
+
 declines = FeatureSet(
     "declines", version=1, entity=user, source=transactions, ttl="35d", owner=OWNER,
     description="Declined authorisations and why.",
@@ -88,4 +104,4 @@ profile = FeatureSet(
                                   "notification_prefs", "updated_at")),
     ))
 
-ASSISTANT_SETS = (spending, declines, purchases, risk, engagement, profile)
+ASSISTANT_SETS = (spending, spending_v2, declines, purchases, risk, engagement, profile)
