@@ -1,0 +1,249 @@
+"""The Great Expectations checkpoint on a feature history table, before a version is promoted.
+
+A history table (``mercury.features.history``) holds one row per (entity, day) with the
+set's values as of the end of that day, one JSON column per feature. The suite is derived from
+the feature set's definition and the backfilled date range, so a new feature or window is
+checked without editing this module:
+
+- at least one row (a backfill that wrote nothing is not a version to promote);
+- the key columns exist; ``entity_id``, ``as_of_date``, ``as_of_ms``, ``computed_at`` are
+  never null and (entity_id, as_of_date) is unique;
+- ``as_of_date`` lies in [start, end], and ``as_of_ms`` is the last millisecond of that
+  day in UTC (checked against ``end_of_day_ms``, a column this module derives from
+  ``as_of_date``: GX compares two columns but does no date arithmetic);
+- every feature column is valid JSON or null, and matches the JSON schema its definition
+  implies: an ``Aggregate`` is an object with exactly its window labels, each leaf nested
+  under the group (``group_by``) and the currency (money columns); counts and distinct counts
+  are integers >= 0, sums and averages numbers, min/max numbers or null. A ``LastN`` is an
+  array of at most ``n`` items with ``item``, ``ts`` and ``status``; a ``Latest`` is an
+  object with its fields and ``ts`` (per value of ``per`` when set), or null.
+
+``run_history_checkpoint`` runs the suite on a pandas DataFrame; ``check_history`` reads the
+rows of [start, end] from the lake and raises ``HistoryCheckFailed`` naming each failed
+expectation with its unexpected count and a few examples (entity and day). Like
+``mercury.quality.expectations``, the suite is plain data first (``history_suite_spec``) and
+Great Expectations (slow to import) is imported only to run it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+
+from mercury.features.dsl import Aggregate, FeatureSet, LastN, Latest
+from mercury.features.windows import window
+from mercury.quality.expectations import CheckpointOutcome, ExpectationSpec, _exception_message
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mercury.config import Settings
+
+KEY_COLUMNS = ("entity_id", "as_of_date", "as_of_ms", "computed_at")
+# Derived here from as_of_date (see the module doc); not a column of the table.
+END_OF_DAY = "end_of_day_ms"
+# Examples in a failure name the row by these columns.
+ROW_ID = ["entity_id", "as_of_date"]
+DAY_MS = 86_400_000
+EXAMPLES = 5
+
+
+class HistoryCheckFailed(RuntimeError):
+    """The history rows of a range failed the checkpoint; the message names every failed
+    expectation with examples. ``outcome`` holds the details."""
+
+    def __init__(self, table: str, outcome: CheckpointOutcome):
+        self.outcome = outcome
+        lines = [f"{table}: {len(outcome.failed_expectations)} expectation(s) failed "
+                 f"(of {outcome.statistics.get('evaluated_expectations', '?')}):"]
+        for name in outcome.failed_expectations:
+            lines.append(f"  - {name}: {outcome.details.get(name, {})}")
+        super().__init__("\n".join(lines))
+
+
+# --- the suite as data ----------------------------------------------------------------------
+
+
+def _leaf_schema(op: str) -> dict:
+    if op in ("count", "distinct_count"):
+        return {"type": "integer", "minimum": 0}
+    if op == "sum":
+        return {"type": "number"}
+    return {"type": ["number", "null"]}  # min, max, avg of nothing is null
+
+
+def _object_of(inner: dict) -> dict:
+    """A JSON object with any keys (a group or a currency), each value ``inner``."""
+    return {"type": "object", "additionalProperties": inner}
+
+
+def value_schema(feature_set: FeatureSet, feature) -> dict:
+    """The JSON schema of one feature's value, from its definition (see the module doc)."""
+    if isinstance(feature, Aggregate):
+        leaf = _leaf_schema(feature.op)
+        if feature.column is not None and feature_set.source.currency_of(feature.column):
+            leaf = _object_of(leaf)
+        if feature.group_by is not None:
+            leaf = _object_of(leaf)
+        labels = [window(text).label for text in feature.windows]
+        return {"type": "object", "properties": {label: leaf for label in labels},
+                "required": labels, "additionalProperties": False}
+    if isinstance(feature, LastN):
+        item = {"type": "object", "required": ["item", "ts", "status"],
+                "properties": {"ts": {"type": "integer"}, "item": {"type": "string"},
+                               "status": {"type": ["string", "null"]}}}
+        return {"type": "array", "maxItems": feature.n, "items": item}
+    if isinstance(feature, Latest):
+        one = {"type": ["object", "null"], "required": ["ts", *feature.fields],
+               "properties": {"ts": {"type": "integer"}}}
+        return one if feature.per is None else _object_of(one)
+    raise TypeError(f"{feature_set.ref}: no history schema for {type(feature).__name__}")
+
+
+def history_suite_spec(feature_set: FeatureSet, start: date,
+                       end: date) -> tuple[ExpectationSpec, ...]:
+    """The expectations for the history rows of ``feature_set`` in [start, end]."""
+    if end < start:
+        raise ValueError(f"{feature_set.ref}: end {end} is before start {start}")
+    specs = [ExpectationSpec("expect_table_row_count_to_be_between", {"min_value": 1})]
+    for column in (*KEY_COLUMNS, *(f.name for f in feature_set.features)):
+        specs.append(ExpectationSpec("expect_column_to_exist", {"column": column}))
+    for column in KEY_COLUMNS:
+        specs.append(ExpectationSpec("expect_column_values_to_not_be_null", {"column": column}))
+    specs += [
+        ExpectationSpec("expect_compound_columns_to_be_unique", {"column_list": ROW_ID}),
+        ExpectationSpec("expect_column_values_to_be_between",
+                        {"column": "as_of_date", "min_value": start.isoformat(),
+                         "max_value": end.isoformat()}),
+        ExpectationSpec("expect_column_pair_values_to_be_equal",
+                        {"column_A": "as_of_ms", "column_B": END_OF_DAY}),
+    ]
+    for feature in feature_set.features:
+        specs.append(ExpectationSpec("expect_column_values_to_be_json_parseable",
+                                     {"column": feature.name}))
+        specs.append(ExpectationSpec("expect_column_values_to_match_json_schema",
+                                     {"column": feature.name,
+                                      "json_schema": value_schema(feature_set, feature)}))
+    return tuple(specs)
+
+
+def suite_document(feature_set: FeatureSet, start: date, end: date) -> dict:
+    """The suite in GX's JSON layout, for a reader or a report."""
+    return {"name": f"{feature_set.name}_v{feature_set.version}_history",
+            "meta": {"feature_set": feature_set.ref, "start": start.isoformat(),
+                     "end": end.isoformat()},
+            "expectations": [spec.to_json() for spec in
+                             history_suite_spec(feature_set, start, end)]}
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def end_of_day_ms(day: date) -> int:
+    """The last millisecond of ``day`` in UTC: what a history row's ``as_of_ms`` must be."""
+    return int(datetime.combine(day + timedelta(days=1), time(), UTC).timestamp() * 1000) - 1
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame GX validates: ``as_of_date`` as Python dates (GX compares them with the ISO
+    range bounds; a datetime64 column it refuses to), plus ``end_of_day_ms``."""
+    import pandas as pd
+
+    if "as_of_date" not in df.columns:
+        return df
+    days = pd.to_datetime(df["as_of_date"])
+    end = (days - pd.Timestamp(0)) // pd.Timedelta(milliseconds=1) + DAY_MS - 1
+    return df.assign(as_of_date=days.dt.date, **{END_OF_DAY: end})
+
+
+def run_history_checkpoint(feature_set: FeatureSet, df: pd.DataFrame, start: date,
+                           end: date) -> CheckpointOutcome:
+    """Validate history rows (a pandas DataFrame in the table's layout) against the suite."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    # A fresh ephemeral context per run: the suite depends on the range, and nothing is kept.
+    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(),
+                               analytics_enabled=False,
+                               progress_bars=ProgressBarsConfig(globally=False))
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    name = f"{feature_set.name}_v{feature_set.version}_history"
+    batch = context.data_sources.add_pandas(name=name).add_dataframe_asset(
+        name=name).add_batch_definition_whole_dataframe(name="range")
+    suite = gx.ExpectationSuite(name=name)
+    for spec in history_suite_spec(feature_set, start, end):
+        kind = "".join(part.capitalize() for part in spec.type.split("_"))
+        suite.add_expectation(getattr(gxe, kind)(**spec.kwargs))
+    suite = context.suites.add(suite)
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite))
+    has_ids = all(c in df.columns for c in ROW_ID)
+    result_format: dict[str, Any] = {"result_format": "SUMMARY",
+                                     "partial_unexpected_count": EXAMPLES}
+    if has_ids:
+        result_format["unexpected_index_column_names"] = ROW_ID
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=f"{name}_gate", validation_definitions=[validation], result_format=result_format))
+    result = checkpoint.run(batch_parameters={"dataframe": prepare(df)})
+    return _outcome(result)
+
+
+def _outcome(result) -> CheckpointOutcome:
+    failed: list[str] = []
+    details: dict[str, dict[str, Any]] = {}
+    statistics: dict[str, Any] = {}
+    for validation in result.run_results.values():
+        statistics = dict(validation.statistics)
+        for item in validation.results:
+            if item.success:
+                continue
+            config = item.expectation_config
+            kwargs = dict(config.kwargs)
+            name = ExpectationSpec(config.type, kwargs).name
+            if "column_A" in kwargs:
+                name = f"{config.type}({kwargs['column_A']}, {kwargs['column_B']})"
+            elif "column_list" in kwargs:
+                name = f"{config.type}({', '.join(kwargs['column_list'])})"
+            failed.append(name)
+            found = item.result or {}
+            detail = {key: found[key] for key in
+                      ("observed_value", "unexpected_count", "partial_unexpected_list")
+                      if found.get(key) is not None}
+            rows = found.get("partial_unexpected_index_list")
+            if rows:
+                detail["examples"] = [_row_name(r) for r in rows[:EXAMPLES]]
+            message = _exception_message(item.exception_info)
+            if message:
+                detail["exception"] = message
+            details[name] = detail
+    return CheckpointOutcome(success=bool(result.success), failed_expectations=failed,
+                             statistics=statistics, details=details)
+
+
+def _row_name(row: Any) -> str:
+    if isinstance(row, dict):
+        return " ".join(f"{k}={row[k]}" for k in ROW_ID if k in row)
+    return str(row)
+
+
+def check_history(settings: Settings, feature_set: FeatureSet, start: date, end: date, *,
+                  columns: Sequence[str] | None = None) -> CheckpointOutcome:
+    """Read the history rows of [start, end] and run the checkpoint; raise
+    ``HistoryCheckFailed`` when an expectation fails, else return the outcome."""
+    from mercury.features import history
+
+    table = history.read(settings, feature_set, start=start, end=end)
+    if columns is not None:
+        table = table.select(list(columns))
+    outcome = run_history_checkpoint(feature_set, table.to_pandas(), start, end)
+    if not outcome.success:
+        raise HistoryCheckFailed(history.table_identifier(settings, feature_set), outcome)
+    return outcome
