@@ -1,0 +1,347 @@
+"""The feature_backfill DAG's steps: thin glue over the batch path of ``mercury.features``.
+
+One run takes one feature-set version from "defined" to "serving" (``dags/feature_backfill.py``):
+
+1. ``plan_backfill``: validates the run's params (a compiled spec for the version, a date range
+   not in the future) and fixes what every later step must agree on: the warm-start cut (the
+   ``cut_ms`` param, else the newest arrival of the set's stream in the lake) and the version
+   active before the run (to shadow-compare with, and to retire after the flip).
+2. ``backfill_history``: ``history.backfill`` in Spark for [start, end] (incremental: only days
+   whose values can have changed since the last run are rewritten).
+3. ``check_history_range``: the Great Expectations checkpoint on the history rows of the range
+   (``mercury.quality.feature_history_checks``). Before the warm start, so a bad history never
+   writes an online key.
+4. ``warm_start_online``: ``warm_start.backfill_online`` at the cut: the version's online keys
+   and per-entity bootstrap state, from which the streaming job continues.
+5. ``consistency_gate``: ``consistency_job.measure_online`` of the version's online hashes
+   against the Spark recompute from the lake, as of the cut; fails below
+   ``settings.offline.consistency_min_share`` on any feature, naming it.
+6. ``shadow_compare``: the new version against the active one (``bluegreen.shadow_compare``):
+   informative, except that a feature the two versions define identically must not differ.
+7. ``promote``: ``bluegreen.promote`` flips the active pointer; ``retire_previous`` then
+   schedules the expiry of the previous version's keys after ``settings.offline.retire_after_s``
+   (the rollback window: ``mercury features rollback`` within it is one step).
+
+Every step is safe to retry: the plan travels by XCom, so a retried step sees the same cut
+and previous version; each step overwrites what it writes (history partitions by day, online
+hashes by key, the pointer by name) or only reads. Each step prints one line per result and
+returns plain values for XCom. Importing this module is cheap: mercury's Spark, GX and Redis
+code is imported by the functions that use them.
+
+Test hook (never set in production): ``MERCURY_TEST_CONSISTENCY_COMPILED_DIR`` names a folder
+of compiled specs (``<name>.v<version>.json``, as in ``mercury/features/compiled``) from which
+the consistency gate's *Spark* side loads the version's definition instead of the real one.
+It is how tests show that a definition broken in one executor fails the gate through
+``airflow dags test``; the gate logs a warning line whenever it is set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from mercury.config import Settings
+    from mercury.features.dsl import FeatureSet
+
+Log = Callable[[str], None]
+
+TEST_CONSISTENCY_DIR_ENV = "MERCURY_TEST_CONSISTENCY_COMPILED_DIR"
+
+
+class GateFailed(RuntimeError):
+    """A promotion gate said no; the message names the gate and what failed."""
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    """What one run does, fixed once by ``plan_backfill`` and shared by every step."""
+
+    feature_set: str  # set name, e.g. "spending"
+    version: int
+    start: str  # ISO dates, inclusive
+    end: str
+    cut_ms: int  # warm-start cut and the as-of time of the gates
+    previous_version: int | None  # active before this run; None if none (or this one)
+    promote: bool
+
+    @property
+    def ref(self) -> str:
+        return f"{self.feature_set}.v{self.version}"
+
+    @property
+    def start_date(self) -> date:
+        return date.fromisoformat(self.start)
+
+    @property
+    def end_date(self) -> date:
+        return date.fromisoformat(self.end)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_xcom(cls, value: Mapping[str, Any]) -> BackfillPlan:
+        return cls(**value)
+
+    def feature_set_spec(self) -> FeatureSet:
+        from mercury.features.compile import load_compiled
+
+        (feature_set,) = load_compiled([self.ref])
+        return feature_set
+
+
+def _as_date(value: Any, name: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"param {name}={value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def newest_arrival_ms(settings: Settings, feature_set: FeatureSet) -> int | None:
+    """The latest arrival time (epoch ms) of the set's stream in the lake, or None if empty:
+    ``ingest_ts`` (else the event time) for plain streams; a change stream's events arrive
+    at their own time, as ``mercury.features.events.normalise`` says."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mercury.contracts import registry
+    from mercury.lake import tables
+
+    stream = registry.stream(feature_set.source.stream)
+    if feature_set.source.envelope == "debezium":
+        from mercury.features.events import normalise
+        from mercury.features.spark_executor import lake_records
+
+        arrivals = [e.arrival_ts for r in lake_records(settings, stream.name)
+                    if (e := normalise(feature_set, r)) is not None]
+        return max(arrivals, default=None)
+    table = tables.catalog(settings).load_table(stream.lake_table)
+    names = {f.name for f in table.schema().fields}
+    fields = [n for n in (tables.ARRIVAL_FIELD, stream.event_time_field) if n in names]
+    data = table.scan(selected_fields=tuple(fields)).to_arrow()
+    if data.num_rows == 0:
+        return None
+
+    def as_ms(column: str) -> pa.Array:
+        values = data[column]
+        if pa.types.is_timestamp(values.type):
+            values = values.cast(pa.timestamp("ms", tz=values.type.tz)).cast(pa.int64())
+        return values.cast(pa.int64())
+
+    arrival = as_ms(fields[0])
+    if len(fields) == 2:
+        arrival = pc.coalesce(arrival, as_ms(fields[1]))
+    newest = pc.max(arrival).as_py()
+    return None if newest is None else int(newest)
+
+
+def active_version(settings: Settings, set_name: str) -> int | None:
+    from mercury.online.store import open_store
+
+    store = open_store(settings)
+    try:
+        return store.active_versions([set_name]).get(set_name)
+    finally:
+        store.close()
+
+
+def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date | None = None,
+                  log: Log = _print) -> dict[str, Any]:
+    """Validate the run's params and fix the plan (see the module doc); the plan as a dict."""
+    from mercury.features.compile import load_compiled
+
+    name, version = str(params["feature_set"]), int(params["version"])
+    (feature_set,) = load_compiled([f"{name}.v{version}"])  # CompileError names what exists
+    start, end = _as_date(params["start"], "start"), _as_date(params["end"], "end")
+    today = today or datetime.now(UTC).date()
+    if end < start:
+        raise ValueError(f"{feature_set.ref}: end {end} is before start {start}")
+    if end > today:
+        raise ValueError(f"{feature_set.ref}: end {end} is in the future (today is {today} "
+                         "UTC); a history day is written once it is over")
+    cut_ms = params.get("cut_ms")
+    if cut_ms is None:
+        cut_ms = newest_arrival_ms(settings, feature_set)
+        if cut_ms is None:
+            raise ValueError(f"{feature_set.ref}: the lake has no {feature_set.source.stream} "
+                             "events, so there is nothing to warm-start from; pass cut_ms")
+    previous = active_version(settings, name)
+    plan = BackfillPlan(feature_set=name, version=version, start=start.isoformat(),
+                        end=end.isoformat(), cut_ms=int(cut_ms),
+                        previous_version=None if previous == version else previous,
+                        promote=bool(params.get("promote", True)))
+    log(f"plan: {plan.ref} history {plan.start}..{plan.end}, cut {plan.cut_ms} "
+        f"({datetime.fromtimestamp(plan.cut_ms / 1000, UTC).isoformat()}), active before: "
+        f"{'v' + str(previous) if previous is not None else 'none'}, promote: {plan.promote}")
+    return plan.to_xcom()
+
+
+def spark_session(settings: Settings) -> SparkSession:
+    """The settings' Spark session (reused when this process already runs one)."""
+    from mercury.features.spark_session import session
+
+    return session(settings.spark)
+
+
+def backfill_history(settings: Settings, plan: Mapping[str, Any], *,
+                     spark: SparkSession | None = None, log: Log = _print) -> dict[str, Any]:
+    """``history.backfill`` of the range: rewrites only the days whose values changed since
+    the last run, so a retry after a partial run finishes the rest and writes nothing twice."""
+    from mercury.features import history
+
+    plan = BackfillPlan.from_xcom(plan)
+    result = history.backfill(spark or spark_session(settings), settings,
+                              plan.feature_set_spec(), plan.start_date, plan.end_date,
+                              progress=log)
+    return {"ref": plan.ref, "days_written": result.days_written, "rows": result.rows,
+            "skipped_days": result.skipped_days}
+
+
+def check_history_range(settings: Settings, plan: Mapping[str, Any], *,
+                        log: Log = _print) -> dict[str, Any]:
+    """The GX checkpoint on the history rows of the range; raises ``HistoryCheckFailed``
+    (naming each failed expectation with examples) so the run stops before the warm start.
+    Only reads."""
+    from mercury.quality.feature_history_checks import check_history
+
+    plan = BackfillPlan.from_xcom(plan)
+    outcome = check_history(settings, plan.feature_set_spec(), plan.start_date, plan.end_date)
+    statistics = outcome.statistics
+    log(f"history checkpoint: {plan.ref} {plan.start}..{plan.end}: "
+        f"{statistics.get('successful_expectations')} of "
+        f"{statistics.get('evaluated_expectations')} expectations met")
+    return {"ref": plan.ref, "evaluated": statistics.get("evaluated_expectations"),
+            "successful": statistics.get("successful_expectations")}
+
+
+def warm_start_online(settings: Settings, plan: Mapping[str, Any], *,
+                      spark: SparkSession | None = None, log: Log = _print) -> dict[str, Any]:
+    """``warm_start.backfill_online`` at the plan's cut: every entity's state from lake events
+    that arrived by the cut, overwriting the version's keys, so a retry writes the same."""
+    from mercury.features import warm_start
+
+    plan = BackfillPlan.from_xcom(plan)
+    result = warm_start.backfill_online(spark or spark_session(settings), settings,
+                                        plan.feature_set_spec(), plan.cut_ms)
+    log(f"warm start: {plan.ref} at cut {plan.cut_ms}: {result}")
+    return {"ref": plan.ref, "cut_ms": plan.cut_ms, "result": str(result)}
+
+
+def _executor_feature_set(plan: BackfillPlan, log: Log) -> FeatureSet | None:
+    """The test hook (module doc): a different definition for the Spark side, or None."""
+    folder = os.environ.get(TEST_CONSISTENCY_DIR_ENV)
+    if not folder:
+        return None
+    from mercury.features.compile import load_compiled
+
+    (feature_set,) = load_compiled([plan.ref], directory=Path(folder))
+    log(f"WARNING: test hook {TEST_CONSISTENCY_DIR_ENV} is set: Spark recomputes {plan.ref} "
+        f"with the spec in {folder}, not the compiled one")
+    return feature_set
+
+
+def consistency_gate(settings: Settings, plan: Mapping[str, Any], *,
+                     spark: SparkSession | None = None, log: Log = _print) -> dict[str, Any]:
+    """The version's online hashes against the Spark recompute as of the cut; raises
+    ``GateFailed`` naming every feature below ``settings.offline.consistency_min_share``.
+    Only reads."""
+    from mercury.features.consistency_job import measure_online
+
+    plan = BackfillPlan.from_xcom(plan)
+    min_share = settings.offline.consistency_min_share
+    report = measure_online(spark or spark_session(settings), settings,
+                            plan.feature_set_spec(), as_of_ms=plan.cut_ms,
+                            executor_feature_set=_executor_feature_set(plan, log), progress=log)
+    log(report.summary(min_share))
+    if not report.passes(min_share):
+        failing = ", ".join(f"{s.feature} ({s.share:.4f})" if s.share is not None
+                            else s.feature for s in report.failing_features(min_share))
+        raise GateFailed(f"consistency gate: {plan.ref} is below {min_share} on {failing}; "
+                         "not promoting.\n" + report.summary(min_share))
+    return {"ref": plan.ref, "score": report.score, "min_share": min_share}
+
+
+def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
+                   log: Log = _print) -> dict[str, Any]:
+    """The new version beside the active one, as of the cut. Differences in features the
+    versions define differently are expected (that is why there is a new version) and only
+    reported; a feature defined identically in both must have identical values, else
+    ``GateFailed``. Skipped when no other version is active. Only reads."""
+    from mercury.features import bluegreen
+
+    plan = BackfillPlan.from_xcom(plan)
+    if plan.previous_version is None:
+        log(f"shadow: no other version of {plan.feature_set} is active; nothing to compare")
+        return {"ref": plan.ref, "compared_with": None}
+    new = plan.feature_set_spec()
+    old = BackfillPlan(**{**plan.to_xcom(), "version": plan.previous_version}).feature_set_spec()
+    report = bluegreen.shadow_compare(settings, old, new, as_of_ms=plan.cut_ms)
+    log(report.summary() if hasattr(report, "summary") else str(report))
+    unchanged_differ = _unchanged_differences(report)
+    if unchanged_differ:
+        raise GateFailed(f"shadow: {old.ref} and {new.ref} define {', '.join(unchanged_differ)} "
+                         "identically but their values differ; not promoting")
+    return {"ref": plan.ref, "compared_with": old.ref}
+
+
+def _unchanged_differences(report) -> list[str]:
+    """Features defined identically in both versions whose values differ (ShadowReport)."""
+    for name in ("unchanged_differing", "unchanged_mismatches", "failing_unchanged"):
+        value = getattr(report, name, None)
+        if value is not None:
+            value = value() if callable(value) else value
+            return sorted(value)
+    if hasattr(report, "passes"):
+        return [] if report.passes() else ["(see the report)"]
+    return []
+
+
+def promote(settings: Settings, plan: Mapping[str, Any], *, log: Log = _print) -> dict[str, Any]:
+    """``bluegreen.promote``: the active pointer names this version (setting it again on a
+    retry changes nothing). With the ``promote`` param off, nothing flips."""
+    from mercury.features import bluegreen
+
+    plan = BackfillPlan.from_xcom(plan)
+    if not plan.promote:
+        log(f"promote: off for this run; {plan.ref} is ready but not active")
+        return {"ref": plan.ref, "promoted": False}
+    bluegreen.promote(settings, plan.feature_set, plan.version)
+    log(f"promote: {plan.feature_set} now serves v{plan.version}")
+    return {"ref": plan.ref, "promoted": True}
+
+
+def retire_previous(settings: Settings, plan: Mapping[str, Any], *,
+                    log: Log = _print) -> dict[str, Any]:
+    """Schedule the expiry of the previous version's keys after
+    ``settings.offline.retire_after_s`` (setting the same expiry again on a retry is
+    harmless). Never the version the pointer names: nothing to do without a promotion, or
+    when no other version was active."""
+    from mercury.features import bluegreen
+
+    plan = BackfillPlan.from_xcom(plan)
+    previous = plan.previous_version
+    if not plan.promote or previous is None:
+        log(f"retire: nothing to retire for {plan.ref}")
+        return {"retired": None}
+    if active_version(settings, plan.feature_set) == previous:
+        raise GateFailed(f"retire: {plan.feature_set}.v{previous} is still the active version; "
+                         "refusing to expire the keys it serves")
+    after_s = settings.offline.retire_after_s
+    bluegreen.retire(settings, plan.feature_set, previous, after_s)
+    log(f"retire: {plan.feature_set}.v{previous} keys expire in {after_s} s")
+    return {"retired": f"{plan.feature_set}.v{previous}", "after_s": after_s}
