@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 ENTITY_COLUMN = "entity_id"
 TIMESTAMP_COLUMN = "label_ts"
 _ROW = "__mercury_label_row"  # the internal row id; never shown
-_REF = re.compile(r"^[a-z][a-z0-9_]*\.v[0-9]+$")
+_REF = re.compile(r"^[a-z][a-z0-9_]*\.v[0-9]+(:[a-z][a-z0-9_]*)?$")
 
 
 def feature_column(feature_set: FeatureSet, feature_name: str) -> str:
@@ -50,7 +50,14 @@ def feature_column(feature_set: FeatureSet, feature_name: str) -> str:
 
 
 def resolve(feature_set_refs: Sequence[str]) -> list[FeatureSet]:
-    """The compiled sets, in the order asked; an unknown or malformed ref is a ValueError."""
+    """The compiled sets, in the order asked; an unknown or malformed ref is a ValueError.
+
+    A ref is ``<set>.v<version>`` (every feature of the set) or ``<set>.v<version>:<feature>``
+    (that feature only, as Feast's ``view:feature``); several of one set are merged into one
+    set of the features asked, in the set's order, so its events are read once.
+    """
+    from dataclasses import replace
+
     from mercury.features.compile import CompileError, load_compiled
 
     refs = list(feature_set_refs)
@@ -58,14 +65,31 @@ def resolve(feature_set_refs: Sequence[str]) -> list[FeatureSet]:
         raise ValueError("training_set: no feature sets asked for (refs like 'spending.v1')")
     bad = [r for r in refs if not isinstance(r, str) or not _REF.match(r)]
     if bad:
-        raise ValueError(f"training_set: {bad!r} are not feature set refs '<name>.v<version>'")
+        raise ValueError(f"training_set: {bad!r} are not feature set refs "
+                         "'<name>.v<version>[:<feature>]'")
     if len(set(refs)) != len(refs):
         raise ValueError(f"training_set: a feature set is asked for twice in {refs!r}")
+    wanted: dict[str, set[str] | None] = {}
+    for ref in refs:
+        set_ref, _, feature = ref.partition(":")
+        if set_ref in wanted and (wanted[set_ref] is None or not feature):
+            raise ValueError(f"training_set: {set_ref} is asked for whole and by feature")
+        wanted[set_ref] = wanted.get(set_ref, set()) | {feature} if feature else None
     try:
-        loaded = {fs.ref: fs for fs in load_compiled(refs)}
+        loaded = {fs.ref: fs for fs in load_compiled(list(wanted))}
     except CompileError as exc:
         raise ValueError(f"training_set: unknown feature set: {exc}") from None
-    return [loaded[r] for r in refs]
+    sets = []
+    for set_ref, features in wanted.items():
+        fs = loaded[set_ref]
+        if features is not None:
+            unknown = features - {f.name for f in fs.features}
+            if unknown:
+                raise ValueError(f"training_set: {set_ref} has no feature {sorted(unknown)}; "
+                                 f"it has {[f.name for f in fs.features]}")
+            fs = replace(fs, features=tuple(f for f in fs.features if f.name in features))
+        sets.append(fs)
+    return sets
 
 
 def epoch_ms(labels: DataFrame, timestamp_column: str):
@@ -118,8 +142,10 @@ def training_set(spark: SparkSession, settings: Settings | None, labels: DataFra
                  timestamp_column: str = TIMESTAMP_COLUMN) -> DataFrame:
     """The label rows with every feature of ``feature_set_refs`` as of each row's timestamp.
 
-    ``events`` maps a ref to its events frame (``spark_executor.EVENT_COLUMNS``); without it
-    each set's events come from its lake table (``lake_events_frame``, needs ``settings``).
+    A ref may pick one feature, ``"engagement.v1:card_lock"`` (see ``resolve``).
+    ``events`` maps a set's ref (``"engagement.v1"``) to its events frame
+    (``spark_executor.EVENT_COLUMNS``); without it each set's events come from its lake table
+    (``lake_events_frame``, needs ``settings``).
     The result is lazy apart from the label checks; its rows come in the labels' order.
     """
     from pyspark.sql import functions as F

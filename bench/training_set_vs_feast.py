@@ -1,0 +1,389 @@
+"""Training sets, ours against Feast's ``get_historical_features``: same data, same label rows,
+same run.
+
+1. A seeded stream of ``user_activity`` card freezes and unfreezes (the ``card_lock`` feature
+   of ``engagement.v1`` is a ``Latest``: the newest event by event time, the semantics Feast's
+   point-in-time join has). Event times are unique, most events arrive within 5 s, a share
+   arrives late (1 h to 3 d after they happened, within ``MAX_LATENESS_MS``), and a share is
+   sent twice (a retry arriving later). Every event is a freeze or an unfreeze, so both sides
+   read the same rows: Feast cannot filter a source, and would otherwise get a smaller file.
+2. Ours: the events frame (``spark_executor.EVENT_COLUMNS``) as Parquet, built with numpy and
+   checked against ``spark_executor.events_table`` (the real normalisation) on a sample. Feast:
+   the same events as its file source (``user_id, event_timestamp, event_type, event_ts_ms``).
+   Label rows: random users (1% unknown ones) at random times, the same rows for both.
+3. Feast (bench/feast_historical_side.py, in its own env): one feature view, ttl 60 days (longer
+   than the stream, as ``card_lock`` has no max age), the default file offline store (dask);
+   it times only ``get_historical_features(...).to_df()``.
+4. Ours: ``mercury.features.training.training_set`` on local Spark, timed from reading the two
+   Parquet files to the whole result in pandas (``toPandas``). The JVM and session start are
+   timed apart and not in the figure. Ours builds ``engagement.v1:card_lock``, the one
+   feature Feast builds (``--whole-set``: all three features of the set).
+5. Compare per label row ``card_lock``'s event type and event time with Feast's. A row where
+   Feast returns an event that had not arrived by the label time is a leak (Feast has no
+   arrival time) and is counted apart; every other row must be identical.
+
+Results go to bench/results/training_set_vs_feast.json.
+Usage: python bench/training_set_vs_feast.py [--events 1000000] [--labels 100000]
+           [--users 50000] [--repeat 1] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+RESULTS = REPO / "bench" / "results" / "training_set_vs_feast.json"
+FEAST_SIDE = REPO / "bench" / "feast_historical_side.py"
+SET_REF = "engagement.v1"
+FEATURE = "card_lock"
+START_MS = 1_788_220_800_000  # 2026-09-01T00:00Z
+DAY_MS, HOUR_MS = 86_400_000, 3_600_000
+SPAN_MS = 30 * DAY_MS
+TTL_DAYS = 60
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--labels", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--late-share", type=float, default=0.05)
+    parser.add_argument("--duplicate-share", type=float, default=0.005)
+    parser.add_argument("--unknown-share", type=float, default=0.01)
+    parser.add_argument("--repeat", type=int, default=1, help="builds of ours (the first is cold)")
+    parser.add_argument("--whole-set", action="store_true",
+                        help=f"build all of {SET_REF}, not only {FEATURE}")
+    parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--results", default=str(RESULTS))
+    return parser.parse_args(argv)
+
+
+def load_average() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+# ---- the data --------------------------------------------------------------------------------
+
+def stream(args, rng):
+    """Columns of the stream in arrival order (numpy arrays), duplicates included."""
+    import numpy as np
+
+    n = args.events
+    step = SPAN_MS // n
+    event_ts = START_MS + np.arange(n, dtype=np.int64) * step + rng.integers(0, step, n)
+    user = rng.integers(0, args.users, n)
+    late = rng.random(n) < args.late_share
+    delay = np.where(late, rng.integers(HOUR_MS, 3 * DAY_MS, n), rng.integers(0, 5_000, n))
+    ident = np.arange(n)
+    freeze = rng.random(n) < 0.5
+    session = rng.integers(0, 20, n)
+    again = rng.choice(n, int(n * args.duplicate_share), replace=False)
+    retry_arrival = event_ts[again] + delay[again] + rng.integers(1, DAY_MS, len(again))
+    columns = {"ident": np.concatenate([ident, ident[again]]),
+               "arrival": np.concatenate([event_ts + delay, retry_arrival])}
+    for name, values in (("event_ts", event_ts), ("user", user), ("freeze", freeze),
+                         ("session", session)):
+        columns[name] = np.concatenate([values, values[again]])
+    order = np.argsort(columns["arrival"], kind="stable")
+    return {name: values[order] for name, values in columns.items()}, late.sum(), len(again)
+
+
+def user_name(i) -> str:
+    return f"usr_{int(i):08d}"
+
+
+def event_id(i) -> str:
+    return f"00000000-0000-4000-8000-{int(i):012d}"  # a uuid, as the contract says
+
+
+def records(columns, rows) -> list[dict]:
+    """The stream's records for some rows, as ``user_activity`` carries them."""
+    return [{"event_id": event_id(columns["ident"][r]), "user_id": user_name(columns["user"][r]),
+             "session_id": f"s{int(columns['user'][r])}-{int(columns['session'][r])}",
+             "event_type": "CARD_FREEZE" if columns["freeze"][r] else "CARD_UNFREEZE",
+             "screen": None, "question_text": None, "platform": "IOS", "app_version": "5.1.0",
+             "device_id": None, "event_ts": int(columns["event_ts"][r]),
+             "ingest_ts": int(columns["arrival"][r])} for r in rows]
+
+
+def events_table(feature_set, columns):
+    """Ours: the events frame of the stream, built column-wise (1M Python normalisations
+    would dominate the preparation, and are not what is measured)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from mercury.features.spark_executor import row_schema
+
+    users = [user_name(u) for u in columns["user"]]
+    ids = [event_id(i) for i in columns["ident"]]
+    values = {"event_type": np.where(columns["freeze"], "CARD_FREEZE", "CARD_UNFREEZE"),
+              "session_id": [f"s{u}-{s}" for u, s in zip(columns["user"], columns["session"],
+                                                          strict=True)]}
+    row_type = row_schema(feature_set)
+    row = pa.StructArray.from_arrays([pa.array(values[f.name], f.type) for f in row_type],
+                                     fields=list(row_type))
+    n = len(users)
+    return pa.table({
+        "entity_id": pa.array(users, pa.string()), "event_id": pa.array(ids, pa.string()),
+        "event_ts": pa.array(columns["event_ts"], pa.int64()),
+        "arrival_ts": pa.array(columns["arrival"], pa.int64()),
+        "order_num": pa.array(columns["event_ts"], pa.int64()),
+        "order_tie": pa.array(ids, pa.string()),
+        "deleted": pa.array(np.zeros(n, bool), pa.bool_()),
+        "log_pos": pa.array(np.arange(n), pa.int64()), "row": row})
+
+
+def check_against_normalise(feature_set, columns, table, sample: int = 3_000) -> None:
+    """The column-wise table equals what the real normalisation makes of the same records."""
+    from mercury.features.spark_executor import events_table as normalised
+
+    want = normalised(feature_set, records(columns, range(sample)))
+    got = table.slice(0, sample)
+    if not got.equals(want):
+        for name in want.column_names:
+            if not got[name].equals(want[name]):
+                raise SystemExit(f"the bench's events frame differs from events_table in {name}")
+        raise SystemExit("the bench's events frame differs from events_table (schema)")
+
+
+def label_rows(args, rng):
+    import numpy as np
+
+    n = args.labels
+    users = [user_name(u) for u in rng.integers(0, args.users, n)]
+    for k in np.flatnonzero(rng.random(n) < args.unknown_share):
+        users[k] = f"usr_unknown_{k}"
+    label_ts = START_MS + HOUR_MS + rng.integers(0, SPAN_MS, n)
+    return {"row": np.arange(n), "entity_id": users, "label_ts": label_ts,
+            "label": rng.integers(0, 2, n).astype(np.int8)}
+
+
+# ---- the two sides ---------------------------------------------------------------------------
+
+def run_feast(work: Path, columns, labels) -> tuple[dict, dict]:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from online_vs_feast import feast_python
+
+    source = work / "feast_source.parquet"
+    pq.write_table(pa.table({
+        "user_id": [user_name(u) for u in columns["user"]],
+        "event_timestamp": pa.array(columns["event_ts"], pa.timestamp("ms", tz="UTC")),
+        "created_timestamp": pa.array(columns["arrival"], pa.timestamp("ms", tz="UTC")),
+        "event_type": pa.array(["CARD_FREEZE" if f else "CARD_UNFREEZE"
+                                for f in columns["freeze"]], pa.string()),
+        "event_ts_ms": pa.array(columns["event_ts"], pa.int64())}), source)
+    entities = work / "feast_entities.parquet"
+    pd.DataFrame({"row": labels["row"], "user_id": labels["entity_id"],
+                  "event_timestamp": pd.to_datetime(labels["label_ts"], unit="ms", utc=True)}
+                 ).to_parquet(entities)
+    spec = {"project": "training_bench", "source": str(source), "entities": str(entities),
+            "view": "card_lock", "features": [["event_type", "str"], ["event_ts_ms", "int"]],
+            "ttl_days": TTL_DAYS}
+    (work / "spec.json").write_text(json.dumps(spec))
+    python = feast_python()
+    out, values = work / "feast.json", work / "feast_values.parquet"
+    subprocess.run([str(python), str(FEAST_SIDE), "--spec", str(work / "spec.json"),
+                    "--workdir", str(work / "feast_repo"), "--out", str(out),
+                    "--values", str(values)], check=True)
+    stats = json.loads(out.read_text())
+    return stats, {mode: pd.read_parquet(work / f"feast_values.{mode}.parquet")
+                   for mode in stats["runs"]}
+
+
+def run_ours(args, work: Path, feature_set) -> tuple[dict, object]:
+    import pyspark
+
+    from mercury.config import SparkConfig
+    from mercury.features.spark_session import session
+    from mercury.features.training import feature_column, training_set
+
+    started = time.perf_counter()
+    spark = session(SparkConfig(app_name="training-set-bench", driver_memory="4g"))
+    spark.range(1).collect()
+    jvm_s = time.perf_counter() - started
+    print(f"  ours: Spark session up in {jvm_s:.1f} s (not counted)", flush=True)
+    builds, frame = [], None
+    for attempt in range(args.repeat):
+        started = time.perf_counter()
+        labels = spark.read.parquet(str(work / "labels.parquet"))
+        events = spark.read.parquet(str(work / "events.parquet"))
+        refs = [SET_REF] if args.whole_set else [f"{SET_REF}:{FEATURE}"]
+        result = training_set(spark, None, labels, refs, events={SET_REF: events})
+        frame = result.toPandas()
+        seconds = time.perf_counter() - started
+        builds.append(round(seconds, 2))
+        print(f"  ours: build {attempt + 1}: {len(frame):,} rows in {seconds:.1f} s", flush=True)
+    spark.stop()
+    return ({"seconds": builds[0], "builds_s": builds, "jvm_and_session_s": round(jvm_s, 1),
+             "spark": pyspark.__version__, "master": "local[2]", "shuffle_partitions": 4},
+            frame[["row", feature_column(feature_set, FEATURE)]])
+
+
+# ---- comparing -------------------------------------------------------------------------------
+
+def compare(ours, feast, labels, columns) -> dict:
+    """Identical rows, leaks (Feast's event had not arrived by the label time), mismatches."""
+    import numpy as np
+    import orjson
+
+    from mercury.features.training import feature_column
+
+    # The first arrival of each event (event times are unique), for the leak test.
+    event_ts, arrival = columns["event_ts"], columns["arrival"]
+    order = np.lexsort((arrival, event_ts))
+    ts_sorted, first_arrival = event_ts[order], arrival[order]
+    keep = np.concatenate([[True], ts_sorted[1:] != ts_sorted[:-1]])
+    ts_sorted, first_arrival = ts_sorted[keep], first_arrival[keep]
+
+    ours = ours.set_index("row").sort_index()
+    if len(ours) != len(labels["row"]) or not (ours.index == labels["row"]).all():
+        raise SystemExit(f"ours has {len(ours)} rows for {len(labels['row'])} label rows")
+    # Feast's file store drops an entity row whose entity has events but none in range (its
+    # TTL filter removes every joined row); such a row is counted, and must be null in ours.
+    dropped = set(labels["row"].tolist()) - set(feast["row"].tolist())
+    feast = feast.set_index("row").reindex(ours.index)
+    text = ours[feature_column(_set(), FEATURE)].tolist()
+    theirs_type = feast["event_type"].tolist()
+    theirs_ts = feast["event_ts_ms"].tolist()
+    counts = {"rows": len(text), "identical": 0, "both_null": 0, "leaks": 0, "mismatches": 0,
+              "dropped_by_feast": len(dropped)}
+    examples = {"leaks": [], "mismatches": [], "dropped_by_feast": []}
+    for i, (mine_text, their_type, their_ts) in enumerate(
+            zip(text, theirs_type, theirs_ts, strict=True)):
+        mine = orjson.loads(mine_text) if mine_text is not None else None
+        mine = (mine["event_type"], mine["ts"]) if mine else (None, None)
+        their_type = their_type if isinstance(their_type, str) else None
+        their_ts = None if their_ts is None or their_ts != their_ts else int(their_ts)
+        theirs = (their_type, their_ts)
+        label_ts = int(labels["label_ts"][i])
+        row = {"row": i, "user": labels["entity_id"][i], "label_ts": label_ts,
+               "ours": list(mine), "feast": list(theirs)}
+        if i in dropped:
+            if len(examples["dropped_by_feast"]) < 3:
+                examples["dropped_by_feast"].append(row)
+            if mine != (None, None):
+                counts["mismatches"] += 1
+                examples["mismatches"].append(row)
+            continue
+        if mine == theirs:
+            counts["identical"] += 1
+            counts["both_null"] += mine == (None, None)
+            continue
+        if their_ts is not None:
+            k = int(np.searchsorted(ts_sorted, their_ts))
+            arrived = int(first_arrival[k]) if k < len(ts_sorted) and \
+                ts_sorted[k] == their_ts else None
+            if arrived is not None and arrived > label_ts:
+                counts["leaks"] += 1
+                if len(examples["leaks"]) < 5:
+                    examples["leaks"].append({**row, "feast_event_arrived": arrived})
+                continue
+        counts["mismatches"] += 1
+        if len(examples["mismatches"]) < 10:
+            examples["mismatches"].append(row)
+    return {**counts, "examples": examples}
+
+
+def _set():
+    from mercury.features.compile import load_compiled
+
+    (feature_set,) = load_compiled([SET_REF])
+    return feature_set
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="training_vs_feast_"))
+    work.mkdir(parents=True, exist_ok=True)
+    command = "python bench/training_set_vs_feast.py " + " ".join(sys.argv[1:] if argv is None
+                                                                  else argv)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    load_before = load_average()
+    print(f"{started_at}  {load_before}", flush=True)
+    rng = np.random.default_rng(args.seed)
+    feature_set = _set()
+
+    clock = time.perf_counter()
+    columns, late, duplicates = stream(args, rng)
+    table = events_table(feature_set, columns)
+    check_against_normalise(feature_set, columns, table)
+    pq.write_table(table, work / "events.parquet")
+    labels = label_rows(args, rng)
+    pq.write_table(pa.table(labels), work / "labels.parquet")
+    print(f"data: {table.num_rows:,} events ({late:,} late, {duplicates:,} sent twice) for "
+          f"{args.users:,} users, {args.labels:,} label rows, in {work} "
+          f"({time.perf_counter() - clock:.0f} s)", flush=True)
+
+    print("ours (Spark):", flush=True)
+    ours_stats, ours = run_ours(args, work, feature_set)
+    load_between = load_average()
+    print("feast:", flush=True)
+    feast_stats, feast = run_feast(work, columns, labels)
+    load_after = load_average()
+
+    results = {mode: compare(ours, frame, labels, columns) for mode, frame in feast.items()}
+    default = feast_stats["runs"]["default"]
+    ratio = default["seconds"] / ours_stats["seconds"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
+    report = {
+        "command": command, "started_at": started_at, "commit": commit,
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                 "uptime_before": load_before, "uptime_between": load_between,
+                 "uptime_after": load_after},
+        "data": {"events": table.num_rows, "distinct_events": args.events, "late": int(late),
+                 "sent_twice": int(duplicates), "users": args.users, "labels": args.labels,
+                 "feature": f"{SET_REF}:{FEATURE}", "whole_set": args.whole_set,
+                 "feast_ttl_days": TTL_DAYS},
+        "ours": ours_stats, "feast": feast_stats, "feast_default_over_ours": round(ratio, 2),
+        "comparison": results,
+    }
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"\nours  {ours_stats['seconds']:8.1f} s  (Spark local[2]; session start "
+          f"{ours_stats['jvm_and_session_s']} s not counted; builds {ours_stats['builds_s']})")
+    for mode, run in feast_stats["runs"].items():
+        print(f"feast {run['seconds']:8.1f} s  ({mode}; Feast {feast_stats['feast']}, "
+              f"{feast_stats['offline_store']}, {run['rows']:,} rows returned)")
+    print(f"ratio: Feast's default call takes {ratio:.2f}x our time")
+    failed = False
+    for mode, result in results.items():
+        print(f"values against Feast {mode}: {result['identical']:,} of {result['rows']:,} "
+              f"rows identical ({result['both_null']:,} null on both sides), "
+              f"{result['mismatches']:,} mismatches, {result['dropped_by_feast']:,} rows "
+              "dropped by Feast (null in ours)")
+        print(f"  leaks: {result['leaks']:,} Feast rows hold an event that had not arrived by "
+              "the label time (excluded from the identical check)")
+        for kind in ("mismatches", "leaks", "dropped_by_feast"):
+            for example in result["examples"][kind][:2]:
+                print(f"    {kind}: {example}")
+        failed |= bool(result["mismatches"])
+    print(f"-> {args.results}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
