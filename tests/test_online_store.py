@@ -279,9 +279,9 @@ def test_keys_carry_the_sets_ttl(first_run, redis_config):
 
     store = RedisOnlineStore(redis_config)
     try:
-        by_name = {fs.name: fs for fs in SETS}
+        by_key = {f"{fs.name}:v{fs.version}": fs for fs in SETS}
         for key in first_run["snapshot"]:
-            ttl = parse_duration(by_name[key.decode().split(":")[3]].ttl)
+            ttl = parse_duration(by_key[":".join(key.decode().split(":")[3:5])].ttl)
             assert 0.99 * ttl < store.client.pttl(key) <= ttl, key
     finally:
         store.close()
@@ -348,9 +348,10 @@ def test_context_is_one_pipelined_round_trip(first_run, world, redis_config):
     counting.executes = 0
     context = reader.context("u", user, newest)
     assert counting.executes == 1 and counting.commands == []  # one pipeline, nothing else
-    assert context.versions == {fs.name: fs.version for fs in SETS}
-    want = reference_values(SETS, arrivals, newest)
-    for fs in SETS:
+    served = {fs.name: fs for fs in SETS}  # the newest version of each set was promoted last
+    assert context.versions == {name: fs.version for name, fs in served.items()}
+    want = reference_values(served.values(), arrivals, newest)
+    for fs in served.values():
         if (fs.ref, user) in want:
             assert context.values[fs.name] == want[(fs.ref, user)]
     stamps = [s for s in context.newest_event_ms.values() if s is not None]
@@ -362,7 +363,7 @@ def test_the_active_version_pointer_switches_what_is_served(world, redis_config,
                                                            tmp_path, monkeypatch):
     arrivals, newest = world
     v1 = next(fs for fs in SETS if fs.name == "spending")
-    v2 = dataclasses.replace(v1, version=2, features=(
+    v2 = dataclasses.replace(v1, version=9, features=(
         Aggregate("settled_amount", "sum", "amount", ("24h",), v1.feature("settled_amount").where),
         Aggregate("settled_total", "sum", "amount", ("30d",), v1.feature("settled_amount").where),
     ))
@@ -370,7 +371,7 @@ def test_the_active_version_pointer_switches_what_is_served(world, redis_config,
     try:
         _switch(v1, v2, arrivals, newest, store, tmp_path, monkeypatch)
     finally:  # leave db 15 as the first run wrote it, v1 served
-        store.client.delete(*store.client.scan_iter(match="fs:{u:*}:spending:v2", count=1000))
+        store.client.delete(*store.client.scan_iter(match="fs:{u:*}:spending:v9", count=1000))
         store.set_active("spending", 1)
 
 
@@ -381,9 +382,9 @@ def _switch(v1, v2, arrivals, newest, store, tmp_path, monkeypatch):
     served = reader.context("u", user, newest)
     assert served.versions["spending"] == 1
     assert set(served.values["spending"]) == {f.name for f in v1.features}
-    store.set_active("spending", 2)  # promoted: v1 stays in Redis, v2 is served
+    store.set_active("spending", 9)  # promoted: v1 stays in Redis, v9 is served
     served = reader.context("u", user, newest)
-    assert served.versions["spending"] == 2
+    assert served.versions["spending"] == 9
     assert served.values["spending"] == reference_values([v2], arrivals, newest)[(v2.ref, user)]
     assert store.read([layout.entity_key(v1, user)])[0]  # the old version is still there
     # Back to v1 through the command line (the compiled spec must exist).

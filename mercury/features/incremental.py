@@ -3,7 +3,10 @@
 This is what a streaming engine keeps in keyed state (the PyFlink job holds the dict returned
 by ``new_state`` in a ValueState). ``apply`` folds one deduplicated event in; ``render`` turns
 what changed into whole-field overwrites of the online store (see ``mercury.online.layout``).
-Everything is a plain dict of plain values, so it pickles and checkpoints as is.
+Everything is a plain dict of plain values, so it pickles and checkpoints as is;
+``encode_state``/``decode_state`` give it a JSON form for state that leaves the engine (the warm
+start's per-entity bootstrap in the online store: JSON, because unpickling bytes read from a
+shared store would run whatever they say).
 
 Order of arrival never matters: tiles merge commutatively, last-N items keep every event of an
 item and pick values by rank, latest values compare the events' total order.
@@ -38,11 +41,13 @@ class Touched:
 
 @dataclass(frozen=True)
 class KeyWrite:
-    """Whole fields to overwrite (and delete) in one hash, and its TTL."""
+    """Whole fields to overwrite (and delete) in one hash, and its TTL. ``replace`` drops
+    every other field first (the hash then holds exactly ``set_fields``)."""
     key: str
     set_fields: dict
     delete_fields: tuple = ()
     ttl_ms: int = 0
+    replace: bool = False
 
 
 def new_state() -> dict:
@@ -173,3 +178,48 @@ def render(feature_set, state: dict, touched: Touched, entity_id: str) -> KeyWri
         key=layout.entity_key(feature_set, entity_id), set_fields=fields,
         delete_fields=tuple(layout.tile_field(*slot) for slot in sorted(touched.pruned)),
         ttl_ms=parse_duration(feature_set.ttl))
+
+
+def render_all(feature_set, state: dict, entity_id: str) -> KeyWrite:
+    """The whole state as one write that replaces the hash: what a warm start writes, so a
+    re-run leaves no field of an earlier run behind."""
+    touched = Touched(tiles=set(state["tiles"]), lists=set(state["items"]),
+                      latest=set(state["latest"]))
+    write = render(feature_set, state, touched, entity_id)
+    return KeyWrite(write.key, write.set_fields, (), write.ttl_ms, replace=True)
+
+
+# ---- a JSON form of the state ---------------------------------------------------------------
+# JSON has no tuples and only string keys: tiles are keyed "<hop>:<index>", items are kept as
+# [item key, events] pairs (an item key may be a number), and tuples are rebuilt on decoding so
+# a decoded state equals the original and folds on exactly as it would have.
+
+STATE_FORMAT = 1
+
+
+def encode_state(state: dict) -> bytes:
+    return orjson.dumps({
+        "format": STATE_FORMAT,
+        "clock": state["clock"],
+        "tiles": {f"{hop}:{index}": partials for (hop, index), partials in state["tiles"].items()},
+        "items": {name: [[key, events] for key, events in items.items()]
+                  for name, items in state["items"].items()},
+        "latest": state["latest"],
+    })
+
+
+def decode_state(raw: bytes) -> dict:
+    data = orjson.loads(raw)
+    if data.get("format") != STATE_FORMAT:
+        raise ValueError(f"feature state format {data.get('format')!r}, expected {STATE_FORMAT}")
+    tiles = {}
+    for slot, partials in data["tiles"].items():
+        hop, index = slot.split(":")
+        tiles[(int(hop), int(index))] = partials
+    items = {name: {key: {event_id: tuple(entry) for event_id, entry in events.items()}
+                    for key, events in pairs}
+             for name, pairs in data["items"].items()}
+    latest = {name: {per: (tuple(order), ts, values, expires)
+                      for per, (order, ts, values, expires) in entries.items()}
+              for name, entries in data["latest"].items()}
+    return {"clock": data["clock"], "tiles": tiles, "items": items, "latest": latest}

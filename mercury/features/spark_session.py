@@ -13,6 +13,8 @@ pyspark is imported inside ``session``: importing this module stays cheap.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from mercury.config import SparkConfig
@@ -57,6 +59,9 @@ def session(config: SparkConfig | None = None) -> SparkSession:
     """A session built from ``config`` (the local defaults if None); reused if one runs."""
     from pyspark.sql import SparkSession
 
+    # Python workers (mapInArrow in the warm start) run this interpreter, with this venv's
+    # packages, unless the environment names another one; read once, when the context starts.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     config = config or SparkConfig()
     builder = SparkSession.builder.appName(config.app_name)
     if config.master is not None:

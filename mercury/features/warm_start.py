@@ -1,0 +1,241 @@
+"""Warm start: a new version of a feature set filled from the lake, taken over exactly by the
+streaming job at an arrival cut.
+
+The cut ``T`` is an arrival time (``ingest_ts``, the time the bitemporal rule and the lake use).
+``backfill_online`` folds every lake event of the set's stream that arrived at or before ``T``:
+in Spark, grouped by entity, each entity's events folded in arrival order with the streaming
+job's own ``incremental.apply`` (a Python function over Arrow batches: it *is* the streaming
+code). It writes, per entity,
+
+- the whole rendered state to the online hash of that version (TTL: the set's ``ttl``), so the
+  version can be compared and served at once;
+- the state itself, JSON-encoded (``incremental.encode_state``), under ``bootstrap_key``;
+- then one marker of the cut for the (set, version) (``marker_key``): written last, it says the
+  bootstraps are complete.
+
+The streaming job runs that version with ``seam(store, feature_set)`` (see
+``mercury.features.online_executor``): records that arrived at or before ``T`` are skipped,
+later ones fold onto the bootstrap loaded on the entity's first touch. Every record is on
+exactly one side of ``T``, so nothing is missed or counted twice. Deployment: restart the job
+with the new version from a savepoint whose read position is covered by ``T`` (every record read
+before it arrived at or before ``T``); the records after the savepoint are replayed for the new
+version, and the old versions rewrite the same bytes.
+
+The bootstraps and the marker live ``max(set ttl, offline.warm_start_state_ttl_s)``: as long as
+the hash the backfill wrote, so an entity first touched after its bootstrap expired has lost its
+old values anyway. A job given a seam whose marker is gone fails on the first touch
+(``WarmStartMissing``) rather than silently starting the version empty.
+
+The lake must hold every arrival up to ``T``: its newest arrival must be at or after ``T``
+(compaction commits the log in arrival order), otherwise ``LakeBehind`` is raised. Events too
+late for the streaming job (``event_ts < arrival_ts - MAX_LATENESS_MS``, the reference's rule)
+are left out, as the job drops them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+import pyarrow as pa
+
+from mercury.durations import parse_duration
+from mercury.features import incremental
+from mercury.features.events import FeatureEvent
+from mercury.features.online_executor import Seam
+from mercury.features.semantics import MAX_LATENESS_MS
+from mercury.online import layout
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from mercury.config import Settings
+
+WRITE_BATCH = 500  # entities per pipelined round trip
+_FOLDED = "entity_id string, state binary, events long"
+
+
+class LakeBehind(RuntimeError):
+    """The lake does not yet hold every arrival up to the cut."""
+
+
+class WarmStartMissing(RuntimeError):
+    """A seam was asked for a version with no (or an expired) warm start in the store."""
+
+
+@dataclass(frozen=True)
+class WarmStartResult:
+    feature_set: str      # the set ref, e.g. spending.v2
+    cut_ms: int
+    entities: int         # entities with a counted event by the cut (hashes written)
+    events: int           # events folded
+    lake_newest_ms: int   # newest arrival the lake holds
+    seconds: float
+
+    def summary(self) -> str:
+        return (f"{self.feature_set}: {self.entities} entities, {self.events} events folded "
+                f"up to arrival {self.cut_ms} (lake at {self.lake_newest_ms}) "
+                f"in {self.seconds:.1f} s")
+
+
+def bootstrap_key(feature_set, entity_id: str) -> str:
+    """Beside the entity's hash, in its hash tag (same cluster slot)."""
+    return layout.entity_key(feature_set, entity_id) + ":boot"
+
+
+def marker_key(feature_set) -> str:
+    return f"fs:{{warm}}:{feature_set.name}:v{feature_set.version}"
+
+
+def state_ttl_ms(settings: Settings, feature_set) -> int:
+    return max(parse_duration(feature_set.ttl), settings.offline.warm_start_state_ttl_s * 1000)
+
+
+# ---- the fold (runs in Spark's Python workers) ----------------------------------------------
+
+def _event(feature_set, row: dict) -> FeatureEvent:
+    """An events-frame row back into the event ``events.normalise`` made."""
+    order = (row["order_num"],) if feature_set.source.envelope == "debezium" else \
+        (row["order_num"], row["order_tie"])
+    return FeatureEvent(entity_id=row["entity_id"], event_id=row["event_id"],
+                        event_ts=row["event_ts"], arrival_ts=row["arrival_ts"], order=order,
+                        row=row["row"], deleted=row["deleted"])
+
+
+def fold_batches(feature_set) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """For ``mapInArrow`` over events sorted by (entity, arrival): one state per entity."""
+
+    def fold(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        entity, state, count = None, None, 0
+        out: dict[str, list] = {"entity_id": [], "state": [], "events": []}
+
+        def flush():
+            if entity is not None:
+                out["entity_id"].append(entity)
+                out["state"].append(incremental.encode_state(state))
+                out["events"].append(count)
+
+        for batch in batches:
+            for row in batch.to_pylist():
+                if row["entity_id"] != entity:
+                    flush()
+                    entity, state, count = row["entity_id"], incremental.new_state(), 0
+                incremental.apply(feature_set, state, _event(feature_set, row))
+                count += 1
+            if len(out["entity_id"]) >= WRITE_BATCH:
+                yield pa.RecordBatch.from_pydict(out, schema=_schema())
+                out = {"entity_id": [], "state": [], "events": []}
+        flush()
+        if out["entity_id"]:
+            yield pa.RecordBatch.from_pydict(out, schema=_schema())
+
+    return fold
+
+
+def _schema() -> pa.Schema:
+    return pa.schema([("entity_id", pa.string()), ("state", pa.binary()),
+                      ("events", pa.int64())])
+
+
+def fold_states(feature_set, events_df: DataFrame, cut_ms: int) -> DataFrame:
+    """``entity_id, state, events``: each entity's state from its events arrived by the cut,
+    first arrivals only, in arrival order."""
+    from pyspark.sql import Window as W
+    from pyspark.sql import functions as F
+
+    first = (events_df
+             .withColumn("_n", F.row_number().over(W.partitionBy("event_id").orderBy("log_pos")))
+             .where(F.col("_n") == 1).drop("_n"))
+    counted = first.where((F.col("arrival_ts") <= F.lit(cut_ms))
+                          & (F.col("event_ts") >= F.col("arrival_ts") - F.lit(MAX_LATENESS_MS)))
+    ordered = counted.repartition("entity_id").sortWithinPartitions("entity_id", "log_pos")
+    return ordered.mapInArrow(fold_batches(feature_set), _FOLDED)
+
+
+# ---- the job ----------------------------------------------------------------------------------
+
+def backfill_online(spark: SparkSession, settings: Settings, feature_set, cut_ms: int,
+                    store=None, log: Callable[[str], None] = print,
+                    events_df: DataFrame | None = None) -> WarmStartResult:
+    """Fill ``feature_set``'s online hashes and bootstraps from the lake up to arrival
+    ``cut_ms`` (see the module doc). ``store`` defaults to the settings' online store;
+    ``events_df`` to the set's lake events (``spark_executor.lake_events_frame``)."""
+    from pyspark.sql import functions as F
+
+    from mercury.features import spark_executor
+    from mercury.online.store import open_store
+
+    started = time.monotonic()
+    if events_df is None:
+        events_df = spark_executor.lake_events_frame(spark, settings, feature_set)
+    newest = events_df.agg(F.max("arrival_ts")).first()[0]
+    if newest is None or newest < cut_ms:
+        raise LakeBehind(
+            f"{feature_set.ref}: the lake's {feature_set.source.stream} holds arrivals up to "
+            f"{newest}, before the cut {cut_ms}; compact the log into the lake past the cut "
+            f"(or choose an earlier cut) and run the warm start again")
+    own_store = store is None
+    store = open_store(settings) if own_store else store
+    ttl_ms = state_ttl_ms(settings, feature_set)
+    entities = events = 0
+    writes, bootstraps = [], {}
+    try:
+        for row in fold_states(feature_set, events_df, cut_ms).toLocalIterator():
+            state = incremental.decode_state(row["state"])
+            writes.append(incremental.render_all(feature_set, state, row["entity_id"]))
+            bootstraps[bootstrap_key(feature_set, row["entity_id"])] = bytes(row["state"])
+            entities += 1
+            events += row["events"]
+            if len(writes) >= WRITE_BATCH:
+                _flush(store, writes, bootstraps, ttl_ms)
+                log(f"  {feature_set.ref}: {entities} entities written")
+                writes, bootstraps = [], {}
+        _flush(store, writes, bootstraps, ttl_ms)
+        marker = {"cut_ms": cut_ms, "entities": entities, "events": events}
+        store.put_values({marker_key(feature_set): orjson.dumps(marker)}, ttl_ms)
+    finally:
+        if own_store:
+            store.close()
+    result = WarmStartResult(feature_set.ref, cut_ms, entities, events, newest,
+                             time.monotonic() - started)
+    log(result.summary())
+    return result
+
+
+def _flush(store, writes: list, bootstraps: dict, ttl_ms: int) -> None:
+    if writes:
+        store.write(writes)
+        store.put_values(bootstraps, ttl_ms)
+
+
+# ---- the streaming side -----------------------------------------------------------------------
+
+def read_marker(store, feature_set) -> dict | None:
+    raw = store.get_values([marker_key(feature_set)])[0]
+    return None if raw is None else orjson.loads(raw)
+
+
+def seam(store, feature_set) -> Seam:
+    """The streaming job's seam for a warm-started version: the cut from its marker, and a
+    loader of each entity's bootstrap that refuses once the warm start is gone."""
+    marker = read_marker(store, feature_set)
+    if marker is None:
+        raise WarmStartMissing(_missing(feature_set))
+
+    def load(entity_id: str) -> dict | None:
+        boot, still = store.get_values([bootstrap_key(feature_set, entity_id),
+                                        marker_key(feature_set)])
+        if still is None:
+            raise WarmStartMissing(_missing(feature_set))
+        return None if boot is None else incremental.decode_state(boot)
+
+    return Seam(cut_ms=int(marker["cut_ms"]), load=load)
+
+
+def _missing(feature_set) -> str:
+    return (f"{feature_set.ref}: no warm start in the online store (never run, or expired "
+            f"after its state TTL); run `mercury features warm-start {feature_set.ref} "
+            f"--cut-ms <T>` before the streaming job takes this version over")
