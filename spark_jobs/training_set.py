@@ -1,0 +1,91 @@
+"""Point-in-time training sets: label rows -> each with its feature values as of its own time.
+
+    python -m spark_jobs.training_set --labels labels.parquet \\
+        --feature-sets spending.v1,risk.v1 --output out/ \\
+        [--timestamp-column label_ts] [--config /abs/path/mercury.yaml]
+
+``--labels`` is a Parquet file or folder, or a CSV with a header, with at least ``entity_id``
+and the timestamp column (epoch ms, or a timestamp in Parquet); every other column (the label,
+weights) is carried through unchanged. A feature set ref may pick one feature
+(``engagement.v1:card_lock``). The output (Parquet, overwritten as a whole, so a re-run
+changes nothing) has the label rows in their order, one column per feature,
+``<set>__<feature>``, holding its JSON value, null when the entity had no counting event by
+then. Events come from each set's lake table; the sets from their compiled specs.
+
+``main`` only reads arguments and bindings; the transform is
+``mercury.features.training.training_set`` (its docstring says why leakage cannot happen).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from mercury.features.training import TIMESTAMP_COLUMN
+from mercury.features.training import training_set as transform  # noqa: F401 (the job)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="spark_jobs.training_set", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", required=True, help="Parquet or CSV of label rows")
+    parser.add_argument("--feature-sets", required=True,
+                        help="comma-separated refs, NAME.vN or NAME.vN:FEATURE")
+    parser.add_argument("--output", required=True, help="Parquet folder to (over)write")
+    parser.add_argument("--timestamp-column", default=TIMESTAMP_COLUMN,
+                        help=f"the label time column (default {TIMESTAMP_COLUMN})")
+    parser.add_argument("--config", default=None, help="a mercury settings file (else the profile)")
+    return parser.parse_args(argv)
+
+
+def read_labels(spark, path: str):
+    if path.lower().endswith(".csv"):
+        # Types are inferred: an epoch-ms column reads as a long, the rest as they look.
+        return spark.read.csv(path, header=True, inferSchema=True)
+    return spark.read.parquet(path)
+
+
+def run(spark, settings, labels_path: str, feature_set_refs: list[str], output_path: str,
+        timestamp_column: str = TIMESTAMP_COLUMN, progress=None) -> int:
+    """Build and write; returns the number of rows written (one per label row)."""
+    say = progress or (lambda _text: None)
+    labels = read_labels(spark, labels_path)
+    say(f"labels: {labels_path} ({', '.join(labels.columns)})")
+    result = transform(spark, settings, labels, feature_set_refs,
+                       timestamp_column=timestamp_column)
+    features = [c for c in result.columns if c not in labels.columns]
+    say(f"building {len(features)} feature columns from {', '.join(feature_set_refs)} ...")
+    result.write.mode("overwrite").parquet(output_path)
+    return spark.read.parquet(output_path).count()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.config:
+        os.environ["MERCURY_CONFIG"] = args.config
+    from mercury.config import load_settings
+    from mercury.features.spark_session import session, spark_config
+
+    refs = [r.strip() for r in args.feature_sets.split(",") if r.strip()]
+    started = time.perf_counter()
+
+    def say(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {text}", flush=True)
+
+    settings = load_settings()
+    say("starting Spark")
+    spark = session(spark_config(settings))
+    try:
+        written = run(spark, settings, args.labels, refs, args.output, args.timestamp_column,
+                      progress=say)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    say(f"{written:,} training rows ({', '.join(refs)}) -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
