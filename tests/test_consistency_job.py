@@ -339,3 +339,48 @@ def test_the_job_exits_1_naming_the_broken_feature(spark, world, tmp_path, monke
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "PASS at 100%" in printed and "risk.v1." in printed
+
+
+# ---- no Spark needed ------------------------------------------------------------------------
+
+def test_values_not_served_online_are_counted_apart_never_as_matches():
+    report = cj.ConsistencyReport("served")
+    values = {"spending": {"settled_count": {"7d": 1}}, "risk": None, "declines": {"x": 1}}
+    rows = [{"request_id": "r1", "user_token": "ut_a", "features_as_of": 5,
+             "feature_versions": [("spending", 1), ("risk", 1), ("declines", 1)],
+             "served_features_json": orjson.dumps(values).decode(),
+             "degraded_parts": ["features.risk:unavailable:deadline",
+                                "features.declines:snapshot:breaker_open"]}]
+    by_ref = cj._served_by_set(rows, None, report)
+    assert list(by_ref) == ["spending.v1"] and by_ref["spending.v1"][0].as_of_ms == 5
+    assert report.degraded == {("risk.v1", "unavailable"): 1, ("declines.v1", "snapshot"): 1}
+    assert cj._served_by_set(rows, {"risk.v1"}, cj.ConsistencyReport("served")) == {}
+
+
+def test_an_empty_measurement_never_passes_and_shares_are_per_feature():
+    empty = cj.ConsistencyReport("online")
+    assert empty.score is None and not empty.passes(0.0)
+    assert "nothing was compared" in empty.summary()
+    report = cj.ConsistencyReport("online", max_examples=1)
+    for i in range(4):
+        report.record("s.v1", "a", f"ut_{i}", i, 1.0, 1.0 + 1e-12)  # float tolerance
+        report.record("s.v1", "b", f"ut_{i}", i, i, 0)
+    assert report.scores[("s.v1", "a")].share == 1.0
+    assert report.scores[("s.v1", "b")].share == 0.25 and report.score == 0.25
+    assert report.passes(0.25) and not report.passes(0.5)
+    assert [s.feature for s in report.failing_features(0.5)] == ["b"]
+    assert len(report.scores[("s.v1", "b")].examples) == 1  # capped
+
+
+def test_the_job_refuses_times_without_a_zone_and_an_empty_range():
+    from spark_jobs import consistency as job
+
+    with pytest.raises(SystemExit):
+        job.parse_args(["served", "--since", "2026-11-21T00:00:00", "--until",
+                        "2026-11-22T00:00:00Z"])
+    with pytest.raises(SystemExit):
+        job.parse_args(["served", "--since", "2026-11-22T00:00:00Z", "--until",
+                        "2026-11-21T00:00:00Z"])
+    args = job.parse_args(["served", "--since", "2026-11-21T00:00:00Z", "--until",
+                           "2026-11-22T00:00:00+00:00"])
+    assert args.until - args.since == DAY_MS

@@ -79,8 +79,7 @@ class Example:
     in_flight: bool = False
 
     def describe(self) -> str:
-        when = datetime.fromtimestamp(self.as_of_ms / 1000, tz=UTC).isoformat(
-            timespec="milliseconds")
+        when = _iso(self.as_of_ms)
         note = " (explained by an event in flight)" if self.in_flight else ""
         return (f"{self.entity} as of {when} ({self.as_of_ms}): served {_short(self.served)}, "
                 f"recomputed {_short(self.recomputed)}{note}")
@@ -196,8 +195,8 @@ class ConsistencyReport:
         for (ref, source), n in sorted(self.degraded.items()):
             lines.append(f"  {ref}: {n:,} values served from {source}, not measured")
         if self.unmapped_tokens:
-            lines.append(f"  {self.unmapped_tokens:,} requests for users with no event in the "
-                         "lake (expected: empty values)")
+            lines.append(f"  {self.unmapped_tokens:,} request(s) for users with no event in "
+                         "the lake (expected: empty values)")
         for s in self.failing_features(min_share):
             lines.append(f"  FAILING {s.ref}.{s.feature}: {s.matched:,}/{s.total:,} "
                          f"({100 * s.share:.3f}%), {s.in_flight:,} explained by events in "
@@ -293,16 +292,30 @@ class _Served:
 def served_requests(settings: Settings, since_ms: int, until_ms: int) -> pa.Table:
     """Audit rows with ``since_ms <= event_ts < until_ms`` and an as-of time, times as epoch
     ms; the columns the measurement reads."""
+    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
+    from mercury.contracts import registry
     from mercury.features.spark_executor import _epoch_ms
     from mercury.lake import tables
 
     columns = ("request_id", "event_ts", "user_token", "features_as_of", "feature_versions",
                "served_features_json", "degraded_parts")
-    table = _epoch_ms(tables.read(settings, AUDIT_STREAM).select(list(columns)))
-    keep = pc.and_(pc.and_(pc.greater_equal(table["event_ts"], since_ms),
-                           pc.less(table["event_ts"], until_ms)),
-                   pc.is_valid(table["features_as_of"]))
-    return table.filter(keep)
+    # The table is partitioned by day of event_ts: the filter reads only the range's days.
+    in_range = And(GreaterThanOrEqual("event_ts", _iso(since_ms)),
+                   LessThan("event_ts", _iso(until_ms)))
+    try:
+        table = tables.read(settings, AUDIT_STREAM, in_range)
+    except NoSuchTableError:
+        name = registry.stream(AUDIT_STREAM).lake_table
+        raise ValueError(f"no audit records in the lake: {name} does not exist (load them "
+                         f"first: mercury lake load --stream {AUDIT_STREAM})") from None
+    table = _epoch_ms(table.select(list(columns)))
+    return table.filter(pc.is_valid(table["features_as_of"]))
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _served_by_set(rows: Iterable[dict], set_refs: set[str] | None,
