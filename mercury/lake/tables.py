@@ -249,13 +249,31 @@ def _partition_time_field(spec: registry.Stream, schema: pa.Schema) -> str | Non
 
 
 def read(settings: Settings, stream_name: str,
-         row_filter: str | BooleanExpression | None = None) -> pa.Table:
-    """The current snapshot of the stream's table (optionally filtered) as Arrow."""
+         row_filter: str | BooleanExpression | None = None,
+         snapshot_id: int | None = None) -> pa.Table:
+    """The current snapshot (or snapshot ``snapshot_id``) of the stream's table, optionally
+    filtered, as Arrow."""
+    from pyiceberg.expressions import AlwaysTrue
+
     spec = _stream(stream_name)
     table = catalog(settings).load_table(spec.lake_table)
-    if row_filter is None:
-        return table.scan().to_arrow()
-    return table.scan(row_filter=row_filter).to_arrow()
+    return table.scan(row_filter=AlwaysTrue() if row_filter is None else row_filter,
+                      snapshot_id=snapshot_id).to_arrow()
+
+
+def snapshot_ids(settings: Settings, stream_name: str) -> tuple[int | None, frozenset[int]]:
+    """The stream table's current snapshot id (None if it has no table or no data yet) and the
+    ids of the snapshots it still keeps (readable with ``read(..., snapshot_id=...)``)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    spec = _stream(stream_name)
+    try:
+        table = catalog(settings).load_table(spec.lake_table)
+    except NoSuchTableError:
+        return None, frozenset()
+    current = table.current_snapshot()
+    return (None if current is None else current.snapshot_id,
+            frozenset(s.snapshot_id for s in table.snapshots()))
 
 
 # --- writes ---------------------------------------------------------------------------------
