@@ -457,13 +457,20 @@ def measure_online(spark: SparkSession, settings: Settings, feature_set: Feature
     report.requests = len(entity_ids)
     _say(progress, f"{feature_set.ref}: reading {len(entity_ids):,} online hashes as of "
                    f"{as_of_ms}")
-    store = store or open_store(settings)
+    own_store = store is None
+    store = open_store(settings) if own_store else store
     served = {}
-    for start in range(0, len(entity_ids), 1_000):
-        chunk = entity_ids[start:start + 1_000]
-        hashes = store.read([layout.entity_key(feature_set, e) for e in chunk])
-        for entity, fields in zip(chunk, hashes, strict=True):
-            served[entity] = orjson.loads(orjson.dumps(decode(feature_set, fields, as_of_ms)))
+    try:
+        for start in range(0, len(entity_ids), 1_000):
+            chunk = entity_ids[start:start + 1_000]
+            hashes = store.read([layout.entity_key(feature_set, e) for e in chunk])
+            for entity, fields in zip(chunk, hashes, strict=True):
+                # Through JSON, as the service serves them: tuples become lists.
+                served[entity] = orjson.loads(orjson.dumps(decode(feature_set, fields,
+                                                                  as_of_ms)))
+    finally:
+        if own_store and hasattr(store, "close"):  # the base class has no close
+            store.close()
     _say(progress, f"{feature_set.ref}: recomputing in Spark from {len(events):,} lake events")
     got = _recompute(spark, recompute_with, _events_frame(spark, recompute_with, events),
                      [(e, e, as_of_ms) for e in entity_ids])
