@@ -109,9 +109,7 @@ def epoch_ms(labels: DataFrame, timestamp_column: str):
 
 def check_labels(labels: DataFrame, timestamp_column: str,
                  feature_sets: Sequence[FeatureSet]) -> None:
-    """Schema rules first (no Spark job), then one pass for null timestamps and entities."""
-    from pyspark.sql import functions as F
-
+    """The schema rules (no Spark job): columns present and typed, names free."""
     columns = labels.columns
     for name, role in ((ENTITY_COLUMN, "the entity"), (timestamp_column, "the label time")):
         if name not in columns:
@@ -124,6 +122,13 @@ def check_labels(labels: DataFrame, timestamp_column: str,
             if taken in columns:
                 raise ValueError(f"labels: column {taken!r} would be overwritten by the "
                                  f"feature {feature.name} of {fs.ref}; rename it")
+    epoch_ms(labels, timestamp_column)  # the type rule, before any job
+
+
+def check_nulls(labels: DataFrame, timestamp_column: str) -> None:
+    """One pass: every label row needs an entity and a time."""
+    from pyspark.sql import functions as F
+
     as_ms = epoch_ms(labels, timestamp_column)
     (nulls,) = labels.agg(
         F.sum(F.when(as_ms.isNull(), 1).otherwise(0)).alias("ts"),
@@ -131,9 +136,9 @@ def check_labels(labels: DataFrame, timestamp_column: str,
     ).collect()
     for name, count in ((timestamp_column, nulls["ts"]), (ENTITY_COLUMN, nulls["entity"])):
         if count:
-            example = labels.where(F.col(name).isNull()).limit(1).collect()[0].asDict()
+            example = labels.where(F.col(name).isNull()).limit(1).drop(_ROW).collect()[0]
             raise ValueError(f"labels: {count} row(s) have a null {name!r}; every label row "
-                             f"needs an entity and a time, e.g. {example}")
+                             f"needs an entity and a time, e.g. {example.asDict()}")
 
 
 def training_set(spark: SparkSession, settings: Settings | None, labels: DataFrame,
@@ -165,6 +170,7 @@ def training_set(spark: SparkSession, settings: Settings | None, labels: DataFra
     # The id is fixed once (a local checkpoint) so that the queries and the final join see the
     # same numbering even if the labels' source would be read again.
     rows = labels.withColumn(_ROW, F.monotonically_increasing_id()).localCheckpoint()
+    check_nulls(rows, timestamp_column)  # on the checkpoint: the labels are read once
     queries = rows.select(F.col(_ROW).alias("query_id"),
                           F.col(ENTITY_COLUMN).cast("string").alias("entity_id"),
                           epoch_ms(rows, timestamp_column).alias("as_of_ms"))
