@@ -1,8 +1,10 @@
-"""``mercury features ...``: compile the definitions, list what is compiled, promote a version.
+"""``mercury features ...``: compile the definitions, list what is compiled, and move versions
+through blue/green (``warm-start``, ``shadow``, ``promote``, ``rollback``, ``retire``).
 
-``register(subparsers)`` adds the ``features`` command to the ``mercury`` parser. Everything
-but ``promote`` works offline on the compiled files; ``promote`` sets the active-version
-pointer in the online store of the current profile.
+``register(subparsers)`` adds the ``features`` command to the ``mercury`` parser. ``compile``
+and ``list`` work offline on the compiled files; the others act on the online store of the
+current profile (``warm-start`` also reads the lake, in Spark). See
+``mercury.features.bluegreen`` and ``mercury.features.warm_start``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,37 @@ def register(subparsers) -> argparse.ArgumentParser:
     list_ = actions.add_parser("list", help="compiled sets, versions, features and windows")
     list_.set_defaults(run=_list)
 
+    warm = actions.add_parser(
+        "warm-start", help="fill a version's online hashes and seam state from the lake")
+    warm.add_argument("ref", metavar="SET.vN")
+    warm.add_argument("--cut-ms", type=int, required=True,
+                      help="arrival cut T (epoch ms): the lake's events that arrived by then")
+    warm.set_defaults(run=_warm_start)
+
+    shadow = actions.add_parser(
+        "shadow", help="compare two versions' online values; exit 1 if an unchanged one differs")
+    shadow.add_argument("old", metavar="SET.vN")
+    shadow.add_argument("new", metavar="SET.vM")
+    shadow.add_argument("--as-of-ms", type=int, default=None)
+    shadow.add_argument("--entities", default=None, help="comma-separated entity ids")
+    shadow.add_argument("--report", default=None, help="write the report as JSON here")
+    shadow.set_defaults(run=_shadow)
+
     promote = actions.add_parser("promote", help="serve VERSION of SET from now on")
     promote.add_argument("set", metavar="SET")
     promote.add_argument("version", metavar="VERSION", type=int)
     promote.set_defaults(run=_promote)
+
+    rollback = actions.add_parser("rollback", help="serve the version the last promotion replaced")
+    rollback.add_argument("set", metavar="SET")
+    rollback.set_defaults(run=_rollback)
+
+    retire = actions.add_parser("retire", help="expire every key of a version no longer served")
+    retire.add_argument("set", metavar="SET")
+    retire.add_argument("version", metavar="VERSION", type=int)
+    retire.add_argument("--after-s", type=int, default=None,
+                        help="seconds until the keys expire (default offline.retire_after_s)")
+    retire.set_defaults(run=_retire)
     return features
 
 
@@ -105,28 +134,94 @@ def _list(args) -> int:
     return 0
 
 
-def _promote(args) -> int:
-    from mercury.config import load_settings
-    from mercury.features import compile as compiler
-    from mercury.online.store import open_store
+def _online(what: str, action):
+    """Run ``action()``; a store that cannot be reached or a refused step is a CommandError."""
+    from mercury.features.bluegreen import BlueGreenError
+    from mercury.features.warm_start import LakeBehind
 
     try:
-        compiler.load_compiled([f"{args.set}.v{args.version}"])
-    except compiler.CompileError as exc:
-        raise _command_error(f"cannot promote: {exc}") from None
-    store = open_store(load_settings())
-    try:
-        before = store.active_versions([args.set])[args.set]
-        store.set_active(args.set, args.version)
+        return action()
+    except (BlueGreenError, LakeBehind) as exc:
+        raise _command_error(f"cannot {what}: {exc}") from None
     except Exception as exc:  # redis.ConnectionError and kin, without importing redis here
         if type(exc).__module__.split(".")[0] != "redis":
             raise
         raise _command_error(f"cannot reach the online store ({exc}); is Redis up? "
                              "`mercury stack up --only redis`") from None
+
+
+def _one_set(ref: str):
+    from mercury.features import compile as compiler
+
+    try:
+        return compiler.load_compiled([ref])[0] if ".v" in ref else None
+    except compiler.CompileError as exc:
+        raise _command_error(str(exc)) from None
+
+
+def _set_ref(ref: str):
+    feature_set = _one_set(ref)
+    if feature_set is None:
+        raise _command_error(f"{ref!r}: name one version, e.g. spending.v2")
+    return feature_set
+
+
+def _promote(args) -> int:
+    from mercury.config import load_settings
+    from mercury.features import bluegreen
+
+    switch = _online("promote", lambda: bluegreen.promote(load_settings(), args.set,
+                                                          args.version))
+    print(switch.summary())
+    return 0
+
+
+def _rollback(args) -> int:
+    from mercury.config import load_settings
+    from mercury.features import bluegreen
+
+    switch = _online("roll back", lambda: bluegreen.rollback(load_settings(), args.set))
+    print(switch.summary())
+    return 0
+
+
+def _retire(args) -> int:
+    from mercury.config import load_settings
+    from mercury.features import bluegreen
+
+    retired = _online("retire", lambda: bluegreen.retire(load_settings(), args.set,
+                                                         args.version, args.after_s))
+    print(retired.summary())
+    return 0
+
+
+def _shadow(args) -> int:
+    from pathlib import Path
+
+    from mercury.config import load_settings
+    from mercury.features import bluegreen
+
+    old, new = _set_ref(args.old), _set_ref(args.new)
+    entities = args.entities.split(",") if args.entities else None
+    report = _online("compare", lambda: bluegreen.shadow_compare(
+        load_settings(), old, new, entity_ids=entities, as_of_ms=args.as_of_ms))
+    print(report.summary())
+    if args.report:
+        Path(args.report).write_bytes(report.to_json())
+    return 0 if report.ok else 1
+
+
+def _warm_start(args) -> int:
+    from mercury.config import load_settings
+    from mercury.features import warm_start
+    from mercury.features.spark_session import session, spark_config
+
+    feature_set = _set_ref(args.ref)
+    settings = load_settings()
+    spark = session(spark_config(settings))
+    try:
+        _online("warm-start", lambda: warm_start.backfill_online(
+            spark, settings, feature_set, args.cut_ms))
     finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
-    was = "nothing" if before is None else f"v{before}"
-    print(f"{args.set}: now serving v{args.version} (was {was})")
+        spark.stop()
     return 0
