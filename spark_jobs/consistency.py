@@ -10,7 +10,8 @@
 to the same definitions recomputed as of each request's time; ``online`` holds the online
 hashes of one version, active or not, to the recompute as of one time (the promotion gate).
 Prints one line per feature (matched, total, share); exits 1 when any feature is below
-``--min-share`` (default ``offline.consistency_min_share``), naming it with examples.
+``--min-share`` (default ``offline.consistency_min_share``), naming it with examples; exits 2
+when there is nothing to measure (no audit table, no events, an unknown feature set).
 
 ``--recompute-from DIR`` takes the definitions Spark recomputes with from another folder of
 compiled specs: to check a changed definition against what was served or stored.
@@ -98,12 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         os.environ["MERCURY_CONFIG"] = args.config
     from mercury.config import load_settings
+    from mercury.features.compile import CompileError
     from mercury.features.spark_session import session, spark_config
 
     settings = load_settings()
     min_share = settings.offline.consistency_min_share if args.min_share is None \
         else args.min_share
-    report = run(session(spark_config(settings)), settings, args)
+    try:
+        report = run(session(spark_config(settings)), settings, args)
+    except (ValueError, CompileError) as exc:  # nothing to measure, or an unknown set
+        print(f"consistency: {exc}", file=sys.stderr)
+        return 2
     print("\n".join(report.table()))
     print(report.summary(min_share))
     if args.report:

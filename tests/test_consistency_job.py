@@ -340,6 +340,9 @@ def test_the_job_exits_1_naming_the_broken_feature(spark, world, tmp_path, monke
     assert code == 0, printed
     assert "PASS at 100%" in printed and "risk.v1." in printed
 
+    assert job.main(["online", "--feature-set", "spending.v9"]) == 2
+    assert "no compiled spec for spending.v9" in capsys.readouterr().err
+
 
 # ---- no Spark needed ------------------------------------------------------------------------
 

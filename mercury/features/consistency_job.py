@@ -32,6 +32,10 @@ What counts:
   arrived within ``freshness_allowance_ms`` before the as-of time; if that matches, it is
   counted as ``in_flight``: reported per feature, still not a match (the share stays honest,
   and a gate at 100% still fails on it), but the report says why.
+- Replays: the online reader is exact for as-of times at or after the events the store held
+  when it read (``mercury.online.reader``). A request pinned to an earlier as-of time (a
+  replay of the past) is measured like any other and can mismatch: history is the batch
+  path's job, and such requests belong outside a consistency window.
 - Examples (at most ``max_examples`` per feature) name the entity by its user token, never
   the raw id, since reports are shared: the as-of time, the value served and the value
   recomputed.
