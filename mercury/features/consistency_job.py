@@ -212,19 +212,19 @@ class ConsistencyReport:
 # ---- shared: events from the lake, Spark recompute ----------------------------------------
 
 class _Lake:
-    """Normalised events per set, read once per stream."""
+    """Each set's events (``spark_executor.EVENT_COLUMNS`` as Arrow), read once per stream."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self._records: dict[str, list[dict]] = {}
 
-    def events(self, feature_set: FeatureSet) -> list:
-        from mercury.features.spark_executor import _normalised, lake_records
+    def events(self, feature_set: FeatureSet) -> pa.Table:
+        from mercury.features.spark_executor import events_table, lake_records
 
         stream = feature_set.source.stream
         if stream not in self._records:
             self._records[stream] = lake_records(self.settings, stream)
-        return _normalised(feature_set, self._records[stream])
+        return events_table(feature_set, self._records[stream])
 
 
 def _recompute(spark: SparkSession, feature_set: FeatureSet, events_df: DataFrame,
@@ -272,10 +272,8 @@ def _empty_values(feature_set: FeatureSet, as_of_ms: int) -> dict:
     return orjson.loads(orjson.dumps(decode(feature_set, {}, as_of_ms)))
 
 
-def _events_frame(spark: SparkSession, feature_set: FeatureSet, events: list) -> DataFrame:
-    from mercury.features.spark_executor import events_table_of
-
-    return spark.createDataFrame(events_table_of(feature_set, events))
+def _entities(events: pa.Table) -> set[str]:
+    return set(pc.unique(events["entity_id"]).to_pylist())
 
 
 def _say(progress: Progress | None, message: str) -> None:
@@ -300,7 +298,6 @@ def served_requests(settings: Settings, since_ms: int, until_ms: int) -> pa.Tabl
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
     from mercury.contracts import registry
-    from mercury.features.spark_executor import _epoch_ms
     from mercury.lake import tables
 
     columns = ("request_id", "event_ts", "user_token", "features_as_of", "feature_versions",
@@ -314,8 +311,11 @@ def served_requests(settings: Settings, since_ms: int, until_ms: int) -> pa.Tabl
         name = registry.stream(AUDIT_STREAM).lake_table
         raise ValueError(f"no audit records in the lake: {name} does not exist (load them "
                          f"first: mercury lake load --stream {AUDIT_STREAM})") from None
-    table = _epoch_ms(table.select(list(columns)))
-    return table.filter(pc.is_valid(table["features_as_of"]))
+    table = table.select(list(columns)).filter(pc.is_valid(table["features_as_of"]))
+    for name in ("event_ts", "features_as_of"):  # as epoch ms, like every time here
+        as_ms = table[name].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        table = table.set_column(table.schema.get_field_index(name), name, as_ms)
+    return table
 
 
 def _iso(ms: int) -> str:
@@ -381,15 +381,15 @@ def measure_served(spark: SparkSession, settings: Settings, since_ms: int, until
     events = {ref: lake.events(fs) for ref, fs in definitions.items()}
     keys = load_keys(settings)
     ids_by_token = {user_token(keys, entity): entity
-                    for evs in events.values() for entity in {e.entity_id for e in evs}}
+                    for table in events.values() for entity in _entities(table)}
     report.unmapped_tokens = len({s.request_id for served in by_ref.values() for s in served
                                   if s.token not in ids_by_token})
 
     for ref in sorted(by_ref):
         fs, served = definitions[ref], by_ref[ref]
         _say(progress, f"{ref}: recomputing {len(served):,} served values from "
-                       f"{len(events[ref]):,} lake events")
-        frame = _events_frame(spark, fs, events[ref])
+                       f"{events[ref].num_rows:,} lake events")
+        frame = spark.createDataFrame(events[ref])
         queries = [(s.request_id, ids_by_token.get(s.token, _UNMAPPED), s.as_of_ms)
                    for s in served]
         got = _recompute(spark, fs, frame, queries)
@@ -446,12 +446,12 @@ def measure_online(spark: SparkSession, settings: Settings, feature_set: Feature
     recompute_with = executor_feature_set or feature_set
     events = _Lake(settings).events(recompute_with)
     if as_of_ms is None:
-        if not events:
+        if events.num_rows == 0:
             raise ValueError(f"{feature_set.ref}: no events of {feature_set.source.stream} in "
                              "the lake, so no as-of time to default to; pass as_of_ms")
-        as_of_ms = max(e.arrival_ts for e in events)
+        as_of_ms = pc.max(events["arrival_ts"]).as_py()
     if entity_ids is None:
-        known = sorted({e.entity_id for e in events})
+        known = sorted(_entities(events))
         n = sample or settings.offline.consistency_sample_entities
         entity_ids = known if n >= len(known) else sorted(random.Random(seed).sample(known, n))
     entity_ids = list(entity_ids)
@@ -475,8 +475,8 @@ def measure_online(spark: SparkSession, settings: Settings, feature_set: Feature
     finally:
         if own_store and hasattr(store, "close"):  # the base class has no close
             store.close()
-    _say(progress, f"{feature_set.ref}: recomputing in Spark from {len(events):,} lake events")
-    got = _recompute(spark, recompute_with, _events_frame(spark, recompute_with, events),
+    _say(progress, f"{feature_set.ref}: recomputing in Spark from {events.num_rows:,} lake events")
+    got = _recompute(spark, recompute_with, spark.createDataFrame(events),
                      [(e, e, as_of_ms) for e in entity_ids])
     keys = load_keys(settings)
     for entity in entity_ids:
