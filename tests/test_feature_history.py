@@ -301,14 +301,57 @@ def test_the_job_rejects_an_unknown_set_and_a_bad_range(world, capsys, monkeypat
 
 def test_the_job_reports_what_it_computes_and_why(spark, world, first_runs, capsys,  # noqa: F811
                                                    monkeypatch):
+    """``--full`` recomputes days that had not changed: same bytes, a new ``computed_at``."""
     from spark_jobs import backfill as job
 
     settings, _ = world
+    fs = SETS["declines.v1"]
     config = str(settings.data_dir.parent / "mercury.yaml")
     monkeypatch.setenv("MERCURY_CONFIG", config)  # restored after: main sets it from --config
+    before = by_day(history.read(settings, fs))
     assert job.main(["--feature-set", "declines.v1", "--start", "2026-11-15",
-                     "--end", "2026-11-18", "--config", config]) == 0
+                     "--end", "2026-11-17", "--full", "--config", config]) == 0
     out = capsys.readouterr().out
-    assert "to compute: 2 (2 new)" in out and "2026-11-17: new" in out
-    assert "declines.v1 2026-11-15..2026-11-18: 2 day(s) written" in out
-    assert "2 unchanged" in out
+    assert "to compute: 3 (2 forced, 1 new)" in out
+    assert "2026-11-15..2026-11-16: forced" in out and "2026-11-17: new" in out
+    assert "declines.v1 2026-11-15..2026-11-17: 3 day(s) written" in out
+    after = by_day(history.read(settings, fs))
+    names = [f.name for f in fs.features]
+    for day in (date(2026, 11, 15), date(2026, 11, 16)):
+        assert [[r[k] for k in ("entity_id", "as_of_ms", *names)] for r in after[day]] == \
+            [[r[k] for k in ("entity_id", "as_of_ms", *names)] for r in before[day]]
+        assert after[day][0]["computed_at"] > before[day][0]["computed_at"]
+    assert len(after[date(2026, 11, 17)]) == len(after[date(2026, 11, 16)])  # all still present
+
+
+def test_a_run_that_loses_the_commit_race_plans_again(spark, world, first_runs):  # noqa: F811
+    from pyiceberg.expressions import EqualTo
+
+    from mercury.lake.tables import catalog
+
+    settings, _ = world
+    fs = SETS["declines.v1"]
+    lines: list[str] = []
+    other = date(2026, 11, 16)
+    other_rows = history.read(settings, fs, other, other)
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 1:  # another run rewrites a day while this one computes
+            table = catalog(settings).load_table(history.table_identifier(settings, fs))
+            with table.transaction() as tx:
+                tx.delete(EqualTo("as_of_date", other.isoformat()))
+                tx.append(table.scan(row_filter=EqualTo("as_of_date", other.isoformat()))
+                          .to_arrow())
+                tx.set_properties({"mercury.test.interloper": "1"})
+
+    day = date(2026, 11, 20)
+    result = history.backfill(spark, settings, fs, day, day, progress=progress)
+    assert any("another run committed" in line for line in lines)
+    assert (result.days_written, result.reasons) == (1, {history.NEW: 1})
+    stored = history.read(settings, fs, day, day)
+    assert stored.num_rows == result.rows_written > 0
+    assert history.read(settings, fs, other, other) == other_rows  # the other commit survives
+    table = catalog(settings).load_table(history.table_identifier(settings, fs))
+    assert table.properties["mercury.test.interloper"] == "1"
+    assert history.recorded_days(table.properties)[day] == str(result.source_snapshot_id)

@@ -86,6 +86,10 @@ DEFINITION_PROPERTY = "mercury.history.definition_sha256"
 SOURCE_PROPERTY = "mercury.history.source_table"
 EMPTY_LAKE = "empty"  # the record key of days computed while the lake table had no snapshot
 EPOCH = date(1970, 1, 1)
+# pyiceberg retries a commit that lost a race by re-applying it on top of the winner. Ours
+# carry a plan (which days, what the record says) made from what we read: a run must plan again
+# instead (``backfill``), so the table asks pyiceberg not to rebase.
+NO_REBASE = {"commit.retry.num-retries": "0"}
 
 NEW, CHANGED, FORCED = "new", "changed", "forced"
 
@@ -198,7 +202,7 @@ def ensure_table(settings: Settings, feature_set: FeatureSet) -> Table:
         cat.create_namespace_if_not_exists(settings.offline.namespace)
         properties = {"mercury.feature_set": feature_set.ref,
                       SOURCE_PROPERTY: _source_table(feature_set),
-                      DEFINITION_PROPERTY: definition_digest(feature_set)}
+                      DEFINITION_PROPERTY: definition_digest(feature_set), **NO_REBASE}
         try:
             with cat.create_table_transaction(identifier, schema=schema,
                                               properties=properties) as tx:
@@ -433,56 +437,33 @@ def _describe(todo: dict[date, str]) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())) or "none"
 
 
+COMMIT_ATTEMPTS = 3
+
+
 def backfill(spark: SparkSession, settings: Settings, feature_set: FeatureSet | str,
              start: date, end: date, full: bool = False,
              progress: Callable[[str], None] | None = None) -> BackfillResult:
     """Compute and store the history of ``start..end`` (inclusive) that can have changed since
-    it was last computed (all of it with ``full``); see the module doc."""
-    from pyiceberg.expressions import In
+    it was last computed (all of it with ``full``); see the module doc.
 
-    from mercury.lake import tables
+    Another run committing data to the same table in between makes the commit fail (see
+    ``NO_REBASE``); the run then plans again from what that run recorded. A run that only
+    moved records (no data) does not conflict: its records may be replaced by older ones,
+    which can cost a diff or a recomputation later, never a stale day."""
+    from pyiceberg.exceptions import CommitFailedException
 
     began = time.monotonic()
     fs = resolve(feature_set)
     days = days_in(start, end)
     say = progress or (lambda _text: None)
-    table = ensure_table(settings, fs)
-    properties = dict(table.properties)
-    recorded = recorded_days(properties)
-    forced = full or properties.get(DEFINITION_PROPERTY) != definition_digest(fs)
-    current, kept = tables.snapshot_ids(settings, fs.source.stream)
-
-    cache: dict[int | None, list[FeatureEvent]] = {}
-
-    def events_at(snapshot_id: int | None) -> list[FeatureEvent]:
-        if snapshot_id not in cache:
-            cache[snapshot_id] = lake_events(settings, fs, snapshot_id)
-        return cache[snapshot_id]
-
-    todo = plan(fs, days, recorded, current, kept, events_at, forced)
-    identifier = table_identifier(settings, fs)
-    say(f"{fs.ref} -> {identifier}: {len(days)} day(s) {start}..{end}, lake snapshot "
-        f"{snapshot_key(current)}; to compute: {len(todo)} ({_describe(todo)})")
-    for day, reason in todo.items():
-        say(f"  {day}: {reason}")
-
-    rows = compute_days(spark, fs, events_at(current), list(todo), datetime.now(UTC))
-    # A changed definition invalidates the other days' records too: they become "new".
-    kept_records = {} if properties.get(DEFINITION_PROPERTY) != definition_digest(fs) \
-        else recorded
-    updated = {**kept_records, **dict.fromkeys(days, snapshot_key(current))}
-    new_properties = {DAYS_PROPERTY: render_days(updated),
-                      DEFINITION_PROPERTY: definition_digest(fs)}
-    if todo or any(properties.get(k) != v for k, v in new_properties.items()):
-        with table.transaction() as tx:
-            if todo and table.current_snapshot() is not None:
-                with warnings.catch_warnings():
-                    # Days never stored before have nothing to delete; pyiceberg warns so.
-                    warnings.filterwarnings("ignore", "Delete operation did not match")
-                    tx.delete(In("as_of_date", [d.isoformat() for d in todo]))
-            if rows.num_rows:
-                tx.append(rows)
-            tx.set_properties(new_properties)
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            todo, rows, current = _run_once(spark, settings, fs, days, full, say)
+            break
+        except CommitFailedException:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            say(f"{fs.ref}: another run committed to the history table first; planning again")
     reasons: dict[str, int] = {}
     for reason in todo.values():
         reasons[reason] = reasons.get(reason, 0) + 1
@@ -493,6 +474,65 @@ def backfill(spark: SparkSession, settings: Settings, feature_set: FeatureSet | 
         f"skipped {result.days_skipped} unchanged; lake snapshot "
         f"{snapshot_key(current)}; {result.seconds:.1f} s")
     return result
+
+
+def _runs(todo: dict[date, str]) -> list[tuple[date, date, str]]:
+    """Consecutive days with the same reason, for progress lines."""
+    runs: list[tuple[date, date, str]] = []
+    for day, reason in todo.items():
+        if runs and runs[-1][2] == reason and runs[-1][1] == day - timedelta(days=1):
+            runs[-1] = (runs[-1][0], day, reason)
+        else:
+            runs.append((day, day, reason))
+    return runs
+
+
+def _run_once(spark: SparkSession, settings: Settings, fs: FeatureSet, days: list[date],
+              full: bool, say: Callable[[str], None]
+              ) -> tuple[dict[date, str], pa.Table, int | None]:
+    """Plan, compute and commit once: (the days computed with why, their rows, the lake
+    snapshot they reflect)."""
+    from pyiceberg.expressions import In
+
+    from mercury.lake import tables
+
+    table = ensure_table(settings, fs)
+    properties = dict(table.properties)
+    digest = definition_digest(fs)
+    redefined = properties.get(DEFINITION_PROPERTY) != digest
+    recorded = recorded_days(properties)
+    current, kept = tables.snapshot_ids(settings, fs.source.stream)
+
+    cache: dict[int | None, list[FeatureEvent]] = {}
+
+    def events_at(snapshot_id: int | None) -> list[FeatureEvent]:
+        if snapshot_id not in cache:
+            cache[snapshot_id] = lake_events(settings, fs, snapshot_id)
+        return cache[snapshot_id]
+
+    todo = plan(fs, days, recorded, current, kept, events_at, full or redefined)
+    say(f"{fs.ref} -> {table_identifier(settings, fs)}: {len(days)} day(s) "
+        f"{days[0]}..{days[-1]}, lake snapshot {snapshot_key(current)}; to compute: "
+        f"{len(todo)} ({_describe(todo)})")
+    for first, last, reason in _runs(todo):
+        say(f"  {first if first == last else f'{first}..{last}'}: {reason}")
+
+    rows = compute_days(spark, fs, events_at(current), list(todo), datetime.now(UTC))
+    # A changed definition invalidates the other days' records too: they become "new".
+    updated = {**({} if redefined else recorded), **dict.fromkeys(days, snapshot_key(current))}
+    new_properties = {DAYS_PROPERTY: render_days(updated), DEFINITION_PROPERTY: digest,
+                      **NO_REBASE}
+    if todo or any(properties.get(k) != v for k, v in new_properties.items()):
+        with table.transaction() as tx:
+            if todo and table.current_snapshot() is not None:
+                with warnings.catch_warnings():
+                    # Days never stored before have nothing to delete; pyiceberg warns so.
+                    warnings.filterwarnings("ignore", "Delete operation did not match")
+                    tx.delete(In("as_of_date", [d.isoformat() for d in todo]))
+            if rows.num_rows:
+                tx.append(rows)
+            tx.set_properties(new_properties)
+    return todo, rows, current
 
 
 def read(settings: Settings, feature_set: FeatureSet | str, start: date | None = None,
