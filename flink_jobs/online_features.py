@@ -32,6 +32,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="absolute path of a mercury settings file")
     parser.add_argument("--feature-sets", default="",
                         help="comma-separated NAME.vN (default: every compiled feature set)")
+    parser.add_argument("--warm-start", default="",
+                        help="comma-separated NAME.vN that take over from their warm start "
+                             "(mercury features warm-start) at its cut")
     parser.add_argument("--job-name", default="mercury-online-features")
     parser.add_argument("--parallelism", type=int, default=None)
     return parser.parse_args(argv)

@@ -231,3 +231,4 @@ def test_the_seam_skips_only_its_own_version(world, seamed):
     assert clocks and max(clocks) > cut - 3 * DAY_MS
     assert any("set:spending.v2" in s.values for s in states.values())
     assert layout.entity_key(V2, "x").endswith(":spending:v2")
+

@@ -10,6 +10,11 @@
 sinks (see flink_jobs/online_features.py). All feature logic is in
 ``mercury.features.online_executor``; the functions here only adapt it to Flink.
 
+Warm-started versions (``warm_start_refs``, see ``mercury.features.warm_start``): the keyed
+operator reads each one's seam (cut and bootstrap loader) from the online store when it opens,
+and fails to open if that version was not warm-started: a version is never silently streamed
+from empty state on top of a backfill.
+
 Exactly-once where it matters: Redis writes happen inside ``process_element``, so every write
 of an event precedes the next checkpoint barrier; after a restore Flink replays from that
 checkpoint and the writes, being whole-field overwrites from restored state, end identical.
@@ -101,19 +106,20 @@ class FlinkState:
 class OnlineFeatures(KeyedProcessFunction):
     """Keyed by entity: dedup, feature state, and the writes to the online store."""
 
-    def __init__(self, specs_json: str, redis_json: str):
+    def __init__(self, specs_json: str, redis_json: str, warm_start_json: str = "[]"):
         self.specs_json = specs_json
         self.redis_json = redis_json
+        self.warm_start_json = warm_start_json
 
     def open(self, runtime_context):
         from mercury.config import RedisConfig
         from mercury.online.redis_store import RedisOnlineStore
 
-        self.executor = _executor(self.specs_json)
+        self.store = RedisOnlineStore(RedisConfig(**orjson.loads(self.redis_json)))
+        self.executor = _executor(self.specs_json, self.store, orjson.loads(self.warm_start_json))
         self.state = FlinkState({
             name: runtime_context.get_state(ValueStateDescriptor(name, Types.PICKLED_BYTE_ARRAY()))
             for name in self.executor.state_names()})
-        self.store = RedisOnlineStore(RedisConfig(**orjson.loads(self.redis_json)))
         metrics = runtime_context.get_metrics_group()
         self.duplicates = metrics.counter("duplicates")
         self.late = metrics.counter("late_events")
@@ -139,18 +145,29 @@ class OnlineFeatures(KeyedProcessFunction):
         self.store.close()
 
 
-def _executor(specs_json: str):
+def _executor(specs_json: str, store=None, warm_start_refs=()):
     from mercury.features.dsl import feature_set_from_dict
     from mercury.features.online_executor import OnlineExecutor
 
-    return OnlineExecutor(feature_set_from_dict(d) for d in orjson.loads(specs_json))
+    feature_sets = [feature_set_from_dict(d) for d in orjson.loads(specs_json)]
+    seams = {}
+    if warm_start_refs:
+        from mercury.features import warm_start
+
+        by_ref = {fs.ref: fs for fs in feature_sets}
+        unknown = sorted(set(warm_start_refs) - set(by_ref))
+        if unknown:
+            raise ValueError(f"warm-started sets the job does not run: {unknown}")
+        seams = {ref: warm_start.seam(store, by_ref[ref]) for ref in warm_start_refs}
+    return OnlineExecutor(feature_sets, seams=seams)
 
 
-def build(lines, feature_sets_json: str, redis_json: str):
+def build(lines, feature_sets_json: str, redis_json: str, warm_start_refs=()):
     """lines (a DataStream of LINE rows) -> (dead letters, validated, late) tagged streams.
 
     The Redis writes happen inside the keyed operator; the three returned streams carry
-    (stream, json) rows for the job's sinks.
+    (stream, json) rows for the job's sinks. ``warm_start_refs``: set refs (``spending.v2``)
+    that take over from their warm start at its cut.
     """
     routed = lines.process(ValidateAndRoute(feature_sets_json), output_type=ROUTED) \
         .name("validate-and-route")
@@ -159,7 +176,9 @@ def build(lines, feature_sets_json: str, redis_json: str):
         .with_timestamp_assigner(EventTime())
     features = routed.assign_timestamps_and_watermarks(watermarks) \
         .key_by(lambda row: row.key, key_type=Types.STRING()) \
-        .process(OnlineFeatures(feature_sets_json, redis_json), output_type=TAGGED) \
+        .process(OnlineFeatures(feature_sets_json, redis_json,
+                                orjson.dumps(list(warm_start_refs)).decode()),
+                 output_type=TAGGED) \
         .name("online-features")
     return (routed.get_side_output(DEAD_LETTERS), routed.get_side_output(VALIDATED),
             features.get_side_output(LATE))
