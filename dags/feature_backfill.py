@@ -4,7 +4,8 @@ Triggered by hand (Airflow UI "Trigger DAG w/ config", or ``airflow dags trigger
 
 - ``feature_set`` (name, e.g. ``spending``) and ``version`` (int): a compiled spec
   ``mercury/features/compiled/<name>.v<version>.json`` must exist;
-- ``start``, ``end`` (dates, inclusive): the history days to compute, UTC; not in the future;
+- ``start``, ``end`` (dates, inclusive): the history days to compute, UTC; days that have
+  ended (the end is before today);
 - ``promote`` (default true): flip the active pointer when every gate passes; off, the run
   stops with the version ready (history, warm online keys) but not serving;
 - ``cut_ms`` (optional): the warm-start cut, epoch ms; default the newest arrival in the lake.
@@ -128,7 +129,7 @@ with DAG(
         "version": Param(1, type="integer", minimum=1, title="Version"),
         "start": Param(type="string", format="date", title="First history day (UTC)"),
         "end": Param(type="string", format="date", title="Last history day (UTC)",
-                     description="Inclusive; not in the future."),
+                     description="Inclusive; before today (UTC)."),
         "promote": Param(True, type="boolean", title="Promote when every gate passes"),
         "cut_ms": Param(None, type=["null", "integer"], minimum=0,
                         title="Warm-start cut (epoch ms)",

@@ -33,7 +33,7 @@ def dagbag(tmp_path_factory):
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
     assert {"flink_smoke", "streaming_features", "streaming_features_health",
-            "dlq_replay"} <= set(dagbag.dags)
+            "dlq_replay", "feature_backfill"} <= set(dagbag.dags)
 
 
 def test_dag_policy(dagbag):
@@ -72,6 +72,22 @@ def test_streaming_features_actions_pick_their_tasks(dagbag):
     watch = dagbag.dags["streaming_features_health"]
     assert watch.schedule == "*/5 * * * *"
     assert watch.get_task("health").job_name == deploy.job_name == "online-features"
+
+
+def test_feature_backfill_promotes_only_after_every_gate(dagbag):
+    """One chain, every task all_success: a failed gate leaves promote upstream_failed (the
+    runs themselves: tests/test_feature_backfill_dag.py)."""
+    from airflow.sdk import TriggerRule
+
+    dag = dagbag.dags["feature_backfill"]
+    chain = ["backfill_history", "check_history", "warm_start_online", "consistency_gate",
+             "shadow_compare", "promote", "retire_previous"]
+    for before, after in zip(chain, chain[1:], strict=False):
+        assert dag.get_task(after).upstream_task_ids == {"plan", before}
+    assert {t.trigger_rule for t in dag.tasks} == {TriggerRule.ALL_SUCCESS}
+    assert dag.schedule is None and dag.max_active_runs == 1
+    assert {"feature_set", "version", "start", "end", "promote"} <= set(dag.params)
+    assert dag.params["promote"] is True
 
 
 @pytest.mark.stack

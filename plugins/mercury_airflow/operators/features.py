@@ -2,10 +2,10 @@
 
 One run takes one feature-set version from "defined" to "serving" (``dags/feature_backfill.py``):
 
-1. ``plan_backfill``: validates the run's params (a compiled spec for the version, a date range
-   not in the future) and fixes what every later step must agree on: the warm-start cut (the
-   ``cut_ms`` param, else the newest arrival of the set's stream in the lake) and the version
-   active before the run (to shadow-compare with, and to retire after the flip).
+1. ``plan_backfill``: validates the run's params (a compiled spec for the version, a range of
+   days that have ended) and fixes what every later step must agree on: the warm-start cut
+   (the ``cut_ms`` param, else the newest arrival of the set's stream in the lake) and the
+   version active before the run (to shadow-compare with, and to retire after the flip).
 2. ``backfill_history``: ``history.backfill`` in Spark for [start, end] (incremental: only days
    whose values can have changed since the last run are rewritten).
 3. ``check_history_range``: the Great Expectations checkpoint on the history rows of the range
@@ -171,9 +171,9 @@ def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date 
     today = today or datetime.now(UTC).date()
     if end < start:
         raise ValueError(f"{feature_set.ref}: end {end} is before start {start}")
-    if end > today:
-        raise ValueError(f"{feature_set.ref}: end {end} is in the future (today is {today} "
-                         "UTC); a history day is written once it is over")
+    if end >= today:
+        raise ValueError(f"{feature_set.ref}: end {end} is not over yet (today is {today} "
+                         "UTC); a history day is written once it has ended")
     cut_ms = params.get("cut_ms")
     if cut_ms is None:
         cut_ms = newest_arrival_ms(settings, feature_set)
@@ -237,9 +237,9 @@ def warm_start_online(settings: Settings, plan: Mapping[str, Any], *,
 
     plan = BackfillPlan.from_xcom(plan)
     result = warm_start.backfill_online(spark or spark_session(settings), settings,
-                                        plan.feature_set_spec(), plan.cut_ms)
-    log(f"warm start: {plan.ref} at cut {plan.cut_ms}: {result}")
-    return {"ref": plan.ref, "cut_ms": plan.cut_ms, "result": str(result)}
+                                        plan.feature_set_spec(), plan.cut_ms, log=log)
+    return {"ref": plan.ref, "cut_ms": plan.cut_ms, "entities": result.entities,
+            "events": result.events}
 
 
 def _executor_feature_set(plan: BackfillPlan, log: Log) -> FeatureSet | None:
@@ -278,10 +278,11 @@ def consistency_gate(settings: Settings, plan: Mapping[str, Any], *,
 
 def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
                    log: Log = _print) -> dict[str, Any]:
-    """The new version beside the active one, as of the cut. Differences in features the
-    versions define differently are expected (that is why there is a new version) and only
-    reported; a feature defined identically in both must have identical values, else
-    ``GateFailed``. Skipped when no other version is active. Only reads."""
+    """The new version beside the active one (``bluegreen.shadow_compare``, as of its own
+    default: the newest event time either version holds). Differences in features the versions
+    define differently are expected (that is why there is a new version) and only reported; a
+    feature defined identically in both must have identical values, else ``GateFailed``.
+    Skipped when no other version is active. Only reads."""
     from mercury.features import bluegreen
 
     plan = BackfillPlan.from_xcom(plan)
@@ -290,25 +291,15 @@ def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
         return {"ref": plan.ref, "compared_with": None}
     new = plan.feature_set_spec()
     old = BackfillPlan(**{**plan.to_xcom(), "version": plan.previous_version}).feature_set_spec()
-    report = bluegreen.shadow_compare(settings, old, new, as_of_ms=plan.cut_ms)
-    log(report.summary() if hasattr(report, "summary") else str(report))
-    unchanged_differ = _unchanged_differences(report)
-    if unchanged_differ:
-        raise GateFailed(f"shadow: {old.ref} and {new.ref} define {', '.join(unchanged_differ)} "
-                         "identically but their values differ; not promoting")
-    return {"ref": plan.ref, "compared_with": old.ref}
-
-
-def _unchanged_differences(report) -> list[str]:
-    """Features defined identically in both versions whose values differ (ShadowReport)."""
-    for name in ("unchanged_differing", "unchanged_mismatches", "failing_unchanged"):
-        value = getattr(report, name, None)
-        if value is not None:
-            value = value() if callable(value) else value
-            return sorted(value)
-    if hasattr(report, "passes"):
-        return [] if report.passes() else ["(see the report)"]
-    return []
+    report = bluegreen.shadow_compare(settings, old, new)
+    log(report.summary())
+    if not report.ok:
+        raise GateFailed(f"shadow: {old.ref} and {new.ref} define "
+                         f"{', '.join(report.differing_unchanged)} identically but their values "
+                         "differ; not promoting")
+    return {"ref": plan.ref, "compared_with": old.ref, "entities": report.entities,
+            "changed": sorted(c.name for c in report.features.values()
+                              if c.status != "unchanged")}
 
 
 def promote(settings: Settings, plan: Mapping[str, Any], *, log: Log = _print) -> dict[str, Any]:
@@ -320,9 +311,9 @@ def promote(settings: Settings, plan: Mapping[str, Any], *, log: Log = _print) -
     if not plan.promote:
         log(f"promote: off for this run; {plan.ref} is ready but not active")
         return {"ref": plan.ref, "promoted": False}
-    bluegreen.promote(settings, plan.feature_set, plan.version)
-    log(f"promote: {plan.feature_set} now serves v{plan.version}")
-    return {"ref": plan.ref, "promoted": True}
+    switch = bluegreen.promote(settings, plan.feature_set, plan.version)
+    log(f"promote: {plan.feature_set} now serves v{plan.version} ({switch.summary()})")
+    return {"ref": plan.ref, "promoted": True, "before": switch.before}
 
 
 def retire_previous(settings: Settings, plan: Mapping[str, Any], *,
@@ -338,10 +329,10 @@ def retire_previous(settings: Settings, plan: Mapping[str, Any], *,
     if not plan.promote or previous is None:
         log(f"retire: nothing to retire for {plan.ref}")
         return {"retired": None}
-    if active_version(settings, plan.feature_set) == previous:
-        raise GateFailed(f"retire: {plan.feature_set}.v{previous} is still the active version; "
-                         "refusing to expire the keys it serves")
     after_s = settings.offline.retire_after_s
-    bluegreen.retire(settings, plan.feature_set, previous, after_s)
-    log(f"retire: {plan.feature_set}.v{previous} keys expire in {after_s} s")
-    return {"retired": f"{plan.feature_set}.v{previous}", "after_s": after_s}
+    # bluegreen.retire refuses the served version itself (BlueGreenError).
+    retirement = bluegreen.retire(settings, plan.feature_set, previous, after_s)
+    log(f"retire: {plan.feature_set}.v{previous} keys expire in {after_s} s "
+        f"({retirement.summary()})")
+    return {"retired": f"{plan.feature_set}.v{previous}", "keys": retirement.keys,
+            "after_s": after_s}
