@@ -232,12 +232,16 @@ def test_late_events_recompute_only_the_days_they_can_change(spark, world, first
                         for ref, fs in SETS.items()}
     late = late_events(records)
     for stream, rows in late.items():
-        tables.upsert(settings, stream, rows)
+        (was, _), _ = tables.snapshot_ids(settings, stream), tables.upsert(settings, stream, rows)
+        now, _ = tables.snapshot_ids(settings, stream)
+        assert tables.touched_days(settings, stream, was, now) == {LATE_EVENT_DAY}
         records[stream] = records[stream] + rows  # the oracle sees them arrive last
     assert expected_days(SETS["declines.v1"])[-1] < END  # the window bound shows in the range
 
     for ref, fs in SETS.items():
-        result = history.backfill(spark, settings, fs, START, END)
+        lines: list[str] = []
+        result = history.backfill(spark, settings, fs, START, END, progress=lines.append)
+        assert any("1 touched day(s) to diff" in line for line in lines), lines
         want = expected_days(fs)
         assert want[0] == LATE_ARRIVAL_DAY
         assert result.reasons == {history.CHANGED: len(want)}, ref
@@ -259,6 +263,35 @@ def test_late_events_recompute_only_the_days_they_can_change(spark, world, first
         for day in history.days_in(LATE_EVENT_DAY, LATE_ARRIVAL_DAY - timedelta(days=1)):
             assert expected[day] == reference_before[ref][day]
         assert expected[LATE_ARRIVAL_DAY] != reference_before[ref][LATE_ARRIVAL_DAY], ref
+
+
+def test_rewritten_lake_files_without_changed_rows_recompute_nothing(spark, world,  # noqa: F811
+                                                                     first_runs):
+    """Compaction-like: a lake day's files are replaced by the same rows. The files say the day
+    was touched; the rows say nothing changed, so no history day is computed, and every day's
+    record moves to the new lake snapshot."""
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
+    from mercury.lake import tables
+    from mercury.lake.tables import catalog
+
+    settings, _ = world
+    fs = SETS["declines.v1"]
+    history.backfill(spark, settings, fs, START, END)  # whatever came before is reflected
+    lake = catalog(settings).load_table("raw.transactions")
+    day = date(2026, 11, 4)
+    where = And(GreaterThanOrEqual("event_ts", f"{day.isoformat()}T00:00:00+00:00"),
+                LessThan("event_ts", f"{(day + timedelta(days=1)).isoformat()}T00:00:00+00:00"))
+    rows = lake.scan(row_filter=where).to_arrow()
+    assert rows.num_rows > 0
+    was, _ = tables.snapshot_ids(settings, "transactions")
+    lake.overwrite(rows, overwrite_filter=where)
+    now, _ = tables.snapshot_ids(settings, "transactions")
+    assert tables.touched_days(settings, "transactions", was, now) == {day}
+    result = history.backfill(spark, settings, fs, START, END)
+    assert (result.days_written, result.source_snapshot_id) == (0, now)
+    table = catalog(settings).load_table(history.table_identifier(settings, fs))
+    assert set(history.recorded_days(table.properties).values()) == {str(now)}
 
 
 def test_changed_spans_cover_a_new_entitys_presence_beyond_the_window():

@@ -24,13 +24,18 @@ Which days need computing (``plan``):
 - ``changed``: the events of the lake differ between the snapshot the day reflects and the
   current one in a way that can change the day (below).
 
-Finding what changed: the two snapshots are read and normalised, and events are compared by
-event id (added, removed, or with any field different). That is used rather than listing the
-data files the snapshots in between added, because a file added is not a row changed: lake
-compaction rewrites files without changing a row (files would mark every compacted day
-changed), and ``tables.upsert`` replaces a row by a copy that arrived EARLIER (delete + append:
-the replaced version and its replacement both matter, and only the row diff gives the old
-arrival time). An event version (old or new) with times ``arrival_ts``, ``event_ts`` can change
+Finding what changed: the snapshots between the recorded one and the current one say which
+lake partitions (days of event time) they added or removed data files in
+(``tables.touched_days``); those days are read at both snapshots, normalised, and their events
+compared by event id (added, removed, or with any field different). The files alone are not
+enough, because a file added is not a row changed: lake compaction rewrites files without
+changing a row (files alone would mark every compacted day changed), and ``tables.upsert``
+replaces a row by a copy that arrived EARLIER (delete + append: the replaced version and its
+replacement both matter, and only the row diff gives the old arrival time). Where the touched
+days cannot be told (the recorded snapshot is not an ancestor of the current one, or the table
+is not partitioned by day, like the CDC tables) every day is diffed.
+
+An event version (old or new) with times ``arrival_ts``, ``event_ts`` can change
 day D only if it counts by the end of D, i.e. ``end(D) >= max(arrival_ts, event_ts)`` (and never
 if it is too late to count at all, ``semantics.MAX_LATENESS_MS``). When every feature of the set
 is a windowed ``Aggregate``, it stops mattering once it has left the longest window: days with
@@ -253,15 +258,33 @@ def snapshot_key(snapshot_id: int | None) -> str:
 
 # ---- what changed between two snapshots ----------------------------------------------------
 
-def lake_events(settings: Settings, feature_set: FeatureSet,
-                snapshot_id: int | None) -> list[FeatureEvent]:
-    """The set's events in the lake at a snapshot, in arrival order (none for no snapshot)."""
+def lake_events(settings: Settings, feature_set: FeatureSet, snapshot_id: int | None,
+                days: Iterable[date] | None = None) -> list[FeatureEvent]:
+    """The set's events in the lake at a snapshot, in arrival order (none for no snapshot);
+    with ``days``, only those whose event time (the lake's partition) falls on one of them."""
     from mercury.features.spark_executor import lake_records
 
     if snapshot_id is None:
         return []
-    records = lake_records(settings, feature_set.source.stream, snapshot_id=snapshot_id)
+    where = None if days is None else _event_days_filter(feature_set, days)
+    records = lake_records(settings, feature_set.source.stream, snapshot_id=snapshot_id,
+                           row_filter=where)
     return [e for r in records if (e := normalise(feature_set, r)) is not None]
+
+
+def _event_days_filter(feature_set: FeatureSet, days: Iterable[date]):
+    from pyiceberg.expressions import AlwaysFalse, And, GreaterThanOrEqual, LessThan, Or
+
+    from mercury.contracts import registry
+
+    field_name = registry.stream(feature_set.source.stream).event_time_field
+    where = AlwaysFalse()
+    for first, last, _ in _runs(dict.fromkeys(sorted(days), "")):
+        low = datetime.fromtimestamp(day_start_ms(first) / 1000, UTC).isoformat()
+        high = datetime.fromtimestamp(day_start_ms(last + timedelta(days=1)) / 1000,
+                                      UTC).isoformat()
+        where = Or(where, And(GreaterThanOrEqual(field_name, low), LessThan(field_name, high)))
+    return where
 
 
 def longest_window_ms(feature_set: FeatureSet) -> int | None:
@@ -290,8 +313,10 @@ Span = tuple[date, date | None]  # first day, last day (None: every later day)
 
 
 def changed_spans(feature_set: FeatureSet, old: Sequence[FeatureEvent],
-                  new: Sequence[FeatureEvent]) -> list[Span]:
-    """The days whose values can differ between the two event lists (see the module doc)."""
+                  new: Sequence[FeatureEvent], common: Sequence[FeatureEvent] = ()) -> list[Span]:
+    """The days whose values can differ between the two event lists (see the module doc).
+    ``common`` are events both sides also have, unchanged (the lake days no snapshot in
+    between touched): they are not diffed, but they say since when an entity is present."""
     def by_id(events):
         kept: dict[str, FeatureEvent] = {}
         for event in events:
@@ -315,8 +340,8 @@ def changed_spans(feature_set: FeatureSet, old: Sequence[FeatureEvent],
             last = None if longest is None else day_of(version.event_ts + longest - 1)
             if last is None or last >= first:
                 spans.append((first, last))
-    first_before = _first_counting(before.values(), entities)
-    first_after = _first_counting(after.values(), entities)
+    first_before = _first_counting([*common, *before.values()], entities)
+    first_after = _first_counting([*common, *after.values()], entities)
     for entity in entities:
         a, b = first_before.get(entity), first_after.get(entity)
         if a == b:
@@ -335,12 +360,12 @@ def in_spans(day: date, spans: Iterable[Span]) -> bool:
 
 # ---- the plan ------------------------------------------------------------------------------
 
-def plan(feature_set: FeatureSet, days: Sequence[date], recorded: dict[date, str],
-         current: int | None, kept_snapshots: frozenset[int],
-         events_at: Callable[[int | None], list[FeatureEvent]],
+def plan(days: Sequence[date], recorded: dict[date, str], current: int | None,
+         kept_snapshots: frozenset[int], spans_since: Callable[[int | None], list[Span]],
          forced: bool) -> dict[date, str]:
     """``{day: reason}`` for the days of ``days`` that must be computed (``NEW``, ``CHANGED``,
-    ``FORCED``); ``events_at(snapshot_id)`` reads the lake's events at a snapshot."""
+    ``FORCED``); ``spans_since(snapshot_id)`` gives the days the lake's changes from that
+    snapshot to ``current`` can affect."""
     todo: dict[date, str] = {}
     by_key: dict[str, list[date]] = {}
     for day in days:
@@ -358,7 +383,7 @@ def plan(feature_set: FeatureSet, days: Sequence[date], recorded: dict[date, str
         if old_id is not None and old_id not in kept_snapshots:
             todo.update(dict.fromkeys(group, FORCED))  # expired: nothing to diff against
             continue
-        spans = changed_spans(feature_set, events_at(old_id), events_at(current))
+        spans = spans_since(old_id)
         todo.update({day: CHANGED for day in group if in_spans(day, spans)})
     return dict(sorted(todo.items()))
 
@@ -510,7 +535,22 @@ def _run_once(spark: SparkSession, settings: Settings, fs: FeatureSet, days: lis
             cache[snapshot_id] = lake_events(settings, fs, snapshot_id)
         return cache[snapshot_id]
 
-    todo = plan(fs, days, recorded, current, kept, events_at, full or redefined)
+    def spans_since(old_id: int | None) -> list[Span]:
+        """Diff the lake days touched since ``old_id`` (all of them if that cannot be told)."""
+        touched = None if old_id is None or current is None else \
+            tables.touched_days(settings, fs.source.stream, old_id, current)
+        now = events_at(current)
+        if touched is not None and not touched:
+            return []  # e.g. only the history's own record moved, or nothing was written
+        if touched is None:
+            say(f"  lake changes since {snapshot_key(old_id)}: diffing every day")
+            return changed_spans(fs, events_at(old_id), now)
+        say(f"  lake changes since {old_id}: {len(touched)} touched day(s) to diff")
+        inside = [e for e in now if day_of(e.event_ts) in touched]
+        outside = [e for e in now if day_of(e.event_ts) not in touched]
+        return changed_spans(fs, lake_events(settings, fs, old_id, touched), inside, outside)
+
+    todo = plan(days, recorded, current, kept, spans_since, full or redefined)
     say(f"{fs.ref} -> {table_identifier(settings, fs)}: {len(days)} day(s) "
         f"{days[0]}..{days[-1]}, lake snapshot {snapshot_key(current)}; to compute: "
         f"{len(todo)} ({_describe(todo)})")

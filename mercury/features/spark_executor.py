@@ -167,14 +167,15 @@ def events_frame(spark: SparkSession, feature_set: FeatureSet,
     return spark.createDataFrame(events_table(feature_set, records_in_arrival_order))
 
 
-def lake_records(settings: Settings, stream: str,
-                 snapshot_id: int | None = None) -> list[dict]:
-    """The stream's lake table (current, or as of ``snapshot_id``) as records, in arrival
-    order (``ingest_ts``, table order on a tie or where the stream has none); times as epoch
-    ms, as on the stream. The lake already keeps one row per event id, its first arrival."""
+def lake_records(settings: Settings, stream: str, snapshot_id: int | None = None,
+                 row_filter=None) -> list[dict]:
+    """The stream's lake table (current, or as of ``snapshot_id``; optionally filtered) as
+    records, in arrival order (``ingest_ts``, table order on a tie or where the stream has
+    none); times as epoch ms, as on the stream. The lake already keeps one row per event id,
+    its first arrival."""
     from mercury.lake import tables
 
-    table = tables.read(settings, stream, snapshot_id=snapshot_id)
+    table = tables.read(settings, stream, row_filter=row_filter, snapshot_id=snapshot_id)
     if tables.ARRIVAL_FIELD in table.column_names:
         table = table.take(pc.sort_indices(
             pa.table({"a": table[tables.ARRIVAL_FIELD],

@@ -19,6 +19,7 @@ the module imports (without being usable) where pyiceberg is not installed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -274,6 +275,49 @@ def snapshot_ids(settings: Settings, stream_name: str) -> tuple[int | None, froz
     current = table.current_snapshot()
     return (None if current is None else current.snapshot_id,
             frozenset(s.snapshot_id for s in table.snapshots()))
+
+
+def touched_days(settings: Settings, stream_name: str, since: int,
+                 until: int) -> frozenset[date] | None:
+    """The days (of event time: the partitions) holding a data file that a snapshot after
+    ``since``, up to ``until``, added or removed; None when that cannot be told (``since`` is
+    not an ancestor of ``until`` or was expired, or the table is not partitioned by day), so
+    the caller must look at every day. Rows that changed are in these days; rows in them may
+    also be unchanged (compaction rewrites files)."""
+    from datetime import timedelta
+
+    from pyiceberg.manifest import ManifestEntryStatus
+    from pyiceberg.transforms import DayTransform
+
+    table = catalog(settings).load_table(_stream(stream_name).lake_table)
+    chain: set[int] = set()
+    snapshot = table.snapshot_by_id(until)
+    while snapshot is not None and snapshot.snapshot_id != since:
+        chain.add(snapshot.snapshot_id)
+        snapshot = None if snapshot.parent_snapshot_id is None else \
+            table.snapshot_by_id(snapshot.parent_snapshot_id)
+    if snapshot is None:
+        return None
+    specs = table.specs()
+    days: set[date] = set()
+    epoch = date(1970, 1, 1)
+    for snapshot_id in chain:
+        # A snapshot's own manifests list what it added and removed; a removal is not carried
+        # into later snapshots' manifests, so each snapshot of the chain is read.
+        for manifest in table.snapshot_by_id(snapshot_id).manifests(table.io):
+            if manifest.added_snapshot_id != snapshot_id:
+                continue
+            fields = specs[manifest.partition_spec_id].fields
+            if len(fields) != 1 or not isinstance(fields[0].transform, DayTransform):
+                return None
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                if entry.status == ManifestEntryStatus.EXISTING:
+                    continue
+                value = entry.data_file.partition[0]
+                if value is None:
+                    return None
+                days.add(epoch + timedelta(days=int(value)))
+    return frozenset(days)
 
 
 # --- writes ---------------------------------------------------------------------------------
