@@ -170,7 +170,13 @@ def backfill_online(spark: SparkSession, settings: Settings, feature_set, cut_ms
 
     started = time.monotonic()
     if events_df is None:
-        events_df = spark_executor.lake_events_frame(spark, settings, feature_set)
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            events_df = spark_executor.lake_events_frame(spark, settings, feature_set)
+        except NoSuchTableError:
+            raise LakeBehind(f"{feature_set.ref}: the lake has no {feature_set.source.stream} "
+                             "table yet; compact the log into the lake first") from None
     newest = events_df.agg(F.max("arrival_ts")).first()[0]
     if newest is None or newest < cut_ms:
         raise LakeBehind(
