@@ -75,11 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings()
     spark = session(spark_config(settings))
-    result = job(spark, settings, feature_set, start, end, full=args.full,
-                 progress=lambda line: print(line, flush=True))
-    print(f"{feature_set.ref} {start}..{end}: {result.days_written} day(s) written "
-          f"({result.rows_written:,} rows), {result.days_skipped} unchanged, lake snapshot "
-          f"{result.source_snapshot_id}, {result.seconds:.1f} s")
+    # The job's last progress line is the summary.
+    job(spark, settings, feature_set, start, end, full=args.full,
+        progress=lambda line: print(line, flush=True))
     return 0
 
 

@@ -495,9 +495,9 @@ def backfill(spark: SparkSession, settings: Settings, feature_set: FeatureSet | 
     result = BackfillResult(days_written=len(todo), rows_written=rows.num_rows,
                             days_skipped=len(days) - len(todo), source_snapshot_id=current,
                             seconds=round(time.monotonic() - began, 3), reasons=reasons)
-    say(f"{fs.ref}: wrote {result.days_written} day(s), {result.rows_written:,} row(s); "
-        f"skipped {result.days_skipped} unchanged; lake snapshot "
-        f"{snapshot_key(current)}; {result.seconds:.1f} s")
+    say(f"{fs.ref} {days[0]}..{days[-1]}: {result.days_written} day(s) written "
+        f"({result.rows_written:,} rows), {result.days_skipped} unchanged, lake snapshot "
+        f"{snapshot_key(current)}, {result.seconds:.1f} s")
     return result
 
 
