@@ -44,6 +44,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -55,8 +57,10 @@ Log = Callable[[str], None]
 TEST_CONSISTENCY_DIR_ENV = "MERCURY_TEST_CONSISTENCY_COMPILED_DIR"
 
 
-class GateFailed(RuntimeError):
-    """A promotion gate said no; the message names the gate and what failed."""
+class GateFailed(AirflowFailException):
+    """A promotion gate said no; the message names the gate and what failed. An
+    ``AirflowFailException``: the task fails at once, without the retries meant for
+    transient errors (the same data gives the same answer)."""
 
 
 def _print(line: str) -> None:
@@ -214,13 +218,16 @@ def backfill_history(settings: Settings, plan: Mapping[str, Any], *,
 
 def check_history_range(settings: Settings, plan: Mapping[str, Any], *,
                         log: Log = _print) -> dict[str, Any]:
-    """The GX checkpoint on the history rows of the range; raises ``HistoryCheckFailed``
-    (naming each failed expectation with examples) so the run stops before the warm start.
-    Only reads."""
-    from mercury.quality.feature_history_checks import check_history
+    """The GX checkpoint on the history rows of the range; raises ``GateFailed`` (naming each
+    failed expectation with examples) so the run stops before the warm start. Only reads."""
+    from mercury.quality.feature_history_checks import HistoryCheckFailed, check_history
 
     plan = BackfillPlan.from_xcom(plan)
-    outcome = check_history(settings, plan.feature_set_spec(), plan.start_date, plan.end_date)
+    try:
+        outcome = check_history(settings, plan.feature_set_spec(), plan.start_date,
+                                plan.end_date)
+    except HistoryCheckFailed as exc:
+        raise GateFailed(f"history checkpoint: {exc}; not promoting") from exc
     statistics = outcome.statistics
     log(f"history checkpoint: {plan.ref} {plan.start}..{plan.end}: "
         f"{statistics.get('successful_expectations')} of "
