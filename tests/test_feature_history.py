@@ -10,7 +10,9 @@ day's last millisecond, and every entity the reference omits must have no row. A
 with no lake change computes nothing; a late chargeback and a late decline (arrival day X,
 event day X-3) recompute exactly the days from X to the end of the longest window (declines)
 or to the end of the range (spending, risk), leave the other days' rows byte-identical, and the
-history still equals the reference afterwards.
+history still equals the reference afterwards. Lake files rewritten with the same rows
+(compaction) recompute nothing; a run that loses the commit race plans again; ``--full`` and a
+changed definition force days; the job rejects an unknown set and a bad range before Spark.
 """
 
 from __future__ import annotations
@@ -388,3 +390,56 @@ def test_a_run_that_loses_the_commit_race_plans_again(spark, world, first_runs):
     table = catalog(settings).load_table(history.table_identifier(settings, fs))
     assert table.properties["mercury.test.interloper"] == "1"
     assert history.recorded_days(table.properties)[day] == str(result.source_snapshot_id)
+
+
+def test_a_copy_that_arrived_earlier_moves_the_first_affected_day_back():
+    """``tables.upsert`` replaces a stored row by a copy that reached the stream earlier: the
+    days from the earlier arrival can change, which only the old-versus-new row diff shows."""
+    from mercury.features.events import FeatureEvent
+
+    fs = SETS["spending.v1"]
+    t = history.day_start_ms(date(2026, 11, 2)) + HOUR_MS
+    row = {"event_type": "SETTLEMENT", "amount": 5.0, "currency": "EUR"}
+    stored = FeatureEvent("u1", "e1", t, t + 3 * DAY_MS, (t, "e1"), row)
+    earlier = FeatureEvent("u1", "e1", t, t + DAY_MS, (t, "e1"), row)
+    spans = history.changed_spans(fs, [stored], [earlier])
+    assert min(first for first, _ in spans) == date(2026, 11, 3)
+    assert history.changed_spans(fs, [stored], [stored]) == []
+
+
+def test_plan_reasons():
+    days = history.days_in(date(2026, 11, 1), date(2026, 11, 4))
+    recorded = {days[0]: "7", days[1]: "8", days[2]: "9"}
+    asked: list[int | None] = []
+
+    def spans_since(snapshot_id):
+        asked.append(snapshot_id)
+        return [(days[1], days[1])]
+
+    todo = history.plan(days, recorded, current=9, kept_snapshots=frozenset({8, 9}),
+                        spans_since=spans_since, forced=False)
+    # 7 was expired: nothing to diff against; 8 is diffed; 9 is current; the 4th never stored.
+    assert todo == {days[0]: history.FORCED, days[1]: history.CHANGED, days[3]: history.NEW}
+    assert asked == [8]
+    assert history.plan(days, recorded, 9, frozenset({7, 8, 9}), spans_since, forced=True) == {
+        days[0]: history.FORCED, days[1]: history.FORCED, days[2]: history.FORCED,
+        days[3]: history.NEW}
+    assert history.recorded_days({history.DAYS_PROPERTY: history.render_days(recorded)}) == \
+        recorded
+
+
+def test_a_changed_definition_forces_its_days_and_forgets_the_others(spark, world,  # noqa: F811
+                                                                      first_runs):
+    from mercury.lake.tables import catalog
+
+    settings, _ = world
+    fs = SETS["declines.v1"]
+    table = catalog(settings).load_table(history.table_identifier(settings, fs))
+    with table.transaction() as tx:
+        tx.set_properties({history.DEFINITION_PROPERTY: "0" * 64})
+    day = date(2026, 11, 5)
+    result = history.backfill(spark, settings, fs, day, day)
+    assert result.reasons == {history.FORCED: 1}
+    table = catalog(settings).load_table(history.table_identifier(settings, fs))
+    assert set(history.recorded_days(table.properties)) == {day}  # the rest will be "new"
+    assert table.properties[history.DEFINITION_PROPERTY] == history.definition_digest(fs)
