@@ -20,7 +20,8 @@ Why leakage is impossible by construction, not just tested for:
 - ``t`` is the row's own timestamp, not a shared cut-off or the clock, so two rows of one
   entity at different times see different histories.
 
-Bad label tables fail before any work with a ``ValueError`` naming the column and the rule:
+Bad label tables fail before any feature is computed, with a ``ValueError`` naming the column
+and the rule:
 a missing ``entity_id`` or timestamp column, a timestamp that is neither epoch ms (an integer
 type) nor a Spark timestamp, a null timestamp or entity, a feature column name already taken.
 """
