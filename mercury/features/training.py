@@ -21,9 +21,9 @@ Why leakage is impossible by construction, not just tested for:
   entity at different times see different histories.
 
 Bad label tables fail before any feature is computed, with a ``ValueError`` naming the column
-and the rule:
-a missing ``entity_id`` or timestamp column, a timestamp that is neither epoch ms (an integer
-type) nor a Spark timestamp, a null timestamp or entity, a feature column name already taken.
+and the rule: a missing ``entity_id`` or timestamp column, a timestamp that is neither epoch ms
+(an integer type) nor a Spark timestamp, a null timestamp or entity, a feature column name
+already taken.
 """
 
 from __future__ import annotations
