@@ -84,12 +84,14 @@ def _first_arrivals(records: list[dict]) -> list[dict]:
     return list(first.values())
 
 
-def expected_daily(records: list[dict], first_day: date, last_day: date) -> tuple[dict, dict]:
-    """``(daily, by_currency)``: ``daily[(user, day)]`` holds the counts of
+def expected_daily(records: list[dict], first_day: date,
+                   last_day: date) -> tuple[dict, dict, dict]:
+    """``(daily, by_currency, by_reason)``: ``daily[(user, day)]`` holds the counts of
     fct_user_daily_spending, ``by_currency[(user, day, currency)]`` the settled, authorised and
-    reversed sums and the 30d largest/smallest/average of fct_user_daily_spending_by_currency."""
+    reversed sums and the 30d largest/smallest/average of fct_user_daily_spending_by_currency,
+    ``by_reason[(user, day, reason)]`` the counts of fct_user_daily_declines_by_reason."""
     events = _first_arrivals(records)
-    daily, by_currency = {}, {}
+    daily, by_currency, by_reason = {}, {}, {}
     day = first_day
     while day <= last_day:
         t = day_end_ms(day)
@@ -144,5 +146,12 @@ def expected_daily(records: list[dict], first_day: date, last_day: date) -> tupl
                 row["smallest_purchase_30d"] = min(amounts, default=None)
                 row["average_purchase_30d"] = sum(amounts) / len(amounts) if amounts else None
                 by_currency[(user, day, currency)] = row
+            declined_7d = auth("DECLINED", 7 * DAY_MS)
+            for reason in {r["decline_reason"] or "unknown" for r in declined_7d}:
+                by_reason[(user, day, reason)] = {
+                    name: sum(1 for r in auth("DECLINED", length)
+                              if (r["decline_reason"] or "unknown") == reason)
+                    for name, length in (("declined_count_1d", DAY_MS),
+                                         ("declined_count_7d", 7 * DAY_MS))}
         day += timedelta(days=1)
-    return daily, by_currency
+    return daily, by_currency, by_reason

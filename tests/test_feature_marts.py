@@ -32,6 +32,7 @@ LAST_DAY = FIRST_DAY + timedelta(days=DAYS - 1)
 FEATURE_MODELS = ["--select", "source:features+"]
 DAILY = "fct_user_daily_spending"
 BY_CURRENCY = "fct_user_daily_spending_by_currency"
+BY_REASON = "fct_user_daily_declines_by_reason"
 
 
 def write_history(settings, ref: str, records: list[dict], first: date, last: date) -> int:
@@ -92,7 +93,7 @@ def test_marts_equal_the_transactions_recomputed(history_lake):
     assert result.status_of(f"unique_{DAILY}_user_day_id") == "pass"
     assert result.status_of(f"unique_{BY_CURRENCY}_user_day_currency_id") == "pass"
 
-    daily, by_currency = expected_daily(records, FIRST_DAY, LAST_DAY)
+    daily, by_currency, by_reason = expected_daily(records, FIRST_DAY, LAST_DAY)
     got_daily = {(r["user_id"], r["as_of_date"]): r for r in
                  _query(settings, f"select * from analytics_features.{DAILY}")}
     assert len(got_daily) == rows["spending.v1"] == len(daily)
@@ -125,6 +126,12 @@ def test_marts_equal_the_transactions_recomputed(history_lake):
     assert {c for _, _, c in got_currency} == {"USD", "EUR", "JPY"}
     assert any(r["declined_count_7d"] > 0 for r in got_daily.values())
 
+    got_reason = {(r["user_id"], r["as_of_date"], r["decline_reason"]):
+                  {k: r[k] for k in ("declined_count_1d", "declined_count_7d")}
+                  for r in _query(settings, f"select * from analytics_features.{BY_REASON}")}
+    assert got_reason == by_reason
+    assert {reason for _, _, reason in got_reason} == {"INSUFFICIENT_FUNDS", "SUSPECTED_FRAUD"}
+
 
 def test_marts_on_snowflake_dialect_via_fakesnow(history_lake, fakesnow_server):
     """The same models through the Snowflake adapter (parse_json paths, lateral flatten) on
@@ -155,7 +162,7 @@ def test_marts_on_snowflake_dialect_via_fakesnow(history_lake, fakesnow_server):
                      target="snowflake", env_extra=fakesnow_server.dbt_env, settings=settings)
     assert result.success and not result.failed, result.summary()
 
-    _, by_currency = expected_daily(records, LAST_DAY, LAST_DAY)
+    _, by_currency, _ = expected_daily(records, LAST_DAY, LAST_DAY)
     want = {(user, currency): row for (user, _, currency), row in by_currency.items()}
     with fakesnow_server.connect() as con:
         cur = con.cursor()
