@@ -27,7 +27,7 @@ from mercury.warehouse.dbt_runner import run_dbt
 from tests.feature_history_fixtures import day_end_ms, expected_daily, history_stream
 
 FIRST_DAY = date(2024, 3, 4)
-DAYS = 5
+DAYS = 10  # longer than 7 days, so 7d and 30d windows differ
 LAST_DAY = FIRST_DAY + timedelta(days=DAYS - 1)
 FEATURE_MODELS = ["--select", "source:features+"]
 DAILY = "fct_user_daily_spending"
@@ -66,7 +66,7 @@ def history_lake(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MERCURY_CONFIG", str(write_config(folder)))
         settings = load_settings()
-        records = history_stream(FIRST_DAY, DAYS)
+        records = history_stream(FIRST_DAY, DAYS, per_day=12)
         rows = {ref: write_history(settings, ref, records, FIRST_DAY, LAST_DAY)
                 for ref in ("spending.v1", "declines.v1")}
         yield settings, records, rows
