@@ -194,19 +194,25 @@ def test_plan_refuses_bad_params_and_a_rerun_after_promotion_retires_nothing(wor
     """Bad params fail in ``plan`` naming the problem; planning v2 again once it serves finds
     no previous version, so a re-run (or a retry of retire) can never expire the served keys."""
     from mercury.config import REPO_ROOT
-    from mercury.features.compile import CompileError
 
     monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
-    from mercury_airflow.operators.features import plan_backfill, promote, retire_previous
+    from mercury_airflow.operators.features import (
+        ParamsInvalid,
+        plan_backfill,
+        promote,
+        retire_previous,
+    )
 
     today = datetime.now(UTC).date()
     good = _conf(world, 2)
-    with pytest.raises(ValueError, match="is not over yet"):
+    with pytest.raises(ParamsInvalid, match="is not over yet"):
         plan_backfill(world.settings, {**good, "end": today.isoformat()}, log=lambda _: None)
-    with pytest.raises(ValueError, match="before start"):
+    with pytest.raises(ParamsInvalid, match="start='2024-13-01' is not a date"):
+        plan_backfill(world.settings, {**good, "start": "2024-13-01"}, log=lambda _: None)
+    with pytest.raises(ParamsInvalid, match="before start"):
         plan_backfill(world.settings, {**good, "start": world.last_day.isoformat(),
                                        "end": world.first_day.isoformat()}, log=lambda _: None)
-    with pytest.raises(CompileError, match="spending.v9"):
+    with pytest.raises(ParamsInvalid, match=r"spending\.v9.*compiled: .*spending\.v2"):
         plan_backfill(world.settings, {**good, "version": 9}, log=lambda _: None)
 
     assert world.active("spending") == 2  # promoted by the previous test

@@ -63,6 +63,10 @@ class GateFailed(AirflowFailException):
     transient errors (the same data gives the same answer)."""
 
 
+class ParamsInvalid(AirflowFailException, ValueError):
+    """The run's params cannot make a plan (no such version, a bad range); fails at once."""
+
+
 def _print(line: str) -> None:
     print(line, flush=True)
 
@@ -113,7 +117,7 @@ def _as_date(value: Any, name: str) -> date:
     try:
         return date.fromisoformat(str(value))
     except ValueError:
-        raise ValueError(f"param {name}={value!r} is not a date (YYYY-MM-DD)") from None
+        raise ParamsInvalid(f"param {name}={value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def newest_arrival_ms(settings: Settings, feature_set: FeatureSet) -> int | None:
@@ -166,24 +170,29 @@ def active_version(settings: Settings, set_name: str) -> int | None:
 
 def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date | None = None,
                   log: Log = _print) -> dict[str, Any]:
-    """Validate the run's params and fix the plan (see the module doc); the plan as a dict."""
-    from mercury.features.compile import load_compiled
+    """Validate the run's params and fix the plan (see the module doc); the plan as a dict.
+    Params that cannot make a plan raise ``ParamsInvalid`` (no retry: they will not improve)."""
+    from mercury.features.compile import CompileError, load_compiled
 
     name, version = str(params["feature_set"]), int(params["version"])
-    (feature_set,) = load_compiled([f"{name}.v{version}"])  # CompileError names what exists
+    try:
+        (feature_set,) = load_compiled([f"{name}.v{version}"])
+    except CompileError as exc:  # names the versions that do exist
+        raise ParamsInvalid(str(exc)) from exc
     start, end = _as_date(params["start"], "start"), _as_date(params["end"], "end")
     today = today or datetime.now(UTC).date()
     if end < start:
-        raise ValueError(f"{feature_set.ref}: end {end} is before start {start}")
+        raise ParamsInvalid(f"{feature_set.ref}: end {end} is before start {start}")
     if end >= today:
-        raise ValueError(f"{feature_set.ref}: end {end} is not over yet (today is {today} "
-                         "UTC); a history day is written once it has ended")
+        raise ParamsInvalid(f"{feature_set.ref}: end {end} is not over yet (today is {today} "
+                            "UTC); a history day is written once it has ended")
     cut_ms = params.get("cut_ms")
     if cut_ms is None:
         cut_ms = newest_arrival_ms(settings, feature_set)
         if cut_ms is None:
-            raise ValueError(f"{feature_set.ref}: the lake has no {feature_set.source.stream} "
-                             "events, so there is nothing to warm-start from; pass cut_ms")
+            raise ParamsInvalid(f"{feature_set.ref}: the lake has no "
+                                f"{feature_set.source.stream} events, so there is nothing to "
+                                "warm-start from; pass cut_ms")
     previous = active_version(settings, name)
     plan = BackfillPlan(feature_set=name, version=version, start=start.isoformat(),
                         end=end.isoformat(), cut_ms=int(cut_ms),
