@@ -219,7 +219,7 @@ class FeatureSet:
 
     ``ttl`` is how long an entity's values live in the online store after its last event.
     Bump ``version`` whenever a change alters values; the new version is filled while the old
-    one serves, then promoted (see ``mercury.online.versions``).
+    one serves, then promoted (see ``mercury.features.bluegreen``).
     """
     name: str
     version: int
