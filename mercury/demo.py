@@ -11,7 +11,9 @@
    and answer a sample question;
 9. the context API: online features into Redis, ``mercury serve``, questions for one user,
    then the audit trail through the lake into the compliance view (mercury/serving/demo.py);
-10. print a summary. Exits non-zero when any step fails.
+10. the batch path: spending's feature history in Spark, then every value the context API
+    served in step 9 recomputed in Spark as of its time (mercury/features/batch_demo.py);
+11. print a summary. Exits non-zero when any step fails.
 """
 
 from __future__ import annotations
@@ -39,16 +41,16 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
     started = time.perf_counter()
     failures: list[str] = []
 
-    _step("1/9 local stack")
+    _step("1/10 local stack")
     parts = ["redis", "postgres", "flink"] + (["airflow"] if with_airflow else [])
     health = stack.up(settings, parts)
 
-    _step("2/9 contracts")
+    _step("2/10 contracts")
     problems = check_everything()
     failures += problems
     print("contracts ok" if not problems else "\n".join(problems))
 
-    _step("3/9 generate traffic (fresh event log and lake)")
+    _step("3/10 generate traffic (fresh event log and lake)")
     _fresh_start(settings)
     run = generate(settings, knobs, with_postgres=with_postgres)
     counts = run.manifest.counts()
@@ -56,12 +58,12 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
           f"lines in {run.seconds:.1f}s ({run.events_per_s:,.0f} events/s); "
           f"manifest {run.manifest_path}")
 
-    _step("4/9 validate into the lake")
+    _step("4/10 validate into the lake")
     reports = [load_stream(settings, name) for name in VALIDATED_STREAMS]
     for report in reports:
         print(report.summary())
 
-    _step("5/9 reconcile dead letters with the manifest")
+    _step("5/10 reconcile dead letters with the manifest")
     check = reconcile(run.manifest.as_dict(), settings.event_log.root, list(VALIDATED_STREAMS))
     for label, n in check.expected.items():
         print(f"{label:<45} injected {n:>6,}   dead-lettered {check.found.get(label, 0):>6,}")
@@ -69,19 +71,25 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
         failures.append(f"dead letters do not match the manifest: missing {check.missing[:3]}, "
                         f"unexpected {check.unexpected[:3]}, repeated {check.repeated[:3]}")
 
-    _step("6/9 dbt build (DuckDB)")
+    _step("6/10 dbt build (DuckDB)")
     failures += _dbt_build()
 
-    _step("7/9 Great Expectations checkpoint: transaction contract")
+    _step("7/10 Great Expectations checkpoint: transaction contract")
     failures += _expectations(settings)
 
-    _step("8/9 knowledge index: rebuild, serve, retrieve")
+    _step("8/10 knowledge index: rebuild, serve, retrieve")
     failures += _knowledge(settings)
 
-    _step("9/9 context API: features, questions, audit into the compliance view")
+    _step("9/10 context API: features, questions, audit into the compliance view")
     from mercury.serving.demo import run_context_demo
 
+    served_since_ms = int(time.time() * 1000)
     failures += run_context_demo(settings)
+
+    _step("10/10 batch path: feature history in Spark, consistency of what was served")
+    from mercury.features.batch_demo import run_batch_demo
+
+    failures += run_batch_demo(settings, served_since_ms)
 
     _step("summary")
     for h in health:
