@@ -149,6 +149,23 @@ class FakesnowServer:
         }
 
 
+def compact_into_lake(settings: Settings, records: dict[str, list[dict]]) -> None:
+    """Validated records (per stream, in arrival order) staged as the streaming job stages
+    them and committed to the lake by the compaction step, as in production."""
+    import orjson
+
+    from mercury.lake import compact
+
+    staged = compact.staging_dir(settings) / compact.VALIDATED
+    staged.mkdir(parents=True, exist_ok=True)
+    with open(staged / "part-0.json", "wb") as f:
+        for stream, rows in records.items():
+            for i, record in enumerate(rows):
+                f.write(orjson.dumps({"stream": stream, "position": f"{stream}:{i}",
+                                      "record": record}) + b"\n")
+    compact.compact(settings)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -32,6 +32,7 @@ from mercury.features.compile import load_compiled, render
 from mercury.features.dsl import eq
 from mercury.features.reference import valid_record
 from tests.conftest import write_config
+from tests.lake_fixtures import compact_into_lake
 from tests.serving_fixtures import PrivateRedis
 from tests.spark_fixtures import spark  # noqa: F401 (the session-scoped fixture)
 from tests.test_online_store import feed, profile_changes
@@ -55,20 +56,6 @@ class World:
     main_window: tuple[int, int]
     requests: int  # in the main window
     arrivals: list  # (stream, payload) as generated, malformed included
-
-
-def _to_lake(settings, records: dict[str, list[dict]]) -> None:
-    """Validated records committed to the lake by the compaction step, as in production."""
-    from mercury.lake import compact
-
-    staged = compact.staging_dir(settings) / compact.VALIDATED
-    staged.mkdir(parents=True, exist_ok=True)
-    with open(staged / "part-0.json", "wb") as f:
-        for stream, rows in records.items():
-            for i, record in enumerate(rows):
-                f.write(orjson.dumps({"stream": stream, "position": f"{stream}:{i}",
-                                      "record": record}) + b"\n")
-    compact.compact(settings)
 
 
 def _in_flight_candidate(records: list[dict]) -> dict:
@@ -150,7 +137,7 @@ def world(tmp_path_factory):
     users = sorted({r["user_id"] for r in records["transactions"]})
     changes = profile_changes(users[:20], start_ms=Knobs().start_ms)
     records["user_profile_cdc"] = [valid_record(s, p) for s, p in changes]
-    _to_lake(settings, records)
+    compact_into_lake(settings, records)
     newest = max(r["ingest_ts"] for s in STREAMS for r in records[s])
 
     held = _in_flight_candidate(records["transactions"])

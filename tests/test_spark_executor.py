@@ -239,19 +239,10 @@ def test_compare_sees_absence_on_either_side():
 @pytest.fixture(scope="module")
 def lake(world):
     """The world's valid records committed to the temporary lake by the compaction step."""
-    import orjson
-
-    from mercury.lake import compact
+    from tests.lake_fixtures import compact_into_lake
 
     settings, records = world
-    staged = compact.staging_dir(settings) / compact.VALIDATED
-    staged.mkdir(parents=True, exist_ok=True)
-    with open(staged / "part-0.json", "wb") as f:
-        for stream, stream_records in records.items():
-            for i, record in enumerate(stream_records):
-                f.write(orjson.dumps({"stream": stream, "position": f"{stream}:{i}",
-                                      "record": record}) + b"\n")
-    compact.compact(settings)
+    compact_into_lake(settings, records)
     return settings, records
 
 

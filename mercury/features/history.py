@@ -193,29 +193,22 @@ def _source_table(feature_set: FeatureSet) -> str:
 def ensure_table(settings: Settings, feature_set: FeatureSet) -> Table:
     """The set's history table, created (partitioned by ``as_of_date``) if missing; an
     existing table with other columns is an error, never altered."""
-    from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+    from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.transforms import IdentityTransform
 
-    from mercury.lake.tables import catalog
+    from mercury.lake import tables
 
     identifier = table_identifier(settings, feature_set)
     schema = arrow_schema(feature_set)
-    cat = catalog(settings)
+    cat = tables.catalog(settings)
     try:
         table = cat.load_table(identifier)
     except NoSuchTableError:
-        cat.create_namespace_if_not_exists(settings.offline.namespace)
         properties = {"mercury.feature_set": feature_set.ref,
                       SOURCE_PROPERTY: _source_table(feature_set),
                       DEFINITION_PROPERTY: definition_digest(feature_set), **NO_REBASE}
-        try:
-            with cat.create_table_transaction(identifier, schema=schema,
-                                              properties=properties) as tx:
-                with tx.update_spec() as update:
-                    update.add_field("as_of_date", IdentityTransform(), "as_of_date")
-        except TableAlreadyExistsError:
-            pass  # another run created it first
-        return cat.load_table(identifier)
+        return tables.create_table(cat, identifier, schema, properties,
+                                   ("as_of_date", IdentityTransform(), "as_of_date"))
     have = [f.name for f in table.schema().fields]
     if have != schema.names:
         raise HistoryError(f"{identifier} has columns {have}, but {feature_set.ref} needs "

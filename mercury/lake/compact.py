@@ -496,23 +496,16 @@ def _stored_keys(table: Table, probe: BooleanExpression, fields: tuple[str, ...]
 def ensure_late_events_table(settings: Settings) -> Table:
     """``quality.late_events``, created if missing (partitioned by day of event time) and
     given any column ``LATE_EVENTS_SCHEMA`` added since."""
-    from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+    from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.transforms import DayTransform
 
     cat = tables.catalog(settings)
     try:
         table = cat.load_table(LATE_EVENTS_TABLE)
     except NoSuchTableError:
-        cat.create_namespace_if_not_exists(LATE_EVENTS_TABLE.rpartition(".")[0])
         properties = {"mercury.key": "stream,event_id", "mercury.writer": __name__}
-        try:
-            with cat.create_table_transaction(LATE_EVENTS_TABLE, schema=LATE_EVENTS_SCHEMA,
-                                              properties=properties) as tx:
-                with tx.update_spec() as update:
-                    update.add_field("event_ts", DayTransform(), "event_ts_day")
-        except TableAlreadyExistsError:
-            pass  # another compactor created it first
-        return cat.load_table(LATE_EVENTS_TABLE)
+        return tables.create_table(cat, LATE_EVENTS_TABLE, LATE_EVENTS_SCHEMA, properties,
+                                   ("event_ts", DayTransform(), "event_ts_day"))
     present = {f.name for f in table.schema().fields}
     if any(name not in present for name in LATE_EVENTS_SCHEMA.names):
         with table.update_schema() as update:

@@ -207,10 +207,29 @@ def _stream(stream_name: str) -> registry.Stream:
     return spec
 
 
+def create_table(cat: Catalog, identifier: str, schema: pa.Schema, properties: dict[str, str],
+                 partition: tuple | None = None) -> Table:
+    """Create ``identifier`` (and its namespace) partitioned by at most one field
+    ``(source column, transform, name)``. A writer that loses the race to create it gets the
+    winner's table: every table of the lake is created on first write, by whoever comes first."""
+    from pyiceberg.exceptions import TableAlreadyExistsError
+
+    cat.create_namespace_if_not_exists(identifier.rpartition(".")[0])
+    try:
+        with cat.create_table_transaction(identifier, schema=schema,
+                                          properties=properties) as tx:
+            if partition is not None:
+                with tx.update_spec() as update:
+                    update.add_field(*partition)
+    except TableAlreadyExistsError:
+        pass  # another writer created it first
+    return cat.load_table(identifier)
+
+
 def ensure_table(settings: Settings, stream_name: str) -> Table:
     """The stream's table, created (with its namespace) if missing, and given any column the
     latest contract added. Partitioned by day of the stream's event time where it has one."""
-    from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+    from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.transforms import DayTransform
 
     spec = _stream(stream_name)
@@ -219,21 +238,14 @@ def ensure_table(settings: Settings, stream_name: str) -> Table:
     try:
         table = cat.load_table(spec.lake_table)
     except NoSuchTableError:
-        cat.create_namespace_if_not_exists(spec.lake_table.rpartition(".")[0])
         properties = {"mercury.stream": spec.name, "mercury.owner": spec.owner,
                       "mercury.schema_subject": spec.schema_subject}
         if spec.event_id_field:
             properties["mercury.event_id_field"] = spec.event_id_field
-        try:
-            with cat.create_table_transaction(spec.lake_table, schema=schema,
-                                              properties=properties) as tx:
-                time_field = _partition_time_field(spec, schema)
-                if time_field:
-                    with tx.update_spec() as update:
-                        update.add_field(time_field, DayTransform(), f"{time_field}_day")
-        except TableAlreadyExistsError:
-            pass  # another writer created it first
-        return cat.load_table(spec.lake_table)
+        time_field = _partition_time_field(spec, schema)
+        return create_table(cat, spec.lake_table, schema, properties,
+                            (time_field, DayTransform(), f"{time_field}_day") if time_field
+                            else None)
     present = {f.name for f in table.schema().fields}
     if any(name not in present for name in schema.names):
         with table.update_schema() as update:
