@@ -52,7 +52,7 @@ def run_streaming(sets, arrivals) -> tuple[object, dict]:
     """The streaming executor over every arrival, in log order, into a memory store."""
     from mercury.features.online_executor import DictState, OnlineExecutor
     from mercury.features.reference import valid_record
-    from mercury.online.store import MemoryOnlineStore
+    from mercury.online.memory_store import MemoryOnlineStore
 
     executor, states, store, stats = OnlineExecutor(sets), {}, MemoryOnlineStore(), {
         "records": 0, "duplicates": 0}
@@ -69,8 +69,8 @@ def run_streaming(sets, arrivals) -> tuple[object, dict]:
 
 
 def streaming_values(sets, store, entities_by_ref: dict, as_of_ms: int) -> dict:
+    from mercury.features.reader import decode
     from mercury.online import layout
-    from mercury.online.reader import decode
 
     out = {}
     for fs in sets:

@@ -146,7 +146,7 @@ def build_features(settings, args, now_ms: int):
     from mercury.features.online_executor import DictState, OnlineExecutor
     from mercury.generator.knobs import Knobs
     from mercury.generator.traffic import TrafficGenerator
-    from mercury.online.redis_store import RedisOnlineStore
+    from mercury.online.factory import open_store
 
     started = time.perf_counter()
     knobs = Knobs(events=args.events, users=args.templates, merchants=args.merchants,
@@ -160,7 +160,7 @@ def build_features(settings, args, now_ms: int):
         f"{time.perf_counter() - started:.1f} s")
 
     sets = load_compiled()
-    store = RedisOnlineStore(settings.redis)
+    store = open_store(settings)
     executor, states, pending = OnlineExecutor(sets), {}, []
     reader, valid = FileEventReader(settings.event_log.root), 0
     records = []
@@ -198,8 +198,8 @@ def clone_users(settings, sets, templates: list[str], users: int) -> dict:
 
     from mercury.online import layout
 
-    client = redis.Redis(host=settings.redis.host, port=settings.redis.port,
-                         db=settings.redis.db)
+    client = redis.Redis(host=settings.online_store.host, port=settings.online_store.port,
+                         db=settings.online_store.db)
     pipe = client.pipeline(transaction=False)
     wanted = [(u, fs) for u in templates for fs in sets]
     for user, fs in wanted:
@@ -239,7 +239,7 @@ def clone_users(settings, sets, templates: list[str], users: int) -> dict:
 def build_index(settings) -> dict:
     from mercury.retrieval.chunking import ChunkingSpec
     from mercury.retrieval.embedding import open_embedder
-    from mercury.retrieval.index import open_index
+    from mercury.retrieval.factory import open_index
     from mercury.retrieval.rebuild import rebuild
 
     cfg = settings.retrieval
@@ -285,7 +285,7 @@ def cpu_breakdown(settings, sets, users: int, n: int, seed: int) -> dict:
     plans = {q: list(plan_for(q).feature_sets) for q in questions}
 
     async def redis_pipeline(user, question):
-        pipe = fetcher.client.pipeline(transaction=False)
+        pipe = fetcher.reader.store.async_client.pipeline(transaction=False)
         for name in plans[question]:
             pipe.hgetall(layout.entity_key(catalog[name], user))
         await pipe.execute()
@@ -308,7 +308,7 @@ def cpu_breakdown(settings, sets, users: int, n: int, seed: int) -> dict:
                 await step(user, question)
             out[name] = {"cpu_us": round(1e6 * (time.process_time() - cpu) / n, 1),
                          "wall_us": round(1e6 * (time.perf_counter() - wall) / n, 1)}
-        await fetcher.client.aclose()
+        await fetcher.reader.store.aclose()
         return out
 
     try:
@@ -627,7 +627,7 @@ def main() -> None:
     runs = []
     try:
         redis_server.start()
-        config = write_config(workdir, redis={"host": "127.0.0.1", "port": redis_server.port,
+        config = write_config(workdir, online_store={"host": "127.0.0.1", "port": redis_server.port,
                                               "db": 0})
         os.environ["MERCURY_CONFIG"] = str(config)
         from mercury.config import load_settings

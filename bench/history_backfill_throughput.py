@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from mercury.config import load_settings
     from mercury.features import history
+    from mercury.features.compile import load_one
     from mercury.features.spark_session import session, spark_config
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     os.environ["MERCURY_CONFIG"] = str(write_config(work))
     settings = load_settings()
-    fs = history.resolve(args.feature_set)
+    fs = load_one(args.feature_set)
     print(f"... generate {args.events:,} events, load {fs.source.stream} into the lake",
           flush=True)
     generate(settings, Knobs(events=args.events, users=args.users), with_postgres=False,

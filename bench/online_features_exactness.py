@@ -37,7 +37,7 @@ def main() -> None:
     from tests.conftest import write_config
 
     work = Path(tempfile.mkdtemp(prefix="bench-online-"))
-    config = write_config(work, redis={"db": REDIS_DB})
+    config = write_config(work, online_store={"db": REDIS_DB})
     os.environ["MERCURY_CONFIG"] = str(config)
 
     import redis
@@ -49,12 +49,12 @@ def main() -> None:
     from mercury.features.consistency import arrivals_from_log, compare, last_arrival
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
-    from mercury.online.redis_store import RedisOnlineStore
+    from mercury.online.factory import open_store
     from mercury.ops import online_job
     from mercury.ops.flink_rest import FlinkRestClient
 
     settings = load_settings()
-    redis.Redis(port=settings.redis.port, db=REDIS_DB).flushdb()
+    redis.Redis(port=settings.online_store.port, db=REDIS_DB).flushdb()
     print(f"generating {args.events:,} events into {work}", flush=True)
     generate(settings, Knobs(events=args.events, users=args.users), with_postgres=False)
     sets = load_compiled()
@@ -85,10 +85,10 @@ def main() -> None:
     arrivals = arrivals_from_log(reader, streams)
     end = last_arrival(arrivals)
     t0 = time.perf_counter()
-    result = compare(sets, RedisOnlineStore(settings.redis), arrivals,
+    result = compare(sets, open_store(settings), arrivals,
                      [end, end + 30 * 60_000, end + DAY_MS + 1, end + 8 * DAY_MS])
     oracle_s = (time.perf_counter() - t0) / 4  # four request times, each from scratch
-    redis.Redis(port=settings.redis.port, db=REDIS_DB).flushdb()
+    redis.Redis(port=settings.online_store.port, db=REDIS_DB).flushdb()
 
     out = {"events": args.events, "lines": lines, "parallelism": 1,
            "submit_to_running_s": round(running - started, 1),

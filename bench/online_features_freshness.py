@@ -52,7 +52,7 @@ def main() -> None:
     from tests.conftest import write_config
 
     work = Path(tempfile.mkdtemp(prefix="bench-fresh-"))
-    config = write_config(work, redis={"db": REDIS_DB})
+    config = write_config(work, online_store={"db": REDIS_DB})
     os.environ["MERCURY_CONFIG"] = str(config)
 
     import orjson
@@ -66,7 +66,7 @@ def main() -> None:
     from mercury.ops.flink_rest import FlinkRestClient
 
     settings = load_settings()
-    r = redis.Redis(port=settings.redis.port, db=REDIS_DB)
+    r = redis.Redis(port=settings.online_store.port, db=REDIS_DB)
     r.flushdb()
     purchases = next(fs for fs in load_compiled() if fs.name == "purchases")
     client = FlinkRestClient(settings.flink.rest_url)

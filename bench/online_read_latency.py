@@ -35,8 +35,8 @@ from mercury.contracts import registry  # noqa: E402
 from mercury.contracts.validation import validator  # noqa: E402
 from mercury.features.compile import load_compiled  # noqa: E402
 from mercury.features.online_executor import DictState, OnlineExecutor  # noqa: E402
+from mercury.features.reader import ContextReader  # noqa: E402
 from mercury.online import layout  # noqa: E402
-from mercury.online.reader import ContextReader  # noqa: E402
 from mercury.online.redis_store import RedisOnlineStore  # noqa: E402
 
 DB = 14
@@ -208,7 +208,7 @@ def main() -> None:
 
     from mercury.config import load_settings
 
-    config = load_settings().redis.model_copy(update={"db": DB})
+    config = load_settings().online_store.model_copy(update={"db": DB})
     store = RedisOnlineStore(config)
     client = store.client
     try:

@@ -50,8 +50,8 @@ from online_read_latency import (  # noqa: E402
 )
 
 from mercury.features.compile import load_compiled  # noqa: E402
+from mercury.features.reader import ContextReader  # noqa: E402
 from mercury.online import layout  # noqa: E402
-from mercury.online.reader import ContextReader  # noqa: E402
 from mercury.online.redis_store import RedisOnlineStore  # noqa: E402
 
 OURS_DB, FEAST_DB = 12, 8
@@ -250,7 +250,7 @@ def main() -> None:
 
     from mercury.config import load_settings
 
-    settings = load_settings().redis
+    settings = load_settings().online_store
     store = RedisOnlineStore(settings.model_copy(update={"db": OURS_DB}))
     client = store.client
     try:
@@ -265,7 +265,7 @@ def main() -> None:
     started = time.perf_counter()
     python = feast_python()
     parser_main, reader_version = redis_parser_main(), reader_commit()
-    print(f"ours: mercury/online/reader.py at {reader_version}, redis-py {redis.__version__} "
+    print(f"ours: mercury/features/reader.py at {reader_version}, redis-py {redis.__version__} "
           f"({parser_main})")
     print(f"Feast env ready ({FEAST_ENV.relative_to(REPO)}, {time.perf_counter() - started:.1f} s)")
 
@@ -420,7 +420,7 @@ def redis_parser_main() -> str:
 
 def reader_commit() -> str:
     """The last commit that changed the reader: the code measured, if the tree is clean."""
-    path = "mercury/online/reader.py"
+    path = "mercury/features/reader.py"
     log = subprocess.run(["git", "log", "-1", "--format=%h", "--", path], cwd=REPO,
                          capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path], cwd=REPO).returncode

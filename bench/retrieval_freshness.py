@@ -251,7 +251,8 @@ def main() -> None:
     from mercury.retrieval.chunking import ChunkingSpec, chunk_document
     from mercury.retrieval.documents import Document
     from mercury.retrieval.embedding import open_embedder
-    from mercury.retrieval.index import SearchFilter, open_index
+    from mercury.retrieval.factory import open_index
+    from mercury.retrieval.index import SearchFilter
     from mercury.retrieval.indexer import DocumentApplier, load_status
     from mercury.retrieval.service import run_indexer
 

@@ -20,31 +20,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, task
-from mercury_airflow.operators.audit import AUDIT_STREAMS
+from mercury_airflow.tasks import audit_warehouse as steps
+from mercury_airflow.tasks import settings
 
 COMPLIANCE_MARTS = Asset(name="compliance_marts", uri="mercury://warehouse/compliance")
-
-
-def _settings():
-    from mercury.config import load_settings
-
-    return load_settings()
 
 
 @task
 def load(stream: str) -> dict:
     """Validate one audit stream into its lake table."""
-    from mercury_airflow.operators.audit import load_audit_stream
-
-    return load_audit_stream(_settings(), stream)
+    return steps.load_audit_stream(settings(), stream)
 
 
 @task(outlets=[COMPLIANCE_MARTS])
 def build() -> dict:
     """dbt build of the audit staging models and the compliance marts, with their tests."""
-    from mercury_airflow.operators.audit import build_compliance_models
-
-    return build_compliance_models(_settings())
+    return steps.build_compliance_models(settings())
 
 
 with DAG(
@@ -59,4 +50,4 @@ with DAG(
                   "retry_delay": timedelta(minutes=2)},
     doc_md=__doc__,
 ):
-    load.expand(stream=list(AUDIT_STREAMS)) >> build()
+    load.expand(stream=list(steps.AUDIT_STREAMS)) >> build()

@@ -11,32 +11,20 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
-
-from mercury.contracts.registry import STREAMS
-
-REPLAYABLE = sorted(s.name for s in STREAMS if s.dead_letter_stream)
-
-
-def _replay(stream: str, dry_run: bool) -> dict:
-    from mercury.config import load_settings
-    from mercury.quality.replay import progress_printer, replay_dead_letters
-
-    result = replay_dead_letters(load_settings(), stream, dry_run=dry_run,
-                                 progress=progress_printer(every_s=10))
-    print(("dry run: " if dry_run else "") + result.summary())
-    return result.as_dict()
+from mercury_airflow.tasks import dlq_replay as steps
+from mercury_airflow.tasks import settings
 
 
 @task
 def dry_run(params=None) -> dict:
     """Count what would be replayed and what still fails; change nothing."""
-    return _replay(params["stream"], dry_run=True)
+    return steps.replay(settings(), params["stream"], dry_run=True)
 
 
 @task
 def replay(params=None) -> dict:
     """Produce the dead letters that pass now; record them in the replay ledger."""
-    return _replay(params["stream"], dry_run=False)
+    return steps.replay(settings(), params["stream"], dry_run=False)
 
 
 with DAG(
@@ -48,7 +36,8 @@ with DAG(
     max_active_runs=1,
     tags=["quality", "dead-letters", "replay"],
     default_args={"owner": "data-platform", "retries": 1, "retry_delay": timedelta(minutes=1)},
-    params={"stream": Param("transactions", enum=REPLAYABLE)},
+    params={"stream": Param("transactions", enum=list(steps.REPLAYABLE),
+                            description="the stream whose dead letters to replay")},
     doc_md=__doc__,
 ):
     dry_run() >> replay()

@@ -10,7 +10,7 @@ Triggered by hand (Airflow UI "Trigger DAG w/ config", or ``airflow dags trigger
   stops with the version ready (history, warm online keys) but not serving;
 - ``cut_ms`` (optional): the warm-start cut, epoch ms; default the newest arrival in the lake.
 
-Tasks, in order (each one's work is in ``mercury_airflow.operators.features``):
+Tasks, in order (each one's work is in ``mercury_airflow.tasks.feature_backfill``):
 
 ``plan`` -> ``backfill_history`` (Spark) -> ``check_history`` (Great Expectations on the
 history rows of [start, end]) -> ``warm_start_online`` (Spark, online keys at the cut) ->
@@ -22,95 +22,68 @@ keys expire after ``offline.retire_after_s``: the rollback window).
 Every task runs only if all before it succeeded (the default ``all_success`` trigger rule,
 kept on purpose): a failed gate fails the run, and ``promote`` ends ``upstream_failed``, so the
 pointer never moves. Safe to retry: the plan (cut, previous version) is fixed once and passed
-by XCom; each step overwrites what it writes or only reads (see the operators module). One run
+by XCom, with the compiled definition itself (and its digest), so every step runs the
+definition the run started with; each step overwrites what it writes or only reads. One run
 at a time, so two runs never race on one pointer.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
+from mercury_airflow.tasks import feature_backfill as steps
+from mercury_airflow.tasks import settings
 
-from mercury.config import REPO_ROOT
-
-COMPILED_DIR = REPO_ROOT / "mercury" / "features" / "compiled"
-# The set names with a compiled spec, for the trigger form's list (file names only: parsing
-# the DAG must stay cheap, the plan task validates the spec itself).
-SET_NAMES = sorted({m["name"] for p in COMPILED_DIR.glob("*.json")
-                    if (m := re.match(r"^(?P<name>[a-z][a-z0-9_]*)\.v[0-9]+\.json$", p.name))})
 DEFAULT_ARGS = {"owner": "data-platform", "retries": 1, "retry_delay": timedelta(minutes=1)}
 
 
-def _settings():
-    from mercury.config import load_settings
-
-    return load_settings()
-
-
 @task
-def plan(params=None) -> dict:
-    """Validate the params; fix the cut and the previously active version for every step."""
-    from mercury_airflow.operators.features import plan_backfill
-
-    return plan_backfill(_settings(), params)
+def plan(params=None, dag_run=None) -> dict:
+    """Validate the params; pin the definition, the cut and the previously active version."""
+    return steps.plan_backfill(settings(), params, today=dag_run.run_after.date())
 
 
 @task
 def backfill_history(run: dict) -> dict:
     """history.backfill of [start, end] in Spark (only days that can have changed)."""
-    from mercury_airflow.operators.features import backfill_history as step
-
-    return step(_settings(), run)
+    return steps.backfill_history(settings(), run)
 
 
 @task
 def check_history(run: dict) -> dict:
     """Great Expectations checkpoint on the history rows of [start, end]."""
-    from mercury_airflow.operators.features import check_history_range
-
-    return check_history_range(_settings(), run)
+    return steps.check_history_range(settings(), run)
 
 
 @task
 def warm_start_online(run: dict) -> dict:
     """The version's online keys and bootstrap state from lake events up to the cut."""
-    from mercury_airflow.operators.features import warm_start_online as step
-
-    return step(_settings(), run)
+    return steps.warm_start_online(settings(), run)
 
 
 @task
 def consistency_gate(run: dict) -> dict:
     """Online hashes vs the Spark recompute as of the cut; fails below the min share."""
-    from mercury_airflow.operators.features import consistency_gate as step
-
-    return step(_settings(), run)
+    return steps.consistency_gate(settings(), run)
 
 
 @task
 def shadow_compare(run: dict) -> dict:
     """The version beside the active one; fails only if an unchanged feature differs."""
-    from mercury_airflow.operators.features import shadow_compare as step
-
-    return step(_settings(), run)
+    return steps.shadow_compare(settings(), run)
 
 
 @task
 def promote(run: dict) -> dict:
     """Flip the active pointer to the version (unless the promote param is off)."""
-    from mercury_airflow.operators.features import promote as step
-
-    return step(_settings(), run)
+    return steps.promote(settings(), run)
 
 
 @task
 def retire_previous(run: dict) -> dict:
     """Schedule the expiry of the previous version's keys (after the rollback window)."""
-    from mercury_airflow.operators.features import retire_previous as step
-
-    return step(_settings(), run)
+    return steps.retire_previous(settings(), run)
 
 
 with DAG(
@@ -124,8 +97,9 @@ with DAG(
     default_args=DEFAULT_ARGS,
     params={
         "feature_set": Param("spending", type="string", title="Feature set",
-                             description="The set's name; its version is below.",
-                             **({"enum": SET_NAMES} if SET_NAMES else {})),
+                             pattern="^[a-z][a-z0-9_]*$",
+                             description="The set's name (e.g. spending); its version is "
+                                         "below. `mercury features list` shows them."),
         "version": Param(1, type="integer", minimum=1, title="Version"),
         "start": Param(type="string", format="date", title="First history day (UTC)"),
         "end": Param(type="string", format="date", title="Last history day (UTC)",

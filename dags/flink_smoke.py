@@ -9,6 +9,7 @@ Triggered by hand or by tests (``airflow dags test flink_smoke``); it has no sch
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from airflow.sdk import DAG, task
 from mercury_airflow.operators.flink import (
@@ -17,9 +18,7 @@ from mercury_airflow.operators.flink import (
     FlinkSubmitJobOperator,
 )
 
-from mercury.config import REPO_ROOT
-
-SMOKE_JOB = REPO_ROOT / "flink_jobs" / "smoke.py"
+SMOKE_JOB = Path(__file__).parents[1] / "flink_jobs" / "smoke.py"
 SMOKE_STREAM = "smoke"
 
 

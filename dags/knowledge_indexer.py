@@ -14,33 +14,20 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, task
-
-MAX_LAG = 5_000
+from mercury_airflow.tasks import knowledge_indexer as steps
+from mercury_airflow.tasks import settings
 
 
 @task
 def ensure_running() -> str:
-    from mercury.config import load_settings
-    from mercury.retrieval.supervisor import KnowledgeIndexer
-
-    line = KnowledgeIndexer(load_settings()).ensure_up().line()
-    print(line)
-    return line
+    """Start the indexer if it is down."""
+    return steps.ensure_running(settings())
 
 
 @task
 def check() -> dict:
-    from mercury.config import load_settings
-    from mercury.retrieval.supervisor import indexer_health
-
-    health = indexer_health(load_settings())
-    print(health.line())
-    if not health.ok:
-        raise RuntimeError(f"knowledge indexer unhealthy: {health.line()}")
-    if health.lag is not None and health.lag > MAX_LAG:
-        raise RuntimeError(f"knowledge indexer falling behind: {health.lag} changes waiting "
-                           f"(limit {MAX_LAG})")
-    return {"lag": health.lag, "heartbeat_age_ms": health.heartbeat_age_ms}
+    """Fail when the heartbeat is stale or the stream's backlog is over the limit."""
+    return steps.check(settings())
 
 
 with DAG(

@@ -4,7 +4,7 @@ good (triggered by hand); or roll the alias back one step.
 Params: ``embedding_model``, ``max_tokens`` and ``overlap_tokens`` (empty: the configured
 ``retrieval`` values) say what to build; ``action`` is ``rebuild`` or ``rollback``.
 
-``rebuild`` (``mercury.retrieval.rebuild``; glue in ``mercury_airflow.operators.knowledge``):
+``rebuild`` (``mercury.retrieval.rebuild``; steps in ``mercury_airflow.tasks.knowledge_rebuild``):
 
 - ``build``: registers the candidate version as *building* (from then on the indexer keeps it
   up to date as well) and fills it from the whole ``knowledge_documents`` stream, printing
@@ -39,27 +39,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, TriggerRule, task
+from mercury_airflow.tasks import knowledge_rebuild as steps
+from mercury_airflow.tasks import settings
 
 MODELS = ["all-MiniLM-L6-v2", "hashing-384"]
 ACTIONS = ["rebuild", "rollback"]
 DEFAULT_ARGS = {"owner": "data-platform", "retries": 1, "retry_delay": timedelta(minutes=1)}
-
-
-def _settings():
-    from mercury.config import load_settings
-
-    return load_settings()
-
-
-def _candidate(params, dag_run) -> tuple:
-    """Settings and the candidate's chunking and name, from the params and the run."""
-    from mercury_airflow.operators.knowledge import candidate_name, chunking_for
-
-    settings = _settings()
-    chunking = chunking_for(settings, params["max_tokens"], params["overlap_tokens"])
-    created_at_ms = int(dag_run.run_after.timestamp() * 1000)
-    return settings, chunking, created_at_ms, candidate_name(
-        settings, params["embedding_model"], chunking, created_at_ms)
 
 
 @task.branch
@@ -71,68 +56,46 @@ def choose(params=None) -> str:
 @task
 def build(params=None, dag_run=None) -> str:
     """Register the candidate version and fill it from the document stream."""
-    from mercury_airflow.operators.knowledge import build_candidate
-
-    settings, chunking, created_at_ms, _ = _candidate(params, dag_run)
-    return build_candidate(settings, params["embedding_model"], chunking,
-                           created_at_ms)["version"]
+    return steps.build_for_run(settings(), params, dag_run.run_after)["version"]
 
 
 @task
 def evaluate(version: str) -> dict:
     """recall@5, MRR and parity of the candidate and of the serving version."""
-    from mercury_airflow.operators.knowledge import evaluate_candidate
-
-    return evaluate_candidate(_settings(), version)
+    return steps.evaluate_candidate(settings(), version)
 
 
 @task.branch
 def decide(evaluations: dict, ti=None) -> str:
     """The gate: ``swap`` or ``refuse``, with the reasons printed and pushed as XCom."""
-    from mercury_airflow.operators.knowledge import decide_swap
-
-    decision = decide_swap(evaluations)
-    verdict = "SWAP" if decision.swap else "REFUSE"
-    print(f"decision: {verdict} {evaluations['candidate']['version']}", flush=True)
-    for reason in decision.reasons:
-        print(f"  - {reason}", flush=True)
-    ti.xcom_push(key="decision", value={"swap": decision.swap, "reasons": list(decision.reasons),
-                                        **evaluations})
-    return "swap" if decision.swap else "refuse"
+    decision = steps.decide_and_report(evaluations)
+    ti.xcom_push(key="decision", value=decision)
+    return "swap" if decision["swap"] else "refuse"
 
 
 @task
 def swap(version: str) -> dict:
     """Serve the candidate; the replaced version stays ready for a rollback."""
-    from mercury_airflow.operators.knowledge import swap_to
-
-    return swap_to(_settings(), version)
+    return steps.swap_to(settings(), version)
 
 
 @task
 def refuse(version: str, ti=None) -> dict:
     """Retire the candidate; the alias keeps serving what it served."""
-    from mercury_airflow.operators.knowledge import refuse_candidate
-
     decision = ti.xcom_pull(task_ids="decide", key="decision")
-    return refuse_candidate(_settings(), version, decision["reasons"])
+    return steps.refuse_candidate(settings(), version, decision["reasons"])
 
 
 @task
 def rollback() -> dict:
     """Point the alias back at the version it served before the last swap."""
-    from mercury_airflow.operators.knowledge import roll_back
-
-    return roll_back(_settings())
+    return steps.roll_back(settings())
 
 
 @task(trigger_rule=TriggerRule.ONE_FAILED)
 def abandon(params=None, dag_run=None) -> str | None:
     """After a failure: retire the candidate so the indexer stops maintaining it."""
-    from mercury_airflow.operators.knowledge import abandon_candidate
-
-    settings, _, _, name = _candidate(params, dag_run)
-    return abandon_candidate(settings, name)
+    return steps.abandon_for_run(settings(), params, dag_run.run_after)
 
 
 with DAG(

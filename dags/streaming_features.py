@@ -17,6 +17,7 @@ Two DAGs over one deployment (``mercury.ops.deployments``, job name ``online-fea
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from airflow.sdk import DAG, Param, TriggerRule, task
 from mercury_airflow.operators.streaming import (
@@ -26,10 +27,8 @@ from mercury_airflow.operators.streaming import (
     WaitStreamingJobRunningOperator,
 )
 
-from mercury.config import REPO_ROOT
-
 JOB_NAME = "online-features"
-JOB_FILE = REPO_ROOT / "flink_jobs" / "online_features.py"
+JOB_FILE = Path(__file__).parents[1] / "flink_jobs" / "online_features.py"
 # The job checkpoints every few seconds: two minutes without one means it is stuck.
 MAX_CHECKPOINT_AGE_S = 120
 # Which tasks each action runs (the branch follows these task ids).

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         .map(lambda r: r, output_type=LINE)
     dead_letters, validated, late = build(
         lines, orjson.dumps([dsl.to_dict(fs) for fs in feature_sets]).decode(),
-        settings.redis.model_dump_json())
+        settings.online_store.model_dump_json())
 
     for stream in streams:
         dlq_folder = os.path.join(root, registry.stream(stream).dead_letter_stream)

@@ -11,13 +11,9 @@ from datetime import datetime
 from pathlib import Path
 
 from mercury.config import ConfigError
+from mercury.errors import CommandError, StackError
 from mercury.eventlog.base import EventLogError
 from mercury.generator.knobs import KnobError
-from mercury.stack.base import StackError
-
-
-class CommandError(Exception):
-    """A command cannot do its job; the message tells the user what to fix."""
 
 
 def main(argv: list[str] | None = None) -> int:

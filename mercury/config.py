@@ -29,12 +29,30 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RedisConfig(_Section):
+class RedisStoreConfig(_Section):
+    """The online store on Redis (``type: redis``; ElastiCache cluster mode in production)."""
+
+    type: Literal["redis"] = "redis"
     host: str = "127.0.0.1"
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0)
     cluster: bool = False
     password_env: str | None = None
+    # The context API's (asyncio) client: a dead store must fail within a request's budget,
+    # so connecting is bounded tightly; reads are bounded by the request's own deadline and
+    # the read timeout is only a backstop for a connection nobody waits on any more.
+    connect_timeout_s: float = Field(0.05, gt=0)
+    read_timeout_s: float = Field(1.0, gt=0)
+    max_connections: int = Field(64, ge=1)
+
+
+class MemoryStoreConfig(_Section):
+    """A dict in this process (``type: memory``): unit tests and one-process tools only."""
+
+    type: Literal["memory"] = "memory"
+
+
+OnlineStoreConfig = Annotated[RedisStoreConfig | MemoryStoreConfig, Field(discriminator="type")]
 
 
 class PostgresConfig(_Section):
@@ -225,7 +243,7 @@ class OfflineConfig(_Section):
 class Settings(_Section):
     profile: Literal["local", "production"]
     data_dir: Path
-    redis: RedisConfig = RedisConfig()
+    online_store: OnlineStoreConfig = RedisStoreConfig()
     postgres: PostgresConfig = PostgresConfig()
     event_log: EventLogConfig
     lake: LakeConfig

@@ -153,7 +153,8 @@ def _expectations(settings: Settings) -> list[str]:
 def _knowledge(settings: Settings) -> list[str]:
     from mercury.retrieval.chunking import ChunkingSpec
     from mercury.retrieval.embedding import open_embedder
-    from mercury.retrieval.index import SearchFilter, open_index
+    from mercury.retrieval.factory import open_index
+    from mercury.retrieval.index import SearchFilter
     from mercury.retrieval.rebuild import rebuild
     from mercury.retrieval.retriever import Retriever
 

@@ -40,7 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def checked(args: argparse.Namespace):
     """(feature set, start, end), or UsageError naming what is wrong; before Spark starts."""
-    from mercury.features.compile import CompileError, load_compiled
+    from mercury.features.compile import CompileError, load_one
 
     days = []
     for flag, text in (("--start", args.start), ("--end", args.end)):
@@ -52,10 +52,8 @@ def checked(args: argparse.Namespace):
     if end < start:
         raise UsageError(f"the range {start}..{end} is empty: --end is before --start")
     ref = args.feature_set
-    if ".v" not in ref:
-        raise UsageError(f"--feature-set {ref!r}: give NAME.vN, e.g. spending.v1")
     try:
-        (feature_set,) = load_compiled([ref])
+        feature_set = load_one(ref)
     except CompileError as exc:
         raise UsageError(f"--feature-set {ref!r} is not a compiled feature set: {exc}") from None
     return feature_set, start, end

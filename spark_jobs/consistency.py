@@ -87,11 +87,15 @@ def run(spark, settings, args: argparse.Namespace) -> job.ConsistencyReport:
         return job.measure_served(spark, settings, args.since, args.until,
                                   set_refs=args.feature_set, executor_feature_sets=overrides,
                                   progress=progress)
+    from mercury.features.compile import load_one
+    from mercury.online.factory import open_store
+
     override = _recompute_definitions(args.recompute_from, [args.feature_set])
-    return job.measure_online(spark, settings, args.feature_set, as_of_ms=args.as_of_ms,
-                              sample=args.sample,
-                              executor_feature_set=override.get(args.feature_set),
-                              progress=progress)
+    with open_store(settings) as store:
+        return job.measure_online(spark, settings, load_one(args.feature_set), store,
+                                  as_of_ms=args.as_of_ms, sample=args.sample,
+                                  executor_feature_set=override.get(args.feature_set),
+                                  progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,13 +80,13 @@ def build_served_world(tmp: Path) -> ServedWorld:
     from mercury.generator.run import generate
     from mercury.retrieval.chunking import ChunkingSpec
     from mercury.retrieval.embedding import open_embedder
-    from mercury.retrieval.index import open_index
+    from mercury.retrieval.factory import open_index
     from mercury.retrieval.rebuild import rebuild
     from mercury.serving.demo import load_online_features
 
     private = PrivateRedis(tmp)
     private.start()
-    path = write_config(tmp, redis={"port": private.port, "db": 0},
+    path = write_config(tmp, online_store={"port": private.port, "db": 0},
                         retrieval={"embedding_model": "hashing-384"})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MERCURY_CONFIG", str(path))

@@ -15,7 +15,8 @@ from mercury.stack.base import StackError
 @pytest.fixture(scope="session")
 def flink_cluster():
     """The local Flink cluster (a FlinkCluster component), up and healthy."""
-    from mercury.stack.flink_cluster import FlinkCluster, flink_home, java_binary
+    from mercury.ops.flink_dist import flink_home, java_binary
+    from mercury.stack.flink_cluster import FlinkCluster
 
     # The repository's local profile, whatever MERCURY_CONFIG a test may have set meanwhile.
     cluster = FlinkCluster(load_settings("local"))

@@ -205,7 +205,7 @@ def audit_warehouse(tmp_path_factory):
         patch.setenv("MERCURY_CONFIG", str(write_config(tmp)))
         # The DAG's glue module, imported as the DAG does (plugins/ on sys.path).
         patch.syspath_prepend(str(REPO_ROOT / "plugins"))
-        glue = importlib.import_module("mercury_airflow.operators.audit")
+        glue = importlib.import_module("mercury_airflow.tasks.audit_warehouse")
         settings = load_settings()
         _ship(settings, "context_api_1", FIRST_AUDIT, FIRST_OUTCOMES,
               raw=[orjson.dumps(BROKEN_AUDIT)])

@@ -18,11 +18,11 @@ from mercury.features import bluegreen
 from mercury.features.compile import load_compiled
 from mercury.features.consistency import compare
 from mercury.features.online_executor import DictState, OnlineExecutor
+from mercury.features.reader import ContextReader
 from mercury.features.reference import reference_values, valid_record
 from mercury.online import layout
-from mercury.online.reader import ContextReader
-from mercury.online.redis_store import RedisOnlineStore
-from mercury.online.store import MemoryOnlineStore
+from mercury.online.factory import open_store
+from mercury.online.memory_store import MemoryOnlineStore
 from tests.conftest import write_config
 from tests.lake_fixtures import BASE_MS, transaction
 from tests.serving_fixtures import PrivateRedis
@@ -59,7 +59,7 @@ def redis_settings(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("blue_green")
     redis = PrivateRedis(tmp)
     redis.start()
-    path = write_config(tmp, redis={"port": redis.port, "db": 0})
+    path = write_config(tmp, online_store={"port": redis.port, "db": 0})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MERCURY_CONFIG", str(path))
         settings = load_settings()
@@ -73,7 +73,7 @@ def redis_settings(tmp_path_factory):
 def store(redis_settings):
     """Both versions (and another set) streamed into an emptied Redis."""
     settings, _ = redis_settings
-    store = RedisOnlineStore(settings.redis)
+    store = open_store(settings)
     store.client.flushdb()
     executor, states, pending = OnlineExecutor([V1, V2, DECLINES]), {}, []
     for payload in LOG:
@@ -97,9 +97,8 @@ def test_both_versions_hold_the_reference(store):
     assert report.ok and report.values > 100, report.summary()
 
 
-def test_shadow_of_honest_versions_proves_unchanged_features_equal(redis_settings, store):
-    settings, _ = redis_settings
-    report = bluegreen.shadow_compare(settings, V1, V2, store=store)
+def test_shadow_of_honest_versions_proves_unchanged_features_equal(store):
+    report = bluegreen.shadow_compare(store, V1, V2)
     assert report.ok, report.summary()
     assert report.entities == len(_users()) == 7
     assert report.as_of_ms == max(int(f[layout.STAMP_FIELD]) for f in
@@ -116,8 +115,7 @@ def test_shadow_of_honest_versions_proves_unchanged_features_equal(redis_setting
     assert all(c.share == 1.0 for c in report.features.values())
 
 
-def test_shadow_names_an_unchanged_feature_that_differs(redis_settings, store):
-    settings, _ = redis_settings
+def test_shadow_names_an_unchanged_feature_that_differs(store):
     user = _users()[3]
     key = layout.entity_key(V2, user)
     fields = store.read([key])[0]
@@ -126,7 +124,7 @@ def test_shadow_names_an_unchanged_feature_that_differs(redis_settings, store):
     partials = orjson.loads(fields[tile])
     partials["settled_count"][""] += 1  # a corrupted field of the new version
     store.client.hset(key, tile, orjson.dumps(partials))
-    report = bluegreen.shadow_compare(settings, V1, V2, store=store, as_of_ms=AS_OF)
+    report = bluegreen.shadow_compare(store, V1, V2, as_of_ms=AS_OF)
     assert not report.ok
     assert report.differing_unchanged == ["settled_count"]
     assert report.features["settled_count"].equal == report.entities - 1
@@ -134,7 +132,7 @@ def test_shadow_names_an_unchanged_feature_that_differs(redis_settings, store):
     assert "UNCHANGED FEATURES DIFFER: settled_count" in report.summary()
     assert orjson.loads(report.to_json())["differing_unchanged"] == ["settled_count"]
     # Restricted to other entities, the same versions compare equal.
-    only = bluegreen.shadow_compare(settings, V1, V2, store=store, entity_ids=[_users()[0]])
+    only = bluegreen.shadow_compare(store, V1, V2, entity_ids=[_users()[0]])
     assert only.ok and only.entities == 1
 
 
@@ -165,7 +163,7 @@ def _parser():
 # ---- promote and roll back ----------------------------------------------------------------------
 
 def test_promote_and_rollback_switch_what_is_served(redis_settings, store, monkeypatch, capsys):
-    settings, path = redis_settings
+    _, path = redis_settings
     user = _users()[2]
     reader = ContextReader(store, [V1, V2], pointer_ttl_ms=0)
     want = reference_values([V1, V2], [(STREAM, p) for p in LOG], AS_OF)
@@ -176,18 +174,18 @@ def test_promote_and_rollback_switch_what_is_served(redis_settings, store, monke
         assert context.values["spending"] == want[(f"spending.v{version}", user)]
         return version
 
-    assert bluegreen.promote(settings, "spending", 1, store=store).before is None
+    assert bluegreen.promote(store, "spending", 1).before is None
     assert served() == 1
-    switch = bluegreen.promote(settings, "spending", 2, store=store)
+    switch = bluegreen.promote(store, "spending", 2)
     assert (switch.before, switch.after) == (1, 2) and served() == 2
     assert "settled_by_country" in reader.context("u", user, AS_OF).values["spending"]
     assert store.pointer_history("spending") == [1]
-    back = bluegreen.rollback(settings, "spending", store=store)
+    back = bluegreen.rollback(store, "spending")
     assert (back.before, back.after) == (2, 1) and served() == 1
     with pytest.raises(bluegreen.BlueGreenError, match="no earlier served version"):
-        bluegreen.rollback(settings, "spending", store=store)
+        bluegreen.rollback(store, "spending")
     with pytest.raises(bluegreen.BlueGreenError, match="no compiled spec for spending.v7"):
-        bluegreen.promote(settings, "spending", 7, store=store)
+        bluegreen.promote(store, "spending", 7)
     assert served() == 1
     # The same through the command line, against the profile's store.
     monkeypatch.setenv("MERCURY_CONFIG", str(path))
@@ -213,15 +211,14 @@ def _ttls(store, pattern: str) -> dict[str, int]:
     return {k: store.client.pttl(k) for k in store.scan(pattern)}
 
 
-def test_retire_expires_the_old_versions_keys_only(redis_settings, store):
-    settings, _ = redis_settings
+def test_retire_expires_the_old_versions_keys_only(store):
     store.promote("spending", 2)
     decoy = "fs:{u:usr_0}:spending:v10"  # a later version sharing the prefix
     store.client.hset(decoy, "_ts", b"1")
     boot = layout.entity_key(V1, "usr_0") + ":boot"
     store.put_values({boot: b"{}"}, 30 * DAY_MS)
     before = {**_ttls(store, "fs:{u:*}:spending:v2"), **_ttls(store, "fs:{u:*}:declines:v1")}
-    retired = bluegreen.retire(settings, "spending", 1, after_s=3_600, store=store)
+    retired = bluegreen.retire(store, "spending", 1, after_s=3_600)
     v1_keys = _ttls(store, "fs:{u:*}:spending:v1")
     assert retired.keys == len(v1_keys) + 1 == 8  # seven hashes and one warm-start state
     assert all(0 < ttl <= 3_600_000 for ttl in v1_keys.values())
@@ -231,7 +228,7 @@ def test_retire_expires_the_old_versions_keys_only(redis_settings, store):
     assert after.keys() == before.keys()
     assert all(ttl > 30 * DAY_MS for ttl in after.values())
     # Retiring again with a longer delay keeps the sooner expiry.
-    bluegreen.retire(settings, "spending", 1, after_s=7_200, store=store)
+    bluegreen.retire(store, "spending", 1, after_s=7_200)
     assert all(ttl <= 3_600_000 for ttl in _ttls(store, "fs:{u:*}:spending:v1").values())
 
 
@@ -239,10 +236,10 @@ def test_retire_refuses_the_served_version(redis_settings, store, monkeypatch):
     settings, path = redis_settings
     store.promote("spending", 2)
     with pytest.raises(bluegreen.BlueGreenError, match="spending v2 is the served version"):
-        bluegreen.retire(settings, "spending", 2, store=store)
+        bluegreen.retire(store, "spending", 2, after_s=settings.offline.retire_after_s)
     assert all(ttl > 30 * DAY_MS for ttl in _ttls(store, "fs:{u:*}:spending:v2").values())
     monkeypatch.setenv("MERCURY_CONFIG", str(path))
-    from mercury.cli import CommandError
+    from mercury.errors import CommandError
 
     args = _parser().parse_args(["features", "retire", "spending", "2"])
     with pytest.raises(CommandError, match="cannot retire: spending v2 is the served version"):

@@ -31,7 +31,7 @@ def test_bad_config_names_the_file_and_field(tmp_path, monkeypatch):
 
 def test_a_service_that_is_down_is_reported_with_what_is_wrong(tmp_path):
     port = free_port()  # nothing listens there
-    env = {**_env(), "MERCURY_CONFIG": str(write_config(tmp_path, redis={"port": port}))}
+    env = {**_env(), "MERCURY_CONFIG": str(write_config(tmp_path, online_store={"port": port}))}
     done = _mercury("stack", "status", "--only", "redis", env=env)
     assert done.returncode == 1
     assert f"FAIL redis     no answer at 127.0.0.1:{port}" in done.stdout

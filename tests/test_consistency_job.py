@@ -28,7 +28,7 @@ import pytest
 
 from mercury.durations import DAY_MS, HOUR_MS
 from mercury.features import consistency_job as cj
-from mercury.features.compile import load_compiled, render
+from mercury.features.compile import load_compiled, load_one, render
 from mercury.features.dsl import eq
 from mercury.features.reference import valid_record
 from tests.conftest import write_config
@@ -111,7 +111,7 @@ def world(tmp_path_factory):
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
     from mercury.lake.load import load_stream
-    from mercury.online.redis_store import RedisOnlineStore
+    from mercury.online.factory import open_store
     from mercury.serving.app import create_app
     from mercury.serving.runtime import build_runtime
 
@@ -120,7 +120,7 @@ def world(tmp_path_factory):
     redis.start()
     # Generous deadlines: on a busy CI host a missed deadline would serve a snapshot, which
     # is not measured; these tests want every answer online.
-    path = write_config(tmp, redis={"port": redis.port, "db": 0},
+    path = write_config(tmp, online_store={"port": redis.port, "db": 0},
                         serving={"budget_ms": 5_000, "features_deadline_ms": 4_000,
                                  "audit_ship_interval_s": 0.2})
     with pytest.MonkeyPatch.context() as patch:
@@ -142,7 +142,7 @@ def world(tmp_path_factory):
 
     held = _in_flight_candidate(records["transactions"])
     (held_arrival,) = [a for a in arrivals if a[0] == "transactions" and _same_event(a[1], held)]
-    store = RedisOnlineStore(settings.redis)
+    store = open_store(settings)
     executor, states = OnlineExecutor(load_compiled()), {}  # every version, v2 included
     feed(executor, [a for a in arrivals + changes if a is not held_arrival], store, states)
     for name in SET_NAMES:
@@ -281,11 +281,11 @@ def test_a_value_served_before_its_event_was_applied_is_reported_in_flight(spark
 # ---- online hashes of a version that is not served -------------------------------------------
 
 def test_an_unpromoted_version_is_measured_from_its_own_keys(spark, world):  # noqa: F811
-    from mercury.online.redis_store import RedisOnlineStore
+    from mercury.online.factory import open_store
 
-    store = RedisOnlineStore(world.settings.redis)
+    store = open_store(world.settings)
     assert store.active_versions(["spending"]) == {"spending": 1}
-    report = cj.measure_online(spark, world.settings, "spending.v2", store=store)
+    report = cj.measure_online(spark, world.settings, load_one("spending.v2"), store)
     store.close()
     (v2,) = load_compiled(["spending.v2"])
     assert report.scope["as_of_ms"] == max(r["ingest_ts"] for s, p in world.arrivals

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from mercury.features.compile import load_compiled
-from mercury.online.reader import ContextReader
-from mercury.online.redis_store import RedisOnlineStore
+from mercury.features.reader import ContextReader
+from mercury.online.factory import open_store
 from mercury.privacy.keys import load_keys
 from mercury.privacy.protect import decrypt, user_token
 from mercury.serving.app import create_app
@@ -96,7 +96,7 @@ def test_a_decline_question_gets_declines_and_policy_documents_exactly_as_stored
     assert body["degraded"] == []
     assert body["user_token"] == user_token(api.keys, user)
     # The values are what the store's own reader decodes at the same as-of time.
-    reader = ContextReader(RedisOnlineStore(world.settings.redis), load_compiled())
+    reader = ContextReader(open_store(world.settings), load_compiled())
     expected = reader.context("u", user, pinned)
     for name, part in body["features"].items():
         assert part["source"] == "online" and part["version"] == 1
@@ -229,10 +229,10 @@ def test_redis_down_answers_on_time_from_snapshots_then_recovers(world, tmp_path
     # A second private Redis holding a copy, so stopping it leaves the module's one alone.
     spare = PrivateRedis(tmp_path)
     spare.start()
-    _copy_redis(world.settings.redis.port, spare.port)
-    redis_cfg = world.settings.redis.model_copy(update={"port": spare.port})
+    _copy_redis(world.settings.online_store.port, spare.port)
+    redis_cfg = world.settings.online_store.model_copy(update={"port": spare.port})
     serving = world.settings.serving.model_copy(update={"breaker_reset_s": 0.5})
-    settings = world.settings.model_copy(update={"redis": redis_cfg, "serving": serving})
+    settings = world.settings.model_copy(update={"online_store": redis_cfg, "serving": serving})
     seen, unseen = world.users[7], world.users[8]
     try:
         with _client(settings) as client:
@@ -243,7 +243,7 @@ def test_redis_down_answers_on_time_from_snapshots_then_recovers(world, tmp_path
             spare.stop()
             replies = [api.ask(u, "summarize my spending").json() for u in (seen, unseen) * 4]
             spare.start()
-            _copy_redis(world.settings.redis.port, spare.port)
+            _copy_redis(world.settings.online_store.port, spare.port)
             time.sleep(0.6)  # the breaker lets a trial through after breaker_reset_s
             after = api.ask(seen, "summarize my spending").json()
     finally:

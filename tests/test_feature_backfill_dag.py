@@ -66,7 +66,7 @@ class World:
         return output
 
     def active(self, set_name: str) -> int | None:
-        from mercury.online.store import open_store
+        from mercury.online.factory import open_store
 
         store = open_store(self.settings)
         try:
@@ -87,7 +87,7 @@ def world(tmp_path_factory):
     try:
         spark = {"shuffle_partitions": TEST_CONFIG.shuffle_partitions,
                  "driver_memory": TEST_CONFIG.driver_memory, "conf": dict(TEST_CONFIG.conf)}
-        config = write_config(folder, redis={"port": redis.port}, spark=spark)
+        config = write_config(folder, online_store={"port": redis.port}, spark=spark)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("MERCURY_CONFIG", str(config))
             settings = load_settings()
@@ -119,8 +119,9 @@ def test_good_version_is_promoted(world):
     assert "consistency gate" not in output or "below" not in output
     assert world.active("spending") == 1
     from mercury.features import history
+    from mercury.features.compile import load_one
 
-    rows = history.read(world.settings, "spending.v1", world.first_day, world.last_day)
+    rows = history.read(world.settings, load_one("spending.v1"), world.first_day, world.last_day)
     assert rows.num_rows > 0
     assert {d.isoformat() for d in rows["as_of_date"].to_pylist()} <= {
         (world.first_day + timedelta(days=i)).isoformat() for i in range(DAYS + 1)}
@@ -149,7 +150,7 @@ def test_broken_definition_fails_the_consistency_gate_and_blocks_promotion(world
 def test_new_version_is_shadowed_promoted_and_old_keys_retired(world):
     from mercury.features.compile import load_compiled
     from mercury.online import layout
-    from mercury.online.store import open_store
+    from mercury.online.factory import open_store
 
     output = world.trigger(_conf(world, 2))
     assert "state=success" in output and "state=failed" not in output, output[-6000:]
@@ -174,15 +175,18 @@ def test_history_checkpoint_refuses_an_empty_range_and_blocks_promote(world, mon
     from mercury.config import REPO_ROOT
 
     monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
-    from mercury_airflow.operators.features import GateFailed, check_history_range
+    from mercury_airflow.tasks.feature_backfill import GateFailed, check_history_range
 
     from mercury.features import history
+    from mercury.features.compile import digest, load_one
+    from mercury.features.dsl import to_dict
 
-    history.ensure_table(world.settings, history.resolve("spending.v1"))  # when run alone
+    spending = load_one("spending.v1")
+    history.ensure_table(world.settings, spending)  # when run alone
     empty_day = world.first_day - timedelta(days=30)
     plan = {"feature_set": "spending", "version": 1, "start": empty_day.isoformat(),
             "end": empty_day.isoformat(), "cut_ms": 0, "previous_version": None,
-            "promote": True}
+            "promote": True, "spec": to_dict(spending), "digest": digest(spending)}
     with pytest.raises(GateFailed, match=r"expect_table_row_count_to_be_between") as failed:
         check_history_range(world.settings, plan)
     # Failed at once: Airflow does not retry a gate that said no.
@@ -196,33 +200,33 @@ def test_plan_refuses_bad_params_and_a_rerun_after_promotion_retires_nothing(wor
     from mercury.config import REPO_ROOT
 
     monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
-    from mercury_airflow.operators.features import (
-        ParamsInvalid,
-        plan_backfill,
-        promote,
-        retire_previous,
-    )
+    from mercury_airflow.tasks import feature_backfill as steps
+    from mercury_airflow.tasks.feature_backfill import ParamsInvalid, promote, retire_previous
 
     today = datetime.now(UTC).date()
     good = _conf(world, 2)
+
+    def plan_backfill(params, log=lambda _: None):
+        return steps.plan_backfill(world.settings, params, today=today, log=log)
+
     with pytest.raises(ParamsInvalid, match="is not over yet"):
-        plan_backfill(world.settings, {**good, "end": today.isoformat()}, log=lambda _: None)
+        plan_backfill({**good, "end": today.isoformat()})
     with pytest.raises(ParamsInvalid, match="start='2024-13-01' is not a date"):
-        plan_backfill(world.settings, {**good, "start": "2024-13-01"}, log=lambda _: None)
+        plan_backfill({**good, "start": "2024-13-01"})
     with pytest.raises(ParamsInvalid, match="before start"):
-        plan_backfill(world.settings, {**good, "start": world.last_day.isoformat(),
-                                       "end": world.first_day.isoformat()}, log=lambda _: None)
+        plan_backfill({**good, "start": world.last_day.isoformat(),
+                       "end": world.first_day.isoformat()})
     with pytest.raises(ParamsInvalid, match=r"spending\.v9.*compiled: .*spending\.v2"):
-        plan_backfill(world.settings, {**good, "version": 9}, log=lambda _: None)
+        plan_backfill({**good, "version": 9})
 
     assert world.active("spending") == 2  # promoted by the previous test
     lines: list[str] = []
-    plan = plan_backfill(world.settings, good, log=lines.append)
+    plan = plan_backfill(good, log=lines.append)
     assert plan["previous_version"] is None and plan["cut_ms"] > 0
     assert retire_previous(world.settings, plan, log=lines.append) == {"retired": None}
     assert promote(world.settings, plan, log=lines.append)["promoted"] is True
     assert world.active("spending") == 2
-    from mercury.online.store import open_store
+    from mercury.online.factory import open_store
 
     store = open_store(world.settings)
     try:

@@ -11,13 +11,13 @@ import pytest
 
 from mercury.features.compile import load_compiled
 from mercury.features.events import normalise
-from mercury.features.reference import first_arrivals, values_for
-from mercury.quality.feature_history_checks import (
+from mercury.features.history_checks import (
     END_OF_DAY,
     history_suite_spec,
     run_history_checkpoint,
     value_schema,
 )
+from mercury.features.reference import first_arrivals, values_for
 from tests.feature_history_fixtures import day_end_ms, history_stream
 
 FIRST = date(2024, 3, 4)

@@ -213,7 +213,7 @@ def test_cli_compile_check_list_and_promote_refusal(capsys):
     assert "spending.v1" in out and "settled_amount" in out and "1h 1d 7d 30d" in out
     assert "sum(amount) per currency" in out and "last 20 by purchase_id" in out
     args = parser.parse_args(["features", "promote", "spending", "9"])
-    from mercury.cli import CommandError
+    from mercury.errors import CommandError
 
     with pytest.raises(CommandError, match=r"cannot promote: no compiled spec for spending.v9"):
         args.run(args)

@@ -8,9 +8,10 @@ import time
 import pytest
 
 from mercury.config import REPO_ROOT
+from mercury.ops.flink_dist import flink_home
 from mercury.ops.flink_rest import FlinkRestClient, FlinkRestError
 from mercury.stack.base import PidFiles, StackError
-from mercury.stack.flink_cluster import FlinkCluster, flink_home
+from mercury.stack.flink_cluster import FlinkCluster
 
 SMOKE_JOB = REPO_ROOT / "flink_jobs" / "smoke.py"
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from mercury.config import REPO_ROOT
-from mercury.stack.flink_cluster import flink_python
+from mercury.ops.flink_dist import flink_python
 
 
 @pytest.mark.slow

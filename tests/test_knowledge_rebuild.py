@@ -65,7 +65,7 @@ def knowledge():
     on sys.path)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(REPO_ROOT / "plugins"))
-        yield importlib.import_module("mercury_airflow.operators.knowledge")
+        yield importlib.import_module("mercury_airflow.tasks.knowledge_rebuild")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from mercury.features.consistency import arrivals_from_log, compare, last_arriva
 from mercury.generator.knobs import DAY_MS, Knobs
 from mercury.generator.manifest import load as load_manifest
 from mercury.generator.run import generate
-from mercury.online.redis_store import RedisOnlineStore
+from mercury.online.factory import open_store
 from mercury.ops import online_job
 from mercury.quality.reconcile import reconcile
 from tests.conftest import write_config
@@ -40,11 +40,11 @@ START_MS = Knobs().start_ms
 
 @pytest.fixture
 def job_settings(tmp_path, monkeypatch):
-    config = write_config(tmp_path, redis={"db": REDIS_DB})
+    config = write_config(tmp_path, online_store={"db": REDIS_DB})
     monkeypatch.setenv("MERCURY_CONFIG", str(config))
     settings = load_settings()
     try:
-        redis.Redis(port=settings.redis.port, db=REDIS_DB).flushdb()
+        redis.Redis(port=settings.online_store.port, db=REDIS_DB).flushdb()
     except redis.ConnectionError:
         pytest.skip("no local Redis: run `mercury stack up --only redis,postgres`")
     return settings, config
@@ -115,7 +115,7 @@ def test_job_survives_cancel_and_restore_and_equals_the_reference(flink_rest, jo
     # Exactness: every user's values equal the oracle's, at several request times.
     arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
     end = last_arrival(arrivals)
-    report = compare(feature_sets, RedisOnlineStore(settings.redis), arrivals,
+    report = compare(feature_sets, open_store(settings), arrivals,
                      [end, end + 30 * 60_000, end + DAY_MS + 1, end + 8 * DAY_MS])
     assert report.ok, report.summary()
     assert report.values > 20_000

@@ -3,7 +3,7 @@
 An adversarial stream from the generator (duplicates, out-of-order and late arrivals,
 malformed and schema-evolved records) plus hand-made profile change events runs through
 ``OnlineExecutor`` into the real local Redis (db 15, flushed before and after; nothing else is
-touched). Every user's hashes, decoded with ``mercury.online.reader.decode`` at request times
+touched). Every user's hashes, decoded with ``mercury.features.reader.decode`` at request times
 at or after the last arrival, must equal ``reference_values`` on the same payloads. Engines
 here load the compiled JSON specs, never the Python definitions.
 
@@ -27,13 +27,13 @@ from mercury.features import dedup
 from mercury.features.compile import load_compiled
 from mercury.features.dsl import Aggregate
 from mercury.features.events import normalise
-from mercury.features.incremental import KeyWrite
 from mercury.features.online_executor import DictState, OnlineExecutor
+from mercury.features.reader import ContextReader, decode
 from mercury.features.reference import reference_values
 from mercury.online import layout
-from mercury.online.reader import ContextReader, decode
+from mercury.online.memory_store import MemoryOnlineStore
 from mercury.online.redis_store import RedisOnlineStore
-from mercury.online.store import MemoryOnlineStore
+from mercury.online.store import KeyWrite
 from tests.conftest import write_config
 
 TEST_DB = 15
@@ -52,7 +52,7 @@ def redis_config():
 
     from mercury.config import load_settings
 
-    config = load_settings().redis.model_copy(update={"db": TEST_DB})
+    config = load_settings().online_store.model_copy(update={"db": TEST_DB})
     client = redis.Redis(host=config.host, port=config.port, db=TEST_DB, socket_timeout=5)
     try:
         client.ping()
@@ -359,6 +359,47 @@ def test_context_is_one_pipelined_round_trip(first_run, world, redis_config):
     raw.close()
 
 
+def test_the_context_api_serves_the_oracle_through_the_same_read_path(first_run, world,
+                                                                      redis_config):
+    """The context API's own fetcher (async client, pointer cache, snapshot bookkeeping) over
+    the same Redis: every served set of every user equals the reference executor."""
+    import asyncio
+
+    from mercury.serving.breaker import CircuitBreaker
+    from mercury.serving.features import ONLINE, FeatureFetcher, SnapshotCache
+
+    arrivals, newest = world
+    served = {fs.name: fs for fs in SETS}  # the newest version of each set
+    store = RedisOnlineStore(redis_config)
+    for fs in served.values():
+        store.set_active(fs.name, fs.version)
+    want = reference_values(served.values(), arrivals, newest)
+    users = sorted({user for _, user in want})
+    fetcher = FeatureFetcher(ContextReader(store, SETS), CircuitBreaker("redis", 5, 5.0),
+                             SnapshotCache(10, 60_000))
+
+    async def fetch_all():
+        try:
+            return [await fetcher.fetch(u, sorted(served), newest, deadline_s=5.0)
+                    for u in users]
+        finally:
+            await store.aclose()
+
+    found, compared = [], 0
+    for user, (sets, problem) in zip(users, asyncio.run(fetch_all()), strict=True):
+        assert problem is None
+        for name, fs in served.items():
+            ctx = sets[name]
+            assert ctx.source == ONLINE and ctx.version == fs.version
+            expected = want.get((fs.ref, user))
+            if expected is None:  # none of the user's events touch this set
+                continue
+            compared += 1
+            found += [f"{fs.ref} {user} {d}" for d in differences(ctx.values, expected, True)]
+    assert not found, f"{len(found)} differences, first ones:\n" + "\n".join(found[:15])
+    assert len(users) > 0.9 * USERS and compared == len(want)
+
+
 def test_the_active_version_pointer_switches_what_is_served(world, redis_config, store,
                                                            tmp_path, monkeypatch):
     arrivals, newest = world
@@ -388,7 +429,7 @@ def _switch(v1, v2, arrivals, newest, store, tmp_path, monkeypatch):
     assert served.values["spending"] == reference_values([v2], arrivals, newest)[(v2.ref, user)]
     assert store.read([layout.entity_key(v1, user)])[0]  # the old version is still there
     # Back to v1 through the command line (the compiled spec must exist).
-    monkeypatch.setenv("MERCURY_CONFIG", str(write_config(tmp_path, redis={"db": TEST_DB})))
+    monkeypatch.setenv("MERCURY_CONFIG", str(write_config(tmp_path, online_store={"db": TEST_DB})))
     import argparse
 
     from mercury.features.cli import register

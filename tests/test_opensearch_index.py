@@ -24,6 +24,7 @@ from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 
 from mercury.config import OpenSearchVectorConfig, RetrievalConfig
 from mercury.retrieval import opensearch_index
+from mercury.retrieval.factory import open_index
 from mercury.retrieval.index import (
     ChunkRow,
     DocumentWrite,
@@ -31,7 +32,6 @@ from mercury.retrieval.index import (
     SearchFilter,
     VectorIndexError,
     VersionSpec,
-    open_index,
 )
 from mercury.retrieval.opensearch_index import (
     REGISTRY,

@@ -167,11 +167,21 @@ def test_privacy_helpers(tmp_settings):
                                              "paid 25.50"
 
 
+def _reader(async_client):
+    """The context API's read path over a stand-in asyncio Redis client."""
+    from mercury.config import RedisStoreConfig
+    from mercury.features.compile import load_compiled
+    from mercury.features.reader import ContextReader
+    from mercury.online.redis_store import RedisOnlineStore
+
+    return ContextReader(RedisOnlineStore(RedisStoreConfig(), async_client=async_client),
+                         load_compiled())
+
+
 def test_a_blocked_event_loop_reads_as_overload_not_as_a_slow_store():
     import asyncio
     import time
 
-    from mercury.features.compile import load_compiled
     from mercury.serving.features import FeatureFetcher, SnapshotCache
     from mercury.serving.overload import LoopMonitor
 
@@ -186,11 +196,14 @@ def test_a_blocked_event_loop_reads_as_overload_not_as_a_slow_store():
         def pipeline(self, transaction=False):
             return SlowPipeline()
 
+        async def mget(self, keys):
+            await asyncio.sleep(0.2)
+
     async def scenario():
         monitor = LoopMonitor(interval_s=0.002, max_lag_ms=20, decay=0.5)
         monitor.start()
         breaker = CircuitBreaker("redis", failures=1, reset_s=60)
-        fetcher = FeatureFetcher(SlowRedis(), load_compiled(), breaker, SnapshotCache(10, 1000),
+        fetcher = FeatureFetcher(_reader(SlowRedis()), breaker, SnapshotCache(10, 1000),
                                  monitor)
         await asyncio.sleep(0.02)
         assert not monitor.overloaded
@@ -247,7 +260,6 @@ def test_repeated_questions_are_answered_without_the_retrieval_thread():
 def test_a_redis_socket_timeout_while_saturated_is_not_the_stores_fault():
     import asyncio
 
-    from mercury.features.compile import load_compiled
     from mercury.serving.features import FeatureFetcher, SnapshotCache
     from mercury.serving.overload import LoopMonitor
 
@@ -267,9 +279,12 @@ def test_a_redis_socket_timeout_while_saturated_is_not_the_stores_fault():
         def pipeline(self, transaction=False):
             return Pipeline()
 
+        async def mget(self, keys):
+            raise RedisTimeout("Timeout reading from socket")
+
     monitor = LoopMonitor()
     breaker = CircuitBreaker("redis", failures=1, reset_s=60)
-    fetcher = FeatureFetcher(Redis(), load_compiled(), breaker, SnapshotCache(10, 1000), monitor)
+    fetcher = FeatureFetcher(_reader(Redis()), breaker, SnapshotCache(10, 1000), monitor)
     monitor.lag_ms = 15.0  # the loop lags: saturated
     _, reason = asyncio.run(fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02))
     assert reason == "overloaded" and breaker.state == "closed"

@@ -12,7 +12,7 @@ from tests.conftest import free_port, write_config
 
 def test_redis_started_by_the_stack_is_stopped_by_it(tmp_path, monkeypatch):
     port = free_port()
-    monkeypatch.setenv("MERCURY_CONFIG", str(write_config(tmp_path, redis={"port": port})))
+    monkeypatch.setenv("MERCURY_CONFIG", str(write_config(tmp_path, online_store={"port": port})))
     settings = load_settings()
     component = RedisServer(settings)
     assert not component.health().ok
@@ -29,7 +29,8 @@ def test_a_service_the_stack_did_not_start_is_left_running(tmp_path, monkeypatch
     outside = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
                                 "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
-        monkeypatch.setenv("MERCURY_CONFIG", str(write_config(tmp_path, redis={"port": port})))
+        monkeypatch.setenv("MERCURY_CONFIG",
+                           str(write_config(tmp_path, online_store={"port": port})))
         component = RedisServer(load_settings())
         component.wait_healthy()
         assert component.stop() == "redis: not started by this stack, left running"

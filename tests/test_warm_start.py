@@ -27,8 +27,8 @@ from mercury.features.consistency import compare, last_arrival
 from mercury.features.online_executor import DictState, OnlineExecutor, Seam
 from mercury.features.reference import valid_record
 from mercury.online import layout
-from mercury.online.redis_store import RedisOnlineStore
-from mercury.online.store import MemoryOnlineStore
+from mercury.online.factory import open_store
+from mercury.online.memory_store import MemoryOnlineStore
 from tests.conftest import write_config
 from tests.serving_fixtures import PrivateRedis
 from tests.spark_fixtures import spark  # noqa: F401 (the session-scoped fixture)
@@ -53,7 +53,7 @@ def world(tmp_path_factory):
     redis = PrivateRedis(tmp)
     redis.start()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MERCURY_CONFIG", str(write_config(tmp, redis={"port": redis.port,
+        patch.setenv("MERCURY_CONFIG", str(write_config(tmp, online_store={"port": redis.port,
                                                                     "db": 0})))
         settings = load_settings()
         generate(settings, Knobs(events=EVENTS, users=USERS), with_postgres=False,
@@ -96,7 +96,7 @@ def _across_the_cut(before: list[bytes], cut: int) -> list[bytes]:
 @pytest.fixture(scope="module")
 def store(world):
     settings = world[0]
-    store = RedisOnlineStore(settings.redis)
+    store = open_store(settings)
     yield store
     store.close()
 
@@ -130,7 +130,7 @@ def seamed(world, store, spark):  # noqa: F811
     in_lake = [r for p in log if (r := valid_record(STREAM, p)) is not None
                and r["ingest_ts"] <= cut]
     tables.upsert(settings, STREAM, in_lake)  # keeps the first arrival of each event id
-    result = warm_start.backfill_online(spark, settings, V2, cut, store=store,
+    result = warm_start.backfill_online(spark, settings, V2, cut, store,
                                         log=lambda _m: None)
     executor = OnlineExecutor([V1, V2], seams={V2.ref: warm_start.seam(store, V2)})
     feed(executor, log[split:], store, states)
@@ -184,7 +184,7 @@ def test_the_lake_behind_the_cut_is_refused(world, store, spark):  # noqa: F811
     settings, _, cut, _ = world
     with pytest.raises(warm_start.LakeBehind, match=r"spending.v2: the lake's transactions "
                                                     r"holds arrivals up to \d+, before the cut"):
-        warm_start.backfill_online(spark, settings, V2, cut + DAY_MS, store=MemoryOnlineStore(),
+        warm_start.backfill_online(spark, settings, V2, cut + DAY_MS, MemoryOnlineStore(),
                                    log=lambda _m: None)
 
 

@@ -31,11 +31,12 @@ def served_sets_in_the_lake(settings: Settings) -> list[str]:
 def run_batch_demo(settings: Settings, served_since_ms: int) -> list[str]:
     """The step's failures (empty when it all worked)."""
     from mercury.features import history
+    from mercury.features.compile import load_one
     from mercury.features.consistency_job import measure_served
     from mercury.features.spark_session import session, spark_config
     from mercury.lake import tables
 
-    fs = history.resolve(HISTORY_SET)
+    fs = load_one(HISTORY_SET)
     arrivals = tables.read(settings, fs.source.stream)[tables.ARRIVAL_FIELD].to_pylist()
     first = history.day_of(int(min(arrivals).timestamp() * 1000))
     last = history.day_of(int(max(arrivals).timestamp() * 1000))

@@ -29,8 +29,8 @@ import orjson
 
 from mercury.features.consistency import same
 from mercury.features.dsl import Aggregate
+from mercury.features.reader import decode
 from mercury.online import layout
-from mercury.online.reader import decode
 
 READ_BATCH = 500
 EXAMPLES = 5
@@ -137,33 +137,23 @@ def _entity_ids(store, feature_sets) -> list[str]:
     return sorted(ids)
 
 
-def shadow_compare(settings, old_fs, new_fs, entity_ids=None, as_of_ms: int | None = None,
-                   store=None, sample: int | None = None) -> ShadowReport:
+def shadow_compare(store, old_fs, new_fs, entity_ids=None, as_of_ms: int | None = None,
+                   sample: int = 10_000) -> ShadowReport:
     """Both versions' values of the same entities as of the same time (see the module doc).
 
-    ``entity_ids``: by default every entity either version holds, the first
-    ``sample`` (``offline.consistency_sample_entities``) in id order. ``as_of_ms``: by default
-    the newest event time either version holds, where the store's values are exact."""
-    from mercury.online.store import open_store
-
+    ``entity_ids``: by default every entity either version holds, the first ``sample`` in id
+    order. ``as_of_ms``: by default the newest event time either version holds, where the
+    store's values are exact."""
     if (old_fs.name, old_fs.entity) != (new_fs.name, new_fs.entity):
         raise BlueGreenError(f"{old_fs.ref} and {new_fs.ref} are not versions of one set")
-    own_store = store is None
-    store = open_store(settings) if own_store else store
-    try:
-        if entity_ids is None:
-            sample = sample or settings.offline.consistency_sample_entities
-            entity_ids = _entity_ids(store, (old_fs, new_fs))[:sample]
-        entity_ids = list(entity_ids)
-        pairs = []
-        for start in range(0, len(entity_ids), READ_BATCH):
-            chunk = entity_ids[start:start + READ_BATCH]
-            hashes = store.read([layout.entity_key(fs, e) for e in chunk
-                                 for fs in (old_fs, new_fs)])
-            pairs += [(e, hashes[2 * i], hashes[2 * i + 1]) for i, e in enumerate(chunk)]
-    finally:
-        if own_store:
-            store.close()
+    if entity_ids is None:
+        entity_ids = _entity_ids(store, (old_fs, new_fs))[:sample]
+    entity_ids = list(entity_ids)
+    pairs = []
+    for start in range(0, len(entity_ids), READ_BATCH):
+        chunk = entity_ids[start:start + READ_BATCH]
+        hashes = store.read([layout.entity_key(fs, e) for e in chunk for fs in (old_fs, new_fs)])
+        pairs += [(e, hashes[2 * i], hashes[2 * i + 1]) for i, e in enumerate(chunk)]
     if as_of_ms is None:
         stamps = [int(h[layout.STAMP_FIELD]) for _, *both in pairs for h in both
                   if h.get(layout.STAMP_FIELD)]
@@ -220,28 +210,15 @@ def _compiled(set_name: str, version: int):
         raise BlueGreenError(str(exc)) from None
 
 
-def _with_store(settings, store, action):
-    from mercury.online.store import open_store
-
-    own_store = store is None
-    store = open_store(settings) if own_store else store
-    try:
-        return action(store)
-    finally:
-        if own_store:
-            store.close()
-
-
-def promote(settings, set_name: str, version: int, store=None) -> Switch:
+def promote(store, set_name: str, version: int) -> Switch:
     """Serve ``version`` (a compiled spec) from now on; the replaced version is remembered."""
     _compiled(set_name, version)
-    before = _with_store(settings, store, lambda s: s.promote(set_name, version))
-    return Switch(set_name, before, version)
+    return Switch(set_name, store.promote(set_name, version), version)
 
 
-def rollback(settings, set_name: str, store=None) -> Switch:
+def rollback(store, set_name: str) -> Switch:
     """Serve the version the last promotion replaced (one step back per call)."""
-    result = _with_store(settings, store, lambda s: s.rollback(set_name))
+    result = store.rollback(set_name)
     if result is None:
         raise BlueGreenError(f"{set_name}: no earlier served version is remembered; "
                              "promote a version explicitly")
@@ -261,28 +238,22 @@ class Retirement:
                 f"{self.after_s} s")
 
 
-def retire(settings, set_name: str, version: int, after_s: int | None = None,
-           store=None) -> Retirement:
-    """Expire every key of ``version`` of ``set_name`` within ``after_s`` (default
-    ``offline.retire_after_s``); refuses the served version."""
-    after_s = settings.offline.retire_after_s if after_s is None else after_s
+def retire(store, set_name: str, version: int, after_s: int) -> Retirement:
+    """Expire every key of ``version`` of ``set_name`` within ``after_s`` (the rollback
+    window, ``offline.retire_after_s``); refuses the served version."""
     if after_s < 0:
         raise BlueGreenError(f"after_s must be >= 0, not {after_s}")
-
-    def run(store) -> int:
-        served = store.active_versions([set_name])[set_name]
-        if served == version:
-            raise BlueGreenError(f"{set_name} v{version} is the served version; promote "
-                                 "another version (or roll back) before retiring it")
-        tail = re.escape(f"{set_name}:v{version}")
-        # The glob also matches foreign shapes (``*`` spans ``}``): keep exact key shapes only.
-        own = re.compile(rf"^fs:\{{[^}}]*\}}:{tail}(:boot)?$")
-        keys, expired = [], 0
-        for pattern in (f"fs:{{*}}:{set_name}:v{version}", f"fs:{{*}}:{set_name}:v{version}:boot"):
-            keys += [k for k in store.scan(pattern) if own.match(k)]
-        keys = sorted(set(keys))  # SCAN may report a key twice
-        for start in range(0, len(keys), 1_000):
-            expired += store.expire(keys[start:start + 1_000], after_s * 1000)
-        return expired
-
-    return Retirement(set_name, version, _with_store(settings, store, run), after_s)
+    served = store.active_versions([set_name])[set_name]
+    if served == version:
+        raise BlueGreenError(f"{set_name} v{version} is the served version; promote "
+                             "another version (or roll back) before retiring it")
+    tail = re.escape(f"{set_name}:v{version}")
+    # The glob also matches foreign shapes (``*`` spans ``}``): keep exact key shapes only.
+    own = re.compile(rf"^fs:\{{[^}}]*\}}:{tail}(:boot)?$")
+    keys, expired = [], 0
+    for pattern in (f"fs:{{*}}:{set_name}:v{version}", f"fs:{{*}}:{set_name}:v{version}:boot"):
+        keys += [k for k in store.scan(pattern) if own.match(k)]
+    keys = sorted(set(keys))  # SCAN may report a key twice
+    for start in range(0, len(keys), 1_000):
+        expired += store.expire(keys[start:start + 1_000], after_s * 1000)
+    return Retirement(set_name, version, expired, after_s)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mercury.errors import CommandError
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     features = subparsers.add_parser(
@@ -59,12 +61,6 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="seconds until the keys expire (default offline.retire_after_s)")
     retire.set_defaults(run=_retire)
     return features
-
-
-def _command_error(message: str) -> Exception:
-    from mercury.cli import CommandError  # not at import time: mercury.cli imports us
-
-    return CommandError(message)
 
 
 def _compile(args) -> int:
@@ -128,25 +124,30 @@ def _list(args) -> int:
     try:
         feature_sets = compiler.load_compiled()
     except compiler.CompileError as exc:
-        raise _command_error(str(exc)) from None
+        raise CommandError(str(exc)) from None
     for line in describe(feature_sets):
         print(line)
     return 0
 
 
 def _online(what: str, action):
-    """Run ``action()``; a store that cannot be reached or a refused step is a CommandError."""
+    """``action(settings, store)`` on the configured online store, closed afterwards; a
+    store that cannot be reached or a refused step is a CommandError."""
+    from mercury.config import load_settings
     from mercury.features.bluegreen import BlueGreenError
     from mercury.features.warm_start import LakeBehind
+    from mercury.online.factory import open_store
 
+    settings = load_settings()
     try:
-        return action()
+        with open_store(settings) as store:
+            return action(settings, store)
     except (BlueGreenError, LakeBehind) as exc:
-        raise _command_error(f"cannot {what}: {exc}") from None
+        raise CommandError(f"cannot {what}: {exc}") from None
     except Exception as exc:  # redis.ConnectionError and kin, without importing redis here
         if type(exc).__module__.split(".")[0] != "redis":
             raise
-        raise _command_error(f"cannot reach the online store ({exc}); is Redis up? "
+        raise CommandError(f"cannot reach the online store ({exc}); is Redis up? "
                              "`mercury stack up --only redis`") from None
 
 
@@ -156,41 +157,39 @@ def _one_set(ref: str):
     try:
         return compiler.load_compiled([ref])[0] if ".v" in ref else None
     except compiler.CompileError as exc:
-        raise _command_error(str(exc)) from None
+        raise CommandError(str(exc)) from None
 
 
 def _set_ref(ref: str):
     feature_set = _one_set(ref)
     if feature_set is None:
-        raise _command_error(f"{ref!r}: name one version, e.g. spending.v2")
+        raise CommandError(f"{ref!r}: name one version, e.g. spending.v2")
     return feature_set
 
 
 def _promote(args) -> int:
-    from mercury.config import load_settings
     from mercury.features import bluegreen
 
-    switch = _online("promote", lambda: bluegreen.promote(load_settings(), args.set,
-                                                          args.version))
+    switch = _online("promote", lambda _, store: bluegreen.promote(store, args.set,
+                                                                   args.version))
     print(switch.summary())
     return 0
 
 
 def _rollback(args) -> int:
-    from mercury.config import load_settings
     from mercury.features import bluegreen
 
-    switch = _online("roll back", lambda: bluegreen.rollback(load_settings(), args.set))
+    switch = _online("roll back", lambda _, store: bluegreen.rollback(store, args.set))
     print(switch.summary())
     return 0
 
 
 def _retire(args) -> int:
-    from mercury.config import load_settings
     from mercury.features import bluegreen
 
-    retired = _online("retire", lambda: bluegreen.retire(load_settings(), args.set,
-                                                         args.version, args.after_s))
+    retired = _online("retire", lambda settings, store: bluegreen.retire(
+        store, args.set, args.version,
+        settings.offline.retire_after_s if args.after_s is None else args.after_s))
     print(retired.summary())
     return 0
 
@@ -198,13 +197,13 @@ def _retire(args) -> int:
 def _shadow(args) -> int:
     from pathlib import Path
 
-    from mercury.config import load_settings
     from mercury.features import bluegreen
 
     old, new = _set_ref(args.old), _set_ref(args.new)
     entities = args.entities.split(",") if args.entities else None
-    report = _online("compare", lambda: bluegreen.shadow_compare(
-        load_settings(), old, new, entity_ids=entities, as_of_ms=args.as_of_ms))
+    report = _online("compare", lambda settings, store: bluegreen.shadow_compare(
+        store, old, new, entity_ids=entities, as_of_ms=args.as_of_ms,
+        sample=settings.offline.consistency_sample_entities))
     print(report.summary())
     if args.report:
         Path(args.report).write_bytes(report.to_json())
@@ -212,16 +211,17 @@ def _shadow(args) -> int:
 
 
 def _warm_start(args) -> int:
-    from mercury.config import load_settings
     from mercury.features import warm_start
-    from mercury.features.spark_session import session, spark_config
+    from mercury.features.spark_session import session
 
     feature_set = _set_ref(args.ref)
-    settings = load_settings()
-    spark = session(spark_config(settings))
-    try:
-        _online("warm-start", lambda: warm_start.backfill_online(
-            spark, settings, feature_set, args.cut_ms))
-    finally:
-        spark.stop()
+
+    def run(settings, store):
+        spark = session(settings.spark)
+        try:
+            return warm_start.backfill_online(spark, settings, feature_set, args.cut_ms, store)
+        finally:
+            spark.stop()
+
+    _online("warm-start", run)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mercury.contracts import registry, schemas
 from mercury.contracts.avro_walk import iter_fields
+from mercury.features.errors import DefinitionError
 
 
 def source_columns(source) -> set[str]:
@@ -28,8 +29,8 @@ def _numeric(source, column: str) -> bool:
 
 
 def check_columns(feature_set) -> None:
-    from mercury.features.dsl import Aggregate, DefinitionError, LastN, Latest
-
+    """Raise ``DefinitionError`` for a column the set names that its source does not have
+    (features are told apart by ``kind``: this module must not import the DSL)."""
     known = source_columns(feature_set.source)
 
     def need(what: str, column: str | None) -> None:
@@ -48,7 +49,7 @@ def check_columns(feature_set) -> None:
     for feature in feature_set.features:
         for condition in feature.where:
             need(f"{feature.name} filter", condition.column)
-        if isinstance(feature, Aggregate):
+        if feature.kind == "aggregate":
             need(f"{feature.name} column", feature.column)
             need(f"{feature.name} group_by", feature.group_by)
             if feature.op in ("sum", "avg", "min", "max") and \
@@ -57,9 +58,9 @@ def check_columns(feature_set) -> None:
                                       "a numeric column")
             if feature.op == "distinct_count" and feature_set.source.currency_of(feature.column):
                 raise DefinitionError(f"{feature.name}: a distinct count of money means nothing")
-        elif isinstance(feature, LastN):
+        elif feature.kind == "last_n":
             for column in (feature.item_key, feature.status, *feature.fields):
                 need(f"{feature.name} field", column)
-        elif isinstance(feature, Latest):
+        elif feature.kind == "latest":
             for column in (feature.per, feature.expires, *feature.fields):
                 need(f"{feature.name} field", column)

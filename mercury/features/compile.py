@@ -144,6 +144,21 @@ def _load(path: Path) -> dsl.FeatureSet:
     return feature_set
 
 
+def load_one(ref: str, directory: Path = COMPILED_DIR) -> dsl.FeatureSet:
+    """One compiled version, named ``<set>.v<version>`` (an unknown one: CompileError)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*\.v[1-9][0-9]*", ref):
+        raise CompileError(f"{ref!r}: name one version of a set, e.g. spending.v1")
+    (feature_set,) = load_compiled([ref], directory)
+    return feature_set
+
+
+def digest(feature_set: dsl.FeatureSet) -> str:
+    """The compiled spec's SHA-256: what a run pins, and proves it ran."""
+    import hashlib
+
+    return hashlib.sha256(render(feature_set).encode()).hexdigest()
+
+
 def load_compiled(names: Sequence[str] | None = None,
                   directory: Path = COMPILED_DIR) -> list[dsl.FeatureSet]:
     """The compiled feature sets, sorted by (name, version): every version of each set.

@@ -2,7 +2,7 @@
 
 Used by the exactness tests and benchmarks: replay the same arrivals through the oracle, read
 each entity's hashes from the store, and compare values at the given as-of times (which must
-be at or after the last arrival: see ``mercury.online.reader``). Counts and lists must be
+be at or after the last arrival: see ``mercury.features.reader``). Counts and lists must be
 equal; floating-point sums may differ by summation order only (1e-9 relative).
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from mercury.features.reader import decode
 from mercury.features.reference import reference_values
 from mercury.online import layout
-from mercury.online.reader import decode
 
 RELATIVE_TOLERANCE = 1e-9
 

@@ -33,7 +33,7 @@ What counts:
   counted as ``in_flight``: reported per feature, still not a match (the share stays honest,
   and a gate at 100% still fails on it), but the report says why.
 - Replays: the online reader is exact for as-of times at or after the events the store held
-  when it read (``mercury.online.reader``). A request pinned to an earlier as-of time (a
+  when it read (``mercury.features.reader``). A request pinned to an earlier as-of time (a
   replay of the past) is measured like any other and can mismatch: history is the batch
   path's job, and such requests belong outside a consistency window.
 - Examples (at most ``max_examples`` per feature) name the entity by its user token, never
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from mercury.config import Settings
+    from mercury.online.store import OnlineStore
 
 AUDIT_STREAM = "inference_audit"
 FRESHNESS_ALLOWANCE_MS = 5_000
@@ -267,7 +268,7 @@ def _recompute_without_in_flight(spark: SparkSession, feature_set: FeatureSet,
 def _empty_values(feature_set: FeatureSet, as_of_ms: int) -> dict:
     """What the online reader (and so the service) gives for an entity with no hash: the
     expected values of an entity with no counting event, as JSON would carry them."""
-    from mercury.online.reader import decode
+    from mercury.features.reader import decode
 
     return orjson.loads(orjson.dumps(decode(feature_set, {}, as_of_ms)))
 
@@ -424,25 +425,23 @@ def measure_served(spark: SparkSession, settings: Settings, since_ms: int, until
 
 # ---- online hashes of one version ---------------------------------------------------------
 
-def measure_online(spark: SparkSession, settings: Settings, feature_set: FeatureSet | str,
-                   as_of_ms: int | None = None, entity_ids: Sequence[str] | None = None,
-                   sample: int | None = None, executor_feature_set: FeatureSet | None = None,
-                   store=None, seed: int = 0, max_examples: int = MAX_EXAMPLES,
+def measure_online(spark: SparkSession, settings: Settings, feature_set: FeatureSet,
+                   store: OnlineStore, as_of_ms: int | None = None,
+                   entity_ids: Sequence[str] | None = None, sample: int | None = None,
+                   executor_feature_set: FeatureSet | None = None, seed: int = 0,
+                   max_examples: int = MAX_EXAMPLES,
                    progress: Progress | None = None) -> ConsistencyReport:
-    """The online hashes of ``feature_set`` (this version's keys, whether or not it is active)
-    against Spark's recompute as of ``as_of_ms`` (default: the newest arrival of the set's
-    stream in the lake). Entities: ``entity_ids``, else a seeded sample of ``sample`` (default
-    ``settings.offline.consistency_sample_entities``) of the entities with lake events.
+    """The online hashes of ``feature_set`` in ``store`` (this version's keys, whether or not
+    it is active) against Spark's recompute as of ``as_of_ms`` (default: the newest arrival of
+    the set's stream in the lake). Entities: ``entity_ids``, else a seeded sample of ``sample``
+    (default ``settings.offline.consistency_sample_entities``) of the entities with lake
+    events.
     ``executor_feature_set`` is the definition Spark recomputes with (default: the same)."""
-    from mercury.features.compile import load_compiled
+    from mercury.features.reader import decode
     from mercury.online import layout
-    from mercury.online.reader import decode
-    from mercury.online.store import open_store
     from mercury.privacy.keys import load_keys
     from mercury.privacy.protect import user_token
 
-    if isinstance(feature_set, str):
-        (feature_set,) = load_compiled([feature_set])
     recompute_with = executor_feature_set or feature_set
     events = _Lake(settings).events(recompute_with)
     if as_of_ms is None:
@@ -461,20 +460,13 @@ def measure_online(spark: SparkSession, settings: Settings, feature_set: Feature
     report.requests = len(entity_ids)
     _say(progress, f"{feature_set.ref}: reading {len(entity_ids):,} online hashes as of "
                    f"{as_of_ms}")
-    own_store = store is None
-    store = open_store(settings) if own_store else store
     served = {}
-    try:
-        for start in range(0, len(entity_ids), 1_000):
-            chunk = entity_ids[start:start + 1_000]
-            hashes = store.read([layout.entity_key(feature_set, e) for e in chunk])
-            for entity, fields in zip(chunk, hashes, strict=True):
-                # Through JSON, as the service serves them: tuples become lists.
-                served[entity] = orjson.loads(orjson.dumps(decode(feature_set, fields,
-                                                                  as_of_ms)))
-    finally:
-        if own_store and hasattr(store, "close"):  # the base class has no close
-            store.close()
+    for start in range(0, len(entity_ids), 1_000):
+        chunk = entity_ids[start:start + 1_000]
+        hashes = store.read([layout.entity_key(feature_set, e) for e in chunk])
+        for entity, fields in zip(chunk, hashes, strict=True):
+            # Through JSON, as the service serves them: tuples become lists.
+            served[entity] = orjson.loads(orjson.dumps(decode(feature_set, fields, as_of_ms)))
     _say(progress, f"{feature_set.ref}: recomputing in Spark from {events.num_rows:,} lake events")
     got = _recompute(spark, recompute_with, spark.createDataFrame(events),
                      [(e, e, as_of_ms) for e in entity_ids])

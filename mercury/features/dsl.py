@@ -26,14 +26,11 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 from mercury import durations
 from mercury.contracts import registry
+from mercury.features.errors import DefinitionError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 AGGREGATIONS = ("sum", "count", "min", "max", "avg", "distinct_count")
 FILTER_OPS = ("eq", "ne", "in", "not_in", "not_null", "is_null")
-
-
-class DefinitionError(ValueError):
-    """A feature definition that cannot mean anything; the message names what is wrong."""
 
 
 def _check_name(kind: str, name: str) -> None:

@@ -106,16 +106,18 @@ class FlinkState:
 class OnlineFeatures(KeyedProcessFunction):
     """Keyed by entity: dedup, feature state, and the writes to the online store."""
 
-    def __init__(self, specs_json: str, redis_json: str, warm_start_json: str = "[]"):
+    def __init__(self, specs_json: str, store_json: str, warm_start_json: str = "[]"):
         self.specs_json = specs_json
-        self.redis_json = redis_json
+        self.store_json = store_json
         self.warm_start_json = warm_start_json
 
     def open(self, runtime_context):
-        from mercury.config import RedisConfig
-        from mercury.online.redis_store import RedisOnlineStore
+        from pydantic import TypeAdapter
 
-        self.store = RedisOnlineStore(RedisConfig(**orjson.loads(self.redis_json)))
+        from mercury.config import OnlineStoreConfig
+        from mercury.online.factory import open_store
+
+        self.store = open_store(TypeAdapter(OnlineStoreConfig).validate_json(self.store_json))
         self.executor = _executor(self.specs_json, self.store, orjson.loads(self.warm_start_json))
         self.state = FlinkState({
             name: runtime_context.get_state(ValueStateDescriptor(name, Types.PICKLED_BYTE_ARRAY()))
@@ -162,7 +164,7 @@ def _executor(specs_json: str, store=None, warm_start_refs=()):
     return OnlineExecutor(feature_sets, seams=seams)
 
 
-def build(lines, feature_sets_json: str, redis_json: str, warm_start_refs=()):
+def build(lines, feature_sets_json: str, store_json: str, warm_start_refs=()):
     """lines (a DataStream of LINE rows) -> (dead letters, validated, late) tagged streams.
 
     The Redis writes happen inside the keyed operator; the three returned streams carry
@@ -176,7 +178,7 @@ def build(lines, feature_sets_json: str, redis_json: str, warm_start_refs=()):
         .with_timestamp_assigner(EventTime())
     features = routed.assign_timestamps_and_watermarks(watermarks) \
         .key_by(lambda row: row.key, key_type=Types.STRING()) \
-        .process(OnlineFeatures(feature_sets_json, redis_json,
+        .process(OnlineFeatures(feature_sets_json, store_json,
                                 orjson.dumps(list(warm_start_refs)).decode()),
                  output_type=TAGGED) \
         .name("online-features")

@@ -142,21 +142,8 @@ def days_in(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def resolve(feature_set: FeatureSet | str) -> FeatureSet:
-    """A set given as ``name.vN`` loaded from its compiled spec (an unknown one: CompileError)."""
-    if isinstance(feature_set, FeatureSet):
-        return feature_set
-    from mercury.features.compile import load_compiled
-
-    if ".v" not in feature_set:
-        raise HistoryError(f"{feature_set!r}: give a set as NAME.vN, e.g. spending.v1")
-    (loaded,) = load_compiled([feature_set])
-    return loaded
-
-
-def table_identifier(settings: Settings, feature_set: FeatureSet | str) -> str:
-    fs = resolve(feature_set)
-    return f"{settings.offline.namespace}.{fs.name}_v{fs.version}"
+def table_identifier(settings: Settings, feature_set: FeatureSet) -> str:
+    return f"{settings.offline.namespace}.{feature_set.name}_v{feature_set.version}"
 
 
 def arrow_schema(feature_set: FeatureSet) -> pa.Schema:
@@ -458,7 +445,7 @@ def _describe(todo: dict[date, str]) -> str:
 COMMIT_ATTEMPTS = 3
 
 
-def backfill(spark: SparkSession, settings: Settings, feature_set: FeatureSet | str,
+def backfill(spark: SparkSession, settings: Settings, fs: FeatureSet,
              start: date, end: date, full: bool = False,
              progress: Callable[[str], None] | None = None) -> BackfillResult:
     """Compute and store the history of ``start..end`` (inclusive) that can have changed since
@@ -471,7 +458,6 @@ def backfill(spark: SparkSession, settings: Settings, feature_set: FeatureSet | 
     from pyiceberg.exceptions import CommitFailedException
 
     began = time.monotonic()
-    fs = resolve(feature_set)
     days = days_in(start, end)
     say = progress or (lambda _text: None)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
@@ -568,7 +554,7 @@ def _run_once(spark: SparkSession, settings: Settings, fs: FeatureSet, days: lis
     return todo, rows, current
 
 
-def read(settings: Settings, feature_set: FeatureSet | str, start: date | None = None,
+def read(settings: Settings, fs: FeatureSet, start: date | None = None,
          end: date | None = None) -> pa.Table:
     """The stored history of ``start..end`` (inclusive; open where None), sorted by (day,
     entity)."""
@@ -577,7 +563,6 @@ def read(settings: Settings, feature_set: FeatureSet | str, start: date | None =
 
     from mercury.lake.tables import catalog
 
-    fs = resolve(feature_set)
     identifier = table_identifier(settings, fs)
     try:
         table = catalog(settings).load_table(identifier)

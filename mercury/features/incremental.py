@@ -26,6 +26,7 @@ from mercury.features.filters import passes
 from mercury.features.semantics import MAX_LATENESS_MS
 from mercury.features.windows import window
 from mercury.online import layout
+from mercury.online.store import KeyWrite
 
 
 @dataclass
@@ -37,17 +38,6 @@ class Touched:
 
     def __bool__(self) -> bool:
         return bool(self.tiles or self.lists or self.latest or self.pruned)
-
-
-@dataclass(frozen=True)
-class KeyWrite:
-    """Whole fields to overwrite (and delete) in one hash, and its TTL. ``replace`` drops
-    every other field first (the hash then holds exactly ``set_fields``)."""
-    key: str
-    set_fields: dict
-    delete_fields: tuple = ()
-    ttl_ms: int = 0
-    replace: bool = False
 
 
 def new_state() -> dict:

@@ -48,6 +48,7 @@ from mercury.features.events import FeatureEvent
 from mercury.features.online_executor import Seam
 from mercury.features.semantics import MAX_LATENESS_MS
 from mercury.online import layout
+from mercury.online.store import OnlineStore
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -158,15 +159,14 @@ def fold_states(feature_set, events_df: DataFrame, cut_ms: int) -> DataFrame:
 # ---- the job ----------------------------------------------------------------------------------
 
 def backfill_online(spark: SparkSession, settings: Settings, feature_set, cut_ms: int,
-                    store=None, log: Callable[[str], None] = print,
+                    store: OnlineStore, log: Callable[[str], None] = print,
                     events_df: DataFrame | None = None) -> WarmStartResult:
-    """Fill ``feature_set``'s online hashes and bootstraps from the lake up to arrival
-    ``cut_ms`` (see the module doc). ``store`` defaults to the settings' online store;
-    ``events_df`` to the set's lake events (``spark_executor.lake_events_frame``)."""
+    """Fill ``feature_set``'s online hashes and bootstraps in ``store`` from the lake up to
+    arrival ``cut_ms`` (see the module doc). ``events_df`` defaults to the set's lake events
+    (``spark_executor.lake_events_frame``)."""
     from pyspark.sql import functions as F
 
     from mercury.features import spark_executor
-    from mercury.online.store import open_store
 
     started = time.monotonic()
     if events_df is None:
@@ -183,28 +183,23 @@ def backfill_online(spark: SparkSession, settings: Settings, feature_set, cut_ms
             f"{feature_set.ref}: the lake's {feature_set.source.stream} holds arrivals up to "
             f"{newest}, before the cut {cut_ms}; compact the log into the lake past the cut "
             f"(or choose an earlier cut) and run the warm start again")
-    own_store = store is None
-    store = open_store(settings) if own_store else store
     ttl_ms = state_ttl_ms(settings, feature_set)
     entities = events = 0
     writes, bootstraps = [], {}
-    try:
-        for row in fold_states(feature_set, events_df, cut_ms).toLocalIterator():
-            state = incremental.decode_state(row["state"])
-            writes.append(incremental.render_all(feature_set, state, row["entity_id"]))
-            bootstraps[bootstrap_key(feature_set, row["entity_id"])] = bytes(row["state"])
-            entities += 1
-            events += row["events"]
-            if len(writes) >= WRITE_BATCH:
-                _flush(store, writes, bootstraps, ttl_ms)
-                log(f"  {feature_set.ref}: {entities} entities written")
-                writes, bootstraps = [], {}
-        _flush(store, writes, bootstraps, ttl_ms)
-        marker = {"cut_ms": cut_ms, "entities": entities, "events": events}
-        store.put_values({marker_key(feature_set): orjson.dumps(marker)}, ttl_ms)
-    finally:
-        if own_store:
-            store.close()
+    for row in fold_states(feature_set, events_df, cut_ms).toLocalIterator():
+        state = incremental.decode_state(row["state"])
+        writes.append(incremental.render_all(feature_set, state, row["entity_id"]))
+        bootstraps[bootstrap_key(feature_set, row["entity_id"])] = bytes(row["state"])
+        entities += 1
+        events += row["events"]
+        if len(writes) >= WRITE_BATCH:
+            _flush(store, writes, bootstraps, ttl_ms)
+            log(f"  {feature_set.ref}: {entities} entities written")
+            writes, bootstraps = [], {}
+    _flush(store, writes, bootstraps, ttl_ms)
+    # The marker last: the streaming job refuses a version whose warm start did not finish.
+    marker = {"cut_ms": cut_ms, "entities": entities, "events": events}
+    store.put_values({marker_key(feature_set): orjson.dumps(marker)}, ttl_ms)
     result = WarmStartResult(feature_set.ref, cut_ms, entities, events, newest,
                              time.monotonic() - started)
     log(result.summary())

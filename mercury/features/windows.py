@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from mercury.durations import DAY_MS, HOUR_MS, MINUTE_MS, format_duration, parse_duration
+from mercury.features.errors import DefinitionError
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,6 @@ def hop_for(length_ms: int) -> int:
 
 @cache
 def window(text: str) -> Window:
-    from mercury.features.dsl import DefinitionError
-
     try:
         length = parse_duration(text)
     except ValueError as exc:

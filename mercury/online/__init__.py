@@ -1,2 +1,3 @@
-"""The online store: key layout, the store backends (Redis; in-memory for unit tests) and the
-reader that returns an entity's whole context as of a request time."""
+"""The online store: its key layout and its backends (Redis; in-memory for unit tests),
+picked by ``online_store.type`` (``factory.open_store``). It knows nothing about features:
+reading values back is ``mercury.features.reader``."""

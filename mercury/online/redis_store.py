@@ -1,10 +1,12 @@
 """The online store on Redis (ElastiCache in cluster mode in production).
 
-Writes go in one pipeline per batch: HSET of whole fields, HDEL of dead tiles, PEXPIRE. The
-connection is made on first use, so building a store does no I/O. On Redis Cluster every
-key of one entity shares a hash tag, so a pipeline per entity stays on one node; the served
-version pointers and their history share the ``{active}`` tag, so promotion and rollback are
-one atomic script on one node.
+Writes go in one pipeline per batch: HSET of whole fields, HDEL of dead tiles, PEXPIRE. Reads
+(``fetch``) are one pipeline too, with the served-version pointers in it when asked, over a
+blocking client (jobs, commands) or an asyncio one (the context API); both are made on first
+use, so building a store does no I/O. On Redis Cluster every key of one entity shares a hash
+tag, so a pipeline per entity stays on one node; the served version pointers and their
+history share the ``{active}`` tag, so promotion and rollback are one atomic script on one
+node.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 from mercury.online import layout
-from mercury.online.store import OnlineStore
+from mercury.online.store import Hashes, KeyWrite, OnlineStore, Versions
 
 # KEYS: pointer, history. Remembers the replaced version (the last 20), never the same twice.
 _PROMOTE = """
@@ -36,25 +38,79 @@ return {replaced or '', restored}
 
 
 class RedisOnlineStore(OnlineStore):
-    def __init__(self, config, client=None):
+    def __init__(self, config, client=None, async_client=None):
         self.config = config
         self._client = client
+        self._async_client = async_client
+
+    def _connection_kwargs(self) -> dict:
+        cfg = self.config
+        password = os.environ.get(cfg.password_env) if cfg.password_env else None
+        return dict(host=cfg.host, port=cfg.port, password=password)
 
     @property
     def client(self):
         if self._client is None:
             import redis
 
-            password = os.environ.get(self.config.password_env) if self.config.password_env \
-                else None
-            kwargs = dict(host=self.config.host, port=self.config.port, password=password)
-            if self.config.cluster:
-                self._client = redis.RedisCluster(**kwargs)
-            else:
-                self._client = redis.Redis(db=self.config.db, **kwargs)
+            kwargs = self._connection_kwargs()
+            self._client = redis.RedisCluster(**kwargs) if self.config.cluster \
+                else redis.Redis(db=self.config.db, **kwargs)
         return self._client
 
-    def write(self, writes: Sequence) -> None:
+    @property
+    def async_client(self):
+        """The event loop's client: a short connect timeout, so a dead store fails fast.
+        Reads are bounded by the caller's deadline; the socket timeout is only a backstop for
+        a connection nobody waits on any more."""
+        if self._async_client is None:
+            import redis.asyncio as aioredis
+
+            cfg = self.config
+            kwargs = dict(self._connection_kwargs(), socket_timeout=cfg.read_timeout_s,
+                          socket_connect_timeout=cfg.connect_timeout_s, retry_on_timeout=False)
+            self._async_client = aioredis.RedisCluster(**kwargs) if cfg.cluster else \
+                aioredis.Redis(db=cfg.db, max_connections=cfg.max_connections, **kwargs)
+        return self._async_client
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def _read_pipeline(self, client, keys: Sequence[str], pointer_sets: Sequence[str]):
+        pipe = client.pipeline(transaction=False)
+        if pointer_sets:
+            pipe.mget([layout.active_key(n) for n in pointer_sets])
+        for key in keys:
+            pipe.hgetall(key)
+        return pipe
+
+    @staticmethod
+    def _versions(pointer_sets: Sequence[str], values: list) -> Versions:
+        return {n: None if v is None else int(v)
+                for n, v in zip(pointer_sets, values, strict=True)}
+
+    def _replies(self, replies: list, pointer_sets: Sequence[str]) -> tuple[Hashes, Versions]:
+        versions = self._versions(pointer_sets, replies.pop(0)) if pointer_sets else {}
+        return [{k.decode(): v for k, v in fields.items()} for fields in replies], versions
+
+    def fetch(self, keys: Sequence[str], pointer_sets: Sequence[str] = ()
+              ) -> tuple[Hashes, Versions]:
+        if not keys:  # pointers only: one MGET, no pipeline
+            return [], self._versions(pointer_sets, self.client.mget(
+                [layout.active_key(n) for n in pointer_sets]) if pointer_sets else [])
+        replies = self._read_pipeline(self.client, keys, pointer_sets).execute()
+        return self._replies(replies, pointer_sets)
+
+    async def afetch(self, keys: Sequence[str], pointer_sets: Sequence[str] = ()
+                     ) -> tuple[Hashes, Versions]:
+        if not keys:
+            return [], self._versions(pointer_sets, await self.async_client.mget(
+                [layout.active_key(n) for n in pointer_sets]) if pointer_sets else [])
+        replies = await self._read_pipeline(self.async_client, keys, pointer_sets).execute()
+        return self._replies(replies, pointer_sets)
+
+    # ---- writes -----------------------------------------------------------------------------
+
+    def write(self, writes: Sequence[KeyWrite]) -> None:
         if not writes:
             return
         pipe = self.client.pipeline(transaction=False)
@@ -68,16 +124,6 @@ class RedisOnlineStore(OnlineStore):
             if w.ttl_ms:
                 pipe.pexpire(w.key, w.ttl_ms)
         pipe.execute()
-
-    def read(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
-        return [{k.decode(): v for k, v in fields.items()} for fields in pipe.execute()]
-
-    def active_versions(self, set_names: Sequence[str]) -> dict[str, int | None]:
-        values = self.client.mget([layout.active_key(n) for n in set_names])
-        return {n: None if v is None else int(v) for n, v in zip(set_names, values, strict=True)}
 
     def set_active(self, set_name: str, version: int) -> None:
         self.client.set(layout.active_key(set_name), version)
@@ -133,3 +179,9 @@ class RedisOnlineStore(OnlineStore):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None

@@ -115,7 +115,7 @@ class FlinkRestClient:
 
     def python_jar_id(self) -> str:
         if self._python_jar is None:
-            from mercury.stack.flink_cluster import flink_python_jar
+            from mercury.ops.flink_dist import flink_python_jar
 
             self._python_jar = flink_python_jar()
         return self.ensure_jar(self._python_jar)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mercury.errors import CommandError
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     dlq = subparsers.add_parser("dlq", help="dead letters: replay them once the cause is fixed")
@@ -25,7 +27,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _replay(args) -> int:
-    from mercury.cli import CommandError
     from mercury.config import load_settings
     from mercury.quality.replay import ReplayError, progress_printer, replay_dead_letters
 

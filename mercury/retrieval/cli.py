@@ -14,6 +14,8 @@ import argparse
 import sys
 import time
 
+from mercury.errors import CommandError
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     knowledge = subparsers.add_parser("knowledge", help="the RAG knowledge index")
@@ -87,10 +89,10 @@ def _indexer(args) -> int:
 
 
 def _rebuild(args) -> int:
-    from mercury.cli import CommandError
     from mercury.retrieval.chunking import ChunkingSpec
     from mercury.retrieval.embedding import open_embedder
-    from mercury.retrieval.index import VectorIndexError, open_index
+    from mercury.retrieval.factory import open_index
+    from mercury.retrieval.index import VectorIndexError
     from mercury.retrieval.rebuild import rebuild
 
     settings = _settings()
@@ -108,8 +110,8 @@ def _rebuild(args) -> int:
 
 
 def _rollback(args) -> int:
-    from mercury.cli import CommandError
-    from mercury.retrieval.index import VectorIndexError, open_index
+    from mercury.retrieval.factory import open_index
+    from mercury.retrieval.index import VectorIndexError
 
     cfg = _settings().retrieval
     try:
@@ -121,7 +123,7 @@ def _rollback(args) -> int:
 
 
 def _status(args) -> int:
-    from mercury.retrieval.index import open_index
+    from mercury.retrieval.factory import open_index
     from mercury.retrieval.supervisor import indexer_health
 
     settings = _settings()
@@ -138,8 +140,8 @@ def _status(args) -> int:
 
 
 def _search(args) -> int:
-    from mercury.cli import CommandError
-    from mercury.retrieval.index import SearchFilter, VectorIndexError, open_index
+    from mercury.retrieval.factory import open_index
+    from mercury.retrieval.index import SearchFilter, VectorIndexError
     from mercury.retrieval.retriever import Retriever
     from mercury.retrieval.service import embedder_cache
 

@@ -12,7 +12,8 @@ writes safe to repeat: a change is applied only if it is newer than the entry (s
 out-of-order updates change nothing), a delete leaves a tombstone (so an older upsert
 replayed later cannot bring a document back), and unchanged chunk ids are not re-embedded.
 
-Backends implement the abstract methods; ``open_index`` picks one from config.
+Backends implement the abstract methods; ``mercury.retrieval.factory.open_index`` picks one
+from config.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from mercury.config import LocalVectorConfig, OpenSearchVectorConfig, RetrievalConfig
 
 
 class VectorIndexError(Exception):
@@ -212,16 +211,3 @@ class VectorIndex(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         return None
-
-
-def open_index(config: RetrievalConfig) -> VectorIndex:
-    binding = config.index
-    if isinstance(binding, LocalVectorConfig):
-        from mercury.retrieval.local_index import LocalVectorIndex
-
-        return LocalVectorIndex(binding)
-    if isinstance(binding, OpenSearchVectorConfig):
-        from mercury.retrieval.opensearch_index import OpenSearchVectorIndex
-
-        return OpenSearchVectorIndex(binding)
-    raise VectorIndexError(f"no vector index for binding {type(binding).__name__}")

@@ -37,7 +37,8 @@ from mercury.eventlog.factory import open_consumer, open_producer
 from mercury.quality.dead_letters import encode, make_dead_letter
 from mercury.retrieval.documents import STREAM, Document, Rejected, parse_change
 from mercury.retrieval.embedding import Embedder, open_embedder
-from mercury.retrieval.index import VectorIndex, open_index
+from mercury.retrieval.factory import open_index
+from mercury.retrieval.index import VectorIndex
 from mercury.retrieval.indexer import (
     GROUP,
     DocumentApplier,

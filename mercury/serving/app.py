@@ -148,7 +148,7 @@ def create_app(build_runtime) -> Starlette:
             yield
         finally:
             rt.monitor.stop()
-            rt.service.close()
+            await rt.service.aclose()
             rt.shipper.stop()
             rt.spool.close()
 

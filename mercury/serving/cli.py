@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from mercury.errors import CommandError
+
 
 def register(subparsers) -> None:
     serve = subparsers.add_parser("serve", help="run the context API (uvicorn)")
@@ -56,7 +58,6 @@ def _keys():
 
 
 def _token(args) -> int:
-    from mercury.cli import CommandError
     from mercury.serving.auth import service_token
 
     settings, keys = _keys()
@@ -84,7 +85,6 @@ def _user_token(args) -> int:
 
 
 def _decrypt(args) -> int:
-    from mercury.cli import CommandError
     from mercury.privacy.protect import decrypt
 
     _, keys = _keys()

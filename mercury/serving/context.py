@@ -104,8 +104,9 @@ class ContextService:
 
         self.documents.warm_up().add_done_callback(done)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.documents.close()
+        await self.features.reader.store.aclose()
 
     def plan(self, request: ContextRequest) -> Plan:
         if request.parts is None:

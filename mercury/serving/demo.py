@@ -37,12 +37,12 @@ def load_online_features(settings: Settings) -> tuple[int, str]:
     from mercury.features.compile import load_compiled
     from mercury.features.online_executor import DictState, OnlineExecutor
     from mercury.features.reference import valid_record
-    from mercury.online.redis_store import RedisOnlineStore
+    from mercury.online.factory import open_store
 
     sets = load_compiled()
     executor, states, pending, applied = OnlineExecutor(sets), {}, [], 0
     declines: Counter = Counter()
-    store = RedisOnlineStore(settings.redis)
+    store = open_store(settings)
     # The demo's world is new each run: keys of an earlier world would mix into its users.
     stale = list(store.client.scan_iter(match="fs:{u:*", count=5_000))
     for start in range(0, len(stale), 5_000):

@@ -1,10 +1,7 @@
 """Feature sets of one user from the online store, within a deadline, with a fallback.
 
-One pipelined round trip reads every wanted set's hash (all of a user's keys share a hash
-tag, so it is one node on Redis Cluster); the served-version pointers are cached for
-``pointer_ttl_ms`` and refreshed in the same round trip when stale. Values are decoded with
-``mercury.online.reader.decode``, the function the store is tested against the reference
-executor with, so the API serves exactly what the oracle computes.
+The read is ``ContextReader.acontext``: the same plan, pointer cache and decode that the
+tests hold to the reference executor, so the API serves exactly what the oracle computes.
 
 When the store fails or misses its deadline, each set comes from the **last known snapshot**
 of that user in this process (the values as of when they were read, flagged ``snapshot`` with
@@ -19,11 +16,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from mercury.online import layout
-from mercury.online.reader import decode
+from mercury.features.reader import ContextReader
 from mercury.serving.breaker import CircuitBreaker
 
 ONLINE, SNAPSHOT, UNAVAILABLE = "online", "snapshot", "unavailable"
+USER_TAG = "u"  # the entity whose context the API serves
 
 
 @dataclass(frozen=True)
@@ -61,17 +58,16 @@ class SnapshotCache:
 
 
 class FeatureFetcher:
-    def __init__(self, client, feature_sets, breaker: CircuitBreaker, snapshots: SnapshotCache,
-                 monitor=None, pointer_ttl_ms: int = 1_000):
-        self.client = client  # redis.asyncio client (or cluster client)
-        self.catalog = {(fs.name, fs.version): fs for fs in feature_sets}
-        self.set_names = sorted({fs.name for fs in feature_sets})
+    """The context API's feature read: ``ContextReader.acontext`` (the one read path) within
+    a deadline, behind a breaker, with the snapshot fallback."""
+
+    def __init__(self, reader: ContextReader, breaker: CircuitBreaker, snapshots: SnapshotCache,
+                 monitor=None):
+        self.reader = reader
+        self.set_names = reader.set_names
         self.breaker = breaker
         self.snapshots = snapshots
         self.monitor = monitor  # LoopMonitor: tells a slow store from a saturated process
-        self.pointer_ttl_ms = pointer_ttl_ms
-        self._versions: dict[str, int] = {}
-        self._versions_read_ms: int | None = None
 
     async def fetch(self, user_id: str, names: list[str], as_of_ms: int, deadline_s: float
                     ) -> tuple[dict[str, SetContext], str | None]:
@@ -82,7 +78,8 @@ class FeatureFetcher:
             return self._fallback(user_id, names, as_of_ms), "breaker_open"
         started = time.perf_counter()
         try:
-            found = await asyncio.wait_for(self._read(user_id, names, as_of_ms), deadline_s)
+            context = await asyncio.wait_for(
+                self.reader.acontext(USER_TAG, user_id, as_of_ms, names), deadline_s)
         except Exception as exc:  # noqa: BLE001 - any store failure degrades, never a 500
             reason = "deadline" if _is_timeout(exc) else type(exc).__name__
             if reason == "deadline" and self.monitor is not None and \
@@ -92,49 +89,22 @@ class FeatureFetcher:
             self.breaker.failure()
             return self._fallback(user_id, names, as_of_ms), reason
         self.breaker.success()
-        for ctx in found.values():
-            if ctx.source == ONLINE:
-                self.snapshots.put(user_id, ctx)
+        found = {}
+        for name in names:
+            if name not in context.values:  # no version of this set is served (yet)
+                found[name] = SetContext(name, None, UNAVAILABLE, None, None, None)
+                continue
+            found[name] = ctx = SetContext(name, context.versions[name], ONLINE, as_of_ms,
+                                           context.newest_event_ms[name], context.values[name])
+            self.snapshots.put(user_id, ctx)
         return found, None
 
-    async def _read(self, user_id: str, names: list[str], as_of_ms: int) -> dict:
-        now_ms = int(time.time() * 1000)
-        refresh = self._versions_read_ms is None or \
-            now_ms - self._versions_read_ms >= self.pointer_ttl_ms
-        wanted = [(n, self._versions.get(n)) for n in names]
-        pipe = self.client.pipeline(transaction=False)
-        if refresh:
-            pipe.mget([layout.active_key(n) for n in self.set_names])
-        sets = []
-        for name, version in wanted:
-            fs = self.catalog.get((name, version)) if version is not None else None
-            sets.append(fs)
-            if fs is not None:
-                pipe.hgetall(layout.entity_key(fs, user_id))
-        replies = await pipe.execute()
-        if refresh:
-            pointers = replies.pop(0)
-            self._versions = {n: int(v) for n, v in zip(self.set_names, pointers, strict=True)
-                              if v is not None}
-            self._versions_read_ms = now_ms
-            if any(fs is None or fs.version != self._versions.get(fs.name) for fs in sets):
-                return await self._read(user_id, names, as_of_ms)  # pointers moved: reread
-        out, replies_iter = {}, iter(replies)
-        for (name, _), fs in zip(wanted, sets, strict=True):
-            if fs is None:  # no version of this set is served (yet)
-                out[name] = SetContext(name, None, UNAVAILABLE, None, None, None)
-                continue
-            fields = {k.decode(): v for k, v in next(replies_iter).items()}
-            stamp = fields.get(layout.STAMP_FIELD)
-            out[name] = SetContext(name, fs.version, ONLINE, as_of_ms,
-                                   int(stamp) if stamp else None, decode(fs, fields, as_of_ms))
-        return out
-
     def _fallback(self, user_id: str, names: list[str], as_of_ms: int) -> dict:
+        served = self.reader.served_versions()
         out = {}
         for name in names:
             snap = self.snapshots.get(user_id, name, as_of_ms)
-            out[name] = snap or SetContext(name, self._versions.get(name), UNAVAILABLE,
+            out[name] = snap or SetContext(name, served.get(name), UNAVAILABLE,
                                            None, None, None)
         return out
 
@@ -142,20 +112,3 @@ class FeatureFetcher:
 def _is_timeout(exc: BaseException) -> bool:
     # asyncio's deadline, or redis-py's own socket timeout (redis.exceptions.TimeoutError)
     return isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError"
-
-
-def redis_client(config, socket_timeout_s: float):
-    """An asyncio Redis client for the serving path: a short connect timeout, so a dead store
-    fails fast. Reads are bounded by the fetch's deadline; the socket timeout is only a
-    backstop for a connection nobody waits on any more."""
-    import os
-
-    import redis.asyncio as aioredis
-
-    password = os.environ.get(config.password_env) if config.password_env else None
-    kwargs = dict(host=config.host, port=config.port, password=password,
-                  socket_timeout=socket_timeout_s, socket_connect_timeout=0.05,
-                  retry_on_timeout=False)
-    if config.cluster:
-        return aioredis.RedisCluster(**kwargs)
-    return aioredis.Redis(db=config.db, max_connections=64, **kwargs)

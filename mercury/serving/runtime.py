@@ -9,6 +9,8 @@ from mercury.config import Settings
 from mercury.eventlog import open_producer
 from mercury.eventlog.factory import encode_record
 from mercury.features.compile import load_compiled
+from mercury.features.reader import ContextReader
+from mercury.online.factory import open_store
 from mercury.privacy.keys import load_keys
 from mercury.serving.app import Runtime
 from mercury.serving.audit import AuditShipper, AuditSpool
@@ -17,7 +19,7 @@ from mercury.serving.breaker import CircuitBreaker
 from mercury.serving.context import ContextService
 from mercury.serving.documents import DocumentFetcher
 from mercury.serving.exposure import check_exposure
-from mercury.serving.features import FeatureFetcher, SnapshotCache, redis_client
+from mercury.serving.features import FeatureFetcher, SnapshotCache
 from mercury.serving.metrics import Metrics
 from mercury.serving.overload import LoopMonitor
 
@@ -29,7 +31,7 @@ def spool_dir(settings: Settings):
 def default_retriever_factory(settings: Settings):
     def build():
         from mercury.retrieval.embedding import open_embedder
-        from mercury.retrieval.index import open_index
+        from mercury.retrieval.factory import open_index
         from mercury.retrieval.retriever import Retriever
 
         cfg, embedders = settings.retrieval, {}
@@ -45,7 +47,7 @@ def default_retriever_factory(settings: Settings):
     return build
 
 
-def build_runtime(settings: Settings, *, redis=None, retriever_factory=None,
+def build_runtime(settings: Settings, *, store=None, retriever_factory=None,
                   feature_sets=None) -> Runtime:
     cfg = settings.serving
     keys = load_keys(settings)
@@ -54,8 +56,8 @@ def build_runtime(settings: Settings, *, redis=None, retriever_factory=None,
     metrics = Metrics()
     monitor = LoopMonitor(max_lag_ms=cfg.overload_lag_ms)
     features = FeatureFetcher(
-        redis if redis is not None else redis_client(settings.redis, 1.0),
-        feature_sets, CircuitBreaker("redis", cfg.breaker_failures, cfg.breaker_reset_s),
+        ContextReader(store if store is not None else open_store(settings), feature_sets),
+        CircuitBreaker("redis", cfg.breaker_failures, cfg.breaker_reset_s),
         SnapshotCache(cfg.snapshot_max_users, cfg.snapshot_max_age_s * 1000), monitor)
     documents = DocumentFetcher(retriever_factory or default_retriever_factory(settings),
                                 CircuitBreaker("index", cfg.breaker_failures,

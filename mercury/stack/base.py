@@ -11,10 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mercury.config import Settings
-
-
-class StackError(Exception):
-    """A component could not be started or checked; the message says what to do."""
+from mercury.errors import StackError  # noqa: F401 (raised by every component)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ class RedisServer(Component):
     start_timeout_s = 15.0
 
     def health(self) -> Health:
-        cfg = self.settings.redis
+        cfg = self.settings.online_store
+        if cfg.type != "redis":
+            return Health(self.name, True, f"not used (online_store.type: {cfg.type})")
         where = f"{cfg.host}:{cfg.port}"
         try:
             info = redis.Redis(host=cfg.host, port=cfg.port, socket_timeout=2).info("server")
@@ -23,10 +25,10 @@ class RedisServer(Component):
         return Health(self.name, True, f"{where} redis {info.get('redis_version')}")
 
     def launch(self) -> None:
-        cfg = self.settings.redis
+        cfg = self.settings.online_store
         if cfg.host not in ("127.0.0.1", "localhost"):
             raise StackError(f"redis at {cfg.host}:{cfg.port} is down and is not local: "
-                             "start it there, or fix redis.host in the config")
+                             "start it there, or fix online_store.host in the config")
         binary = shutil.which("redis-server")
         if binary is None:
             raise StackError("redis-server is not installed: apt-get install redis-server")

@@ -12,7 +12,7 @@ pytest.importorskip("pyflink.table", reason="PyFlink lives in the Flink env "
 from mercury.features import dsl, warm_start  # noqa: E402
 from mercury.features.compile import load_compiled  # noqa: E402
 from mercury.features.flink_pipeline import _executor  # noqa: E402
-from mercury.online.store import MemoryOnlineStore  # noqa: E402
+from mercury.online.memory_store import MemoryOnlineStore  # noqa: E402
 
 V1, V2 = load_compiled(["spending.v1", "spending.v2"])
 SPECS = orjson.dumps([dsl.to_dict(V1), dsl.to_dict(V2)]).decode()

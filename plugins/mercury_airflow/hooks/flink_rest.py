@@ -7,9 +7,12 @@ Every call is delegated to ``mercury.ops.flink_rest.FlinkRestClient``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from airflow.sdk import BaseHook
 
-from mercury.ops.flink_rest import FlinkRestClient
+if TYPE_CHECKING:
+    from mercury.ops.flink_rest import FlinkRestClient
 
 
 class FlinkRestHook(BaseHook):
@@ -36,6 +39,8 @@ class FlinkRestHook(BaseHook):
         return f"{scheme}://{host}{port}"
 
     def get_conn(self) -> FlinkRestClient:
+        from mercury.ops.flink_rest import FlinkRestClient
+
         if self._client is None:
             self._client = FlinkRestClient(self.base_url(), timeout_s=self.timeout_s)
         return self._client

@@ -10,15 +10,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from mercury.ops.flink_rest import TERMINAL_STATES, tasks_not_running
 from mercury_airflow.hooks.flink_rest import FlinkRestHook
 
 
-class FlinkSubmitJobOperator(BaseOperator):
+class FlinkRestOperator(BaseOperator):
+    """The base of the operators that talk to a Flink cluster: the connection id, and the
+    hook (made on first use, so building a DAG opens nothing)."""
+
+    def __init__(self, *, flink_conn_id: str = FlinkRestHook.default_conn_name, **kwargs):
+        super().__init__(**kwargs)
+        self.flink_conn_id = flink_conn_id
+
+    @cached_property
+    def hook(self) -> FlinkRestHook:
+        return FlinkRestHook(self.flink_conn_id)
+
+    @property
+    def client(self):
+        """The hook's ``mercury.ops.flink_rest.FlinkRestClient``."""
+        return self.hook.get_conn()
+
+
+class FlinkSubmitJobOperator(FlinkRestOperator):
     """Submit a PyFlink job file; return (push) its Flink job id.
 
     ``wait_for``: ``"RUNNING"`` (unbounded jobs: wait until the job and all its tasks run) or
@@ -30,7 +48,6 @@ class FlinkSubmitJobOperator(BaseOperator):
     ui_color = "#e6f1f2"
 
     def __init__(self, *, py_file: str, job_args: Sequence[Any] = (),
-                 flink_conn_id: str = FlinkRestHook.default_conn_name,
                  wait_for: str = "RUNNING", wait_timeout_s: float = 180.0,
                  parallelism: int | None = None, savepoint_path: str | None = None,
                  cancel_at_end: bool = False, **kwargs):
@@ -39,7 +56,6 @@ class FlinkSubmitJobOperator(BaseOperator):
             raise ValueError(f"wait_for must be RUNNING or FINISHED, not {wait_for!r}")
         self.py_file = py_file
         self.job_args = list(job_args)
-        self.flink_conn_id = flink_conn_id
         self.wait_for = wait_for
         self.wait_timeout_s = wait_timeout_s
         self.parallelism = parallelism
@@ -48,7 +64,7 @@ class FlinkSubmitJobOperator(BaseOperator):
         self._job_id: str | None = None
 
     def execute(self, context) -> str:
-        client = FlinkRestHook(self.flink_conn_id).get_conn()
+        client = self.client
         self._job_id = job_id = client.run_python(
             self.py_file, [str(arg) for arg in self.job_args], parallelism=self.parallelism,
             savepoint_path=self.savepoint_path or None)
@@ -70,26 +86,26 @@ class FlinkSubmitJobOperator(BaseOperator):
 
     def on_kill(self) -> None:
         if self._job_id:
-            _cancel_quietly(FlinkRestHook(self.flink_conn_id).get_conn(), self._job_id, self.log)
+            _cancel_quietly(self.client, self._job_id, self.log)
 
 
-class FlinkJobHealthOperator(BaseOperator):
+class FlinkJobHealthOperator(FlinkRestOperator):
     """Fail unless the job stays RUNNING with all tasks running and no restart for
     ``observe_s`` seconds; with ``require_checkpoint`` it must also have completed one."""
 
     template_fields: Sequence[str] = ("job_id",)
 
     def __init__(self, *, job_id: str, observe_s: float = 10.0,
-                 require_checkpoint: bool = False,
-                 flink_conn_id: str = FlinkRestHook.default_conn_name, **kwargs):
+                 require_checkpoint: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.job_id = job_id
         self.observe_s = observe_s
         self.require_checkpoint = require_checkpoint
-        self.flink_conn_id = flink_conn_id
 
     def execute(self, context) -> None:
-        client = FlinkRestHook(self.flink_conn_id).get_conn()
+        from mercury.ops.flink_rest import tasks_not_running
+
+        client = self.client
         deadline = time.monotonic() + self.observe_s
         while True:
             details = client.job(self.job_id)
@@ -114,20 +130,20 @@ class FlinkJobHealthOperator(BaseOperator):
         self.log.info("Flink job %s healthy for %.0fs", self.job_id, self.observe_s)
 
 
-class FlinkCancelJobOperator(BaseOperator):
+class FlinkCancelJobOperator(FlinkRestOperator):
     """Cancel the job and wait until it is CANCELED; a job already ended is left as it is."""
 
     template_fields: Sequence[str] = ("job_id",)
 
-    def __init__(self, *, job_id: str, timeout_s: float = 60.0,
-                 flink_conn_id: str = FlinkRestHook.default_conn_name, **kwargs):
+    def __init__(self, *, job_id: str, timeout_s: float = 60.0, **kwargs):
         super().__init__(**kwargs)
         self.job_id = job_id
         self.timeout_s = timeout_s
-        self.flink_conn_id = flink_conn_id
 
     def execute(self, context) -> str:
-        client = FlinkRestHook(self.flink_conn_id).get_conn()
+        from mercury.ops.flink_rest import TERMINAL_STATES
+
+        client = self.client
         state = client.job_state(self.job_id)
         if state in TERMINAL_STATES:
             self.log.info("Flink job %s already %s", self.job_id, state)

@@ -16,14 +16,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
-from mercury.config import load_settings
-from mercury.ops.deployments import deploy, health, stop
-from mercury_airflow.hooks.flink_rest import FlinkRestHook
+from mercury_airflow.operators.flink import FlinkRestOperator
+from mercury_airflow.tasks import settings
 
 
-class DeployStreamingJobOperator(BaseOperator):
+class DeployStreamingJobOperator(FlinkRestOperator):
     """Deploy ``py_file`` as the job ``job_name``; return the Flink job id."""
 
     template_fields: Sequence[str] = ("job_name", "py_file", "job_args",
@@ -31,19 +28,18 @@ class DeployStreamingJobOperator(BaseOperator):
     ui_color = "#e6f1f2"
 
     def __init__(self, *, job_name: str, py_file: str, job_args: Sequence[Any] = (),
-                 restore: bool = True, allow_non_restored_state: bool = False,
-                 flink_conn_id: str = FlinkRestHook.default_conn_name, **kwargs):
+                 restore: bool = True, allow_non_restored_state: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.job_name = job_name
         self.py_file = py_file
         self.job_args = job_args
         self.restore = restore
         self.allow_non_restored_state = allow_non_restored_state
-        self.flink_conn_id = flink_conn_id
 
     def execute(self, context) -> str:
-        client = FlinkRestHook(self.flink_conn_id).get_conn()
-        record = deploy(client, load_settings(), self.job_name, self.py_file,
+        from mercury.ops.deployments import deploy
+
+        record = deploy(self.client, settings(), self.job_name, self.py_file,
                         [str(arg) for arg in self.job_args], self.restore,
                         allow_non_restored_state=self.allow_non_restored_state)
         self.log.info("%s is Flink job %s, restored from %s", self.job_name, record.job_id,
@@ -51,20 +47,20 @@ class DeployStreamingJobOperator(BaseOperator):
         return record.job_id
 
 
-class StopStreamingJobOperator(BaseOperator):
+class StopStreamingJobOperator(FlinkRestOperator):
     """Stop the deployed ``job_name`` with a savepoint; return the savepoint path (None if
     the job was not running: the next deploy then uses its retained checkpoints)."""
 
     template_fields: Sequence[str] = ("job_name",)
 
-    def __init__(self, *, job_name: str,
-                 flink_conn_id: str = FlinkRestHook.default_conn_name, **kwargs):
+    def __init__(self, *, job_name: str, **kwargs):
         super().__init__(**kwargs)
         self.job_name = job_name
-        self.flink_conn_id = flink_conn_id
 
     def execute(self, context) -> str | None:
-        record = stop(FlinkRestHook(self.flink_conn_id).get_conn(), load_settings(), self.job_name)
+        from mercury.ops.deployments import stop
+
+        record = stop(self.client, settings(), self.job_name)
         if record.last_savepoint_job_id != record.job_id:
             self.log.warning("%s (%s) was not running: no savepoint taken", self.job_name,
                              record.job_id)
@@ -74,25 +70,22 @@ class StopStreamingJobOperator(BaseOperator):
         return record.last_savepoint
 
 
-class WaitStreamingJobRunningOperator(BaseOperator):
+class WaitStreamingJobRunningOperator(FlinkRestOperator):
     """Wait until the job and all its tasks are RUNNING; fail with its failure otherwise."""
 
     template_fields: Sequence[str] = ("job_id",)
 
-    def __init__(self, *, job_id: str, timeout_s: float = 180.0,
-                 flink_conn_id: str = FlinkRestHook.default_conn_name, **kwargs):
+    def __init__(self, *, job_id: str, timeout_s: float = 180.0, **kwargs):
         super().__init__(**kwargs)
         self.job_id = job_id
         self.timeout_s = timeout_s
-        self.flink_conn_id = flink_conn_id
 
     def execute(self, context) -> None:
-        FlinkRestHook(self.flink_conn_id).get_conn().wait_until_running(self.job_id,
-                                                                        self.timeout_s)
+        self.client.wait_until_running(self.job_id, self.timeout_s)
         self.log.info("Flink job %s and all its tasks are RUNNING", self.job_id)
 
 
-class StreamingJobHealthOperator(BaseOperator):
+class StreamingJobHealthOperator(FlinkRestOperator):
     """Fail unless ``job_name`` is RUNNING with all tasks and its last checkpoint is younger
     than ``max_checkpoint_age_s``. With ``wait_for_checkpoint_s`` (after a deploy) it first
     waits that long for the job's first checkpoint. Returns the report (XCom)."""
@@ -100,16 +93,16 @@ class StreamingJobHealthOperator(BaseOperator):
     template_fields: Sequence[str] = ("job_name", "max_checkpoint_age_s")
 
     def __init__(self, *, job_name: str, max_checkpoint_age_s: float = 120.0,
-                 wait_for_checkpoint_s: float = 0.0,
-                 flink_conn_id: str = FlinkRestHook.default_conn_name, **kwargs):
+                 wait_for_checkpoint_s: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.job_name = job_name
         self.max_checkpoint_age_s = max_checkpoint_age_s
         self.wait_for_checkpoint_s = wait_for_checkpoint_s
-        self.flink_conn_id = flink_conn_id
 
     def execute(self, context) -> dict:
-        client = FlinkRestHook(self.flink_conn_id).get_conn()
+        from mercury.ops.deployments import health
+
+        client = self.client
         deadline = time.monotonic() + self.wait_for_checkpoint_s
         while True:
             # Health is about the present, not the run's logical date: the clock is read

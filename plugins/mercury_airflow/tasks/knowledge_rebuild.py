@@ -23,8 +23,11 @@ the functions that need them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
+
+from mercury_airflow.tasks import log_line
 
 if TYPE_CHECKING:
     from mercury.config import Settings
@@ -34,10 +37,6 @@ if TYPE_CHECKING:
     from mercury.retrieval.rebuild import Decision, Evaluation
 
 Log = Callable[[str], None]
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
 
 
 @cache
@@ -86,6 +85,30 @@ def candidate_name(settings: Settings, model: str, chunking: ChunkingSpec,
     return version_name(settings.retrieval.alias, model, chunking.name, created_at_ms)
 
 
+def _run_candidate(settings: Settings, params: dict, run_after: datetime
+                   ) -> tuple[ChunkingSpec, int, str]:
+    """The candidate's chunking, creation time and name, from the run's params and its
+    ``run_after`` (so a retry resumes the same version)."""
+    chunking = chunking_for(settings, params["max_tokens"], params["overlap_tokens"])
+    created_at_ms = int(run_after.timestamp() * 1000)
+    return chunking, created_at_ms, candidate_name(settings, params["embedding_model"],
+                                                   chunking, created_at_ms)
+
+
+def build_for_run(settings: Settings, params: dict, run_after: datetime, *,
+                  log: Log = log_line) -> dict[str, Any]:
+    """``build_candidate`` with what the DAG run's params and time say."""
+    chunking, created_at_ms, _ = _run_candidate(settings, params, run_after)
+    return build_candidate(settings, params["embedding_model"], chunking, created_at_ms,
+                           log=log)
+
+
+def abandon_for_run(settings: Settings, params: dict, run_after: datetime, *,
+                    log: Log = log_line) -> str | None:
+    """``abandon_candidate`` of the version this run builds."""
+    return abandon_candidate(settings, _run_candidate(settings, params, run_after)[2], log=log)
+
+
 def find_version(index: VectorIndex, alias: str, name: str) -> VersionSpec | None:
     return next((v for v in index.versions(alias) if v.name == name), None)
 
@@ -100,14 +123,14 @@ def _version(index: VectorIndex, alias: str, name: str) -> VersionSpec:
 
 
 def _index(settings: Settings, index: VectorIndex | None) -> VectorIndex:
-    from mercury.retrieval.index import open_index
+    from mercury.retrieval.factory import open_index
 
     return index if index is not None else open_index(settings.retrieval)
 
 
 def build_candidate(settings: Settings, model: str, chunking: ChunkingSpec,
                     created_at_ms: int, *, index: VectorIndex | None = None,
-                    log: Log = _print) -> dict[str, Any]:
+                    log: Log = log_line) -> dict[str, Any]:
     """Register the candidate as building and fill it from the whole document stream.
 
     ``created_at_ms`` should come from the DAG run, not the clock: a retry then resumes the
@@ -141,7 +164,7 @@ def build_candidate(settings: Settings, model: str, chunking: ChunkingSpec,
 
 
 def evaluate_candidate(settings: Settings, version: str, *, index: VectorIndex | None = None,
-                       log: Log = _print) -> dict[str, dict | None]:
+                       log: Log = log_line) -> dict[str, dict | None]:
     """Measure the candidate and the serving version (if any) on the same questions and the
     same source snapshot, each with its own model."""
     from mercury.retrieval.rebuild import evaluate, live_source_documents, load_queries
@@ -198,8 +221,19 @@ def decide_swap(evaluations: dict[str, dict | None]) -> Decision:
                   None if serving is None else evaluation_from(serving))
 
 
+def decide_and_report(evaluations: dict[str, dict | None], *,
+                      log: Log = log_line) -> dict[str, Any]:
+    """The gate's verdict, logged with its reasons; plain values for XCom."""
+    decision = decide_swap(evaluations)
+    log(f"decision: {'SWAP' if decision.swap else 'REFUSE'} "
+        f"{evaluations['candidate']['version']}")
+    for reason in decision.reasons:
+        log(f"  - {reason}")
+    return {"swap": decision.swap, "reasons": list(decision.reasons), **evaluations}
+
+
 def swap_to(settings: Settings, version: str, *, index: VectorIndex | None = None,
-            log: Log = _print) -> dict[str, Any]:
+            log: Log = log_line) -> dict[str, Any]:
     from mercury.retrieval.rebuild import promote
 
     index = _index(settings, index)
@@ -213,7 +247,7 @@ def swap_to(settings: Settings, version: str, *, index: VectorIndex | None = Non
 
 
 def refuse_candidate(settings: Settings, version: str, reasons: list[str], *,
-                     index: VectorIndex | None = None, log: Log = _print) -> dict[str, Any]:
+                     index: VectorIndex | None = None, log: Log = log_line) -> dict[str, Any]:
     from mercury.retrieval.rebuild import refuse
 
     index = _index(settings, index)
@@ -226,7 +260,7 @@ def refuse_candidate(settings: Settings, version: str, reasons: list[str], *,
 
 
 def roll_back(settings: Settings, *, index: VectorIndex | None = None,
-              log: Log = _print) -> dict[str, Any]:
+              log: Log = log_line) -> dict[str, Any]:
     """One alias move back; the engine refuses a retired (no longer maintained) version."""
     from mercury.retrieval.rebuild import rollback
 
@@ -239,7 +273,7 @@ def roll_back(settings: Settings, *, index: VectorIndex | None = None,
 
 
 def abandon_candidate(settings: Settings, version: str, *, index: VectorIndex | None = None,
-                      log: Log = _print) -> str | None:
+                      log: Log = log_line) -> str | None:
     """After a failed run: retire the candidate if it exists and does not serve, so that the
     indexer stops maintaining a version nobody will judge. Returns what it retired."""
     index = _index(settings, index)

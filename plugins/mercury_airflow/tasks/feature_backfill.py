@@ -9,7 +9,7 @@ One run takes one feature-set version from "defined" to "serving" (``dags/featur
 2. ``backfill_history``: ``history.backfill`` in Spark for [start, end] (incremental: only days
    whose values can have changed since the last run are rewritten).
 3. ``check_history_range``: the Great Expectations checkpoint on the history rows of the range
-   (``mercury.quality.feature_history_checks``). Before the warm start, so a bad history never
+   (``mercury.features.history_checks``). Before the warm start, so a bad history never
    writes an online key.
 4. ``warm_start_online``: ``warm_start.backfill_online`` at the cut: the version's online keys
    and per-entity bootstrap state, from which the streaming job continues.
@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from mercury_airflow.tasks import log_line
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -67,13 +69,13 @@ class ParamsInvalid(AirflowFailException, ValueError):
     """The run's params cannot make a plan (no such version, a bad range); fails at once."""
 
 
-def _print(line: str) -> None:
-    print(line, flush=True)
-
-
 @dataclass(frozen=True)
 class BackfillPlan:
-    """What one run does, fixed once by ``plan_backfill`` and shared by every step."""
+    """What one run does, fixed once by ``plan_backfill`` and shared by every step (by XCom).
+
+    It carries the compiled definitions themselves, not their names: every step runs the
+    definition the run started with, even if the compiled files change under a running DAG,
+    and the digest in the plan (and in each step's log) proves which one ran."""
 
     feature_set: str  # set name, e.g. "spending"
     version: int
@@ -82,6 +84,9 @@ class BackfillPlan:
     cut_ms: int  # warm-start cut and the as-of time of the gates
     previous_version: int | None  # active before this run; None if none (or this one)
     promote: bool
+    spec: dict  # the version's compiled spec (dsl.to_dict)
+    digest: str  # its SHA-256 (compile.digest)
+    previous_spec: dict | None = None  # the previous version's, for the shadow compare
 
     @property
     def ref(self) -> str:
@@ -102,11 +107,21 @@ class BackfillPlan:
     def from_xcom(cls, value: Mapping[str, Any]) -> BackfillPlan:
         return cls(**value)
 
-    def feature_set_spec(self) -> FeatureSet:
-        from mercury.features.compile import load_compiled
+    def definition(self) -> FeatureSet:
+        """The pinned definition; refuses a spec that is not the one the plan fixed."""
+        from mercury.features.compile import digest
+        from mercury.features.dsl import feature_set_from_dict
 
-        (feature_set,) = load_compiled([self.ref])
+        feature_set = feature_set_from_dict(self.spec)
+        if digest(feature_set) != self.digest:
+            raise ParamsInvalid(f"{self.ref}: the plan's spec does not match its digest "
+                                f"{self.digest[:12]}; plan the run again")
         return feature_set
+
+    def previous_definition(self) -> FeatureSet | None:
+        from mercury.features.dsl import feature_set_from_dict
+
+        return None if self.previous_spec is None else feature_set_from_dict(self.previous_spec)
 
 
 def _as_date(value: Any, name: str) -> date:
@@ -158,29 +173,26 @@ def newest_arrival_ms(settings: Settings, feature_set: FeatureSet) -> int | None
     return None if newest is None else int(newest)
 
 
-def active_version(settings: Settings, set_name: str) -> int | None:
-    from mercury.online.store import open_store
+def _store(settings: Settings):
+    from mercury.online.factory import open_store
 
-    store = open_store(settings)
-    try:
-        return store.active_versions([set_name]).get(set_name)
-    finally:
-        store.close()
+    return open_store(settings)
 
 
-def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date | None = None,
-                  log: Log = _print) -> dict[str, Any]:
+def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date,
+                  log: Log = log_line) -> dict[str, Any]:
     """Validate the run's params and fix the plan (see the module doc); the plan as a dict.
-    Params that cannot make a plan raise ``ParamsInvalid`` (no retry: they will not improve)."""
-    from mercury.features.compile import CompileError, load_compiled
+    ``today`` is the run's date (its ``run_after``), never the clock's. Params that cannot
+    make a plan raise ``ParamsInvalid`` (no retry: they will not improve)."""
+    from mercury.features import dsl
+    from mercury.features.compile import CompileError, digest, load_one
 
     name, version = str(params["feature_set"]), int(params["version"])
     try:
-        (feature_set,) = load_compiled([f"{name}.v{version}"])
+        feature_set = load_one(f"{name}.v{version}")
     except CompileError as exc:  # names the versions that do exist
         raise ParamsInvalid(str(exc)) from exc
     start, end = _as_date(params["start"], "start"), _as_date(params["end"], "end")
-    today = today or datetime.now(UTC).date()
     if end < start:
         raise ParamsInvalid(f"{feature_set.ref}: end {end} is before start {start}")
     if end >= today:
@@ -193,12 +205,22 @@ def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date 
             raise ParamsInvalid(f"{feature_set.ref}: the lake has no "
                                 f"{feature_set.source.stream} events, so there is nothing to "
                                 "warm-start from; pass cut_ms")
-    previous = active_version(settings, name)
+    with _store(settings) as store:
+        previous = store.active_versions([name])[name]
+    previous = None if previous == version else previous
+    previous_spec = None
+    if previous is not None:
+        try:
+            previous_spec = dsl.to_dict(load_one(f"{name}.v{previous}"))
+        except CompileError:  # served, but no longer compiled: nothing to shadow-compare with
+            log(f"plan: {name}.v{previous} serves but has no compiled spec; no shadow compare")
     plan = BackfillPlan(feature_set=name, version=version, start=start.isoformat(),
-                        end=end.isoformat(), cut_ms=int(cut_ms),
-                        previous_version=None if previous == version else previous,
-                        promote=bool(params.get("promote", True)))
-    log(f"plan: {plan.ref} history {plan.start}..{plan.end}, cut {plan.cut_ms} "
+                        end=end.isoformat(), cut_ms=int(cut_ms), previous_version=previous,
+                        promote=bool(params.get("promote", True)),
+                        spec=dsl.to_dict(feature_set), digest=digest(feature_set),
+                        previous_spec=previous_spec)
+    log(f"plan: {plan.ref} (spec {plan.digest[:12]}) history {plan.start}..{plan.end}, "
+        f"cut {plan.cut_ms} "
         f"({datetime.fromtimestamp(plan.cut_ms / 1000, UTC).isoformat()}), active before: "
         f"{'v' + str(previous) if previous is not None else 'none'}, promote: {plan.promote}")
     return plan.to_xcom()
@@ -212,28 +234,28 @@ def spark_session(settings: Settings) -> SparkSession:
 
 
 def backfill_history(settings: Settings, plan: Mapping[str, Any], *,
-                     spark: SparkSession | None = None, log: Log = _print) -> dict[str, Any]:
+                     spark: SparkSession | None = None, log: Log = log_line) -> dict[str, Any]:
     """``history.backfill`` of the range: rewrites only the days whose values changed since
     the last run, so a retry after a partial run finishes the rest and writes nothing twice."""
     from mercury.features import history
 
     plan = BackfillPlan.from_xcom(plan)
     result = history.backfill(spark or spark_session(settings), settings,
-                              plan.feature_set_spec(), plan.start_date, plan.end_date,
+                              plan.definition(), plan.start_date, plan.end_date,
                               progress=log)
     return {"ref": plan.ref, "days_written": result.days_written, "rows": result.rows,
             "skipped_days": result.skipped_days}
 
 
 def check_history_range(settings: Settings, plan: Mapping[str, Any], *,
-                        log: Log = _print) -> dict[str, Any]:
+                        log: Log = log_line) -> dict[str, Any]:
     """The GX checkpoint on the history rows of the range; raises ``GateFailed`` (naming each
     failed expectation with examples) so the run stops before the warm start. Only reads."""
-    from mercury.quality.feature_history_checks import HistoryCheckFailed, check_history
+    from mercury.features.history_checks import HistoryCheckFailed, check_history
 
     plan = BackfillPlan.from_xcom(plan)
     try:
-        outcome = check_history(settings, plan.feature_set_spec(), plan.start_date,
+        outcome = check_history(settings, plan.definition(), plan.start_date,
                                 plan.end_date)
     except HistoryCheckFailed as exc:
         raise GateFailed(f"history checkpoint: {exc}; not promoting") from exc
@@ -246,14 +268,15 @@ def check_history_range(settings: Settings, plan: Mapping[str, Any], *,
 
 
 def warm_start_online(settings: Settings, plan: Mapping[str, Any], *,
-                      spark: SparkSession | None = None, log: Log = _print) -> dict[str, Any]:
+                      spark: SparkSession | None = None, log: Log = log_line) -> dict[str, Any]:
     """``warm_start.backfill_online`` at the plan's cut: every entity's state from lake events
     that arrived by the cut, overwriting the version's keys, so a retry writes the same."""
     from mercury.features import warm_start
 
     plan = BackfillPlan.from_xcom(plan)
-    result = warm_start.backfill_online(spark or spark_session(settings), settings,
-                                        plan.feature_set_spec(), plan.cut_ms, log=log)
+    with _store(settings) as store:
+        result = warm_start.backfill_online(spark or spark_session(settings), settings,
+                                            plan.definition(), plan.cut_ms, store, log=log)
     return {"ref": plan.ref, "cut_ms": plan.cut_ms, "entities": result.entities,
             "events": result.events}
 
@@ -272,7 +295,7 @@ def _executor_feature_set(plan: BackfillPlan, log: Log) -> FeatureSet | None:
 
 
 def consistency_gate(settings: Settings, plan: Mapping[str, Any], *,
-                     spark: SparkSession | None = None, log: Log = _print) -> dict[str, Any]:
+                     spark: SparkSession | None = None, log: Log = log_line) -> dict[str, Any]:
     """The version's online hashes against the Spark recompute as of the cut; raises
     ``GateFailed`` naming every feature below ``settings.offline.consistency_min_share``.
     Only reads."""
@@ -280,9 +303,11 @@ def consistency_gate(settings: Settings, plan: Mapping[str, Any], *,
 
     plan = BackfillPlan.from_xcom(plan)
     min_share = settings.offline.consistency_min_share
-    report = measure_online(spark or spark_session(settings), settings,
-                            plan.feature_set_spec(), as_of_ms=plan.cut_ms,
-                            executor_feature_set=_executor_feature_set(plan, log), progress=log)
+    with _store(settings) as store:
+        report = measure_online(spark or spark_session(settings), settings, plan.definition(),
+                                store, as_of_ms=plan.cut_ms,
+                                executor_feature_set=_executor_feature_set(plan, log),
+                                progress=log)
     log(report.summary(min_share))
     if not report.passes(min_share):
         failing = ", ".join(f"{s.feature} ({s.share:.4f})" if s.share is not None
@@ -293,7 +318,7 @@ def consistency_gate(settings: Settings, plan: Mapping[str, Any], *,
 
 
 def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
-                   log: Log = _print) -> dict[str, Any]:
+                   log: Log = log_line) -> dict[str, Any]:
     """The new version beside the active one (``bluegreen.shadow_compare``, as of its own
     default: the newest event time either version holds). Differences in features the versions
     define differently are expected (that is why there is a new version) and only reported; a
@@ -305,7 +330,7 @@ def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
     if plan.previous_version is None:
         log(f"shadow: no other version of {plan.feature_set} is active; nothing to compare")
         return {"ref": plan.ref, "compared_with": None}
-    new = plan.feature_set_spec()
+    new = plan.definition()
     old = BackfillPlan(**{**plan.to_xcom(), "version": plan.previous_version}).feature_set_spec()
     report = bluegreen.shadow_compare(settings, old, new)
     log(report.summary())
@@ -318,7 +343,7 @@ def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
                               if c.status != "unchanged")}
 
 
-def promote(settings: Settings, plan: Mapping[str, Any], *, log: Log = _print) -> dict[str, Any]:
+def promote(settings: Settings, plan: Mapping[str, Any], *, log: Log = log_line) -> dict[str, Any]:
     """``bluegreen.promote``: the active pointer names this version (setting it again on a
     retry changes nothing). With the ``promote`` param off, nothing flips."""
     from mercury.features import bluegreen
@@ -327,13 +352,14 @@ def promote(settings: Settings, plan: Mapping[str, Any], *, log: Log = _print) -
     if not plan.promote:
         log(f"promote: off for this run; {plan.ref} is ready but not active")
         return {"ref": plan.ref, "promoted": False}
-    switch = bluegreen.promote(settings, plan.feature_set, plan.version)
+    with _store(settings) as store:
+        switch = bluegreen.promote(store, plan.feature_set, plan.version)
     log(f"promote: {plan.feature_set} now serves v{plan.version} ({switch.summary()})")
     return {"ref": plan.ref, "promoted": True, "before": switch.before}
 
 
 def retire_previous(settings: Settings, plan: Mapping[str, Any], *,
-                    log: Log = _print) -> dict[str, Any]:
+                    log: Log = log_line) -> dict[str, Any]:
     """Schedule the expiry of the previous version's keys after
     ``settings.offline.retire_after_s`` (setting the same expiry again on a retry is
     harmless). Never the version the pointer names: nothing to do without a promotion, or
@@ -347,7 +373,8 @@ def retire_previous(settings: Settings, plan: Mapping[str, Any], *,
         return {"retired": None}
     after_s = settings.offline.retire_after_s
     # bluegreen.retire refuses the served version itself (BlueGreenError).
-    retirement = bluegreen.retire(settings, plan.feature_set, previous, after_s)
+    with _store(settings) as store:
+        retirement = bluegreen.retire(store, plan.feature_set, previous, after_s)
     log(f"retire: {plan.feature_set}.v{previous} keys expire in {after_s} s "
         f"({retirement.summary()})")
     return {"retired": f"{plan.feature_set}.v{previous}", "keys": retirement.keys,

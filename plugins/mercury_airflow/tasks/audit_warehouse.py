@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mercury_airflow.tasks import log_line
+
 if TYPE_CHECKING:
     from mercury.config import Settings
 
@@ -27,11 +29,7 @@ AUDIT_STREAMS = ("inference_audit", "assistant_safety_outcomes")
 COMPLIANCE_SELECTION = "source:audit+"
 
 
-def _print(line: str) -> None:
-    print(line, flush=True)
-
-
-def load_audit_stream(settings: Settings, stream: str, *, log: Log = _print) -> dict[str, Any]:
+def load_audit_stream(settings: Settings, stream: str, *, log: Log = log_line) -> dict[str, Any]:
     """Load one audit stream into its lake table; the load report as a dict."""
     from mercury.lake.load import load_stream
 
@@ -43,7 +41,7 @@ def load_audit_stream(settings: Settings, stream: str, *, log: Log = _print) -> 
             "inserted": report.inserted, "dead_letters": dict(report.dead_letters)}
 
 
-def build_compliance_models(settings: Settings, *, log: Log = _print) -> dict[str, Any]:
+def build_compliance_models(settings: Settings, *, log: Log = log_line) -> dict[str, Any]:
     """``dbt build --select source:audit+`` on the configured target; raises (naming the
     failed nodes) when a model or an error-severity test fails. Warnings (an outcome whose
     request has not arrived yet, an unknown intent) are logged, not failures."""
