@@ -1,1 +1,27 @@
-"""PySpark entry points: thin, they build DataFrames from ``mercury.features``."""
+"""PySpark entry points: thin, they build DataFrames from ``mercury.features``.
+
+Each job's ``main`` reads its arguments, then ``start(args.config)`` for the bindings and the
+session: the rest is one call into ``mercury``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from mercury.config import Settings
+
+
+def start(config: str | None) -> tuple[Settings, SparkSession]:
+    """The settings (``--config`` names a settings file, else the profile's) and the Spark
+    session they describe (``local[2]`` locally; on EMR spark-submit sets the master)."""
+    if config:
+        os.environ["MERCURY_CONFIG"] = config
+    from mercury.config import load_settings
+    from mercury.features.spark_session import session
+
+    settings = load_settings()
+    return settings, session(settings.spark)

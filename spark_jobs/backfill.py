@@ -15,11 +15,11 @@ is safe: with no change in the lake it computes nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import date
 
 from mercury.features.history import backfill as job  # noqa: F401 (the job)
+from spark_jobs import start
 
 
 class UsageError(ValueError):
@@ -61,20 +61,14 @@ def checked(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.config:
-        os.environ["MERCURY_CONFIG"] = args.config
     try:
-        feature_set, start, end = checked(args)
+        feature_set, first, last = checked(args)
     except UsageError as exc:
         print(f"spark_jobs.backfill: {exc}", file=sys.stderr)
         return 2
-    from mercury.config import load_settings
-    from mercury.features.spark_session import session, spark_config
-
-    settings = load_settings()
-    spark = session(spark_config(settings))
+    settings, spark = start(args.config)
     # The job's last progress line is the summary.
-    job(spark, settings, feature_set, start, end, full=args.full,
+    job(spark, settings, feature_set, first, last, full=args.full,
         progress=lambda line: print(line, flush=True))
     return 0
 

@@ -23,12 +23,12 @@ compiled specs: to check a changed definition against what was served or stored.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from mercury.features import consistency_job as job  # noqa: F401 (the job)
+from spark_jobs import start
 
 
 def _iso_ms(text: str) -> int:
@@ -100,17 +100,13 @@ def run(spark, settings, args: argparse.Namespace) -> job.ConsistencyReport:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.config:
-        os.environ["MERCURY_CONFIG"] = args.config
-    from mercury.config import load_settings
     from mercury.features.compile import CompileError
-    from mercury.features.spark_session import session, spark_config
 
-    settings = load_settings()
+    settings, spark = start(args.config)
     min_share = settings.offline.consistency_min_share if args.min_share is None \
         else args.min_share
     try:
-        report = run(session(spark_config(settings)), settings, args)
+        report = run(spark, settings, args)
     except (ValueError, CompileError) as exc:  # nothing to measure, or an unknown set
         print(f"consistency: {exc}", file=sys.stderr)
         return 2

@@ -16,10 +16,10 @@ counting by then. Events come from the set's lake table; the set from its compil
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from mercury.features.spark_executor import point_in_time as transform  # noqa: F401 (the job)
+from spark_jobs import start
 
 QUERY_SCHEMA = "query_id string, entity_id string, as_of_ms long"
 
@@ -55,13 +55,7 @@ def run(spark, settings, feature_set_ref: str, queries_path: str, output_path: s
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.config:
-        os.environ["MERCURY_CONFIG"] = args.config
-    from mercury.config import load_settings
-    from mercury.features.spark_session import session, spark_config
-
-    settings = load_settings()
-    spark = session(spark_config(settings))
+    settings, spark = start(args.config)
     written = run(spark, settings, args.feature_set, args.queries, args.output)
     print(f"{args.feature_set}: {written:,} query rows -> {args.output}")
     return 0

@@ -19,12 +19,12 @@ then. Events come from each set's lake table; the sets from their compiled specs
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 from mercury.features.training import TIMESTAMP_COLUMN
 from mercury.features.training import training_set as transform  # noqa: F401 (the job)
+from spark_jobs import start
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -63,20 +63,14 @@ def run(spark, settings, labels_path: str, feature_set_refs: list[str], output_p
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.config:
-        os.environ["MERCURY_CONFIG"] = args.config
-    from mercury.config import load_settings
-    from mercury.features.spark_session import session, spark_config
-
     refs = [r.strip() for r in args.feature_sets.split(",") if r.strip()]
     started = time.perf_counter()
 
     def say(text: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {text}", flush=True)
 
-    settings = load_settings()
     say("starting Spark")
-    spark = session(spark_config(settings))
+    settings, spark = start(args.config)
     try:
         written = run(spark, settings, args.labels, refs, args.output, args.timestamp_column,
                       progress=say)

@@ -27,14 +27,13 @@ Great Expectations (slow to import) is imported only to run it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mercury.features.dsl import Aggregate, FeatureSet, LastN, Latest
 from mercury.features.windows import window
-from mercury.quality.expectations import CheckpointOutcome, ExpectationSpec, _exception_message
+from mercury.quality.expectations import CheckpointOutcome, ExpectationSpec, outcome_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -161,71 +160,18 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
 def run_history_checkpoint(feature_set: FeatureSet, df: pd.DataFrame, start: date,
                            end: date) -> CheckpointOutcome:
     """Validate history rows (a pandas DataFrame in the table's layout) against the suite."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
+    from mercury.quality.expectations import dataframe_checkpoint
 
-    # A fresh ephemeral context per run: the suite depends on the range, and nothing is kept.
-    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(),
-                               analytics_enabled=False,
-                               progress_bars=ProgressBarsConfig(globally=False))
-    context = gx.get_context(mode="ephemeral", project_config=config)
+    # A fresh checkpoint per run: the suite depends on the range, and nothing is kept.
     name = f"{feature_set.name}_v{feature_set.version}_history"
-    batch = context.data_sources.add_pandas(name=name).add_dataframe_asset(
-        name=name).add_batch_definition_whole_dataframe(name="range")
-    suite = gx.ExpectationSuite(name=name)
-    for spec in history_suite_spec(feature_set, start, end):
-        kind = "".join(part.capitalize() for part in spec.type.split("_"))
-        suite.add_expectation(getattr(gxe, kind)(**spec.kwargs))
-    suite = context.suites.add(suite)
-    validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    has_ids = all(c in df.columns for c in ROW_ID)
     result_format: dict[str, Any] = {"result_format": "SUMMARY",
                                      "partial_unexpected_count": EXAMPLES}
-    if has_ids:
+    if all(c in df.columns for c in ROW_ID):
         result_format["unexpected_index_column_names"] = ROW_ID
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{name}_gate", validation_definitions=[validation], result_format=result_format))
+    checkpoint = dataframe_checkpoint(name, name, history_suite_spec(feature_set, start, end),
+                                      result_format)
     result = checkpoint.run(batch_parameters={"dataframe": prepare(df)})
-    return _outcome(result)
-
-
-def _outcome(result) -> CheckpointOutcome:
-    failed: list[str] = []
-    details: dict[str, dict[str, Any]] = {}
-    statistics: dict[str, Any] = {}
-    for validation in result.run_results.values():
-        statistics = dict(validation.statistics)
-        for item in validation.results:
-            if item.success:
-                continue
-            config = item.expectation_config
-            kwargs = dict(config.kwargs)
-            name = ExpectationSpec(config.type, kwargs).name
-            if "column_A" in kwargs:
-                name = f"{config.type}({kwargs['column_A']}, {kwargs['column_B']})"
-            elif "column_list" in kwargs:
-                name = f"{config.type}({', '.join(kwargs['column_list'])})"
-            failed.append(name)
-            found = item.result or {}
-            detail = {key: found[key] for key in
-                      ("observed_value", "unexpected_count", "partial_unexpected_list")
-                      if found.get(key) is not None}
-            rows = found.get("partial_unexpected_index_list")
-            if rows:
-                detail["examples"] = [_row_name(r) for r in rows[:EXAMPLES]]
-            message = _exception_message(item.exception_info)
-            if message:
-                detail["exception"] = message
-            details[name] = detail
-    return CheckpointOutcome(success=bool(result.success), failed_expectations=failed,
-                             statistics=statistics, details=details)
+    return outcome_of(result, _row_name, EXAMPLES)
 
 
 def _row_name(row: Any) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -71,6 +71,10 @@ class ExpectationSpec:
     @property
     def name(self) -> str:
         """A readable id, e.g. ``expect_column_values_to_be_unique(event_id)``."""
+        if "column_A" in self.kwargs:
+            return f"{self.type}({self.kwargs['column_A']}, {self.kwargs['column_B']})"
+        if "column_list" in self.kwargs:
+            return f"{self.type}({', '.join(self.kwargs['column_list'])})"
         return f"{self.type}({self.kwargs.get('column', '')})"
 
     def to_json(self) -> dict:
@@ -170,28 +174,14 @@ def write_suite_files(folder: Path = SUITES_DIR) -> list[Path]:
 # --- running ---------------------------------------------------------------------------------
 
 
-def _gx_class_name(expectation_type: str) -> str:
-    return "".join(part.capitalize() for part in expectation_type.split("_"))
-
-
-def build_suite(subject: str):
-    """``suite_spec`` as a ``great_expectations.ExpectationSuite`` (not yet in a context)."""
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-
-    suite = gx.ExpectationSuite(name=suite_name(subject))
-    for spec in suite_spec(subject):
-        expectation_class = getattr(gxe, _gx_class_name(spec.type))
-        suite.add_expectation(expectation_class(**spec.kwargs))
-    return suite
-
-
-@cache
-def _checkpoint(subject: str):
-    """An ephemeral context with a pandas data source, a whole-dataframe batch definition, the
-    subject's suite, its validation definition and a checkpoint (built once per process)."""
+def dataframe_checkpoint(name: str, suite_name: str, specs, result_format: dict):
+    """An ephemeral GX context (in memory: no files, analytics or progress bars) holding one
+    pandas dataframe asset, the suite built from ``specs`` (``ExpectationSpec``s), its
+    validation definition and a checkpoint ``<name>_gate``. Run it with
+    ``batch_parameters={"dataframe": df}``."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
+    import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
@@ -202,15 +192,23 @@ def _checkpoint(subject: str):
                                analytics_enabled=False,
                                progress_bars=ProgressBarsConfig(globally=False))
     context = gx.get_context(mode="ephemeral", project_config=config)
-    asset = context.data_sources.add_pandas(name=f"{subject}_batches").add_dataframe_asset(
-        name=subject)
-    batch_definition = asset.add_batch_definition_whole_dataframe(name="whole_batch")
-    suite = context.suites.add(build_suite(subject))
+    batch = context.data_sources.add_pandas(name=name).add_dataframe_asset(
+        name=name).add_batch_definition_whole_dataframe(name="whole_batch")
+    suite = gx.ExpectationSuite(name=suite_name)
+    for spec in specs:
+        kind = "".join(part.capitalize() for part in spec.type.split("_"))
+        suite.add_expectation(getattr(gxe, kind)(**spec.kwargs))
     validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{subject}_batch", data=batch_definition, suite=suite))
+        gx.ValidationDefinition(name=name, data=batch, suite=context.suites.add(suite)))
     return context.checkpoints.add(gx.Checkpoint(
-        name=f"{subject}_gate", validation_definitions=[validation],
-        result_format={"result_format": "SUMMARY"}))
+        name=f"{name}_gate", validation_definitions=[validation], result_format=result_format))
+
+
+@cache
+def _checkpoint(subject: str):
+    """The subject's checkpoint, built once per process."""
+    return dataframe_checkpoint(subject, suite_name(subject), suite_spec(subject),
+                                {"result_format": "SUMMARY"})
 
 
 def _timestamps_as_epoch_ms(subject: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -238,6 +236,14 @@ def run_checkpoint(subject: str, df: pd.DataFrame) -> CheckpointOutcome:
     """Validate a batch of ``subject`` records (a pandas DataFrame) against its suite."""
     checkpoint = _checkpoint(subject)
     result = checkpoint.run(batch_parameters={"dataframe": _timestamps_as_epoch_ms(subject, df)})
+    return outcome_of(result)
+
+
+def outcome_of(result, row_name: Callable[[Any], str] | None = None,
+               examples: int = 5) -> CheckpointOutcome:
+    """A checkpoint result as plain values: each failed expectation by name, with what GX
+    observed (count, a few unexpected values, and rows named by ``row_name`` when the
+    checkpoint was asked for their index columns)."""
     failed: list[str] = []
     details: dict[str, dict[str, Any]] = {}
     statistics: dict[str, Any] = {}
@@ -247,14 +253,19 @@ def run_checkpoint(subject: str, df: pd.DataFrame) -> CheckpointOutcome:
             if item.success:
                 continue
             config = item.expectation_config
-            name = ExpectationSpec(config.type, config.kwargs).name
+            name = ExpectationSpec(config.type, dict(config.kwargs)).name
             failed.append(name)
-            details[name] = {key: item.result[key] for key in
-                             ("unexpected_count", "partial_unexpected_list")
-                             if key in (item.result or {})}
+            found = item.result or {}
+            detail = {key: found[key] for key in
+                      ("observed_value", "unexpected_count", "partial_unexpected_list")
+                      if found.get(key) is not None}
+            rows = found.get("partial_unexpected_index_list")
+            if rows and row_name is not None:
+                detail["examples"] = [row_name(r) for r in rows[:examples]]
             message = _exception_message(item.exception_info)
             if message:
-                details[name]["exception"] = message
+                detail["exception"] = message
+            details[name] = detail
     return CheckpointOutcome(success=bool(result.success), failed_expectations=failed,
                              statistics=statistics, details=details)
 

@@ -135,44 +135,6 @@ def _as_date(value: Any, name: str) -> date:
         raise ParamsInvalid(f"param {name}={value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def newest_arrival_ms(settings: Settings, feature_set: FeatureSet) -> int | None:
-    """The latest arrival time (epoch ms) of the set's stream in the lake, or None if empty:
-    ``ingest_ts`` (else the event time) for plain streams; a change stream's events arrive
-    at their own time, as ``mercury.features.events.normalise`` says."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from mercury.contracts import registry
-    from mercury.lake import tables
-
-    stream = registry.stream(feature_set.source.stream)
-    if feature_set.source.envelope == "debezium":
-        from mercury.features.events import normalise
-        from mercury.features.spark_executor import lake_records
-
-        arrivals = [e.arrival_ts for r in lake_records(settings, stream.name)
-                    if (e := normalise(feature_set, r)) is not None]
-        return max(arrivals, default=None)
-    table = tables.catalog(settings).load_table(stream.lake_table)
-    names = {f.name for f in table.schema().fields}
-    fields = [n for n in (tables.ARRIVAL_FIELD, stream.event_time_field) if n in names]
-    data = table.scan(selected_fields=tuple(fields)).to_arrow()
-    if data.num_rows == 0:
-        return None
-
-    def as_ms(column: str) -> pa.Array:
-        values = data[column]
-        if pa.types.is_timestamp(values.type):
-            values = values.cast(pa.timestamp("ms", tz=values.type.tz)).cast(pa.int64())
-        return values.cast(pa.int64())
-
-    arrival = as_ms(fields[0])
-    if len(fields) == 2:
-        arrival = pc.coalesce(arrival, as_ms(fields[1]))
-    newest = pc.max(arrival).as_py()
-    return None if newest is None else int(newest)
-
-
 def _store(settings: Settings):
     from mercury.online.factory import open_store
 
@@ -200,6 +162,8 @@ def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date,
                             "UTC); a history day is written once it has ended")
     cut_ms = params.get("cut_ms")
     if cut_ms is None:
+        from mercury.features.warm_start import newest_arrival_ms
+
         cut_ms = newest_arrival_ms(settings, feature_set)
         if cut_ms is None:
             raise ParamsInvalid(f"{feature_set.ref}: the lake has no "
