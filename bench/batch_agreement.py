@@ -50,8 +50,8 @@ def stage(name: str):
 
 def run_streaming(sets, arrivals) -> tuple[object, dict]:
     """The streaming executor over every arrival, in log order, into a memory store."""
-    from mercury.features.online_executor import DictState, OnlineExecutor
-    from mercury.features.reference import valid_record
+    from mercury.features.executors.reference import valid_record
+    from mercury.features.executors.streaming.executor import DictState, OnlineExecutor
     from mercury.online.memory_store import MemoryOnlineStore
 
     executor, states, store, stats = OnlineExecutor(sets), {}, MemoryOnlineStore(), {
@@ -84,8 +84,8 @@ def streaming_values(sets, store, entities_by_ref: dict, as_of_ms: int) -> dict:
 
 def spark_values(spark, sets, arrivals, as_of_ms: int, timings: dict) -> dict:
     """Normalise in Python (timed apart), compute in Spark, decode the rows."""
-    from mercury.features import spark_executor as sx
-    from mercury.features.reference import valid_record
+    from mercury.features.executors.reference import valid_record
+    from mercury.features.executors.spark import executor as sx
 
     by_stream: dict[str, list[dict]] = {}
     for stream, payload in arrivals:
@@ -116,7 +116,7 @@ def spark_values(spark, sets, arrivals, as_of_ms: int, timings: dict) -> dict:
 
 def mismatches(got: dict, want: dict, sets, limit: int) -> dict:
     """Per set: values compared, mismatches, and a few examples."""
-    from mercury.features.consistency import same
+    from mercury.features.executors.agreement import same
 
     report = {fs.ref: {"values": 0, "mismatches": 0, "examples": []} for fs in sets}
     for key in sorted(set(got) | set(want)):
@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     from mercury.config import load_settings
     from mercury.contracts import registry
     from mercury.eventlog.file_log import FileEventReader
-    from mercury.features.compile import load_compiled
-    from mercury.features.consistency import arrivals_from_log, last_arrival
-    from mercury.features.reference import reference_values
-    from mercury.features.spark_session import session, spark_config
+    from mercury.features.definition.compile import load_compiled
+    from mercury.features.executors.agreement import arrivals_from_log, last_arrival
+    from mercury.features.executors.reference import reference_values
+    from mercury.features.executors.spark.session import session, spark_config
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
     from tests.conftest import write_config

@@ -142,8 +142,8 @@ def build_features(settings, args, now_ms: int):
     from mercury.contracts.validation import validator
     from mercury.eventlog import open_producer
     from mercury.eventlog.file_log import FileEventReader
-    from mercury.features.compile import load_compiled
-    from mercury.features.online_executor import DictState, OnlineExecutor
+    from mercury.features.definition.compile import load_compiled
+    from mercury.features.executors.streaming.executor import DictState, OnlineExecutor
     from mercury.generator.knobs import Knobs
     from mercury.generator.traffic import TrafficGenerator
     from mercury.online.factory import open_store

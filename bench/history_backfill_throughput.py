@@ -1,4 +1,4 @@
-"""Throughput of the feature history backfill (``mercury.features.history.backfill``) on a
+"""Throughput of the feature history backfill (``mercury.features.offline.history.backfill``) on a
 generated lake (a measurement, not a job).
 
     python bench/history_backfill_throughput.py --events 200000 --users 5000 \\
@@ -37,9 +37,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from mercury.config import load_settings
-    from mercury.features import history
-    from mercury.features.compile import load_one
-    from mercury.features.spark_session import session, spark_config
+    from mercury.features.definition.compile import load_one
+    from mercury.features.executors.spark.session import session, spark_config
+    from mercury.features.offline import history
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
     from mercury.lake import tables

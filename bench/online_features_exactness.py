@@ -45,8 +45,8 @@ def main() -> None:
     from mercury.config import load_settings
     from mercury.durations import DAY_MS
     from mercury.eventlog.file_log import FileEventReader
-    from mercury.features.compile import load_compiled
-    from mercury.features.consistency import arrivals_from_log, compare, last_arrival
+    from mercury.features.definition.compile import load_compiled
+    from mercury.features.executors.agreement import arrivals_from_log, compare, last_arrival
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
     from mercury.online.factory import open_store

@@ -60,7 +60,7 @@ def main() -> None:
 
     from mercury.config import load_settings
     from mercury.eventlog.file_log import FileEventProducer
-    from mercury.features.compile import load_compiled
+    from mercury.features.definition.compile import load_compiled
     from mercury.online import layout
     from mercury.ops import online_job
     from mercury.ops.flink_rest import FlinkRestClient

@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from mercury.contracts import registry  # noqa: E402
 from mercury.contracts.validation import validator  # noqa: E402
-from mercury.features.compile import load_compiled  # noqa: E402
-from mercury.features.online_executor import DictState, OnlineExecutor  # noqa: E402
+from mercury.features.definition.compile import load_compiled  # noqa: E402
+from mercury.features.executors.streaming.executor import DictState, OnlineExecutor  # noqa: E402
 from mercury.features.reader import ContextReader  # noqa: E402
 from mercury.online import layout  # noqa: E402
 from mercury.online.redis_store import RedisOnlineStore  # noqa: E402

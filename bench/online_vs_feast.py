@@ -49,7 +49,7 @@ from online_read_latency import (  # noqa: E402
     percentiles,
 )
 
-from mercury.features.compile import load_compiled  # noqa: E402
+from mercury.features.definition.compile import load_compiled  # noqa: E402
 from mercury.features.reader import ContextReader  # noqa: E402
 from mercury.online import layout  # noqa: E402
 from mercury.online.redis_store import RedisOnlineStore  # noqa: E402

@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from mercury.contracts import registry
     from mercury.durations import DAY_MS
     from mercury.eventlog.file_log import FileEventReader
-    from mercury.features import spark_executor as sx
-    from mercury.features.compile import load_compiled
-    from mercury.features.reference import valid_record
-    from mercury.features.spark_session import session, spark_config
+    from mercury.features.definition.compile import load_compiled
+    from mercury.features.executors.reference import valid_record
+    from mercury.features.executors.spark import executor as sx
+    from mercury.features.executors.spark.session import session, spark_config
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
     from tests.conftest import write_config

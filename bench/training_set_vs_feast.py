@@ -14,10 +14,10 @@ same run.
 3. Feast (bench/feast_historical_side.py, in its own env): one feature view, ttl 60 days (longer
    than the stream, as ``card_lock`` has no max age), the default file offline store (dask);
    it times only ``get_historical_features(...).to_df()``.
-4. Ours: ``mercury.features.training.training_set`` on local Spark, timed from reading the two
-   Parquet files to the whole result in pandas (``toPandas``). The JVM and session start are
-   timed apart and not in the figure. Ours builds ``engagement.v1:card_lock``, the one
-   feature Feast builds (``--whole-set``: all three features of the set).
+4. Ours: ``mercury.features.offline.training.training_set`` on local Spark, timed from reading the
+   two Parquet files to the whole result in pandas (``toPandas``). The JVM and session start are
+   timed apart and not in the figure. Ours builds ``engagement.v1:card_lock``, the one feature Feast
+   builds (``--whole-set``: all three features of the set).
 5. Compare per label row ``card_lock``'s event type and event time with Feast's. A row where
    Feast returns an event that had not arrived by the label time is a leak (Feast has no
    arrival time) and is counted apart; every other row must be identical.
@@ -126,7 +126,7 @@ def events_table(feature_set, columns):
     import numpy as np
     import pyarrow as pa
 
-    from mercury.features.spark_executor import row_schema
+    from mercury.features.executors.spark.executor import row_schema
 
     users = [user_name(u) for u in columns["user"]]
     ids = [event_id(i) for i in columns["ident"]]
@@ -149,7 +149,7 @@ def events_table(feature_set, columns):
 
 def check_against_normalise(feature_set, columns, table, sample: int = 3_000) -> None:
     """The column-wise table equals what the real normalisation makes of the same records."""
-    from mercury.features.spark_executor import events_table as normalised
+    from mercury.features.executors.spark.executor import events_table as normalised
 
     want = normalised(feature_set, records(columns, range(sample)))
     got = table.slice(0, sample)
@@ -210,8 +210,8 @@ def run_ours(args, work: Path, feature_set) -> tuple[dict, object]:
     import pyspark
 
     from mercury.config import SparkConfig
-    from mercury.features.spark_session import session
-    from mercury.features.training import feature_column, training_set
+    from mercury.features.executors.spark.session import session
+    from mercury.features.offline.training import feature_column, training_set
 
     started = time.perf_counter()
     spark = session(SparkConfig(app_name="training-set-bench", driver_memory="4g"))
@@ -242,7 +242,7 @@ def compare(ours, feast, labels, columns) -> dict:
     import numpy as np
     import orjson
 
-    from mercury.features.training import feature_column
+    from mercury.features.offline.training import feature_column
 
     # The first arrival of each event (event times are unique), for the leak test.
     event_ts, arrival = columns["event_ts"], columns["arrival"]
@@ -301,7 +301,7 @@ def compare(ours, feast, labels, columns) -> dict:
 
 
 def _set():
-    from mercury.features.compile import load_compiled
+    from mercury.features.definition.compile import load_compiled
 
     (feature_set,) = load_compiled([SET_REF])
     return feature_set

@@ -4,8 +4,8 @@
         [--feature-sets spending.v1,declines.v1] [--job-name NAME] [--parallelism N]
 
 ``main`` only declares connectors from configuration; the graph is
-``mercury.features.flink_pipeline.build`` and the feature logic lives in
-``mercury.features.online_executor``. Feature sets are loaded from their compiled JSON
+``mercury.features.executors.streaming.flink.build`` and the feature logic lives in
+``mercury.features.executors.streaming.executor``. Feature sets are loaded from their compiled JSON
 (``mercury features compile``), never from the Python that defined them.
 
 Connectors, local defaults (production swaps the event-log folders for Kafka topics):
@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from mercury.config import load_settings
     from mercury.contracts import registry
-    from mercury.features import dsl
-    from mercury.features.compile import load_compiled
-    from mercury.features.flink_pipeline import LINE, build
+    from mercury.features.definition import dsl
+    from mercury.features.definition.compile import load_compiled
+    from mercury.features.executors.streaming.flink import LINE, build
 
     settings = load_settings()
     names = [n for n in args.feature_sets.split(",") if n] or None

@@ -217,7 +217,7 @@ class ServingConfig(_Section):
 
 
 class SparkConfig(_Section):
-    """The batch jobs' Spark session (``mercury.features.spark_session``). Locally
+    """The batch jobs' Spark session (``mercury.features.executors.spark.session``). Locally
     ``local[2]``; on EMR ``master: null`` leaves master and resources to spark-submit."""
     app_name: str = "mercury"
     master: str | None = "local[2]"

@@ -12,7 +12,7 @@
 9. the context API: online features into Redis, ``mercury serve``, questions for one user,
    then the audit trail through the lake into the compliance view (mercury/serving/demo.py);
 10. the batch path: spending's feature history in Spark, then every value the context API
-    served in step 9 recomputed in Spark as of its time (mercury/features/batch_demo.py);
+    served in step 9 recomputed in Spark as of its time (mercury/features/offline/batch_demo.py);
 11. print a summary. Exits non-zero when any step fails.
 """
 
@@ -87,7 +87,7 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
     failures += run_context_demo(settings)
 
     _step("10/10 batch path: feature history in Spark, consistency of what was served")
-    from mercury.features.batch_demo import run_batch_demo
+    from mercury.features.offline.batch_demo import run_batch_demo
 
     failures += run_batch_demo(settings, served_since_ms)
 

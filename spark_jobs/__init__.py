@@ -21,7 +21,7 @@ def start(config: str | None) -> tuple[Settings, SparkSession]:
     if config:
         os.environ["MERCURY_CONFIG"] = config
     from mercury.config import load_settings
-    from mercury.features.spark_session import session
+    from mercury.features.executors.spark.session import session
 
     settings = load_settings()
     return settings, session(settings.spark)

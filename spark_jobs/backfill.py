@@ -9,7 +9,8 @@ changed since they were computed (a lake row added or replaced since), or all of
 prints the days it computes and why (new / changed / forced), then a summary line. Re-running
 is safe: with no change in the lake it computes nothing.
 
-``main`` only reads arguments and bindings; the job is ``mercury.features.history.backfill``.
+``main`` only reads arguments and bindings; the job is
+``mercury.features.offline.history.backfill``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import argparse
 import sys
 from datetime import date
 
-from mercury.features.history import backfill as job  # noqa: F401 (the job)
+from mercury.features.offline.history import backfill as job  # noqa: F401 (the job)
 from spark_jobs import start
 
 
@@ -40,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def checked(args: argparse.Namespace):
     """(feature set, start, end), or UsageError naming what is wrong; before Spark starts."""
-    from mercury.features.compile import CompileError, load_one
+    from mercury.features.definition.compile import CompileError, load_one
 
     days = []
     for flag, text in (("--start", args.start), ("--end", args.end)):

@@ -17,7 +17,7 @@ when there is nothing to measure (no audit table, no events, an unknown feature 
 compiled specs: to check a changed definition against what was served or stored.
 
 ``main`` only reads arguments and bindings; the work is in
-``mercury.features.consistency_job``.
+``mercury.features.lifecycle.consistency``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _recompute_definitions(folder: str | None, refs: list[str]) -> dict:
-    from mercury.features.compile import load_compiled
+    from mercury.features.definition.compile import load_compiled
 
     if folder is None:
         return {}
@@ -87,7 +87,7 @@ def run(spark, settings, args: argparse.Namespace) -> job.ConsistencyReport:
         return job.measure_served(spark, settings, args.since, args.until,
                                   set_refs=args.feature_set, executor_feature_sets=overrides,
                                   progress=progress)
-    from mercury.features.compile import load_one
+    from mercury.features.definition.compile import load_one
     from mercury.online.factory import open_store
 
     override = _recompute_definitions(args.recompute_from, [args.feature_set])
@@ -100,7 +100,7 @@ def run(spark, settings, args: argparse.Namespace) -> job.ConsistencyReport:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from mercury.features.compile import CompileError
+    from mercury.features.definition.compile import CompileError
 
     settings, spark = start(args.config)
     min_share = settings.offline.consistency_min_share if args.min_share is None \

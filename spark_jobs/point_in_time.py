@@ -10,7 +10,7 @@ JSON ``{feature: value}`` the reference executor gives, null for an entity with 
 counting by then. Events come from the set's lake table; the set from its compiled spec.
 
 ``main`` only reads arguments and bindings; the transform is
-``mercury.features.spark_executor.point_in_time``.
+``mercury.features.executors.spark.executor.point_in_time``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mercury.features.spark_executor import point_in_time as transform  # noqa: F401 (the job)
+from mercury.features.executors.spark.executor import point_in_time as transform  # noqa: F401 (the job)
 from spark_jobs import start
 
 QUERY_SCHEMA = "query_id string, entity_id string, as_of_ms long"
@@ -43,8 +43,8 @@ def read_queries(spark, path: str):
 
 def run(spark, settings, feature_set_ref: str, queries_path: str, output_path: str) -> int:
     """Compute and write; returns the number of query rows written."""
-    from mercury.features.compile import load_compiled
-    from mercury.features.spark_executor import lake_events_frame
+    from mercury.features.definition.compile import load_compiled
+    from mercury.features.executors.spark.executor import lake_events_frame
 
     (feature_set,) = load_compiled([feature_set_ref])
     events = lake_events_frame(spark, settings, feature_set)

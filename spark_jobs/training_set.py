@@ -13,7 +13,7 @@ changes nothing) has the label rows in their order, one column per feature,
 then. Events come from each set's lake table; the sets from their compiled specs.
 
 ``main`` only reads arguments and bindings; the transform is
-``mercury.features.training.training_set`` (its docstring says why leakage cannot happen).
+``mercury.features.offline.training.training_set`` (its docstring says why leakage cannot happen).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import argparse
 import sys
 import time
 
-from mercury.features.training import TIMESTAMP_COLUMN
-from mercury.features.training import training_set as transform  # noqa: F401 (the job)
+from mercury.features.offline.training import TIMESTAMP_COLUMN
+from mercury.features.offline.training import training_set as transform  # noqa: F401 (the job)
 from spark_jobs import start
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 
-from mercury.features.semantics import MAX_LATENESS_MS
+from mercury.features.definition.semantics import MAX_LATENESS_MS
 from tests.lake_fixtures import transaction
 
 HOUR_MS = 3_600_000

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from mercury.features.spark_session import SparkConfig
+from mercury.features.executors.spark.session import SparkConfig
 
 TEST_CONFIG = SparkConfig(
     app_name="mercury-tests", shuffle_partitions=2, driver_memory="1g",
@@ -24,7 +24,7 @@ def spark():
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("no Java runtime for Spark")
-    from mercury.features.spark_session import session
+    from mercury.features.executors.spark.session import session
 
     spark = session(TEST_CONFIG)
     yield spark

@@ -14,12 +14,12 @@ import orjson
 import pytest
 
 from mercury.durations import DAY_MS, MINUTE_MS
-from mercury.features import bluegreen
-from mercury.features.compile import load_compiled
-from mercury.features.consistency import compare
-from mercury.features.online_executor import DictState, OnlineExecutor
+from mercury.features.definition.compile import load_compiled
+from mercury.features.executors.agreement import compare
+from mercury.features.executors.reference import reference_values, valid_record
+from mercury.features.executors.streaming.executor import DictState, OnlineExecutor
+from mercury.features.lifecycle import bluegreen
 from mercury.features.reader import ContextReader
-from mercury.features.reference import reference_values, valid_record
 from mercury.online import layout
 from mercury.online.factory import open_store
 from mercury.online.memory_store import MemoryOnlineStore

@@ -27,10 +27,10 @@ import orjson
 import pytest
 
 from mercury.durations import DAY_MS, HOUR_MS
-from mercury.features import consistency_job as cj
-from mercury.features.compile import load_compiled, load_one, render
-from mercury.features.dsl import eq
-from mercury.features.reference import valid_record
+from mercury.features.definition.compile import load_compiled, load_one, render
+from mercury.features.definition.dsl import eq
+from mercury.features.executors.reference import valid_record
+from mercury.features.lifecycle import consistency as cj
 from tests.conftest import write_config
 from tests.lake_fixtures import compact_into_lake
 from tests.serving_fixtures import PrivateRedis
@@ -107,7 +107,7 @@ def world(tmp_path_factory):
 
     from mercury.config import load_settings
     from mercury.eventlog.file_log import FileEventReader
-    from mercury.features.online_executor import OnlineExecutor
+    from mercury.features.executors.streaming.executor import OnlineExecutor
     from mercury.generator.knobs import Knobs
     from mercury.generator.run import generate
     from mercury.lake.load import load_stream
@@ -300,7 +300,7 @@ def test_an_unpromoted_version_is_measured_from_its_own_keys(spark, world):  # n
 
 def test_the_job_exits_1_naming_the_broken_feature(spark, world, tmp_path, monkeypatch,  # noqa: F811
                                                    capsys):
-    from mercury.features import spark_session
+    from mercury.features.executors.spark import session as spark_session
     from spark_jobs import consistency as job
 
     monkeypatch.setattr(spark_session, "session", lambda _config: spark)

@@ -14,7 +14,7 @@ import time
 import orjson
 import pytest
 
-from mercury.features.compile import load_compiled
+from mercury.features.definition.compile import load_compiled
 from mercury.features.reader import ContextReader
 from mercury.online.factory import open_store
 from mercury.privacy.keys import load_keys
@@ -208,7 +208,7 @@ def _keys_in(node) -> set[str]:
 def test_a_definition_that_shows_card_data_is_refused_at_start(world):
     import dataclasses
 
-    from mercury.features.dsl import LastN
+    from mercury.features.definition.dsl import LastN
     from mercury.serving.exposure import ExposureError
 
     purchases = next(fs for fs in load_compiled() if fs.name == "purchases")

@@ -118,8 +118,8 @@ def test_good_version_is_promoted(world):
     assert "state=success" in output and "state=failed" not in output, output[-6000:]
     assert "consistency gate" not in output or "below" not in output
     assert world.active("spending") == 1
-    from mercury.features import history
-    from mercury.features.compile import load_one
+    from mercury.features.definition.compile import load_one
+    from mercury.features.offline import history
 
     rows = history.read(world.settings, load_one("spending.v1"), world.first_day, world.last_day)
     assert rows.num_rows > 0
@@ -128,7 +128,7 @@ def test_good_version_is_promoted(world):
 
 
 def test_broken_definition_fails_the_consistency_gate_and_blocks_promotion(world, tmp_path):
-    from mercury.features.compile import COMPILED_DIR
+    from mercury.features.definition.compile import COMPILED_DIR
 
     assert world.active("spending") == 1  # from the previous test
     broken = tmp_path / "compiled"
@@ -148,7 +148,7 @@ def test_broken_definition_fails_the_consistency_gate_and_blocks_promotion(world
 
 
 def test_new_version_is_shadowed_promoted_and_old_keys_retired(world):
-    from mercury.features.compile import load_compiled
+    from mercury.features.definition.compile import load_compiled
     from mercury.online import layout
     from mercury.online.factory import open_store
 
@@ -177,9 +177,9 @@ def test_history_checkpoint_refuses_an_empty_range_and_blocks_promote(world, mon
     monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
     from mercury_airflow.tasks.feature_backfill import GateFailed, check_history_range
 
-    from mercury.features import history
-    from mercury.features.compile import digest, load_one
-    from mercury.features.dsl import to_dict
+    from mercury.features.definition.compile import digest, load_one
+    from mercury.features.definition.dsl import to_dict
+    from mercury.features.offline import history
 
     spending = load_one("spending.v1")
     history.ensure_table(world.settings, spending)  # when run alone

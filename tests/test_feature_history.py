@@ -25,11 +25,11 @@ import orjson
 import pytest
 
 from mercury.durations import DAY_MS, HOUR_MS
-from mercury.features import history
-from mercury.features.compile import load_compiled
-from mercury.features.consistency import same
-from mercury.features.events import normalise
-from mercury.features.reference import valid_record, values_for
+from mercury.features.definition.compile import load_compiled
+from mercury.features.executors.agreement import same
+from mercury.features.executors.events import normalise
+from mercury.features.executors.reference import valid_record, values_for
+from mercury.features.offline import history
 from tests.conftest import write_config
 from tests.spark_fixtures import spark  # noqa: F401 (the session-scoped fixture)
 
@@ -297,7 +297,7 @@ def test_rewritten_lake_files_without_changed_rows_recompute_nothing(spark, worl
 
 
 def test_changed_spans_cover_a_new_entitys_presence_beyond_the_window():
-    from mercury.features.events import FeatureEvent
+    from mercury.features.executors.events import FeatureEvent
 
     fs = SETS["declines.v1"]
     t = history.day_start_ms(date(2026, 11, 2)) + HOUR_MS
@@ -395,7 +395,7 @@ def test_a_run_that_loses_the_commit_race_plans_again(spark, world, first_runs):
 def test_a_copy_that_arrived_earlier_moves_the_first_affected_day_back():
     """``tables.upsert`` replaces a stored row by a copy that reached the stream earlier: the
     days from the earlier arrival can change, which only the old-versus-new row diff shows."""
-    from mercury.features.events import FeatureEvent
+    from mercury.features.executors.events import FeatureEvent
 
     fs = SETS["spending.v1"]
     t = history.day_start_ms(date(2026, 11, 2)) + HOUR_MS

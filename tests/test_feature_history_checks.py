@@ -9,15 +9,15 @@ import orjson
 import pandas as pd
 import pytest
 
-from mercury.features.compile import load_compiled
-from mercury.features.events import normalise
-from mercury.features.history_checks import (
+from mercury.features.definition.compile import load_compiled
+from mercury.features.executors.events import normalise
+from mercury.features.executors.reference import first_arrivals, values_for
+from mercury.features.offline.history_checks import (
     END_OF_DAY,
     history_suite_spec,
     run_history_checkpoint,
     value_schema,
 )
-from mercury.features.reference import first_arrivals, values_for
 from tests.feature_history_fixtures import day_end_ms, history_stream
 
 FIRST = date(2024, 3, 4)

@@ -2,7 +2,7 @@
 Iceberg lake, held to numbers computed straight from the transactions; and the same models on
 Snowflake's dialect through fakesnow.
 
-The history tables are written in the layout ``mercury.features.history`` writes
+The history tables are written in the layout ``mercury.features.offline.history`` writes
 (``ensure_table``, ``to_rows``), from the reference executor's values at the end of each day
 (the Spark backfill is held to that reference in tests/test_feature_history.py, and runs for
 real in tests/test_feature_backfill_dag.py). The expected marts come from
@@ -19,10 +19,10 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from mercury.features import history
-from mercury.features.compile import load_compiled
-from mercury.features.events import normalise
-from mercury.features.reference import first_arrivals, values_for
+from mercury.features.definition.compile import load_compiled
+from mercury.features.executors.events import normalise
+from mercury.features.executors.reference import first_arrivals, values_for
+from mercury.features.offline import history
 from mercury.warehouse.dbt_runner import run_dbt
 from tests.feature_history_fixtures import day_end_ms, expected_daily, history_stream
 

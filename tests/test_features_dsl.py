@@ -12,12 +12,9 @@ import sys
 import pytest
 
 from mercury.durations import DAY_MS, HOUR_MS, MINUTE_MS
-from mercury.features import compile as compiler
-from mercury.features import dsl
-from mercury.features.definitions import ALL
-from mercury.features.definitions.assistant import spending, transactions
-from mercury.features.definitions.entities import user
-from mercury.features.dsl import (
+from mercury.features.definition import compile as compiler
+from mercury.features.definition import dsl
+from mercury.features.definition.dsl import (
     Aggregate,
     DefinitionError,
     Derived,
@@ -25,7 +22,10 @@ from mercury.features.dsl import (
     Source,
     eq,
 )
-from mercury.features.windows import window
+from mercury.features.definition.windows import window
+from mercury.features.definitions import ALL
+from mercury.features.definitions.assistant import spending, transactions
+from mercury.features.definitions.entities import user
 
 
 def _set(*features, **overrides) -> FeatureSet:
@@ -142,7 +142,7 @@ def test_load_compiled_gives_the_definitions_back():
 
 
 def test_engines_load_compiled_json_without_importing_the_definitions():
-    code = ("import sys; from mercury.features.compile import load_compiled; "
+    code = ("import sys; from mercury.features.definition.compile import load_compiled; "
             "sets = load_compiled(); "
             "assert not [m for m in sys.modules if m.startswith('mercury.features.definitions')]; "
             "print(len(sets))")

@@ -22,8 +22,8 @@ import redis
 
 from mercury.config import load_settings
 from mercury.eventlog.file_log import FileEventProducer, FileEventReader
-from mercury.features.compile import load_compiled
-from mercury.features.consistency import arrivals_from_log, compare, last_arrival
+from mercury.features.definition.compile import load_compiled
+from mercury.features.executors.agreement import arrivals_from_log, compare, last_arrival
 from mercury.generator.knobs import DAY_MS, Knobs
 from mercury.generator.manifest import load as load_manifest
 from mercury.generator.run import generate

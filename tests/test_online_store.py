@@ -23,13 +23,13 @@ import pytest
 from mercury.contracts import registry
 from mercury.contracts.validation import validator
 from mercury.durations import DAY_MS, HOUR_MS, MINUTE_MS
-from mercury.features import dedup
-from mercury.features.compile import load_compiled
-from mercury.features.dsl import Aggregate
-from mercury.features.events import normalise
-from mercury.features.online_executor import DictState, OnlineExecutor
+from mercury.features.definition.compile import load_compiled
+from mercury.features.definition.dsl import Aggregate
+from mercury.features.executors.events import normalise
+from mercury.features.executors.reference import reference_values
+from mercury.features.executors.streaming import dedup
+from mercury.features.executors.streaming.executor import DictState, OnlineExecutor
 from mercury.features.reader import ContextReader, decode
-from mercury.features.reference import reference_values
 from mercury.online import layout
 from mercury.online.memory_store import MemoryOnlineStore
 from mercury.online.redis_store import RedisOnlineStore

@@ -1,13 +1,15 @@
 """The reference executor on literal, adversarial inputs, with hand-computed answers.
 
-Every expectation below was worked out by hand from the rules in ``mercury.features.reference``;
-each test names the wrong implementation it catches.
+Every expectation below was worked out by hand from the rules in
+``mercury.features.executors.reference``; each test names the wrong implementation it catches.
 """
 
 import orjson
 import pytest
 
 from mercury.durations import DAY_MS, HOUR_MS, MINUTE_MS
+from mercury.features.definition.dsl import Aggregate, FeatureSet, Filter, LastN, Source, eq
+from mercury.features.definition.semantics import MAX_LATENESS_MS
 from mercury.features.definitions.assistant import (
     declines,
     engagement,
@@ -17,10 +19,8 @@ from mercury.features.definitions.assistant import (
     spending,
 )
 from mercury.features.definitions.entities import user
-from mercury.features.dsl import Aggregate, FeatureSet, Filter, LastN, Source, eq
-from mercury.features.events import FeatureEvent
-from mercury.features.reference import reference_values, valid_record, values_for
-from mercury.features.semantics import MAX_LATENESS_MS
+from mercury.features.executors.events import FeatureEvent
+from mercury.features.executors.reference import reference_values, valid_record, values_for
 
 T0 = 19_700 * DAY_MS  # midnight UTC, so aligned to every hop (5 min, 1 h, 1 d)
 USER = "usr_00000001"

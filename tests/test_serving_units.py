@@ -170,7 +170,7 @@ def test_privacy_helpers(tmp_settings):
 def _reader(async_client):
     """The context API's read path over a stand-in asyncio Redis client."""
     from mercury.config import RedisStoreConfig
-    from mercury.features.compile import load_compiled
+    from mercury.features.definition.compile import load_compiled
     from mercury.features.reader import ContextReader
     from mercury.online.redis_store import RedisOnlineStore
 

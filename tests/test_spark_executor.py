@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from mercury.durations import DAY_MS, HOUR_MS, MINUTE_MS, parse_duration
-from mercury.features import spark_executor as sx
-from mercury.features.compile import load_compiled
-from mercury.features.dsl import Aggregate, Latest
-from mercury.features.events import normalise
-from mercury.features.reference import valid_record
-from mercury.features.windows import window
+from mercury.features.definition.compile import load_compiled
+from mercury.features.definition.dsl import Aggregate, Latest
+from mercury.features.definition.windows import window
+from mercury.features.executors.events import normalise
+from mercury.features.executors.reference import valid_record
+from mercury.features.executors.spark import executor as sx
 from tests.conftest import write_config
 from tests.spark_fixtures import spark  # noqa: F401 (the session-scoped fixture)
 
@@ -297,7 +297,7 @@ def test_events_table_types_rows_from_the_contract():
 
 
 def test_session_conf_is_local_and_utc():
-    from mercury.features.spark_session import SparkConfig, session_conf, spark_config
+    from mercury.features.executors.spark.session import SparkConfig, session_conf, spark_config
 
     conf = session_conf(SparkConfig())
     assert conf["spark.sql.session.timeZone"] == "UTC"

@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from mercury.durations import DAY_MS, HOUR_MS, MINUTE_MS
-from mercury.features import spark_executor as sx
-from mercury.features.consistency import same
-from mercury.features.training import feature_column, training_set
+from mercury.features.executors.agreement import same
+from mercury.features.executors.spark import executor as sx
+from mercury.features.offline.training import feature_column, training_set
 from tests.spark_fixtures import spark  # noqa: F401 (the session-scoped fixture)
 from tests.test_spark_executor import (  # noqa: F401 (lake and world are fixtures)
     SETS,

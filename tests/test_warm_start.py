@@ -21,11 +21,11 @@ import orjson
 import pytest
 
 from mercury.durations import DAY_MS, HOUR_MS
-from mercury.features import warm_start
-from mercury.features.compile import load_compiled
-from mercury.features.consistency import compare, last_arrival
-from mercury.features.online_executor import DictState, OnlineExecutor, Seam
-from mercury.features.reference import valid_record
+from mercury.features.definition.compile import load_compiled
+from mercury.features.executors.agreement import compare, last_arrival
+from mercury.features.executors.reference import valid_record
+from mercury.features.executors.streaming.executor import DictState, OnlineExecutor, Seam
+from mercury.features.lifecycle import warm_start
 from mercury.online import layout
 from mercury.online.factory import open_store
 from mercury.online.memory_store import MemoryOnlineStore
@@ -249,8 +249,8 @@ def _small_stream() -> list[bytes]:
 
 
 def test_state_json_round_trips_and_folds_on_alike():
-    from mercury.features import incremental
-    from mercury.features.events import normalise
+    from mercury.features.executors.events import normalise
+    from mercury.features.executors.streaming import incremental
     from tests.test_online_store import profile_changes
 
     profile, purchases = load_compiled(["profile.v1", "purchases.v1"])  # sorted by name
@@ -278,8 +278,8 @@ def test_state_json_round_trips_and_folds_on_alike():
 
 
 def test_the_seam_skips_by_arrival_loads_once_and_shares_dedup():
-    from mercury.features import incremental
-    from mercury.features.events import normalise
+    from mercury.features.executors.events import normalise
+    from mercury.features.executors.streaming import incremental
 
     records = [valid_record(STREAM, p) for p in _small_stream()]
     user = "usr_3"

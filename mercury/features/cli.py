@@ -4,7 +4,7 @@ through blue/green (``warm-start``, ``shadow``, ``promote``, ``rollback``, ``ret
 ``register(subparsers)`` adds the ``features`` command to the ``mercury`` parser. ``compile``
 and ``list`` work offline on the compiled files; the others act on the online store of the
 current profile (``warm-start`` also reads the lake, in Spark). See
-``mercury.features.bluegreen`` and ``mercury.features.warm_start``.
+``mercury.features.lifecycle.bluegreen`` and ``mercury.features.lifecycle.warm_start``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _compile(args) -> int:
-    from mercury.features import compile as compiler
+    from mercury.features.definition import compile as compiler
 
     try:
         if args.check:
@@ -86,8 +86,8 @@ def _compile(args) -> int:
 
 def describe(feature_sets) -> list[str]:
     """Human-readable lines: each set and version, then each feature with its windows."""
-    from mercury.features.dsl import Aggregate, LastN
-    from mercury.features.windows import window
+    from mercury.features.definition.dsl import Aggregate, LastN
+    from mercury.features.definition.windows import window
 
     lines = []
     for fs in feature_sets:
@@ -119,7 +119,7 @@ def _condition(c) -> str:
 
 
 def _list(args) -> int:
-    from mercury.features import compile as compiler
+    from mercury.features.definition import compile as compiler
 
     try:
         feature_sets = compiler.load_compiled()
@@ -134,8 +134,8 @@ def _online(what: str, action):
     """``action(settings, store)`` on the configured online store, closed afterwards; a
     store that cannot be reached or a refused step is a CommandError."""
     from mercury.config import load_settings
-    from mercury.features.bluegreen import BlueGreenError
-    from mercury.features.warm_start import LakeBehind
+    from mercury.features.lifecycle.bluegreen import BlueGreenError
+    from mercury.features.lifecycle.warm_start import LakeBehind
     from mercury.online.factory import open_store
 
     settings = load_settings()
@@ -152,7 +152,7 @@ def _online(what: str, action):
 
 
 def _one_set(ref: str):
-    from mercury.features import compile as compiler
+    from mercury.features.definition import compile as compiler
 
     try:
         return compiler.load_compiled([ref])[0] if ".v" in ref else None
@@ -168,7 +168,7 @@ def _set_ref(ref: str):
 
 
 def _promote(args) -> int:
-    from mercury.features import bluegreen
+    from mercury.features.lifecycle import bluegreen
 
     switch = _online("promote", lambda _, store: bluegreen.promote(store, args.set,
                                                                    args.version))
@@ -177,7 +177,7 @@ def _promote(args) -> int:
 
 
 def _rollback(args) -> int:
-    from mercury.features import bluegreen
+    from mercury.features.lifecycle import bluegreen
 
     switch = _online("roll back", lambda _, store: bluegreen.rollback(store, args.set))
     print(switch.summary())
@@ -185,7 +185,7 @@ def _rollback(args) -> int:
 
 
 def _retire(args) -> int:
-    from mercury.features import bluegreen
+    from mercury.features.lifecycle import bluegreen
 
     retired = _online("retire", lambda settings, store: bluegreen.retire(
         store, args.set, args.version,
@@ -197,7 +197,7 @@ def _retire(args) -> int:
 def _shadow(args) -> int:
     from pathlib import Path
 
-    from mercury.features import bluegreen
+    from mercury.features.lifecycle import bluegreen
 
     old, new = _set_ref(args.old), _set_ref(args.new)
     entities = args.entities.split(",") if args.entities else None
@@ -211,8 +211,8 @@ def _shadow(args) -> int:
 
 
 def _warm_start(args) -> int:
-    from mercury.features import warm_start
-    from mercury.features.spark_session import session
+    from mercury.features.executors.spark.session import session
+    from mercury.features.lifecycle import warm_start
 
     feature_set = _set_ref(args.ref)
 

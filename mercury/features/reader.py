@@ -18,9 +18,9 @@ from functools import cache
 import orjson
 
 from mercury.durations import parse_duration
-from mercury.features import tiles
-from mercury.features.dsl import Aggregate, LastN, Latest
-from mercury.features.windows import window
+from mercury.features.definition.dsl import Aggregate, LastN, Latest
+from mercury.features.definition.windows import window
+from mercury.features.executors import tiles
 from mercury.online import layout
 
 

@@ -30,8 +30,8 @@ Identity of a record:
 - ``user_profile_cdc`` has none: a change is identified by ``(source.lsn, user_id)``, the
   user id taken from ``after`` (``before`` for a delete), as the contract says and as the CDC
   pump relies on for byte-identical replays. Its id is ``"<source.lsn>:<user_id>"``, the same
-  string the streaming dedup uses (``mercury.features.events.normalise``). The lake table keeps
-  the contract's columns (no id column): a batch's stored changes are found by ``source.lsn``,
+  string the streaming dedup uses (``mercury.features.executors.events.normalise``). The lake table
+  keeps the contract's columns (no id column): a batch's stored changes are found by ``source.lsn``,
   and a change already stored is never rewritten (a replay is the same bytes).
 
 We derive the CDC key rather than skip the stream: skipping would either move files whose

@@ -34,9 +34,9 @@ def load_online_features(settings: Settings) -> tuple[int, str]:
     from collections import Counter
 
     from mercury.eventlog.file_log import FileEventReader
-    from mercury.features.compile import load_compiled
-    from mercury.features.online_executor import DictState, OnlineExecutor
-    from mercury.features.reference import valid_record
+    from mercury.features.definition.compile import load_compiled
+    from mercury.features.executors.reference import valid_record
+    from mercury.features.executors.streaming.executor import DictState, OnlineExecutor
     from mercury.online.factory import open_store
 
     sets = load_compiled()

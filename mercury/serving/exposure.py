@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from mercury.contracts import registry, schemas
 from mercury.contracts.data_classes import DataClass, field_classes
-from mercury.features.dsl import Aggregate, LastN, Latest
+from mercury.features.definition.dsl import Aggregate, LastN, Latest
 
 
 class ExposureError(ValueError):

@@ -8,7 +8,7 @@ import re
 from mercury.config import Settings
 from mercury.eventlog import open_producer
 from mercury.eventlog.factory import encode_record
-from mercury.features.compile import load_compiled
+from mercury.features.definition.compile import load_compiled
 from mercury.features.reader import ContextReader
 from mercury.online.factory import open_store
 from mercury.privacy.keys import load_keys

@@ -7,8 +7,17 @@
 - "Summarize my spending this week": settled spend by category and merchant count over 7d.
 """
 
+from mercury.features.definition.dsl import (
+    Aggregate,
+    Derived,
+    FeatureSet,
+    LastN,
+    Latest,
+    Source,
+    eq,
+    isin,
+)
 from mercury.features.definitions.entities import user
-from mercury.features.dsl import Aggregate, Derived, FeatureSet, LastN, Latest, Source, eq, isin
 
 OWNER = "assistant-context"
 
@@ -37,7 +46,8 @@ spending = FeatureSet(
         Aggregate("reversed_amount", "sum", "amount", ("30d",), (eq("event_type", "REVERSAL"),)),
     ))
 
-# v2, filled beside v1 and promoted after a shadow comparison (``mercury.features.bluegreen``).
+# v2, filled beside v1 and promoted after a shadow comparison
+# (``mercury.features.lifecycle.bluegreen``).
 # Unchanged features keep v1's definitions exactly, so the comparison can prove them equal;
 # changed: a quarter of settled spend and merchants (90d, so the hash lives 95d); new: settled
 # spend by country, for "how much did I spend abroad".

@@ -1,6 +1,6 @@
 """The things features are about."""
 
-from mercury.features.dsl import Entity
+from mercury.features.definition.dsl import Entity
 
 user = Entity("user", join_key="user_id", tag="u", description="A MercuryPay customer.")
 account = Entity("account", join_key="account_id", tag="a", description="A card account.")

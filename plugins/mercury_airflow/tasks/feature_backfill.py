@@ -9,7 +9,7 @@ One run takes one feature-set version from "defined" to "serving" (``dags/featur
 2. ``backfill_history``: ``history.backfill`` in Spark for [start, end] (incremental: only days
    whose values can have changed since the last run are rewritten).
 3. ``check_history_range``: the Great Expectations checkpoint on the history rows of the range
-   (``mercury.features.history_checks``). Before the warm start, so a bad history never
+   (``mercury.features.offline.history_checks``). Before the warm start, so a bad history never
    writes an online key.
 4. ``warm_start_online``: ``warm_start.backfill_online`` at the cut: the version's online keys
    and per-entity bootstrap state, from which the streaming job continues.
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from mercury.config import Settings
-    from mercury.features.dsl import FeatureSet
+    from mercury.features.definition.dsl import FeatureSet
 
 Log = Callable[[str], None]
 
@@ -109,8 +109,8 @@ class BackfillPlan:
 
     def definition(self) -> FeatureSet:
         """The pinned definition; refuses a spec that is not the one the plan fixed."""
-        from mercury.features.compile import digest
-        from mercury.features.dsl import feature_set_from_dict
+        from mercury.features.definition.compile import digest
+        from mercury.features.definition.dsl import feature_set_from_dict
 
         feature_set = feature_set_from_dict(self.spec)
         if digest(feature_set) != self.digest:
@@ -119,7 +119,7 @@ class BackfillPlan:
         return feature_set
 
     def previous_definition(self) -> FeatureSet | None:
-        from mercury.features.dsl import feature_set_from_dict
+        from mercury.features.definition.dsl import feature_set_from_dict
 
         return None if self.previous_spec is None else feature_set_from_dict(self.previous_spec)
 
@@ -146,8 +146,8 @@ def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date,
     """Validate the run's params and fix the plan (see the module doc); the plan as a dict.
     ``today`` is the run's date (its ``run_after``), never the clock's. Params that cannot
     make a plan raise ``ParamsInvalid`` (no retry: they will not improve)."""
-    from mercury.features import dsl
-    from mercury.features.compile import CompileError, digest, load_one
+    from mercury.features.definition import dsl
+    from mercury.features.definition.compile import CompileError, digest, load_one
 
     name, version = str(params["feature_set"]), int(params["version"])
     try:
@@ -162,7 +162,7 @@ def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date,
                             "UTC); a history day is written once it has ended")
     cut_ms = params.get("cut_ms")
     if cut_ms is None:
-        from mercury.features.warm_start import newest_arrival_ms
+        from mercury.features.lifecycle.warm_start import newest_arrival_ms
 
         cut_ms = newest_arrival_ms(settings, feature_set)
         if cut_ms is None:
@@ -192,7 +192,7 @@ def plan_backfill(settings: Settings, params: Mapping[str, Any], *, today: date,
 
 def spark_session(settings: Settings) -> SparkSession:
     """The settings' Spark session (reused when this process already runs one)."""
-    from mercury.features.spark_session import session
+    from mercury.features.executors.spark.session import session
 
     return session(settings.spark)
 
@@ -201,7 +201,7 @@ def backfill_history(settings: Settings, plan: Mapping[str, Any], *,
                      spark: SparkSession | None = None, log: Log = log_line) -> dict[str, Any]:
     """``history.backfill`` of the range: rewrites only the days whose values changed since
     the last run, so a retry after a partial run finishes the rest and writes nothing twice."""
-    from mercury.features import history
+    from mercury.features.offline import history
 
     plan = BackfillPlan.from_xcom(plan)
     result = history.backfill(spark or spark_session(settings), settings,
@@ -215,7 +215,7 @@ def check_history_range(settings: Settings, plan: Mapping[str, Any], *,
                         log: Log = log_line) -> dict[str, Any]:
     """The GX checkpoint on the history rows of the range; raises ``GateFailed`` (naming each
     failed expectation with examples) so the run stops before the warm start. Only reads."""
-    from mercury.features.history_checks import HistoryCheckFailed, check_history
+    from mercury.features.offline.history_checks import HistoryCheckFailed, check_history
 
     plan = BackfillPlan.from_xcom(plan)
     try:
@@ -235,7 +235,7 @@ def warm_start_online(settings: Settings, plan: Mapping[str, Any], *,
                       spark: SparkSession | None = None, log: Log = log_line) -> dict[str, Any]:
     """``warm_start.backfill_online`` at the plan's cut: every entity's state from lake events
     that arrived by the cut, overwriting the version's keys, so a retry writes the same."""
-    from mercury.features import warm_start
+    from mercury.features.lifecycle import warm_start
 
     plan = BackfillPlan.from_xcom(plan)
     with _store(settings) as store:
@@ -250,7 +250,7 @@ def _executor_feature_set(plan: BackfillPlan, log: Log) -> FeatureSet | None:
     folder = os.environ.get(TEST_CONSISTENCY_DIR_ENV)
     if not folder:
         return None
-    from mercury.features.compile import load_compiled
+    from mercury.features.definition.compile import load_compiled
 
     (feature_set,) = load_compiled([plan.ref], directory=Path(folder))
     log(f"WARNING: test hook {TEST_CONSISTENCY_DIR_ENV} is set: Spark recomputes {plan.ref} "
@@ -263,7 +263,7 @@ def consistency_gate(settings: Settings, plan: Mapping[str, Any], *,
     """The version's online hashes against the Spark recompute as of the cut; raises
     ``GateFailed`` naming every feature below ``settings.offline.consistency_min_share``.
     Only reads."""
-    from mercury.features.consistency_job import measure_online
+    from mercury.features.lifecycle.consistency import measure_online
 
     plan = BackfillPlan.from_xcom(plan)
     min_share = settings.offline.consistency_min_share
@@ -288,7 +288,7 @@ def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
     define differently are expected (that is why there is a new version) and only reported; a
     feature defined identically in both must have identical values, else ``GateFailed``.
     Skipped when no other version is active. Only reads."""
-    from mercury.features import bluegreen
+    from mercury.features.lifecycle import bluegreen
 
     plan = BackfillPlan.from_xcom(plan)
     if plan.previous_version is None:
@@ -310,7 +310,7 @@ def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
 def promote(settings: Settings, plan: Mapping[str, Any], *, log: Log = log_line) -> dict[str, Any]:
     """``bluegreen.promote``: the active pointer names this version (setting it again on a
     retry changes nothing). With the ``promote`` param off, nothing flips."""
-    from mercury.features import bluegreen
+    from mercury.features.lifecycle import bluegreen
 
     plan = BackfillPlan.from_xcom(plan)
     if not plan.promote:
@@ -328,7 +328,7 @@ def retire_previous(settings: Settings, plan: Mapping[str, Any], *,
     ``settings.offline.retire_after_s`` (setting the same expiry again on a retry is
     harmless). Never the version the pointer names: nothing to do without a promotion, or
     when no other version was active."""
-    from mercury.features import bluegreen
+    from mercury.features.lifecycle import bluegreen
 
     plan = BackfillPlan.from_xcom(plan)
     previous = plan.previous_version

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mercury.contracts import registry
-from mercury.features.transforms import apply_derived, unwrap_debezium
+from mercury.features.definition.transforms import apply_derived, unwrap_debezium
 
 
 @dataclass(frozen=True)

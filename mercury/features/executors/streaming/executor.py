@@ -11,17 +11,16 @@ things per valid record, and this module holds all three:
 
 State is reached through ``StateAccess`` so the same code runs on Flink ValueStates or dicts.
 
-A version can join a running job warm (``seams``, see ``mercury.features.warm_start``): its
-backfill folded every record that arrived at or before a cut T; here that version skips those
-records and, on the first touch of an entity whose state for it is empty, starts from the
-backfilled state instead of an empty one. Each record is on exactly one side of T. Dedup stays
-one decision per record for all versions of a stream (one ``seen:<stream>`` per key), so a
-retry after T of an event before T is dropped for the new version too, as long as the job runs
-on with its state (a restore from a checkpoint or savepoint). A job started without that state
-has forgotten the ids seen before T: a retry within the dedup horizon after T would count again
-in every version (the backfill already counted its first arrival). Deploy a warm-started
-version by restarting the job from a savepoint whose read position is covered by T.
-"""
+A version can join a running job warm (``seams``, see ``mercury.features.lifecycle.warm_start``):
+its backfill folded every record that arrived at or before a cut T; here that version skips those
+records and, on the first touch of an entity whose state for it is empty, starts from the backfilled
+state instead of an empty one. Each record is on exactly one side of T. Dedup stays one decision per
+record for all versions of a stream (one ``seen:<stream>`` per key), so a retry after T of an event
+before T is dropped for the new version too, as long as the job runs on with its state (a restore
+from a checkpoint or savepoint). A job started without that state has forgotten the ids seen before
+T: a retry within the dedup horizon after T would count again in every version (the backfill already
+counted its first arrival). Deploy a warm-started version by restarting the job from a savepoint
+whose read position is covered by T. """
 
 from __future__ import annotations
 
@@ -29,8 +28,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mercury.features import dedup, incremental
-from mercury.features.events import normalise
+from mercury.features.executors.events import normalise
+from mercury.features.executors.streaming import dedup, incremental
 
 
 class StateAccess(Protocol):
@@ -93,8 +92,8 @@ class OnlineExecutor:
 
     def process(self, key: str, stream: str, record: dict, state: StateAccess,
                 now_ms: int | None = None) -> Outcome:
-        """``now_ms`` is the dedup clock (see ``mercury.features.dedup``): the engine's
-        processing time; by default the event's arrival time."""
+        """``now_ms`` is the dedup clock (see ``mercury.features.executors.streaming.dedup``):
+        the engine's processing time; by default the event's arrival time."""
         tag, _, entity_id = key.partition(":")
         outcome = Outcome()
         seen = None

@@ -73,10 +73,10 @@ import orjson
 import pyarrow as pa
 
 from mercury.durations import DAY_MS
-from mercury.features.dsl import Aggregate, FeatureSet
-from mercury.features.events import FeatureEvent, normalise
-from mercury.features.semantics import MAX_LATENESS_MS
-from mercury.features.windows import window
+from mercury.features.definition.dsl import Aggregate, FeatureSet
+from mercury.features.definition.semantics import MAX_LATENESS_MS
+from mercury.features.definition.windows import window
+from mercury.features.executors.events import FeatureEvent, normalise
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -162,7 +162,7 @@ def arrow_schema(feature_set: FeatureSet) -> pa.Schema:
 
 
 def definition_digest(feature_set: FeatureSet) -> str:
-    from mercury.features.compile import render
+    from mercury.features.definition.compile import render
 
     return hashlib.sha256(render(feature_set).encode()).hexdigest()
 
@@ -242,7 +242,7 @@ def lake_events(settings: Settings, feature_set: FeatureSet, snapshot_id: int | 
                 days: Iterable[date] | None = None) -> list[FeatureEvent]:
     """The set's events in the lake at a snapshot, in arrival order (none for no snapshot);
     with ``days``, only those whose event time (the lake's partition) falls on one of them."""
-    from mercury.features.spark_executor import lake_records
+    from mercury.features.executors.spark.executor import lake_records
 
     if snapshot_id is None:
         return []
@@ -392,7 +392,7 @@ def queries_frame(spark: SparkSession, events_df: DataFrame, days: Sequence[date
 def compute_days(spark: SparkSession, feature_set: FeatureSet, events: Sequence[FeatureEvent],
                  days: Sequence[date], computed_at: datetime) -> pa.Table:
     """The history rows of ``days`` from events (in arrival order), in one Spark job."""
-    from mercury.features import spark_executor as sx
+    from mercury.features.executors.spark import executor as sx
 
     schema = arrow_schema(feature_set)
     if not days or not events:

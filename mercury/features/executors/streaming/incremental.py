@@ -20,11 +20,11 @@ from functools import cache
 import orjson
 
 from mercury.durations import parse_duration
-from mercury.features import tiles
-from mercury.features.dsl import Aggregate, LastN, Latest
-from mercury.features.filters import passes
-from mercury.features.semantics import MAX_LATENESS_MS
-from mercury.features.windows import window
+from mercury.features.definition.dsl import Aggregate, LastN, Latest
+from mercury.features.definition.filters import passes
+from mercury.features.definition.semantics import MAX_LATENESS_MS
+from mercury.features.definition.windows import window
+from mercury.features.executors import tiles
 from mercury.online import layout
 from mercury.online.store import KeyWrite
 

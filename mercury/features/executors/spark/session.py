@@ -6,7 +6,8 @@ code gets its master and resources from the cluster (``master=None`` leaves them
 time zone), moves data to and from Python through Arrow, and logs only errors.
 
 There is no Iceberg runtime jar here, so nothing Iceberg is configured: jobs read the lake
-through pyiceberg scan planning and hand Arrow to Spark (``mercury.features.spark_executor``).
+through pyiceberg scan planning and hand Arrow to Spark
+(``mercury.features.executors.spark.executor``).
 
 pyspark is imported inside ``session``: importing this module stays cheap.
 """

@@ -25,9 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mercury.features import dsl
+from mercury.features.definition import dsl
 
-COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
+COMPILED_DIR = Path(__file__).resolve().parents[1] / "compiled"
 _FILE = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.json$")
 
 

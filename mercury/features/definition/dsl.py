@@ -12,11 +12,11 @@ Kinds of feature, all computed per entity (e.g. per user):
   (AUTH, SETTLEMENT, REVERSAL) so it carries its lifecycle status.
 - ``Latest``: the newest value of some fields (a profile from CDC, a risk flag per type).
 
-Window semantics (shared by every executor, see ``mercury.features.windows``): a window W is
-tiled by a hop h; as of time t it covers the h-aligned tiles from the one holding t back W/h
-tiles, i.e. events with ``tile_start(t) - W + h <= event_ts <= t``. At the last millisecond of
-a tile this is exactly (t - W, t]; elsewhere the oldest part of one hop is not yet counted.
-That is what lets a streaming store answer at any request time from pre-aggregated tiles.
+Window semantics (shared by every executor, see ``mercury.features.definition.windows``): a window W
+is tiled by a hop h; as of time t it covers the h-aligned tiles from the one holding t back W/h
+tiles, i.e. events with ``tile_start(t) - W + h <= event_ts <= t``. At the last millisecond of a
+tile this is exactly (t - W, t]; elsewhere the oldest part of one hop is not yet counted. That is
+what lets a streaming store answer at any request time from pre-aggregated tiles.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 from mercury import durations
 from mercury.contracts import registry
-from mercury.features.errors import DefinitionError
+from mercury.features.definition.errors import DefinitionError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 AGGREGATIONS = ("sum", "count", "min", "max", "avg", "distinct_count")
@@ -67,7 +67,8 @@ class Entity:
 
 @dataclass(frozen=True)
 class Derived:
-    """A column computed from others by a named function of ``mercury.features.transforms``."""
+    """A column computed from others by a named function of
+    ``mercury.features.definition.transforms``."""
     name: str
     function: str
     inputs: tuple[str, ...]
@@ -96,7 +97,7 @@ class Source:
             raise DefinitionError(f"source {self.stream}: features never read a dead-letter stream")
         if self.envelope not in (None, "debezium"):
             raise DefinitionError(f"source {self.stream}: unknown envelope {self.envelope!r}")
-        from mercury.features import transforms
+        from mercury.features.definition import transforms
 
         for column in self.derived:
             if column.function not in transforms.FUNCTIONS:
@@ -150,7 +151,7 @@ class Aggregate:
             raise DefinitionError(f"{self.name}: {self.op} needs a column")
         if not self.windows:
             raise DefinitionError(f"{self.name}: give at least one window")
-        from mercury.features.windows import window
+        from mercury.features.definition.windows import window
 
         object.__setattr__(self, "windows", tuple(self.windows))
         labels = [window(text).label for text in self.windows]  # validates each
@@ -216,7 +217,7 @@ class FeatureSet:
 
     ``ttl`` is how long an entity's values live in the online store after its last event.
     Bump ``version`` whenever a change alters values; the new version is filled while the old
-    one serves, then promoted (see ``mercury.features.bluegreen``).
+    one serves, then promoted (see ``mercury.features.lifecycle.bluegreen``).
     """
     name: str
     version: int
@@ -240,7 +241,7 @@ class FeatureSet:
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise DefinitionError(f"{self.name}: feature names repeat: {names}")
-        from mercury.features.columns import check_columns
+        from mercury.features.definition.columns import check_columns
 
         check_columns(self)
 

@@ -1,7 +1,7 @@
 """Blue/green versions of a feature set in the online store: compare, promote, roll back, retire.
 
 A new version is filled beside the served one (streamed, or warm-started: see
-``mercury.features.warm_start``), then:
+``mercury.features.lifecycle.warm_start``), then:
 
 - ``shadow_compare`` reads both versions' hashes of the same entities and decodes them as of
   the same time. A feature whose definition is identical in both versions must have identical
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from mercury.features.consistency import same
-from mercury.features.dsl import Aggregate
+from mercury.features.definition.dsl import Aggregate
+from mercury.features.executors.agreement import same
 from mercury.features.reader import decode
 from mercury.online import layout
 
@@ -101,7 +101,7 @@ class ShadowReport:
 def _comparisons(old_fs, new_fs) -> dict[str, tuple[FeatureComparison, tuple | None]]:
     """Per feature of the new version: its comparison and the window labels to compare on
     (None: the whole value)."""
-    from mercury.features.windows import window
+    from mercury.features.definition.windows import window
 
     old_names = {f.name for f in old_fs.features}
     out = {}
@@ -202,7 +202,7 @@ class Switch:
 
 
 def _compiled(set_name: str, version: int):
-    from mercury.features import compile as compiler
+    from mercury.features.definition import compile as compiler
 
     try:
         return compiler.load_compiled([f"{set_name}.v{version}"])[0]

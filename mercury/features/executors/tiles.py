@@ -9,12 +9,12 @@ and/or the currency of the amount, joined by ``SEP`` (``"groceries<SEP>EUR"``, `
 
 Merging is associative and commutative, so the order events arrive in never matters, and a
 window's value is the merge of its tiles' partials. ``finalize`` turns merged buckets into the
-value format of ``mercury.features.reference`` (the oracle).
+value format of ``mercury.features.executors.reference`` (the oracle).
 """
 
 from __future__ import annotations
 
-from mercury.features.filters import passes
+from mercury.features.definition.filters import passes
 
 _NO_GROUP = "unknown"
 SEP = "\x1f"  # ASCII unit separator: never part of a group value or a currency code

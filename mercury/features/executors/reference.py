@@ -42,10 +42,10 @@ from collections.abc import Iterable
 from mercury.contracts import registry
 from mercury.contracts.validation import validator
 from mercury.durations import parse_duration
-from mercury.features.dsl import Aggregate, FeatureSet, Filter, LastN, Latest
-from mercury.features.events import FeatureEvent, normalise
-from mercury.features.semantics import MAX_LATENESS_MS
-from mercury.features.windows import window
+from mercury.features.definition.dsl import Aggregate, FeatureSet, Filter, LastN, Latest
+from mercury.features.definition.semantics import MAX_LATENESS_MS
+from mercury.features.definition.windows import window
+from mercury.features.executors.events import FeatureEvent, normalise
 
 
 def reference_values(feature_sets: Iterable[FeatureSet], arrivals: Iterable[tuple[str, bytes]],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mercury.contracts import registry, schemas
 from mercury.contracts.avro_walk import iter_fields
-from mercury.features.errors import DefinitionError
+from mercury.features.definition.errors import DefinitionError
 
 
 def source_columns(source) -> set[str]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from mercury.features.executors.reference import reference_values
 from mercury.features.reader import decode
-from mercury.features.reference import reference_values
 from mercury.online import layout
 
 RELATIVE_TOLERANCE = 1e-9

@@ -18,7 +18,7 @@ Two measurements, one report (``ConsistencyReport``):
 
 What counts:
 
-- A value matches when ``mercury.features.consistency.same`` says so (floats to 1e-9
+- A value matches when ``mercury.features.executors.agreement.same`` says so (floats to 1e-9
   relative). An entity with no counting event is absent in Spark's output; its expected values
   are what the online reader decodes from an empty hash (zeros, empty lists, no latest value),
   which is what the service serves for it.
@@ -54,8 +54,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mercury.features.consistency import same
-from mercury.features.dsl import FeatureSet
+from mercury.features.definition.dsl import FeatureSet
+from mercury.features.executors.agreement import same
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -220,7 +220,7 @@ class _Lake:
         self._records: dict[str, list[dict]] = {}
 
     def events(self, feature_set: FeatureSet) -> pa.Table:
-        from mercury.features.spark_executor import events_table, lake_records
+        from mercury.features.executors.spark.executor import events_table, lake_records
 
         stream = feature_set.source.stream
         if stream not in self._records:
@@ -231,7 +231,11 @@ class _Lake:
 def _recompute(spark: SparkSession, feature_set: FeatureSet, events_df: DataFrame,
                queries: Sequence[tuple[str, str, int]]) -> dict[str, dict | None]:
     """``{query_id: values or None}`` from ``point_in_time``."""
-    from mercury.features.spark_executor import QUERY_COLUMNS, decode_values, point_in_time
+    from mercury.features.executors.spark.executor import (
+        QUERY_COLUMNS,
+        decode_values,
+        point_in_time,
+    )
 
     if not queries:
         return {}
@@ -250,7 +254,7 @@ def _recompute_without_in_flight(spark: SparkSession, feature_set: FeatureSet,
     query's time while ``point_in_time`` still sees one as-of per query."""
     from pyspark.sql import functions as F
 
-    from mercury.features.spark_executor import EVENT_COLUMNS
+    from mercury.features.executors.spark.executor import EVENT_COLUMNS
 
     if not queries:
         return {}
@@ -361,7 +365,7 @@ def measure_served(spark: SparkSession, settings: Settings, since_ms: int, until
     ``set_refs`` limits the sets measured (``"spending.v1"``); ``executor_feature_sets[ref]``
     replaces the compiled definition Spark recomputes ``ref`` with (to check a changed
     definition against what was served, or, in tests, to break one side on purpose)."""
-    from mercury.features.compile import load_compiled
+    from mercury.features.definition.compile import load_compiled
     from mercury.privacy.keys import load_keys
     from mercury.privacy.protect import user_token
 

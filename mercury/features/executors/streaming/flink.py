@@ -8,12 +8,12 @@
 
 ``build`` is the whole graph and knows no connector: the job's ``main`` declares sources and
 sinks (see flink_jobs/online_features.py). All feature logic is in
-``mercury.features.online_executor``; the functions here only adapt it to Flink.
+``mercury.features.executors.streaming.executor``; the functions here only adapt it to Flink.
 
-Warm-started versions (``warm_start_refs``, see ``mercury.features.warm_start``): the keyed
-operator reads each one's seam (cut and bootstrap loader) from the online store when it opens,
-and fails to open if that version was not warm-started: a version is never silently streamed
-from empty state on top of a backfill.
+Warm-started versions (``warm_start_refs``, see ``mercury.features.lifecycle.warm_start``): the
+keyed operator reads each one's seam (cut and bootstrap loader) from the online store when it opens,
+and fails to open if that version was not warm-started: a version is never silently streamed from
+empty state on top of a backfill.
 
 Exactly-once where it matters: Redis writes happen inside ``process_element``, so every write
 of an event precedes the next checkpoint barrier; after a restore Flink replays from that
@@ -30,7 +30,7 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
-from mercury.features.semantics import MAX_LATENESS_MS
+from mercury.features.definition.semantics import MAX_LATENESS_MS
 
 OUT_OF_ORDERNESS_MS = 10 * 60_000  # producers' clock skew and cross-region ingestion bound
 
@@ -148,13 +148,13 @@ class OnlineFeatures(KeyedProcessFunction):
 
 
 def _executor(specs_json: str, store=None, warm_start_refs=()):
-    from mercury.features.dsl import feature_set_from_dict
-    from mercury.features.online_executor import OnlineExecutor
+    from mercury.features.definition.dsl import feature_set_from_dict
+    from mercury.features.executors.streaming.executor import OnlineExecutor
 
     feature_sets = [feature_set_from_dict(d) for d in orjson.loads(specs_json)]
     seams = {}
     if warm_start_refs:
-        from mercury.features import warm_start
+        from mercury.features.lifecycle import warm_start
 
         by_ref = {fs.ref: fs for fs in feature_sets}
         unknown = sorted(set(warm_start_refs) - set(by_ref))

@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from mercury.features.dsl import FeatureSet
+from mercury.features.definition.dsl import FeatureSet
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -59,7 +59,7 @@ def resolve(feature_set_refs: Sequence[str]) -> list[FeatureSet]:
     """
     from dataclasses import replace
 
-    from mercury.features.compile import CompileError, load_compiled
+    from mercury.features.definition.compile import CompileError, load_compiled
 
     refs = list(feature_set_refs)
     if not refs:
@@ -157,7 +157,7 @@ def training_set(spark: SparkSession, settings: Settings | None, labels: DataFra
     from pyspark.sql import functions as F
     from pyspark.sql.types import MapType, StringType
 
-    from mercury.features.spark_executor import VALUES, lake_events_frame, point_in_time
+    from mercury.features.executors.spark.executor import VALUES, lake_events_frame, point_in_time
 
     feature_sets = resolve(feature_set_refs)
     if events is not None:

@@ -14,12 +14,12 @@ code). It writes, per entity,
   bootstraps are complete.
 
 The streaming job runs that version with ``seam(store, feature_set)`` (see
-``mercury.features.online_executor``): records that arrived at or before ``T`` are skipped,
-later ones fold onto the bootstrap loaded on the entity's first touch. Every record is on
-exactly one side of ``T``, so nothing is missed or counted twice. Deployment: restart the job
-with the new version from a savepoint whose read position is covered by ``T`` (every record read
-before it arrived at or before ``T``); the records after the savepoint are replayed for the new
-version, and the old versions rewrite the same bytes.
+``mercury.features.executors.streaming.executor``): records that arrived at or before ``T`` are
+skipped, later ones fold onto the bootstrap loaded on the entity's first touch. Every record is on
+exactly one side of ``T``, so nothing is missed or counted twice. Deployment: restart the job with
+the new version from a savepoint whose read position is covered by ``T`` (every record read before
+it arrived at or before ``T``); the records after the savepoint are replayed for the new version,
+and the old versions rewrite the same bytes.
 
 The bootstraps and the marker live ``max(set ttl, offline.warm_start_state_ttl_s)``: as long as
 the hash the backfill wrote, so an entity first touched after its bootstrap expired has lost its
@@ -43,10 +43,10 @@ import orjson
 import pyarrow as pa
 
 from mercury.durations import parse_duration
-from mercury.features import incremental
-from mercury.features.events import FeatureEvent
-from mercury.features.online_executor import Seam
-from mercury.features.semantics import MAX_LATENESS_MS
+from mercury.features.definition.semantics import MAX_LATENESS_MS
+from mercury.features.executors.events import FeatureEvent
+from mercury.features.executors.streaming import incremental
+from mercury.features.executors.streaming.executor import Seam
 from mercury.online import layout
 from mercury.online.store import OnlineStore
 
@@ -159,7 +159,7 @@ def fold_states(feature_set, events_df: DataFrame, cut_ms: int) -> DataFrame:
 def newest_arrival_ms(settings: Settings, feature_set) -> int | None:
     """The default cut: the latest arrival time (epoch ms) of the set's stream in the lake, or
     None if empty: ``ingest_ts`` (else the event time) for plain streams; a change stream's
-    events arrive at their own time, as ``mercury.features.events.normalise`` says."""
+    events arrive at their own time, as ``mercury.features.executors.events.normalise`` says."""
     import pyarrow.compute as pc
 
     from mercury.contracts import registry
@@ -167,8 +167,8 @@ def newest_arrival_ms(settings: Settings, feature_set) -> int | None:
 
     stream = registry.stream(feature_set.source.stream)
     if feature_set.source.envelope == "debezium":
-        from mercury.features.events import normalise
-        from mercury.features.spark_executor import lake_records
+        from mercury.features.executors.events import normalise
+        from mercury.features.executors.spark.executor import lake_records
 
         arrivals = [e.arrival_ts for r in lake_records(settings, stream.name)
                     if (e := normalise(feature_set, r)) is not None]
@@ -203,7 +203,7 @@ def backfill_online(spark: SparkSession, settings: Settings, feature_set, cut_ms
     (``spark_executor.lake_events_frame``)."""
     from pyspark.sql import functions as F
 
-    from mercury.features import spark_executor
+    from mercury.features.executors.spark import executor as spark_executor
 
     started = time.monotonic()
     if events_df is None:

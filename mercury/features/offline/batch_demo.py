@@ -1,9 +1,9 @@
 """Step 10 of ``mercury demo``: the batch path on the demo's lake and audit trail.
 
 1. the feature history of spending.v1 for every day the lake's transactions cover, in Spark
-   (``mercury.features.history``), then the same backfill again, which must compute nothing;
+   (``mercury.features.offline.history``), then the same backfill again, which must compute nothing;
 2. the consistency of what the context API served in step 9: every served value recomputed in
-   Spark as of its logged time (``mercury.features.consistency_job.measure_served``), per
+   Spark as of its logged time (``mercury.features.lifecycle.consistency.measure_served``), per
    feature; anything under ``offline.consistency_min_share`` fails the demo.
 """
 
@@ -20,7 +20,7 @@ def served_sets_in_the_lake(settings: Settings) -> list[str]:
     """The v1 sets (those step 9 serves) whose source stream the demo validated into the lake
     (profiles come from Postgres CDC, which the demo does not load into the lake)."""
     from mercury.contracts import registry
-    from mercury.features.compile import load_compiled
+    from mercury.features.definition.compile import load_compiled
     from mercury.lake import tables
 
     catalog = tables.catalog(settings)
@@ -30,10 +30,10 @@ def served_sets_in_the_lake(settings: Settings) -> list[str]:
 
 def run_batch_demo(settings: Settings, served_since_ms: int) -> list[str]:
     """The step's failures (empty when it all worked)."""
-    from mercury.features import history
-    from mercury.features.compile import load_one
-    from mercury.features.consistency_job import measure_served
-    from mercury.features.spark_session import session, spark_config
+    from mercury.features.definition.compile import load_one
+    from mercury.features.executors.spark.session import session, spark_config
+    from mercury.features.lifecycle.consistency import measure_served
+    from mercury.features.offline import history
     from mercury.lake import tables
 
     fs = load_one(HISTORY_SET)

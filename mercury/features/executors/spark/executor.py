@@ -1,11 +1,11 @@
 """The PySpark executor of the feature DSL: point-in-time values for training sets and history.
 
 For query rows ``(query_id, entity_id, as_of_ms)``, each with its own as-of time, it computes
-exactly what ``mercury.features.reference.values_for`` gives for that entity as of that time
-(the reference is the oracle; read its docstring for the semantics). Only normalisation is
-shared with the other executors: ``events.normalise`` turns a valid record into an event in
-Python (``events_frame``, ``lake_events_frame``); everything after it runs in Spark's
-DataFrame API, with no Python UDF:
+exactly what ``mercury.features.executors.reference.values_for`` gives for that entity as of that
+time (the reference is the oracle; read its docstring for the semantics). Only normalisation is
+shared with the other executors: ``events.normalise`` turns a valid record into an event in Python
+(``events_frame``, ``lake_events_frame``); everything after it runs in Spark's DataFrame API, with
+no Python UDF:
 
 1. effectively-once: of the events sharing an ``event_id``, the first arrival (smallest
    ``log_pos``) is kept, whatever the as-of time;
@@ -50,12 +50,12 @@ import pyarrow.compute as pc
 
 from mercury.contracts import registry
 from mercury.durations import parse_duration
-from mercury.features.consistency import Report, same
-from mercury.features.dsl import Aggregate, FeatureSet, Filter, LastN, Latest
-from mercury.features.events import FeatureEvent, normalise
-from mercury.features.reference import first_arrivals, values_for
-from mercury.features.semantics import MAX_LATENESS_MS
-from mercury.features.windows import Window, window
+from mercury.features.definition.dsl import Aggregate, FeatureSet, Filter, LastN, Latest
+from mercury.features.definition.semantics import MAX_LATENESS_MS
+from mercury.features.definition.windows import Window, window
+from mercury.features.executors.agreement import Report, same
+from mercury.features.executors.events import FeatureEvent, normalise
+from mercury.features.executors.reference import first_arrivals, values_for
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession

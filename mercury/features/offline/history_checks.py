@@ -1,6 +1,6 @@
 """The Great Expectations checkpoint on a feature history table, before a version is promoted.
 
-A history table (``mercury.features.history``) holds one row per (entity, day) with the
+A history table (``mercury.features.offline.history``) holds one row per (entity, day) with the
 set's values as of the end of that day, one JSON column per feature. The suite is derived from
 the feature set's definition and the backfilled date range, so a new feature or window is
 checked without editing this module:
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mercury.features.dsl import Aggregate, FeatureSet, LastN, Latest
-from mercury.features.windows import window
+from mercury.features.definition.dsl import Aggregate, FeatureSet, LastN, Latest
+from mercury.features.definition.windows import window
 from mercury.quality.expectations import CheckpointOutcome, ExpectationSpec, outcome_of
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def check_history(settings: Settings, feature_set: FeatureSet, start: date, end:
                   columns: Sequence[str] | None = None) -> CheckpointOutcome:
     """Read the history rows of [start, end] and run the checkpoint; raise
     ``HistoryCheckFailed`` when an expectation fails, else return the outcome."""
-    from mercury.features import history
+    from mercury.features.offline import history
 
     table = history.read(settings, feature_set, start=start, end=end)
     if columns is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from mercury.durations import DAY_MS, HOUR_MS, MINUTE_MS, format_duration, parse_duration
-from mercury.features.errors import DefinitionError
+from mercury.features.definition.errors import DefinitionError
 
 
 @dataclass(frozen=True)
