@@ -1,5 +1,5 @@
 {#-
-  Reading the feature history's JSON text columns (mercury.features.history: one JSON object
+  Reading the feature history's JSON text columns (mercury.features.offline.history: one JSON object
   per feature, e.g. settled_amount = {"7d": {"USD": 12.5}, "30d": {...}}) on both engines.
   DuckDB parses the text with its json extension; Snowflake with parse_json. Keys are quoted in
   paths because window labels start with a digit ("7d").
