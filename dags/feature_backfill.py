@@ -112,7 +112,7 @@ with DAG(
     doc_md=__doc__,
 ):
     run = plan()
-    steps = [backfill_history(run), check_history(run), warm_start_online(run),
+    chain = [backfill_history(run), check_history(run), warm_start_online(run),
              consistency_gate(run), shadow_compare(run), promote(run), retire_previous(run)]
-    for before, after in zip(steps, steps[1:], strict=False):
+    for before, after in zip(chain, chain[1:], strict=False):
         before >> after
