@@ -3,10 +3,13 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint contracts up down status bench clean
+.PHONY: setup lock demo test lint contracts up down status bench clean
 
 setup:             ## install uv and both locked environments
 	@bash scripts/setup.sh
+
+lock:              ## re-lock the main env after a dependency change (honours PIP_FIND_LINKS)
+	@uv lock $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
 
 demo: setup        ## the main job end to end on the local defaults
 	@$(VENV)/mercury demo $(ARGS)

@@ -9,9 +9,10 @@ import pytest
 pytest.importorskip("pyflink.table", reason="PyFlink lives in the Flink env "
                     "(infra/envs/flink/.venv); tests/test_flink_env.py runs these tests there")
 
-from mercury.features import dsl, warm_start  # noqa: E402
+from mercury.features.definition import dsl  # noqa: E402
 from mercury.features.definition.compile import load_compiled  # noqa: E402
 from mercury.features.executors.streaming.flink import _executor  # noqa: E402
+from mercury.features.lifecycle import warm_start  # noqa: E402
 from mercury.online.memory_store import MemoryOnlineStore  # noqa: E402
 
 V1, V2 = load_compiled(["spending.v1", "spending.v2"])
