@@ -8,8 +8,9 @@ export PYTHONDONTWRITEBYTECODE := 1
 setup:             ## install uv and both locked environments
 	@bash scripts/setup.sh
 
-lock:              ## re-lock the main env after a dependency change (honours PIP_FIND_LINKS)
+lock:              ## re-lock both envs after a dependency change (honours PIP_FIND_LINKS)
 	@uv lock $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+	@cd infra/envs/flink && uv lock $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
 
 demo: setup        ## the main job end to end on the local defaults
 	@$(VENV)/mercury demo $(ARGS)
