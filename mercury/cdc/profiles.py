@@ -1,41 +1,6 @@
 """Profile CDC: changes of ``mercury.user_profiles`` become ``user_profile_cdc`` events.
 
-How: a publication on the table (inserts, updates, deletes; TRUNCATE is not published, the
-contract has no op for it) and a logical replication slot with the built-in ``pgoutput``
-plugin, read through the SQL interface (``pg_logical_slot_peek_binary_changes``) because
-psycopg 3 has no replication-protocol client. Each pump call peeks a batch, writes the events,
-``flush``es the event log and only then moves the slot (``pg_replication_slot_advance``) to the
-end of the last transaction written.
-
-Replays are byte-identical. A crash between the flush and the advance leaves the slot where
-it was, so the next call writes the same changes again: same ``source.lsn``, same bytes. That
-is fine downstream, where ``(source.lsn, user_id)`` is the identity of a change. Nothing in a
-record comes from the wall clock: ``ts_ms`` is the commit time (Debezium would put the reader's
-processing time there, which would make replays differ).
-
-Snapshot: when the slot does not exist yet, the existing rows are written as ``op = "r"``
-from the slot's own exported snapshot. A replication connection (``replication=database``)
-opens a REPEATABLE READ transaction, creates a TEMPORARY slot with ``SNAPSHOT 'use'`` (so the
-transaction sees exactly the rows committed before the slot's consistent point, and the slot
-streams exactly the transactions committed after it), reads the table, flushes the events, and
-then copies the temporary slot into the permanent one (``pg_copy_logical_replication_slot``:
-same restart and confirmed positions). A crash during the snapshot therefore leaves no slot and
-the next call simply snapshots again (rows the failed attempt wrote stay, with its lower LSN,
-and are superseded); a permanent slot exists only once its snapshot is durable. Snapshot rows
-carry the temporary slot's ``restart_lsn``, which is below every change the slot will stream
-(a transaction that was in flight at the consistent point can have changes below the
-consistent point itself), so ordering by ``source.lsn`` puts a user's snapshot row before that
-user's later changes.
-
-Ordering: per user, ``source.lsn`` follows commit order, because a row's next change must wait
-for the row lock of the previous one. Across users, changes of concurrent transactions
-interleave by LSN, not by commit: consumers order per key, as they do with Debezium.
-
-One pump per slot at a time: a session advisory lock guards set-up, snapshot and pumping (and
-Postgres refuses two readers of one slot anyway). A slot that nobody pumps holds WAL on the
-server: ``status`` reports how much. pgoutput skips transactions that did not touch the table,
-so when the table is quiet and the slot falls ``heartbeat_bytes`` behind, the pump writes a
-transactional logical message (a heartbeat) that the next poll reads and advances past.
+Design notes: docs/CDC.md, "The profile CDC pump in detail".
 """
 
 from __future__ import annotations

@@ -1,49 +1,6 @@
 """Compaction: the streaming job's staged part files -> Iceberg, safe to repeat.
 
-Flink here has no Iceberg writer (ARCHITECTURE.md), so the online-features job writes JSON-lines
-part files that its checkpoints commit (renamed from a hidden in-progress name), and this step
-commits them to the lake with pyiceberg:
-
-- ``<data_dir>/lake_staging/validated/``: ``{"stream", "position", "record"}`` per valid record
-  (before the streaming dedup, so every duplicate copy is here). Records go to their stream's
-  ``registry.stream(s).lake_table`` through ``tables.upsert``: one row per event id, the copy
-  that reached the stream first wins. Only the contract's columns are kept (the contract is the
-  table's schema); records that carried other fields are counted, per field, in the result.
-- ``<data_dir>/lake_staging/late/``: ``{"stream", "position", "watermark", "event_ts",
-  "record"}`` per event too late for the online features (one line per entity it routes to).
-  They go to ``quality.late_events`` (``LATE_EVENTS_SCHEMA``, partitioned by day of event
-  time), one row per (stream, event id): of a batch's copies the one that reached the stream
-  first (``ingest_ts``, else file order), and a stored row is never rewritten. The record is
-  kept whole, unknown fields included, as JSON in ``payload``.
-
-Only committed files are read: names starting with ``.`` (Flink's in-progress and pending
-files) or ``_`` are skipped. Files are taken oldest first, in batches of about
-``batch_records`` lines. A batch is committed (one Iceberg commit per table it touches) and
-only then are its files moved into ``_compacted/`` beside them, where neither Flink nor this
-step looks again. A crash between the commit and the move, a second compactor racing this one,
-or a file copied back by hand all lead to the same records being written again, which changes
-nothing: every write here inserts only identities the table lacks (and ``tables.upsert``
-replaces a row only by a copy that arrived earlier).
-
-Identity of a record:
-- its stream's ``event_id_field`` where the registry has one;
-- ``user_profile_cdc`` has none: a change is identified by ``(source.lsn, user_id)``, the
-  user id taken from ``after`` (``before`` for a delete), as the contract says and as the CDC
-  pump relies on for byte-identical replays. Its id is ``"<source.lsn>:<user_id>"``, the same
-  string the streaming dedup uses (``mercury.features.executors.events.normalise``). The lake table
-  keeps the contract's columns (no id column): a batch's stored changes are found by ``source.lsn``,
-  and a change already stored is never rewritten (a replay is the same bytes).
-
-We derive the CDC key rather than skip the stream: skipping would either move files whose
-records never reached the lake or leave every file with a profile change in staging forever.
-A record that still cannot be keyed (a stream not in the registry, one without a lake table
-or an identity rule, a CDC record with neither ``before`` nor ``after``) is counted in
-``CompactResult.unkeyed``; its file's other records are committed, but the file stays in place
-(listed in ``held_files``) until the code can key it, so nothing is dropped silently.
-
-A malformed line (not JSON, a wrong envelope) or a record the contract's columns cannot hold
-stops the run with ``CompactError`` naming the file (and the line); nothing of that batch is
-moved, and batches committed before it stay committed.
+Design notes: docs/STREAMING.md, "Compaction of staged files into the lake".
 """
 
 from __future__ import annotations

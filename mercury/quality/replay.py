@@ -1,31 +1,6 @@
 """Replaying dead letters once their cause is fixed, idempotently.
 
-A record is dead-lettered because it broke the contract as it stood then (a currency the code
-list lacked, an enum symbol added later ...). Once the contract or the code list is fixed,
-``replay_dead_letters`` re-validates every dead letter of a stream with the *current*
-contract; those that pass now are produced again to the original stream with their original
-bytes. Their event id is unchanged, so a second delivery (see below) is absorbed downstream:
-the streaming job dedups by event id and the lake upserts by it. Those that still fail stay
-in the dead-letter stream and are counted per rule they break now.
-
-The dead-letter stream is read whole on every run through a consumer group that never
-commits, so a record fixed by a later change is still found by a later replay. It may hold
-the same ``dlq_id`` twice (a re-run loader writes the same failure again); it counts once.
-
-Idempotence: the replay ledger, an append-only JSON-lines file, one line per replayed
-``dlq_id``. It lives beside the log it describes, ``<event log root>/_replays/<stream>.jsonl``
-(Flink's file source skips ``_`` names), so wiping the event log wipes it too: dead-letter ids
-are derived from log positions, which a fresh log reuses. With Kafka (no local root) it is
-``<data_dir>/replays/<stream>.jsonl``. A file rather than a Postgres table because the replay
-needs nothing else running and the ledger is read whole once per run. An exclusive lock on
-it keeps two replays of a stream apart.
-
-Crash window: per batch, records are produced and flushed first and the ledger is appended
-(and fsynced) after. A crash in between leaves records produced but not in the ledger: the
-next run produces them once more, which dedup absorbs. The other order could lose records,
-which the platform never does. A torn last ledger line (a crash mid-write) is dropped.
-Payloads are re-encoded from the dead letter's text: exact, since only valid UTF-8 can pass
-validation.
+Design notes: docs/STREAMING.md, "Replaying dead letters".
 """
 
 from __future__ import annotations

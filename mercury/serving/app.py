@@ -75,12 +75,16 @@ def create_app(build_runtime) -> Starlette:
     async def context(request: Request) -> Response:
         started = time.perf_counter()
         rt: Runtime = state["rt"]
+        # Shed before any work: a saturated process answers 503 at once, so the load balancer
+        # retries elsewhere instead of this process missing every budget.
         if rt.monitor.overloaded and rt.in_flight >= rt.min_in_flight_to_shed:
             rt.metrics.refused.labels("503").inc()
             return _json({"error": "overloaded: retry on another instance",
                           "loop_lag_ms": round(rt.monitor.lag_ms, 1)}, 503)
         rt.in_flight += 1
         try:
+            # The caller first (401/429 cost no body parse), then the body, then the user's
+            # assertion: it is checked against the user id the body names.
             caller = authenticated_caller(request)
             rid = request.headers.get("x-request-id")
             if rid is not None and not _REQUEST_ID.match(rid):
@@ -138,6 +142,8 @@ def create_app(build_runtime) -> Starlette:
         rt.metrics.loop_lag.set(rt.monitor.lag_ms)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # One runtime per process, built when uvicorn starts it (not at import): warm-up and the
+    # audit shipper run in the background; readiness waits for the warm-up only.
     @asynccontextmanager
     async def lifespan(app):
         rt = state["rt"] = build_runtime()

@@ -1,36 +1,6 @@
 """The reference executor: feature values computed directly from events, in plain Python.
 
-It is the oracle the PyFlink job, the Spark job and the online reader are tested against, so
-it favours being obviously right over being fast: no tiles, no incremental state.
-
-Which events count as of ``t`` (per feature set):
-- the payload is valid against its stream's contract (invalid ones go to dead letters) and
-  ``events.normalise`` makes an event of it;
-- it is the first arrival of its ``event_id`` (a retry arriving later is ignored);
-- it had arrived (``arrival_ts <= t``) and happened (``event_ts <= t``) by ``t``;
-- it is not too late: ``event_ts >= arrival_ts - MAX_LATENESS_MS`` (see ``semantics``).
-An entity with no counting event is absent from the result.
-
-Values, per entity ``{feature_name: value}`` (the online reader must return exactly these):
-- ``Aggregate``: ``{window_label: v}``; the label is ``windows.window(text).label``, the
-  shortest spelling, so "24h" is keyed "1d" (and "60m" "1h"). An event is in the window iff
-  ``window(text).covers(event_ts, t)`` (tile-aligned, see ``windows``) and it passes ``where``.
-  ``v`` is a leaf: count -> int (events, or events with a non-null column); sum -> float
-  (0.0 if none); min/max -> the value or None; avg -> float or None; distinct_count -> int of
-  distinct non-null values. A money column (``source.currency_of``) makes ``v`` a dict keyed
-  by currency code; ``group_by`` makes it a dict keyed by ``str(group value)`` (None ->
-  "unknown"), group outside currency: ``{group: {currency: leaf}}``. In those dicts a key
-  exists only if some event contributed to it, so an empty window is ``{}``.
-- ``LastN``: a list of at most n items, newest first. An item gathers the events (passing
-  ``where``) sharing ``row[item_key]`` (None: skipped); its ``ts`` is their earliest event_ts;
-  items are ordered by ``(ts, item key)`` descending. Item: ``{"item": key, "ts": ts,
-  "status": ..., <field>: ...}``; events are ranked by ``(status_rank.get(status, 0),
-  event_ts, event_id)``; status is the top event's, each field the top value among events
-  where it is non-null (else None), so arrival order never matters.
-- ``Latest``: the passing event of greatest ``order``: ``{field: row[field]..., "ts":
-  event_ts}``, or None if there is none, it is a delete, ``t - ts > max_age``, or
-  ``row[expires] <= t``. With ``per``: ``{str(row[per]): value}`` omitting None values and
-  events whose ``row[per]`` is None. An expired newest value is not replaced by an older one.
+Design notes: docs/STREAMING.md, "The reference executor (the oracle) in detail".
 """
 
 from __future__ import annotations

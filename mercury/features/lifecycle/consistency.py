@@ -1,44 +1,7 @@
 """Online/offline consistency: what was served (or what the online store holds) against the same
 definition recomputed in Spark from the lake, as of the same time, feature by feature.
 
-Two measurements, one report (``ConsistencyReport``):
-
-- ``measure_served``: the context API's audit records (lake table ``audit.inference_requests``)
-  hold, per request, the values served per feature set (``served_features_json``), the version
-  of each (``feature_versions``), the as-of time they were read at (``features_as_of``) and the
-  user only as a token (``user_token``; the service never logs raw ids). Tokens are mapped
-  back by computing ``mercury.privacy.protect.user_token`` over the entity ids found in the
-  lake's source streams; a token that maps to no id is a user with no event in the lake, whose
-  expected values are those of an empty hash. Every served (set, version) is recomputed with
-  ``spark_executor.point_in_time`` as of each request's as-of time.
-- ``measure_online``: the online hashes of one version, active or not (no pointer is read), for
-  a sample of entities, decoded as of one time (by default the newest arrival in the lake: for a
-  quiescent store every event has been applied by then, so it is the fair as-of time), against
-  the Spark recompute as of that time. This is the promotion gate of a new version.
-
-What counts:
-
-- A value matches when ``mercury.features.executors.agreement.same`` says so (floats to 1e-9
-  relative). An entity with no counting event is absent in Spark's output; its expected values
-  are what the online reader decodes from an empty hash (zeros, empty lists, no latest value),
-  which is what the service serves for it.
-- Only values served from the online store are measured. ``snapshot`` values were read at an
-  earlier time that the audit record does not keep (only the request's as-of is logged), and
-  ``unavailable`` sets have no values: both are counted per set as ``degraded``, outside the
-  share, never as matches.
-- In flight: the streaming job applies an event a little after it arrives, so a value served
-  right after an arrival can lack that event while Spark (which counts it from its arrival
-  time) includes it. A mismatching value is recomputed once more without the events that
-  arrived within ``freshness_allowance_ms`` before the as-of time; if that matches, it is
-  counted as ``in_flight``: reported per feature, still not a match (the share stays honest,
-  and a gate at 100% still fails on it), but the report says why.
-- Replays: the online reader is exact for as-of times at or after the events the store held
-  when it read (``mercury.features.reader``). A request pinned to an earlier as-of time (a
-  replay of the past) is measured like any other and can mismatch: history is the batch
-  path's job, and such requests belong outside a consistency window.
-- Examples (at most ``max_examples`` per feature) name the entity by its user token, never
-  the raw id, since reports are shared: the as-of time, the value served and the value
-  recomputed.
+Design notes: docs/BATCH.md, "Online/offline consistency in detail".
 """
 
 from __future__ import annotations

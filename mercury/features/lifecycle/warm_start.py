@@ -1,35 +1,7 @@
 """Warm start: a new version of a feature set filled from the lake, taken over exactly by the
 streaming job at an arrival cut.
 
-The cut ``T`` is an arrival time (``ingest_ts``, the time the bitemporal rule and the lake use).
-``backfill_online`` folds every lake event of the set's stream that arrived at or before ``T``:
-in Spark, grouped by entity, each entity's events folded in arrival order with the streaming
-job's own ``incremental.apply`` (a Python function over Arrow batches: it *is* the streaming
-code). It writes, per entity,
-
-- the whole rendered state to the online hash of that version (TTL: the set's ``ttl``), so the
-  version can be compared and served at once;
-- the state itself, JSON-encoded (``incremental.encode_state``), under ``bootstrap_key``;
-- then one marker of the cut for the (set, version) (``marker_key``): written last, it says the
-  bootstraps are complete.
-
-The streaming job runs that version with ``seam(store, feature_set)`` (see
-``mercury.features.executors.streaming.executor``): records that arrived at or before ``T`` are
-skipped, later ones fold onto the bootstrap loaded on the entity's first touch. Every record is on
-exactly one side of ``T``, so nothing is missed or counted twice. Deployment: restart the job with
-the new version from a savepoint whose read position is covered by ``T`` (every record read before
-it arrived at or before ``T``); the records after the savepoint are replayed for the new version,
-and the old versions rewrite the same bytes.
-
-The bootstraps and the marker live ``max(set ttl, offline.warm_start_state_ttl_s)``: as long as
-the hash the backfill wrote, so an entity first touched after its bootstrap expired has lost its
-old values anyway. A job given a seam whose marker is gone fails on the first touch
-(``WarmStartMissing``) rather than silently starting the version empty.
-
-The lake must hold every arrival up to ``T``: its newest arrival must be at or after ``T``
-(compaction commits the log in arrival order), otherwise ``LakeBehind`` is raised. Events too
-late for the streaming job (``event_ts < arrival_ts - MAX_LATENESS_MS``, the reference's rule)
-are left out, as the job drops them.
+Design notes: docs/BATCH.md, "Warm start in detail".
 """
 
 from __future__ import annotations

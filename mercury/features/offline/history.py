@@ -1,61 +1,6 @@
 """Offline feature history: one Iceberg table per feature-set version, one row per entity and day.
 
-``<offline.namespace>.<set>_v<version>`` in the lake catalog holds, for every day D and every
-entity with at least one counting event as of the END of D, the set's values as of
-``as_of_ms = start(D + 1) - 1`` (UTC), exactly as the reference executor gives them:
-
-    entity_id string, as_of_date date, as_of_ms long, <feature> string..., computed_at timestamp
-
-Each feature column is the feature's value (the structure ``spark_executor.decode_values``
-gives) as compact JSON with sorted keys, so one value always has the same bytes; null where
-the value is None. The table is partitioned by ``as_of_date`` (identity), so a day is replaced
-as a whole.
-
-``backfill`` computes the days of a range that need it in ONE Spark job (the grid of (entity,
-day-end) queries through ``spark_executor.point_in_time``, with the set's events read from its
-lake table at one snapshot), then deletes those days' partitions and appends their rows in one
-Iceberg transaction, which also records which lake snapshot each day now reflects. Re-running
-is safe: a day is always replaced whole, never appended to.
-
-Which days need computing (``plan``):
-- ``new``: never computed (no record in the table's properties);
-- ``forced``: ``full=True``, the set's compiled definition differs from the one the table was
-  built with, or the lake snapshot a day reflects has since been expired (nothing to diff);
-- ``changed``: the events of the lake differ between the snapshot the day reflects and the
-  current one in a way that can change the day (below).
-
-Finding what changed: the snapshots between the recorded one and the current one say which
-lake partitions (days of event time) they added or removed data files in
-(``tables.touched_days``); those days are read at both snapshots, normalised, and their events
-compared by event id (added, removed, or with any field different). The files alone are not
-enough, because a file added is not a row changed: lake compaction rewrites files without
-changing a row (files alone would mark every compacted day changed), and ``tables.upsert``
-replaces a row by a copy that arrived EARLIER (delete + append: the replaced version and its
-replacement both matter, and only the row diff gives the old arrival time). Where the touched
-days cannot be told (the recorded snapshot is not an ancestor of the current one, or the table
-is not partitioned by day, like the CDC tables) every day is diffed.
-
-An event version (old or new) with times ``arrival_ts``, ``event_ts`` can change
-day D only if it counts by the end of D, i.e. ``end(D) >= max(arrival_ts, event_ts)`` (and never
-if it is too late to count at all, ``semantics.MAX_LATENESS_MS``). When every feature of the set
-is a windowed ``Aggregate``, it stops mattering once it has left the longest window: days with
-``start(D) >= event_ts + longest`` cannot see it (a window covers at most ``length`` before the
-as-of time). ``Latest`` and ``LastN`` values can depend on an old event forever, so for them
-every later day is affected. One more thing can change a day outside those windows: whether the
-entity has a row at all (an entity is present from its first counting event on). Where an
-entity's first counting day differs between the snapshots, the days in between are changed too.
-A late chargeback that arrives on day X thus recomputes the days from X on (to the end of its
-longest window for an aggregates-only set), never the days before X, whose values the
-reference cannot change (an event counts as of t only once it has arrived by t).
-
-The record (table property ``mercury.history.days``) maps a lake snapshot id to the day ranges
-computed from it or checked against it, so a run over part of the history leaves the other days'
-records as they are, and they are diffed from their own snapshot when next asked for.
-
-Scale notes: events are read and normalised in Python (as ``lake_events_frame`` does) and the
-finished rows come back to the driver to be written through pyiceberg (there is no Iceberg
-runtime jar for Spark here); both bound a run to what one driver holds. On EMR the same plan
-would write with Spark's Iceberg writer.
+Design notes: docs/BATCH.md, "Feature history in detail".
 """
 
 from __future__ import annotations

@@ -1,28 +1,6 @@
 """The Great Expectations checkpoint on a feature history table, before a version is promoted.
 
-A history table (``mercury.features.offline.history``) holds one row per (entity, day) with the
-set's values as of the end of that day, one JSON column per feature. The suite is derived from
-the feature set's definition and the backfilled date range, so a new feature or window is
-checked without editing this module:
-
-- at least one row (a backfill that wrote nothing is not a version to promote);
-- the key columns exist; ``entity_id``, ``as_of_date``, ``as_of_ms``, ``computed_at`` are
-  never null and (entity_id, as_of_date) is unique;
-- ``as_of_date`` lies in [start, end], and ``as_of_ms`` is the last millisecond of that
-  day in UTC (checked against ``end_of_day_ms``, a column this module derives from
-  ``as_of_date``: GX compares two columns but does no date arithmetic);
-- every feature column is valid JSON or null, and matches the JSON schema its definition
-  implies: an ``Aggregate`` is an object with exactly its window labels, each leaf nested
-  under the group (``group_by``) and the currency (money columns); counts and distinct counts
-  are integers >= 0, sums and averages numbers, min/max numbers or null. A ``LastN`` is an
-  array of at most ``n`` items with ``item``, ``ts`` and ``status``; a ``Latest`` is an
-  object with its fields and ``ts`` (per value of ``per`` when set), or null.
-
-``run_history_checkpoint`` runs the suite on a pandas DataFrame; ``check_history`` reads the
-rows of [start, end] from the lake and raises ``HistoryCheckFailed`` naming each failed
-expectation with its unexpected count and a few examples (entity and day). Like
-``mercury.quality.expectations``, the suite is plain data first (``history_suite_spec``) and
-Great Expectations (slow to import) is imported only to run it.
+Design notes: docs/BATCH.md, "The history checkpoint in detail".
 """
 
 from __future__ import annotations

@@ -1,29 +1,6 @@
 """Point-in-time training sets: each label row gets the feature values as of its own time.
 
-``training_set(spark, settings, labels, ["spending.v1", "risk.v1"])`` returns the label rows,
-every column kept as is, in their order and number (a duplicated label row stays two rows),
-plus one column per feature, ``<set>__<feature>``, holding that feature's value as JSON text
-(what the reference executor gives for the row's entity as of the row's timestamp), or null
-when the entity had no counting event by then.
-
-Why leakage is impossible by construction, not just tested for:
-
-- the only path from events to a label row is ``spark_executor.point_in_time``. Its join keeps
-  an event for a row iff ``arrival_ts <= t`` and ``event_ts <= t`` (``t`` the row's
-  timestamp, not too late, first arrival of its id), and every feature value is aggregated
-  from those kept events only. An event from after ``t``, or one that happened before ``t``
-  but reached the log after it (a late arrival a naive as-of join on event time would take),
-  is not in the frame the values are built from;
-- the label side never meets the events anywhere else: the label rows get an internal row id,
-  only ``(row id, entity_id, t)`` goes into the executor, and the values come back joined on
-  that id. Label columns (the label itself, weights) never feed a feature;
-- ``t`` is the row's own timestamp, not a shared cut-off or the clock, so two rows of one
-  entity at different times see different histories.
-
-Bad label tables fail before any feature is computed, with a ``ValueError`` naming the column
-and the rule: a missing ``entity_id`` or timestamp column, a timestamp that is neither epoch ms
-(an integer type) nor a Spark timestamp, a null timestamp or entity, a feature column name
-already taken.
+Design notes: docs/BATCH.md, "Training sets in detail".
 """
 
 from __future__ import annotations

@@ -1,41 +1,6 @@
 """The PySpark executor of the feature DSL: point-in-time values for training sets and history.
 
-For query rows ``(query_id, entity_id, as_of_ms)``, each with its own as-of time, it computes
-exactly what ``mercury.features.executors.reference.values_for`` gives for that entity as of that
-time (the reference is the oracle; read its docstring for the semantics). Only normalisation is
-shared with the other executors: ``events.normalise`` turns a valid record into an event in Python
-(``events_frame``, ``lake_events_frame``); everything after it runs in Spark's DataFrame API, with
-no Python UDF:
-
-1. effectively-once: of the events sharing an ``event_id``, the first arrival (smallest
-   ``log_pos``) is kept, whatever the as-of time;
-2. the events of each query's entity are joined to it and kept iff they count as of its time:
-   ``arrival_ts <= as_of``, ``event_ts <= as_of`` and ``event_ts >= arrival_ts -
-   MAX_LATENESS_MS``;
-3. ``Aggregate``: every (feature, window) an event contributes to becomes one exploded row
-   (tile-aligned windows: ``first_tile * hop <= event_ts``; ``where`` passed; a non-null
-   column), aggregated by (query, feature, window, group, currency) in one pass, then nested
-   ``{group: {currency: leaf}}``;
-4. ``LastN``: events grouped per (query, item), the status and each field taken from the
-   strongest event ``(status_rank, event_ts, event_id)`` having it, the n newest items by
-   ``(ts, item)``;
-5. ``Latest``: the event of greatest ``order`` (per query, or per query and ``per`` value),
-   hidden when a delete, older than ``max_age`` or past its ``expires`` time.
-
-Output (``point_in_time``): one row per query, ``query_id, entity_id, as_of_ms, values``, where
-``values`` is a JSON object ``{feature: value}`` that decodes (``decode_values``) to the
-reference's structure, or null when the entity has no counting event as of that time (the
-reference omits such an entity; ``compare`` treats both as "absent"). ``query_id`` must be
-unique.
-
-The events frame (``EVENT_COLUMNS``): ``entity_id, event_id, event_ts, arrival_ts,
-order_num, order_tie, deleted, log_pos, row``. ``order`` of an event becomes ``(order_num,
-order_tie)`` (``(event_ts, event_id)`` for plain streams, ``(lsn, "")`` for change events);
-``row`` is a struct of the columns the set's features read, typed from the source's contract
-(timestamps as epoch ms, ints as long, floats as double, derived columns as strings).
-
-pyspark is imported inside the functions that need it: importing this module is cheap, and the
-comparison helpers work without a Spark session.
+Design notes: docs/BATCH.md, "The Spark executor in detail".
 """
 
 from __future__ import annotations
@@ -338,6 +303,10 @@ def _aggregates(feature_set: FeatureSet, features: list[Aggregate], counted: Dat
     def null(kind: str) -> Column:
         return F.lit(None).cast(kind)
 
+    # Step 1: per event row, one entry per (feature, window) it counts in: a struct naming the
+    # feature (f), the window (w), its group (g) and currency (c) keys and the value to fold,
+    # typed long or double (l / d) so integer sums stay exact, or as a string (s) for distinct
+    # counts. Rows outside a window or failing a filter give null entries, dropped below.
     entries = []
     leaf_is_long: dict[int, bool] = {}
     leaf_of: dict[int, Column] = {}
@@ -380,6 +349,8 @@ def _aggregates(feature_set: FeatureSet, features: list[Aggregate], counted: Dat
             (f.op in ("min", "max") and long_input)
         leaf_of[fid] = _leaf(f.op, long_input)
 
+    # Step 2: explode the entries and aggregate each (query, feature, window, group, currency)
+    # bucket once; only the statistics some feature needs are computed.
     prepared = counted.select("_q", *(column.alias(name) for name, column in shared.values()))
     exploded = (prepared.select("_q", F.explode(F.filter(F.array(*entries),
                                                            lambda e: e.isNotNull())).alias("e"))
@@ -405,6 +376,9 @@ def _aggregates(feature_set: FeatureSet, features: list[Aggregate], counted: Dat
                           else expression.when(F.col("f") == fid, leaf))
         return (expression if expression is not None else F.lit(None)).cast(cast)
 
+    # Step 3: each bucket's final value (a sum, an average, a count ...), then the buckets of
+    # one (feature, window, group) folded into a currency map (money is never summed across
+    # currencies) or a single value.
     leaves = buckets.select("_q", "f", "w", "g", "c", by_feature(True, "long").alias("leaf_l"),
                             by_feature(False, "double").alias("leaf_d"))
     by_currency = leaves.groupBy("_q", "f", "w", "g").agg(
@@ -417,6 +391,9 @@ def _aggregates(feature_set: FeatureSet, features: list[Aggregate], counted: Dat
             F.col("c").isNotNull() & F.col("leaf_d").isNotNull(),
             F.struct("c", "leaf_d")))).alias("map_d"))
 
+    # Step 4: one column per (feature, window), nested by group where the feature has one;
+    # a window with no events gets the value the reference gives an empty window (0 for
+    # counts and sums, {} for maps, null for min/max/avg), never a missing key.
     cells = []
     values: dict[str, Column] = {}
     for fid, f in enumerate(features):
