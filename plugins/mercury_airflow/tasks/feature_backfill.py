@@ -291,12 +291,14 @@ def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
     from mercury.features.lifecycle import bluegreen
 
     plan = BackfillPlan.from_xcom(plan)
-    if plan.previous_version is None:
+    old = plan.previous_definition()
+    if old is None:
         log(f"shadow: no other version of {plan.feature_set} is active; nothing to compare")
         return {"ref": plan.ref, "compared_with": None}
     new = plan.definition()
-    old = BackfillPlan(**{**plan.to_xcom(), "version": plan.previous_version}).feature_set_spec()
-    report = bluegreen.shadow_compare(settings, old, new)
+    with _store(settings) as store:
+        report = bluegreen.shadow_compare(store, old, new,
+                                          sample=settings.offline.consistency_sample_entities)
     log(report.summary())
     if not report.ok:
         raise GateFailed(f"shadow: {old.ref} and {new.ref} define "
