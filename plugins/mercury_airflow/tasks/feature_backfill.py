@@ -295,8 +295,13 @@ def shadow_compare(settings: Settings, plan: Mapping[str, Any], *,
         log(f"shadow: no other version of {plan.feature_set} is active; nothing to compare")
         return {"ref": plan.ref, "compared_with": None}
     new = plan.definition()
-    old = BackfillPlan(**{**plan.to_xcom(), "version": plan.previous_version}).feature_set_spec()
-    report = bluegreen.shadow_compare(settings, old, new)
+    old = plan.previous_definition()
+    if old is None:  # served, but no longer compiled (the plan logged it)
+        log(f"shadow: {plan.feature_set}.v{plan.previous_version} has no compiled spec; "
+            "nothing to compare")
+        return {"ref": plan.ref, "compared_with": None}
+    with _store(settings) as store:
+        report = bluegreen.shadow_compare(store, old, new)
     log(report.summary())
     if not report.ok:
         raise GateFailed(f"shadow: {old.ref} and {new.ref} define "
