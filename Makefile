@@ -11,7 +11,7 @@ setup:             ## install uv and both locked environments
 demo: setup        ## the main job end to end on the local defaults
 	@$(VENV)/mercury demo $(ARGS)
 
-test: setup        ## every test: lint, contract checks, unit, integration on the local stack
+test: setup        ## every test: lint, types, contract checks, unit, integration on the local stack
 	@bash scripts/test.sh $(ARGS)
 
 lint: setup
