@@ -15,7 +15,7 @@ lock:              ## re-lock both envs after a dependency change (honours PIP_F
 demo: setup        ## the main job end to end on the local defaults
 	@$(VENV)/mercury demo $(ARGS)
 
-test: setup        ## every test: lint, contract checks, unit, integration on the local stack
+test: setup        ## every test: lint, types, contract checks, unit, integration on the local stack
 	@bash scripts/test.sh $(ARGS)
 
 lint: setup

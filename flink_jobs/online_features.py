@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import cast
 
 CHECKPOINT_INTERVAL = "5 s"
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
-    from mercury.config import load_settings
+    from mercury.config import FileEventLogConfig, load_settings
     from mercury.contracts import registry
     from mercury.features.definition import dsl
     from mercury.features.definition.compile import load_compiled
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     t_env = StreamTableEnvironment.create(env)
     configure(env, t_env, args, settings)
 
-    root = str(settings.event_log.root.resolve())
+    # The job reads the local (file) event log.
+    root = str(cast(FileEventLogConfig, settings.event_log).root.resolve())
     lines = t_env.to_data_stream(line_sources(t_env, streams, root)) \
         .map(lambda r: r, output_type=LINE)
     dead_letters, validated, late = build(
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         settings.online_store.model_dump_json())
 
     for stream in streams:
-        dlq_folder = os.path.join(root, registry.stream(stream).dead_letter_stream)
+        # Every source stream has its dead-letter stream (the registry's check).
+        dlq_folder = os.path.join(root, cast(str, registry.stream(stream).dead_letter_stream))
         dead_letters.filter(lambda row, s=stream: row.stream == s) \
             .map(lambda row: row.json, output_type=Types.STRING()) \
             .sink_to(file_sink(dlq_folder)).name(f"dead-letters-{stream}")

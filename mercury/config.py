@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -271,9 +271,9 @@ class Settings(_Section):
         return self.data_dir / "keys" / "privacy.json"
 
 
-def _resolve_paths(raw: dict, base: Path) -> dict:
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Relative paths in the file are relative to the repository root, not the caller's cwd."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, dict):
             out[key] = _resolve_paths(value, base)

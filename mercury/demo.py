@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import cast
 
 from mercury.config import FileEventLogConfig, Settings
 from mercury.generator.knobs import Knobs
@@ -114,7 +115,8 @@ def _step(title: str) -> None:
 def _fresh_start(settings: Settings) -> None:
     """Each demo run is its own world: clear the event log, lake and warehouse it writes."""
     vectors = getattr(settings.retrieval.index, "path", None)
-    for path in (settings.event_log.root, settings.lake.warehouse,
+    # The demo runs on the local (file) event log.
+    for path in (cast(FileEventLogConfig, settings.event_log).root, settings.lake.warehouse,
                  settings.warehouse.duckdb_path, vectors):
         if path is None or "://" in str(path):
             continue

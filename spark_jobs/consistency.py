@@ -27,7 +27,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from mercury.features.lifecycle import consistency as job  # noqa: F401 (the job)
+from mercury.features.lifecycle import consistency as job
 from spark_jobs import start
 
 

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import orjson
 import psycopg
@@ -163,10 +164,12 @@ class ChangeDecoder:
             raise CdcError(f"change at {pgoutput.int_to_lsn(lsn)} of relation "
                            f"{message.relation_oid} that was never described")
 
+        begin = self.begin  # not None (checked above), which make() cannot see
+
         def make(op, before, after):
             return change_record(op, before, after, db=self.db, schema=relation.namespace,
-                                 table=relation.name, lsn=lsn, tx_id=self.begin.xid,
-                                 ts_ms=self.begin.commit_ms)
+                                 table=relation.name, lsn=lsn, tx_id=begin.xid,
+                                 ts_ms=begin.commit_ms)
 
         if isinstance(message, pgoutput.Insert):
             return [make("c", None, self._row(relation, message.new))]
@@ -202,6 +205,11 @@ def _conninfo(settings: Settings, **extra) -> str:
 
 def _connect(settings: Settings) -> psycopg.Connection:
     return psycopg.connect(_conninfo(settings), autocommit=True)
+
+
+def _one_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a query that always answers one (psycopg types ``fetchone`` Optional)."""
+    return cast("tuple[Any, ...]", cursor.fetchone())
 
 
 def ensure_publication(conn: psycopg.Connection, target: CdcTarget) -> None:
@@ -252,8 +260,8 @@ class Pump:
         self.heartbeat_bytes = heartbeat_bytes
         self.conn = _connect(settings)
         lock = f"mercury.cdc:{target.slot}"
-        if not self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                 (lock,)).fetchone()[0]:
+        if not _one_row(self.conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock,)))[0]:
             self.conn.close()
             raise CdcError(f"another pump holds slot {target.slot}; run one at a time")
         try:
@@ -304,7 +312,7 @@ class Pump:
         position = f"pg:{self.target.slot}:{record['source']['lsn']}:{key}"
         letter = make_dead_letter(self.target.stream, position, orjson.dumps(record), verdict,
                                   record["source"]["ts_ms"])
-        self.producer.send(self.spec.dead_letter_stream, encode_dead_letter(letter),
+        self.producer.send(cast(str, self.spec.dead_letter_stream), encode_dead_letter(letter),
                            letter["dlq_id"])
         result.dead_letters += 1
 
@@ -348,7 +356,8 @@ class Pump:
                 result.changes += 1
         result.transactions = self.decoder.transactions - before
         if self.decoder.last_commit is None:
-            result.last_lsn = pgoutput.lsn_to_int(_slot(self.conn, self.target.slot)[4])
+            slot = cast("tuple[Any, ...]", _slot(self.conn, self.target.slot))  # it exists
+            result.last_lsn = pgoutput.lsn_to_int(slot[4])
             self._heartbeat_if_lagging()
             return
         self.producer.flush()  # durable first; a crash before the advance means a replay
@@ -360,9 +369,9 @@ class Pump:
         database never gives the slot a commit to advance to, and WAL piles up. Past a
         threshold, a transactional logical message gives the next poll one (as Debezium's
         heartbeat does)."""
-        behind = self.conn.execute("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint "
-                                   "FROM pg_replication_slots WHERE slot_name = %s",
-                                   (self.target.slot,)).fetchone()[0]
+        behind = _one_row(self.conn.execute(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s", (self.target.slot,)))[0]
         if behind is not None and behind >= self.heartbeat_bytes:
             self.conn.execute("SELECT pg_logical_emit_message(true, %s, %s)",
                               (HEARTBEAT_PREFIX, self.target.slot))
@@ -430,9 +439,9 @@ def status(settings: Settings, target: CdcTarget = PROFILES) -> dict:
                                    (target.publication,)).fetchone() is not None
         held = None
         if slot is not None:
-            held = conn.execute("SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM "
-                                "pg_replication_slots WHERE slot_name = %s",
-                                (target.slot,)).fetchone()[0]
+            held = _one_row(conn.execute(
+                "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM "
+                "pg_replication_slots WHERE slot_name = %s", (target.slot,)))[0]
     return {"slot": target.slot, "slot_exists": slot is not None,
             "publication": target.publication, "publication_exists": publication,
             "active_pid": slot[2] if slot else None,

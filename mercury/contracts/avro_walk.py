@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, TypeAlias
+
+# A parsed ``.avsc`` (a JSON object) and any node in it: a type name, a union (a list) or a
+# complex type (an object). JSON, so the nodes stay ``Any``.
+Schema: TypeAlias = dict[str, Any]
+Node: TypeAlias = Any
 
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 NAMED = {"record", "enum", "fixed"}
 
 
-def full_name(node: dict, namespace: str | None) -> str:
-    name = node["name"]
+def full_name(node: Schema, namespace: str | None) -> str:
+    name: str = node["name"]
     if "." in name:
         return name
     space = node.get("namespace", namespace)
     return f"{space}.{name}" if space else name
 
 
-def named_types(schema, namespace: str | None = None, found: dict | None = None) -> dict:
+def named_types(schema: Node, namespace: str | None = None,
+                found: dict[str, Schema] | None = None) -> dict[str, Schema]:
     """Every named type (record, enum, fixed) in a schema, by full and short name."""
     found = {} if found is None else found
     if isinstance(schema, list):
@@ -40,7 +47,7 @@ def named_types(schema, namespace: str | None = None, found: dict | None = None)
     return found
 
 
-def resolve(node, names: dict):
+def resolve(node: Node, names: dict[str, Schema]) -> Node:
     """Replace a reference to a named type by its definition; unwrap ``{"type": "long"}``."""
     if isinstance(node, str) and node not in PRIMITIVES:
         return names[node]
@@ -49,7 +56,7 @@ def resolve(node, names: dict):
     return node
 
 
-def type_name(node) -> str:
+def type_name(node: Node) -> str:
     """The Avro kind of a resolved node: a primitive name, record, enum, array, map, union."""
     if isinstance(node, list):
         return "union"
@@ -59,12 +66,12 @@ def type_name(node) -> str:
     return kind if isinstance(kind, str) else type_name(kind)
 
 
-def iter_fields(schema: dict, prefix: str = "") -> Iterator[tuple[str, dict]]:
+def iter_fields(schema: Schema, prefix: str = "") -> Iterator[tuple[str, Schema]]:
     """Every field of a record schema, nested records included, as (dotted path, field)."""
     names = named_types(schema)
     seen: set[str] = set()
 
-    def walk(record: dict, prefix: str):
+    def walk(record: Schema, prefix: str) -> Iterator[tuple[str, Schema]]:
         for field in record["fields"]:
             path = f"{prefix}{field['name']}"
             yield path, field
@@ -77,7 +84,7 @@ def iter_fields(schema: dict, prefix: str = "") -> Iterator[tuple[str, dict]]:
     yield from walk(schema, prefix)
 
 
-def _records_in(node, names: dict) -> list[dict]:
+def _records_in(node: Node, names: dict[str, Schema]) -> list[Schema]:
     node = resolve(node, names)
     if isinstance(node, list):
         return [r for branch in node for r in _records_in(branch, names)]

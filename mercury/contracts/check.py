@@ -7,7 +7,7 @@ from mercury.contracts.data_classes import missing_data_classes
 
 
 def check_everything() -> list[str]:
-    problems = []
+    problems: list[str] = []
     for subject in schemas.subjects():
         for version in schemas.versions(subject):
             schema = schemas.load(subject, version).schema

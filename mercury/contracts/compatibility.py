@@ -12,7 +12,7 @@ field path.
 from __future__ import annotations
 
 from mercury.contracts import schemas
-from mercury.contracts.avro_walk import named_types, resolve, type_name
+from mercury.contracts.avro_walk import Node, Schema, named_types, resolve, type_name
 
 PROMOTIONS = {
     "int": {"long", "float", "double"},
@@ -23,7 +23,7 @@ PROMOTIONS = {
 }
 
 
-def problems(writer: dict, reader: dict) -> list[str]:
+def problems(writer: Schema, reader: Schema) -> list[str]:
     """Why data written with ``writer`` cannot be read with ``reader`` (empty when it can)."""
     checker = _Resolver(named_types(writer), named_types(reader))
     return checker.check(writer, reader, "")
@@ -31,7 +31,7 @@ def problems(writer: dict, reader: dict) -> list[str]:
 
 def check_subject(subject: str) -> list[str]:
     """Problems of every version of ``subject`` against each of its earlier versions."""
-    found = []
+    found: list[str] = []
     known = schemas.versions(subject)
     for new in known[1:]:
         reader = schemas.load(subject, new).schema
@@ -46,11 +46,11 @@ def check_all() -> list[str]:
 
 
 class _Resolver:
-    def __init__(self, writer_names: dict, reader_names: dict):
+    def __init__(self, writer_names: dict[str, Schema], reader_names: dict[str, Schema]) -> None:
         self.w_names = writer_names
         self.r_names = reader_names
 
-    def check(self, writer, reader, path: str) -> list[str]:
+    def check(self, writer: Node, reader: Node, path: str) -> list[str]:
         writer = resolve(writer, self.w_names)
         reader = resolve(reader, self.r_names)
         w_kind, r_kind = type_name(writer), type_name(reader)
@@ -82,9 +82,9 @@ class _Resolver:
             return [f"field {where!r} fixed size changed"]
         return []
 
-    def _one_of(self, writer, reader_union, path: str) -> list[str]:
+    def _one_of(self, writer: Node, reader_union: Node, path: str) -> list[str]:
         branches = reader_union if isinstance(reader_union, list) else [reader_union]
-        failures = []
+        failures: list[list[str]] = []
         for branch in branches:
             found = self.check(writer, branch, path)
             if not found:
@@ -94,8 +94,8 @@ class _Resolver:
         return [f"field {path or '<root>'!r}: {_show(w)} values can no longer be read "
                 f"(new type {_show([resolve(b, self.r_names) for b in branches])})"]
 
-    def _record(self, writer: dict, reader: dict, path: str) -> list[str]:
-        found = []
+    def _record(self, writer: Schema, reader: Schema, path: str) -> list[str]:
+        found: list[str] = []
         w_fields = {f["name"]: f for f in writer["fields"]}
         r_fields = {f["name"]: f for f in reader["fields"]}
         prefix = f"{path}." if path else ""
@@ -114,11 +114,11 @@ class _Resolver:
         return found
 
 
-def _logical(node) -> str | None:
+def _logical(node: Node) -> str | None:
     return node.get("logicalType") if isinstance(node, dict) else None
 
 
-def _show(node) -> str:
+def _show(node: Node) -> str:
     if isinstance(node, list):
         return "[" + ", ".join(_show(b) for b in node) + "]"
     if isinstance(node, str):

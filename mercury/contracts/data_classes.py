@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from mercury.contracts.avro_walk import iter_fields
+from mercury.contracts.avro_walk import Schema, iter_fields
 
 
 class DataClass(StrEnum):
@@ -21,13 +21,13 @@ class DataClass(StrEnum):
     CARD_DATA = "card_data"
 
 
-def field_classes(schema: dict) -> dict[str, DataClass]:
+def field_classes(schema: Schema) -> dict[str, DataClass]:
     """Every field path (``after.email``) of a schema with its data class."""
     return {path: DataClass(field["data_class"]) for path, field in iter_fields(schema)
             if field.get("data_class") in DataClass._value2member_map_}
 
 
-def missing_data_classes(schema: dict) -> list[str]:
+def missing_data_classes(schema: Schema) -> list[str]:
     """Field paths that carry no data class, or one that is not known."""
     return [f"{path} (data_class={field.get('data_class')!r})"
             for path, field in iter_fields(schema)

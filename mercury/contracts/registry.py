@@ -97,7 +97,7 @@ def stream(name: str) -> Stream:
 
 def check() -> list[str]:
     """Dangling references and clashes in the registry (CI fails on any)."""
-    found = []
+    found: list[str] = []
     names = [s.name for s in STREAMS]
     for dup in {n for n in names if names.count(n) > 1}:
         found.append(f"stream {dup!r} declared twice")

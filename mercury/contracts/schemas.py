@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import Any
 
 SCHEMA_PACKAGE = "mercury.contracts"
 
@@ -19,7 +21,7 @@ class UnknownSchema(KeyError):
 class SchemaVersion:
     subject: str
     version: int
-    schema: dict
+    schema: dict[str, Any]  # the parsed .avsc
 
     @property
     def schema_id(self) -> int:
@@ -34,7 +36,7 @@ class SchemaVersion:
         return json.dumps(self.schema, sort_keys=True, separators=(",", ":"))
 
 
-def _schema_root():
+def _schema_root() -> Traversable:
     return resources.files(SCHEMA_PACKAGE).joinpath("schemas")
 
 

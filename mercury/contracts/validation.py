@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import orjson
 
 from mercury.contracts import schemas
-from mercury.contracts.avro_walk import PRIMITIVES, named_types, resolve
+from mercury.contracts.avro_walk import PRIMITIVES, Node, Schema, named_types, resolve
 from mercury.contracts.code_lists import COUNTRIES, CURRENCIES, LANGUAGES
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _MCC = re.compile(r"^[0-9]{4}$")
 
-FORMAT_RULES = {
+FORMAT_RULES: dict[str, tuple[str, Callable[[str], bool]]] = {
     "iso4217": ("bad_currency", lambda v: v in CURRENCIES),
     "iso3166_alpha2": ("bad_country", lambda v: v in COUNTRIES),
     "iso639_1": ("bad_language", lambda v: v in LANGUAGES),
@@ -40,7 +42,7 @@ INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
-    record: dict | None = None
+    record: dict[str, Any] | None = None
     rule: str | None = None
     field: str | None = None
     message: str | None = None
@@ -53,13 +55,13 @@ class _Violation(Exception):
     field: str
     message: str
     # Union branches are tried in turn; a deeper failure explains the problem better.
-    depth: int = field(default=0)
+    depth: int = 0
 
 
 class Validator:
     """Checks records against one schema version; build once, call many times."""
 
-    def __init__(self, schema: dict):
+    def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self.names = named_types(schema)
 
@@ -73,7 +75,7 @@ class Validator:
                            message=f"expected a JSON object, got {type(record).__name__}")
         return self.validate(record)
 
-    def validate(self, record: dict) -> Verdict:
+    def validate(self, record: dict[str, Any]) -> Verdict:
         unknown: list[str] = []
         try:
             clean = self._record(self.schema, record, "", unknown)
@@ -81,11 +83,12 @@ class Validator:
             return Verdict(False, rule=bad.rule, field=bad.field, message=bad.message)
         return Verdict(True, record=clean, unknown_fields=tuple(unknown))
 
-    def _record(self, schema: dict, value, path: str, unknown: list[str]) -> dict:
+    def _record(self, schema: Schema, value: Any, path: str,
+                unknown: list[str]) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise _Violation("wrong_type", path, f"{path}: expected an object")
-        out = {}
-        known = set()
+        out: dict[str, Any] = {}
+        known: set[str] = set()
         for spec in schema["fields"]:
             name = spec["name"]
             known.add(name)
@@ -103,7 +106,8 @@ class Validator:
                 out[name] = value[name]
         return out
 
-    def _value(self, node, value, path: str, fmt: str | None, unknown: list[str]):
+    def _value(self, node: Node, value: Any, path: str, fmt: str | None,
+               unknown: list[str]) -> Any:
         node = resolve(node, self.names)
         if isinstance(node, list):
             return self._union(node, value, path, fmt, unknown)
@@ -132,7 +136,8 @@ class Validator:
             return self._primitive(kind, value, path, fmt)
         raise _Violation("wrong_type", path, f"{path}: unsupported schema type {kind!r}")
 
-    def _union(self, branches: list, value, path: str, fmt: str | None, unknown: list[str]):
+    def _union(self, branches: list[Node], value: Any, path: str, fmt: str | None,
+               unknown: list[str]) -> Any:
         if value is None:
             if "null" in branches:
                 return None
@@ -150,7 +155,7 @@ class Validator:
         raise best
 
     @staticmethod
-    def _primitive(kind: str, value, path: str, fmt: str | None):
+    def _primitive(kind: str, value: Any, path: str, fmt: str | None) -> Any:
         if kind == "string":
             if not isinstance(value, str):
                 raise _Violation("wrong_type", path, f"{path}: expected a string, "
@@ -191,7 +196,7 @@ class Validator:
         raise _Violation("wrong_type", path, f"{path}: unsupported type {kind}")
 
 
-def _describe(value) -> str:
+def _describe(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:40]}"
 

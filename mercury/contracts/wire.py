@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+from typing import Any, cast
 
 import fastavro
 
@@ -19,13 +20,13 @@ class WireFormatError(ValueError):
     pass
 
 
-def _parsed(version: schemas.SchemaVersion):
+def _parsed(version: schemas.SchemaVersion) -> Any:  # fastavro's parsed schema
     # Logical types change nothing in the binary; without them timestamps stay epoch
     # milliseconds, exactly as in the JSON event log, so both bindings give equal records.
     return fastavro.parse_schema(_without_logical_types(version.schema))
 
 
-def _without_logical_types(node):
+def _without_logical_types(node: Any) -> Any:
     if isinstance(node, list):
         return [_without_logical_types(n) for n in node]
     if isinstance(node, dict):
@@ -35,14 +36,15 @@ def _without_logical_types(node):
     return node
 
 
-def encode(record: dict, version: schemas.SchemaVersion) -> bytes:
+def encode(record: dict[str, Any], version: schemas.SchemaVersion) -> bytes:
     body = io.BytesIO()
     body.write(_HEADER.pack(MAGIC, version.schema_id))
     fastavro.schemaless_writer(body, _parsed(version), record)
     return body.getvalue()
 
 
-def decode(payload: bytes, reader: schemas.SchemaVersion | None = None) -> tuple[dict, int]:
+def decode(payload: bytes,
+           reader: schemas.SchemaVersion | None = None) -> tuple[dict[str, Any], int]:
     """The record and the writer's schema id; resolved to ``reader`` when given."""
     if len(payload) < _HEADER.size:
         raise WireFormatError(f"payload of {len(payload)} bytes is shorter than the header")
@@ -52,4 +54,5 @@ def decode(payload: bytes, reader: schemas.SchemaVersion | None = None) -> tuple
     writer = schemas.by_id(schema_id)
     record = fastavro.schemaless_reader(io.BytesIO(payload[_HEADER.size:]), _parsed(writer),
                                         _parsed(reader) if reader else None)
-    return record, schema_id
+    # Every contract is a record schema, so the body decodes to a dict.
+    return cast("dict[str, Any]", record), schema_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import orjson
 
@@ -17,9 +18,10 @@ def _kafka_client_config(cfg: KafkaEventLogConfig) -> dict:
         for env in (cfg.sasl_username_env, cfg.sasl_password_env):
             if not env or env not in os.environ:
                 raise EventLogError(f"Kafka SASL needs the environment variable {env!r} set")
+        # Both are set: checked just above.
         conf.update({"sasl.mechanisms": "SCRAM-SHA-512",
-                     "sasl.username": os.environ[cfg.sasl_username_env],
-                     "sasl.password": os.environ[cfg.sasl_password_env]})
+                     "sasl.username": os.environ[cast(str, cfg.sasl_username_env)],
+                     "sasl.password": os.environ[cast(str, cfg.sasl_password_env)]})
     return conf
 
 

@@ -4,6 +4,8 @@ binding works in environments without it."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from mercury.eventlog.base import EventConsumer, EventLogError, EventProducer, Message
 
 
@@ -54,8 +56,9 @@ class KafkaEventConsumer(EventConsumer):
         for msg in self._consumer.consume(num_messages=max_messages, timeout=timeout_s):
             if msg.error():
                 raise EventLogError(f"consume failed: {msg.error()}")
-            key = msg.key().decode() if msg.key() is not None else None
-            out.append(Message(msg.topic(), key, msg.value(),
+            key = cast(bytes, msg.key()).decode() if msg.key() is not None else None
+            # A consumed message has a topic and a value (confluent-kafka types both Optional).
+            out.append(Message(cast(str, msg.topic()), key, cast(bytes, msg.value()),
                                f"{msg.topic()}/{msg.partition()}/{msg.offset()}"))
         self._polled = self._polled or bool(out)
         return out

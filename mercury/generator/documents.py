@@ -108,7 +108,7 @@ def build_documents(rng: random.Random, merchants: tuple[Merchant, ...], count: 
                 title=title, merchant_id=None, sections=tuple(sections)))
     for merchant in merchants[: max(0, count - len(docs))]:
         language = LANGUAGE_OF_COUNTRY.get(merchant.country, "en")
-        sections = (
+        merchant_sections = (
             ("About", f"{merchant.name} is a {merchant.category.replace('_', ' ')} merchant "
                       f"in {merchant.country} (MCC {merchant.mcc})."),
             ("Payments", f"Charges appear as {merchant.name.upper()[:22]} and settle within "
@@ -121,5 +121,5 @@ def build_documents(rng: random.Random, merchants: tuple[Merchant, ...], count: 
             source_url=f"https://help.mercurypay.example/{language}/merchants/"
                        f"{merchant.merchant_id}",
             title=f"{merchant.name}: payments and refunds", merchant_id=merchant.merchant_id,
-            sections=sections))
+            sections=merchant_sections))
     return docs[:count] if count < len(docs) else docs

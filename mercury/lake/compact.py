@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import orjson
 import pyarrow as pa
@@ -129,7 +129,8 @@ class CompactResult:
 
 def _lake_table(stream: str) -> str:
     spec = _lake_stream(stream)
-    return spec.lake_table if spec else "(none)"
+    # ``_lake_stream`` returns only streams that have a lake table.
+    return cast(str, spec.lake_table) if spec else "(none)"
 
 
 # --- the staging area -------------------------------------------------------------------------
@@ -157,9 +158,9 @@ class _Line:
     entry: dict
 
 
-_ENVELOPE = {VALIDATED: {"stream": str, "position": str, "record": dict},
-             LATE: {"stream": str, "position": str, "record": dict, "watermark": int,
-                    "event_ts": int}}
+_ENVELOPE: dict[str, dict[str, type]] = {
+    VALIDATED: {"stream": str, "position": str, "record": dict},
+    LATE: {"stream": str, "position": str, "record": dict, "watermark": int, "event_ts": int}}
 
 
 def _read(path: Path, kind: str) -> list[_Line]:
@@ -239,7 +240,7 @@ class DerivedId:
 
 
 def _cdc_probe(records: list[dict]) -> BooleanExpression:
-    from pyiceberg.expressions import In
+    from mercury.lake.predicates import In
 
     return In("source.lsn", sorted({r["source"]["lsn"] for r in records}))
 
@@ -396,7 +397,9 @@ def _arrival(record: dict) -> int | None:
 
 def _late_probe(batch: pa.Table) -> BooleanExpression:
     import pyarrow.compute as pc
-    from pyiceberg.expressions import And, GreaterThanOrEqual, In, LessThanOrEqual
+    from pyiceberg.expressions import And
+
+    from mercury.lake.predicates import GreaterThanOrEqual, In, LessThanOrEqual
 
     bounds = pc.min_max(batch["event_ts"])
     days = And(GreaterThanOrEqual("event_ts", bounds["min"].as_py().isoformat()),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from mercury.config import Settings
 from mercury.contracts import registry
@@ -55,7 +56,7 @@ def load_stream(settings: Settings, stream_name: str, batch_size: int = 50_000,
             for message in batch:
                 verdict = check.validate_bytes(message.value)
                 if verdict.ok:
-                    good.append(verdict.record)
+                    good.append(cast("dict[str, Any]", verdict.record))  # the verdict is ok
                     report.unknown_fields.update(verdict.unknown_fields)
                     continue
                 letter = make_dead_letter(stream_name, message.position, message.value,

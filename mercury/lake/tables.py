@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.expressions import BooleanExpression
     from pyiceberg.table import Table
+    from pyiceberg.table.snapshots import Snapshot
 
     from mercury.config import Settings
 
@@ -207,6 +208,11 @@ def _stream(stream_name: str) -> registry.Stream:
     return spec
 
 
+def _table_name(spec: registry.Stream) -> str:
+    """The lake table of a stream ``_stream`` returned (it refuses one without)."""
+    return cast(str, spec.lake_table)
+
+
 def create_table(cat: Catalog, identifier: str, schema: pa.Schema, properties: dict[str, str],
                  partition: tuple | None = None) -> Table:
     """Create ``identifier`` (and its namespace) partitioned by at most one field
@@ -236,21 +242,21 @@ def ensure_table(settings: Settings, stream_name: str) -> Table:
     cat = catalog(settings)
     schema = arrow_schema(spec.schema_subject)
     try:
-        table = cat.load_table(spec.lake_table)
+        table = cat.load_table(_table_name(spec))
     except NoSuchTableError:
         properties = {"mercury.stream": spec.name, "mercury.owner": spec.owner,
                       "mercury.schema_subject": spec.schema_subject}
         if spec.event_id_field:
             properties["mercury.event_id_field"] = spec.event_id_field
         time_field = _partition_time_field(spec, schema)
-        return create_table(cat, spec.lake_table, schema, properties,
+        return create_table(cat, _table_name(spec), schema, properties,
                             (time_field, DayTransform(), f"{time_field}_day") if time_field
                             else None)
     present = {f.name for f in table.schema().fields}
     if any(name not in present for name in schema.names):
         with table.update_schema() as update:
             update.union_by_name(schema)
-        table = cat.load_table(spec.lake_table)
+        table = cat.load_table(_table_name(spec))
     return table
 
 
@@ -269,7 +275,7 @@ def read(settings: Settings, stream_name: str,
     from pyiceberg.expressions import AlwaysTrue
 
     spec = _stream(stream_name)
-    table = catalog(settings).load_table(spec.lake_table)
+    table = catalog(settings).load_table(_table_name(spec))
     return table.scan(row_filter=AlwaysTrue() if row_filter is None else row_filter,
                       snapshot_id=snapshot_id).to_arrow()
 
@@ -281,7 +287,7 @@ def snapshot_ids(settings: Settings, stream_name: str) -> tuple[int | None, froz
 
     spec = _stream(stream_name)
     try:
-        table = catalog(settings).load_table(spec.lake_table)
+        table = catalog(settings).load_table(_table_name(spec))
     except NoSuchTableError:
         return None, frozenset()
     current = table.current_snapshot()
@@ -301,7 +307,7 @@ def touched_days(settings: Settings, stream_name: str, since: int,
     from pyiceberg.manifest import ManifestEntryStatus
     from pyiceberg.transforms import DayTransform
 
-    table = catalog(settings).load_table(_stream(stream_name).lake_table)
+    table = catalog(settings).load_table(_table_name(_stream(stream_name)))
     chain: set[int] = set()
     snapshot = table.snapshot_by_id(until)
     while snapshot is not None and snapshot.snapshot_id != since:
@@ -316,7 +322,8 @@ def touched_days(settings: Settings, stream_name: str, since: int,
     for snapshot_id in chain:
         # A snapshot's own manifests list what it added and removed; a removal is not carried
         # into later snapshots' manifests, so each snapshot of the chain is read.
-        for manifest in table.snapshot_by_id(snapshot_id).manifests(table.io):
+        in_chain = cast("Snapshot", table.snapshot_by_id(snapshot_id))  # found above
+        for manifest in in_chain.manifests(table.io):
             if manifest.added_snapshot_id != snapshot_id:
                 continue
             fields = specs[manifest.partition_spec_id].fields
@@ -357,7 +364,7 @@ def upsert(settings: Settings, stream_name: str, records: list[dict]) -> UpsertR
         except CommitFailedException:
             if attempt == COMMIT_ATTEMPTS:
                 raise
-            table = catalog(settings).load_table(spec.lake_table)  # someone committed first
+            table = catalog(settings).load_table(_table_name(spec))  # someone committed first
             continue
         return UpsertResult(result.inserted, result.updated_or_unchanged, result.replaced,
                             collapsed)
@@ -402,7 +409,9 @@ def _to_table_layout(batch: pa.Table, table: Table) -> pa.Table:
 
 
 def _time_range(batch: pa.Table, time_field: str | None) -> BooleanExpression:
-    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThanOrEqual
+    from pyiceberg.expressions import AlwaysTrue, And
+
+    from mercury.lake.predicates import GreaterThanOrEqual, LessThanOrEqual
 
     if not time_field:
         return AlwaysTrue()
@@ -416,7 +425,9 @@ def _merge(table: Table, batch: pa.Table, key: str, order: str | None,
            time_field: str | None) -> UpsertResult:
     """Append the ids the table lacks and replace rows an earlier-arrived copy supersedes, in
     one Iceberg commit. ``batch`` has one row per key."""
-    from pyiceberg.expressions import And, In
+    from pyiceberg.expressions import And
+
+    from mercury.lake.predicates import In
 
     batch = _to_table_layout(batch, table)
     where = _time_range(batch, time_field)

@@ -24,13 +24,34 @@ replaying events after a failure rewrites the same bytes. The hash's TTL is the 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from mercury.durations import format_duration, parse_duration
 
 ACTIVE_PREFIX = "fs:{active}:"  # one hash tag: all pointers in one slot, one MGET
 STAMP_FIELD = "_ts"
 
 
-def entity_key(feature_set, entity_id: str) -> str:
+class _Entity(Protocol):
+    @property
+    def tag(self) -> str: ...
+
+
+class KeyedSet(Protocol):
+    """What a key needs of a feature set (``mercury.features``' ``FeatureSet``): its name,
+    version and entity's hash tag. A protocol, so the store never imports the features."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def entity(self) -> _Entity: ...
+
+
+def entity_key(feature_set: KeyedSet, entity_id: str) -> str:
     return f"fs:{{{feature_set.entity.tag}:{entity_id}}}:{feature_set.name}:v{feature_set.version}"
 
 

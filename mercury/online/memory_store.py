@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from mercury.online import layout
 from mercury.online.store import Hashes, KeyWrite, OnlineStore, Versions
 
+if TYPE_CHECKING:
+    from mercury.config import MemoryStoreConfig
+
 
 class MemoryOnlineStore(OnlineStore):
-    def __init__(self, config=None):
+    def __init__(self, config: MemoryStoreConfig | None = None) -> None:
         self.config = config
         self.hashes: dict[str, dict[str, bytes]] = {}
         self.ttls: dict[str, int] = {}

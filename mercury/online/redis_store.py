@@ -13,9 +13,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mercury.online import layout
 from mercury.online.store import Hashes, KeyWrite, OnlineStore, Versions
+
+if TYPE_CHECKING:
+    from mercury.config import RedisStoreConfig
+
+# The clients are redis-py's ``Redis``/``RedisCluster`` (blocking) and their ``redis.asyncio``
+# twins, or a test's stand-in. redis-py types every command's reply as ``Awaitable[Any] | Any``
+# for both kinds, so the clients are ``Any`` here and replies are typed where they are read.
+Client = Any
 
 # KEYS: pointer, history. Remembers the replaced version (the last 20), never the same twice.
 _PROMOTE = """
@@ -38,18 +47,19 @@ return {replaced or '', restored}
 
 
 class RedisOnlineStore(OnlineStore):
-    def __init__(self, config, client=None, async_client=None):
+    def __init__(self, config: RedisStoreConfig, client: Client | None = None,
+                 async_client: Client | None = None) -> None:
         self.config = config
         self._client = client
         self._async_client = async_client
 
-    def _connection_kwargs(self) -> dict:
+    def _connection_kwargs(self) -> dict[str, Any]:
         cfg = self.config
         password = os.environ.get(cfg.password_env) if cfg.password_env else None
         return dict(host=cfg.host, port=cfg.port, password=password)
 
     @property
-    def client(self):
+    def client(self) -> Client:
         if self._client is None:
             import redis
 
@@ -59,7 +69,7 @@ class RedisOnlineStore(OnlineStore):
         return self._client
 
     @property
-    def async_client(self):
+    def async_client(self) -> Client:
         """The event loop's client: a short connect timeout, so a dead store fails fast.
         Reads are bounded by the caller's deadline; the socket timeout is only a backstop for
         a connection nobody waits on any more."""
@@ -75,7 +85,8 @@ class RedisOnlineStore(OnlineStore):
 
     # ---- reads ------------------------------------------------------------------------------
 
-    def _read_pipeline(self, client, keys: Sequence[str], pointer_sets: Sequence[str]):
+    def _read_pipeline(self, client: Client, keys: Sequence[str],
+                       pointer_sets: Sequence[str]) -> Any:  # the client's pipeline
         pipe = client.pipeline(transaction=False)
         if pointer_sets:
             pipe.mget([layout.active_key(n) for n in pointer_sets])
@@ -84,11 +95,11 @@ class RedisOnlineStore(OnlineStore):
         return pipe
 
     @staticmethod
-    def _versions(pointer_sets: Sequence[str], values: list) -> Versions:
+    def _versions(pointer_sets: Sequence[str], values: list[bytes | None]) -> Versions:
         return {n: None if v is None else int(v)
                 for n, v in zip(pointer_sets, values, strict=True)}
 
-    def _replies(self, replies: list, pointer_sets: Sequence[str]) -> tuple[Hashes, Versions]:
+    def _replies(self, replies: list[Any], pointer_sets: Sequence[str]) -> tuple[Hashes, Versions]:
         versions = self._versions(pointer_sets, replies.pop(0)) if pointer_sets else {}
         return [{k.decode(): v for k, v in fields.items()} for fields in replies], versions
 
@@ -140,7 +151,8 @@ class RedisOnlineStore(OnlineStore):
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.get(key)  # one GET per key: an MGET across slots fails on a cluster
-        return pipe.execute()
+        values: list[bytes | None] = pipe.execute()
+        return values
 
     def scan(self, pattern: str) -> Iterator[str]:
         # SCAN, never KEYS: it does not block the server; on a cluster redis-py scans every
@@ -156,7 +168,8 @@ class RedisOnlineStore(OnlineStore):
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.exists(key)
-        return sum(pipe.execute())
+        exists: list[int] = pipe.execute()
+        return sum(exists)
 
     def promote(self, set_name: str, version: int) -> int | None:
         before = self.client.eval(_PROMOTE, 2, layout.active_key(set_name),

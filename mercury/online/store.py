@@ -21,8 +21,8 @@ class KeyWrite:
     """Whole fields to overwrite (and delete) in one hash, and its TTL. ``replace`` drops
     every other field first (the hash then holds exactly ``set_fields``)."""
     key: str
-    set_fields: dict
-    delete_fields: tuple = ()
+    set_fields: dict[str, bytes]
+    delete_fields: tuple[str, ...] = ()
     ttl_ms: int = 0
     replace: bool = False
 
@@ -99,5 +99,5 @@ class OnlineStore(ABC):
     def __enter__(self) -> OnlineStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

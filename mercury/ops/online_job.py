@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from mercury.config import REPO_ROOT
 
@@ -60,7 +61,7 @@ def wait_caught_up(client, job_id: str, expected_lines: int | None, timeout_s: f
         if now != last:
             last, stable_since = now, time.monotonic()
         elif (expected_lines is None or now.lines_read >= expected_lines) \
-                and time.monotonic() - stable_since >= settle_s:
+                and time.monotonic() - cast(float, stable_since) >= settle_s:  # set in round 1
             _wait_for_new_checkpoint(client, job_id, deadline)
             return now
         time.sleep(0.5)

@@ -12,7 +12,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import BufferedRandom
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 
@@ -89,7 +91,8 @@ def replay_dead_letters(settings: Settings, stream: str, *, dry_run: bool = Fals
                         continue
                     result.replayed += 1
                     if producer is not None:
-                        position = producer.send(stream, raw, key=_key(verdict.record, spec.key))
+                        record = cast("dict[str, Any]", verdict.record)  # the verdict is ok
+                        position = producer.send(stream, raw, key=_key(record, spec.key))
                         entries.append({"dlq_id": dlq_id, "event_id": letter.get("event_id"),
                                         "rule": letter["rule"], "position": position,
                                         "replayed_at": now_ms()})
@@ -123,7 +126,7 @@ def progress_printer(out=sys.stderr, every_s: float = 2.0) -> Callable[[ReplayRe
 
 def _key(record: dict, path: str) -> str | None:
     """The partition key (``user_id``, ``after.user_id`` ...) of a validated record."""
-    value = record
+    value: Any = record
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return None if value is None else str(value)
@@ -134,7 +137,7 @@ class _Ledger:
 
     def __init__(self, path: Path, writable: bool):
         self.path, self.writable = path, writable
-        self._file = None
+        self._file: BufferedRandom | None = None
 
     def __enter__(self) -> _Ledger:
         if self.writable:
@@ -161,6 +164,7 @@ class _Ledger:
         return {orjson.loads(line)["dlq_id"] for line in complete.splitlines() if line}
 
     def append(self, entries: list[dict]) -> None:
-        self._file.write(b"".join(orjson.dumps(entry) + b"\n" for entry in entries))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        file = cast(BufferedRandom, self._file)  # only a writable ledger is appended to
+        file.write(b"".join(orjson.dumps(entry) + b"\n" for entry in entries))
+        file.flush()
+        os.fsync(file.fileno())

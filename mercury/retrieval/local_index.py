@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lancedb
 import numpy as np
@@ -36,6 +36,9 @@ from mercury.retrieval.index import (
     VectorIndexError,
     VersionSpec,
 )
+
+if TYPE_CHECKING:
+    from lancedb.db import LanceDBConnection
 
 log = logging.getLogger(__name__)
 VERSION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -224,7 +227,9 @@ class LocalVectorIndex(VectorIndex):
         self.path = Path(config.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(self.path)
-        self.db = lancedb.connect(self.path, read_consistency_interval=timedelta(0))
+        # A local path gives the embedded connection (typed as the base DBConnection).
+        self.db = cast("LanceDBConnection",
+                       lancedb.connect(self.path, read_consistency_interval=timedelta(0)))
         self.rows_per_partition = rows_per_partition
         self.reindex_growth = reindex_growth
         self.max_vector_segments = max_vector_segments

@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from opensearchpy import OpenSearch, Urllib3HttpConnection
@@ -259,11 +259,12 @@ class OpenSearchVectorIndex(VectorIndex):
         if None in names:
             raise VectorIndexError("retrieval.index needs both username_env and password_env "
                                    "(or neither)")
-        missing = [name for name in names if not os.environ.get(name)]
+        both = cast("tuple[str, str]", names)  # neither is None (checked above)
+        missing = [name for name in both if not os.environ.get(name)]
         if missing:
             raise VectorIndexError(f"OpenSearch credentials: environment variable(s) "
                                    f"{', '.join(missing)} not set")
-        return os.environ[names[0]], os.environ[names[1]]
+        return os.environ[both[0]], os.environ[both[1]]
 
     def close(self) -> None:
         if self._client is not None:

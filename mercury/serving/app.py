@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -31,13 +33,22 @@ from starlette.routing import Route
 from mercury.serving.auth import AccessDenied, authenticate_caller
 from mercury.serving.context import BadRequest, parse_request
 
+if TYPE_CHECKING:
+    from mercury.config import Settings
+    from mercury.privacy.keys import Keys
+    from mercury.serving.audit import AuditShipper, AuditSpool
+    from mercury.serving.auth import AssertionVerifier, RateLimiter
+    from mercury.serving.context import ContextService
+    from mercury.serving.metrics import Metrics
+    from mercury.serving.overload import LoopMonitor
+
 log = logging.getLogger(__name__)
 OUTCOMES_STREAM = "assistant_safety_outcomes"
 _OUTCOMES = ("ALLOWED", "MODIFIED", "BLOCKED")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
 
 
-def _json(body, status: int = 200) -> Response:
+def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
@@ -45,25 +56,25 @@ def _json(body, status: int = 200) -> Response:
 class Runtime:
     """Everything a request needs, built once per process by ``mercury.serving.runtime``."""
 
-    settings: object
-    keys: object
-    service: object  # ContextService
-    verifier: object  # AssertionVerifier
-    limiter: object  # RateLimiter
-    callers: frozenset
-    metrics: object
-    spool: object
-    shipper: object
-    monitor: object  # LoopMonitor
+    settings: Settings
+    keys: Keys
+    service: ContextService
+    verifier: AssertionVerifier
+    limiter: RateLimiter
+    callers: frozenset[str]
+    metrics: Metrics
+    spool: AuditSpool
+    shipper: AuditShipper
+    monitor: LoopMonitor
     min_in_flight_to_shed: int = 8
     in_flight: int = 0
     ready: bool = False
     warm_up_error: str | None = None
 
 
-def create_app(build_runtime) -> Starlette:
+def create_app(build_runtime: Callable[[], Runtime]) -> Starlette:
     """``build_runtime()`` returns a ``Runtime``; tests pass one with injected faults."""
-    state: dict = {}
+    state: dict[str, Runtime] = {}
 
     def authenticated_caller(request: Request) -> str:
         rt: Runtime = state["rt"]
@@ -145,7 +156,7 @@ def create_app(build_runtime) -> Starlette:
     # One runtime per process, built when uvicorn starts it (not at import): warm-up and the
     # audit shipper run in the background; readiness waits for the warm-up only.
     @asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt = state["rt"] = build_runtime()
         rt.monitor.start()
         rt.shipper.start()
@@ -165,7 +176,7 @@ def create_app(build_runtime) -> Starlette:
     ], lifespan=lifespan)
 
 
-def _outcome_record(body, caller: str) -> dict:
+def _outcome_record(body: Any, caller: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     rid = body.get("request_id")

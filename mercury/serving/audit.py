@@ -31,14 +31,19 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from mercury.eventlog.base import EventProducer
 
 log = logging.getLogger(__name__)
 
 
 class AuditSpool:
-    def __init__(self, folder: Path, owner: str | None = None, segment_bytes: int = 64 << 20):
+    def __init__(self, folder: Path, owner: str | None = None,
+                 segment_bytes: int = 64 << 20) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.owner = owner or f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -55,7 +60,7 @@ class AuditSpool:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._written = 0
 
-    def append(self, stream: str, key: str, record: dict) -> None:
+    def append(self, stream: str, key: str, record: dict[str, Any]) -> None:
         """One line per record, one write call: a line is whole or absent after a kill."""
         line = orjson.dumps({"stream": stream, "key": key, "record": record}) + b"\n"
         os.write(self._fd, line)
@@ -91,8 +96,8 @@ def _write_progress(spool: Path, offset: int) -> None:
     os.replace(hidden, _shipped_path(spool))
 
 
-def ship_file(spool: Path, send: Callable[[str, str, dict], None], flush: Callable[[], None],
-              max_lines: int = 5_000) -> int:
+def ship_file(spool: Path, send: Callable[[str, str, dict[str, Any]], None],
+              flush: Callable[[], None], max_lines: int = 5_000) -> int:
     """Ship complete lines after the recorded progress; returns how many were shipped."""
     offset = _read_progress(spool)
     if offset >= spool.stat().st_size:
@@ -115,7 +120,7 @@ def ship_file(spool: Path, send: Callable[[str, str, dict], None], flush: Callab
     return shipped
 
 
-def _claim(folder: Path, owner: str):
+def _claim(folder: Path, owner: str) -> IO[str] | None:
     """The owner's lock file, locked by us, when its owner is gone and no other process is
     shipping its spool; else None."""
     lock = open(folder / f"{owner}.lock", "a")  # noqa: SIM115 - returned to the caller
@@ -130,8 +135,9 @@ def _claim(folder: Path, owner: str):
 class AuditShipper:
     """Ships this process's spool and any spool whose owner died, every ``interval_s``."""
 
-    def __init__(self, spool: AuditSpool, producer, encode: Callable[[str, dict], bytes],
-                 interval_s: float = 1.0, orphans_every_s: float = 10.0):
+    def __init__(self, spool: AuditSpool, producer: EventProducer,
+                 encode: Callable[[str, dict[str, Any]], bytes],
+                 interval_s: float = 1.0, orphans_every_s: float = 10.0) -> None:
         self.spool = spool
         self.producer = producer
         self.encode = encode
@@ -151,7 +157,7 @@ class AuditShipper:
         self._thread.join(timeout_s)
         self.ship_once()  # what was appended since the last round
 
-    def _send(self, stream: str, key: str, record: dict) -> None:
+    def _send(self, stream: str, key: str, record: dict[str, Any]) -> None:
         self.producer.send(stream, self.encode(stream, record), key=key)
 
     def ship_once(self) -> int:

@@ -20,15 +20,20 @@ import hmac
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from mercury.privacy.keys import Keys
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 class AccessDenied(Exception):
     """The request may not be answered; ``status`` is the HTTP status to return."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
@@ -73,14 +78,16 @@ class AssertionVerifier:
     (PyJWT + Ed25519), so tokens whose signature already verified are remembered (bounded
     LRU); the time, audience and subject checks still run on every use."""
 
-    def __init__(self, keys: Keys, max_age_s: int, leeway_s: int = 5, remember: int = 50_000):
+    def __init__(self, keys: Keys, max_age_s: int, leeway_s: int = 5,
+                 remember: int = 50_000) -> None:
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-        self._public = load_pem_public_key(keys.identity_public_pem)
+        # The identity provider signs with Ed25519 (``mercury.privacy.keys``).
+        self._public = cast("Ed25519PublicKey", load_pem_public_key(keys.identity_public_pem))
         self.max_age_s = max_age_s
         self.leeway_s = leeway_s
         self.remember = remember
-        self._verified: OrderedDict[str, dict] = OrderedDict()
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def verify(self, token: str | None, caller: str, user_id: str) -> Assertion:
         if not token:
@@ -102,7 +109,7 @@ class AssertionVerifier:
             raise AccessDenied(403, "the assertion is for another user")
         return Assertion(claims["sub"], claims["jti"])
 
-    def _signed_claims(self, token: str) -> dict:
+    def _signed_claims(self, token: str) -> dict[str, Any]:
         import jwt
 
         try:
@@ -121,7 +128,8 @@ class AssertionVerifier:
 class RateLimiter:
     """A token bucket per caller: ``rate`` per second, up to ``burst`` at once."""
 
-    def __init__(self, limits: dict[str, tuple[float, int]], clock=time.monotonic):
+    def __init__(self, limits: dict[str, tuple[float, int]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}

@@ -11,10 +11,12 @@ reported on stops blocking after ``reset_s``, so a forgotten outcome cannot wedg
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 class CircuitBreaker:
-    def __init__(self, name: str, failures: int, reset_s: float, clock=time.monotonic):
+    def __init__(self, name: str, failures: int, reset_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.max_failures = failures
         self.reset_s = reset_s

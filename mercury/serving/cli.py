@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from mercury.errors import CommandError
 
+if TYPE_CHECKING:
+    from mercury.config import Settings
+    from mercury.privacy.keys import Keys
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve = subparsers.add_parser("serve", help="run the context API (uvicorn)")
     serve.add_argument("--port", type=int, help="default: serving.port")
     serve.add_argument("--workers", type=int, help="default: serving.workers")
@@ -49,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys():
+def _keys() -> tuple[Settings, Keys]:
     from mercury.config import load_settings
     from mercury.privacy.keys import load_keys
 
@@ -57,7 +62,7 @@ def _keys():
     return settings, load_keys(settings)
 
 
-def _token(args) -> int:
+def _token(args: argparse.Namespace) -> int:
     from mercury.serving.auth import service_token
 
     settings, keys = _keys()
@@ -68,7 +73,7 @@ def _token(args) -> int:
     return 0
 
 
-def _assertion(args) -> int:
+def _assertion(args: argparse.Namespace) -> int:
     from mercury.serving.auth import issue_assertion
 
     _, keys = _keys()
@@ -76,7 +81,7 @@ def _assertion(args) -> int:
     return 0
 
 
-def _user_token(args) -> int:
+def _user_token(args: argparse.Namespace) -> int:
     from mercury.privacy.protect import user_token
 
     _, keys = _keys()
@@ -84,7 +89,7 @@ def _user_token(args) -> int:
     return 0
 
 
-def _decrypt(args) -> int:
+def _decrypt(args: argparse.Namespace) -> int:
     from mercury.privacy.protect import decrypt
 
     _, keys = _keys()

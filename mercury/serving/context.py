@@ -11,16 +11,28 @@ import asyncio
 import socket
 import time
 import uuid
+from collections.abc import Awaitable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
 from mercury.privacy.protect import encrypt, redact, user_token
 from mercury.retrieval.index import SearchFilter
-from mercury.serving.documents import DocumentFetcher
-from mercury.serving.features import ONLINE, UNAVAILABLE, FeatureFetcher
+from mercury.serving.breaker import CircuitBreaker
+from mercury.serving.documents import DocumentFetcher, Documents
+from mercury.serving.features import ONLINE, UNAVAILABLE, FeatureFetcher, SetContext
 from mercury.serving.intent import DOCUMENTS, Plan, plan_for, plan_from_parts
+
+if TYPE_CHECKING:
+    from mercury.config import ServingConfig
+    from mercury.privacy.keys import Keys
+    from mercury.serving.audit import AuditSpool
+    from mercury.serving.metrics import Metrics
+
+T = TypeVar("T")
 
 AUDIT_STREAM = "inference_audit"
 MAX_QUESTION_CHARS = 4_000
@@ -45,9 +57,16 @@ class ContextRequest:
     llm_model_version: str | None = None
 
 
-def parse_request(body: dict, caller: str, assertion_id: str, request_id: str | None
+class Readiness(Protocol):
+    """What the warm-up reports to (``mercury.serving.app.Runtime``)."""
+
+    ready: bool
+    warm_up_error: str | None
+
+
+def parse_request(body: dict[str, Any], caller: str, assertion_id: str, request_id: str | None
                   ) -> ContextRequest:
-    def need(name, kind):
+    def need(name: str, kind: type) -> Any:
         value = body.get(name)
         if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
             raise BadRequest(f"'{name}' is required ({kind.__name__})")
@@ -81,8 +100,8 @@ def _iso(ms: int | None) -> str | None:
 
 
 class ContextService:
-    def __init__(self, serving, keys, features: FeatureFetcher, documents: DocumentFetcher,
-                 spool, metrics):
+    def __init__(self, serving: ServingConfig, keys: Keys, features: FeatureFetcher,
+                 documents: DocumentFetcher, spool: AuditSpool, metrics: Metrics) -> None:
         self.cfg = serving
         self.keys = keys
         self.features = features
@@ -91,13 +110,13 @@ class ContextService:
         self.metrics = metrics
         self.served_from = f"{socket.gethostname()}:{id(self):x}"
 
-    def breakers(self):
+    def breakers(self) -> tuple[CircuitBreaker, CircuitBreaker]:
         return (self.features.breaker, self.documents.breaker)
 
-    def start_warm_up(self, runtime) -> None:
+    def start_warm_up(self, runtime: Readiness) -> None:
         """Load the embedding model and resolve the index alias in the background; the
         process is ready when that is done, or has failed (documents then degrade)."""
-        def done(future):
+        def done(future: Future[None]) -> None:
             error = future.exception()
             runtime.warm_up_error = None if error is None else f"{type(error).__name__}: {error}"
             runtime.ready = True
@@ -116,7 +135,7 @@ class ContextService:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
 
-    async def answer(self, request: ContextRequest, started: float) -> dict:
+    async def answer(self, request: ContextRequest, started: float) -> dict[str, Any]:
         plan = self.plan(request)
         now_ms = int(time.time() * 1000)
         as_of_ms = request.as_of_ms or now_ms
@@ -125,7 +144,7 @@ class ContextService:
         k = min(request.top_k or self.cfg.top_k, 20)
         timings: dict[str, float] = {}
 
-        async def timed(stage, coro):
+        async def timed(stage: str, coro: Awaitable[T]) -> T:
             t0 = time.perf_counter()
             try:
                 return await coro
@@ -145,7 +164,7 @@ class ContextService:
         else:
             (sets, feature_problem), (docs, doc_problem) = await feature_task, (None, None)
 
-        degraded = []
+        degraded: list[str] = []
         for name, ctx in sets.items():
             if ctx.source != ONLINE:
                 reason = feature_problem or "not_served"
@@ -158,7 +177,7 @@ class ContextService:
             self.metrics.cache_hits.labels("retrieval_result").inc()
 
         token = user_token(self.keys, request.user_id)
-        response = {
+        response: dict[str, Any] = {
             "request_id": request.request_id,
             "user_token": token,
             "as_of": _iso(as_of_ms),
@@ -188,8 +207,9 @@ class ContextService:
                                       degraded, timings))
         return response
 
-    def _audit(self, request, plan, token, now_ms, as_of_ms, sets, docs, degraded,
-               timings) -> dict:
+    def _audit(self, request: ContextRequest, plan: Plan, token: str, now_ms: int,
+               as_of_ms: int, sets: dict[str, SetContext], docs: Documents | None,
+               degraded: list[str], timings: dict[str, float]) -> dict[str, Any]:
         chunks = docs.chunks if docs else []
         return {
             "request_id": request.request_id, "event_ts": now_ms, "caller": request.caller,

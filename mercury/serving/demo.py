@@ -18,11 +18,17 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import orjson
 
-from mercury.config import Settings
+from mercury.config import FileEventLogConfig, Settings
+
+if TYPE_CHECKING:
+    from mercury.features.executors.streaming.executor import DictState
+    from mercury.online.redis_store import RedisOnlineStore
+    from mercury.online.store import KeyWrite
 
 STREAMS = ("transactions", "user_activity", "risk_signals", "user_profile_cdc")
 QUESTIONS = ("Why was my card declined at the till?", "Can I afford a 250 EUR jacket?",
@@ -40,14 +46,18 @@ def load_online_features(settings: Settings) -> tuple[int, str]:
     from mercury.online.factory import open_store
 
     sets = load_compiled()
-    executor, states, pending, applied = OnlineExecutor(sets), {}, [], 0
-    declines: Counter = Counter()
+    executor, applied = OnlineExecutor(sets), 0
+    states: dict[str, DictState] = {}
+    pending: list[KeyWrite] = []
+    declines: Counter[str] = Counter()
     store = open_store(settings)
     # The demo's world is new each run: keys of an earlier world would mix into its users.
-    stale = list(store.client.scan_iter(match="fs:{u:*", count=5_000))
+    client = cast("RedisOnlineStore", store).client  # the demo runs on the local Redis
+    stale = list(client.scan_iter(match="fs:{u:*", count=5_000))
     for start in range(0, len(stale), 5_000):
-        store.client.unlink(*stale[start:start + 5_000])
-    reader = FileEventReader(settings.event_log.root)
+        client.unlink(*stale[start:start + 5_000])
+    # ... and on the local (file) event log
+    reader = FileEventReader(cast(FileEventLogConfig, settings.event_log).root)
     for stream in STREAMS:
         for message in reader.read(stream):
             record = valid_record(stream, message.value)
@@ -70,7 +80,7 @@ def load_online_features(settings: Settings) -> tuple[int, str]:
     return applied, declines.most_common(1)[0][0]
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
     """Until ``/readyz`` says ready; RuntimeError if the process exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -85,7 +95,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None
     raise RuntimeError(f"mercury serve was not ready after {timeout_s:.0f} s")
 
 
-def ask_the_service(settings: Settings, user_id: str) -> list[dict]:
+def ask_the_service(settings: Settings, user_id: str) -> list[dict[str, Any]]:
     from mercury.privacy.keys import load_keys
     from mercury.serving.auth import issue_assertion, service_token
 
@@ -95,7 +105,7 @@ def ask_the_service(settings: Settings, user_id: str) -> list[dict]:
     caller = cfg.callers[0].name
     headers = {"authorization": f"Bearer {service_token(keys, caller)}"}
     proc = subprocess.Popen([sys.executable, "-m", "mercury.cli", "serve"], env=os.environ)
-    answers = []
+    answers: list[dict[str, Any]] = []
     try:
         wait_ready(url, proc)
         with httpx.Client(base_url=url, headers=headers, timeout=5) as client:
@@ -115,7 +125,7 @@ def ask_the_service(settings: Settings, user_id: str) -> list[dict]:
     return answers
 
 
-def describe(answer: dict) -> list[str]:
+def describe(answer: dict[str, Any]) -> list[str]:
     docs = answer["documents"]["chunks"] if answer["documents"] else []
     lines = [f"{answer['intent']:<17} fetched {', '.join(answer['fetched'])}; "
              f"{answer['latency_ms']['total']:.1f} ms; degraded {answer['degraded'] or 'none'}"]

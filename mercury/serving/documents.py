@@ -19,36 +19,45 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mercury.retrieval.index import SearchFilter
 from mercury.serving.breaker import CircuitBreaker
 
+if TYPE_CHECKING:
+    from mercury.retrieval.retriever import Retriever
+    from mercury.serving.overload import LoopMonitor
+
 
 @dataclass(frozen=True)
 class Documents:
-    chunks: list[dict]
+    chunks: list[dict[str, Any]]
     index_version: str | None
     embedding_model: str | None
     cached: bool
 
 
 class DocumentFetcher:
-    def __init__(self, retriever_factory, breaker: CircuitBreaker, max_waiting: int = 4,
-                 monitor=None, cache_size: int = 1024, result_ttl_s: float = 10.0):
+    def __init__(self, retriever_factory: Callable[[], Retriever], breaker: CircuitBreaker,
+                 max_waiting: int = 4, monitor: LoopMonitor | None = None,
+                 cache_size: int = 1024, result_ttl_s: float = 10.0) -> None:
         self._factory = retriever_factory  # called once, on the retrieval thread
-        self._retriever = None
+        self._retriever: Retriever | None = None
         self.breaker = breaker
         self.max_waiting = max_waiting
         self.monitor = monitor  # LoopMonitor: tells a slow index from a saturated process
         self.cache_size = cache_size
         self.result_ttl_s = result_ttl_s
-        self._answers: OrderedDict = OrderedDict()  # touched by the event loop only
+        # (question, filters, k) -> (when, answer); touched by the event loop only
+        self._answers: OrderedDict[tuple[str, SearchFilter, int], tuple[float, Documents]] = \
+            OrderedDict()
         self._waiting = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieval")
 
-    def warm_up(self):
+    def warm_up(self) -> Future[None]:
         """Load the model and resolve the alias on the retrieval thread (readiness waits)."""
         return self._executor.submit(self._warm)
 
@@ -59,7 +68,7 @@ class DocumentFetcher:
         for question in ("warm up", "warming up the index", "ready to serve"):
             retriever.retrieve(question, k=1)
 
-    def _get(self):
+    def _get(self) -> Retriever:
         if self._retriever is None:
             self._retriever = self._factory()
         return self._retriever
@@ -111,7 +120,7 @@ class DocumentFetcher:
                 self._answers.popitem(last=False)
         return found, None
 
-    def _done(self, future) -> None:
+    def _done(self, future: asyncio.Future[Documents]) -> None:
         self._waiting -= 1
         if not future.cancelled():
             future.exception()  # retrieved, so a late failure is not logged as unhandled

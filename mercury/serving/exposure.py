@@ -11,19 +11,21 @@ e-mail address into prompts by accident.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from mercury.contracts import registry, schemas
 from mercury.contracts.data_classes import DataClass, field_classes
-from mercury.features.definition.dsl import Aggregate, LastN, Latest
+from mercury.features.definition.dsl import Aggregate, FeatureSet, LastN, Latest
 
 
 class ExposureError(ValueError):
     pass
 
 
-def _columns(feature_set) -> dict[str, list[str]]:
+def _columns(feature_set: FeatureSet) -> dict[str, list[str]]:
     """Feature name -> the source columns its value shows."""
     derived = {d.name: list(d.inputs) for d in feature_set.source.derived}
-    out = {}
+    out: dict[str, list[str]] = {}
     for feature in feature_set.features:
         if isinstance(feature, Aggregate):
             # A count of distinct session ids shows a number, not the ids; min, max and the
@@ -36,15 +38,15 @@ def _columns(feature_set) -> dict[str, list[str]]:
             cols = [*feature.fields, *([feature.per] if feature.per else [])]
         else:
             cols = []
-        expanded = []
+        expanded: list[str] = []
         for col in cols:
             expanded.extend(derived.get(col, [col]))
         out[feature.name] = expanded
     return out
 
 
-def check_exposure(feature_sets) -> None:
-    problems = []
+def check_exposure(feature_sets: Iterable[FeatureSet]) -> None:
+    problems: list[str] = []
     for fs in feature_sets:
         subject = registry.stream(fs.source.stream).schema_subject
         classes = field_classes(schemas.load(subject).schema)

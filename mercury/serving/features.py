@@ -15,9 +15,13 @@ import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, cast
 
 from mercury.features.reader import ContextReader
 from mercury.serving.breaker import CircuitBreaker
+
+if TYPE_CHECKING:
+    from mercury.serving.overload import LoopMonitor
 
 ONLINE, SNAPSHOT, UNAVAILABLE = "online", "snapshot", "unavailable"
 USER_TAG = "u"  # the entity whose context the API serves
@@ -30,16 +34,16 @@ class SetContext:
     source: str  # online | snapshot | unavailable
     as_of_ms: int | None
     newest_event_ms: int | None
-    values: dict | None
+    values: dict[str, Any] | None  # feature -> value (see ``mercury.features.reader``)
 
 
 class SnapshotCache:
     """The newest values served per (user, set), least recently used out."""
 
-    def __init__(self, max_users: int, max_age_ms: int):
+    def __init__(self, max_users: int, max_age_ms: int) -> None:
         self.max_entries = max_users * 6  # about one entry per set of each user
         self.max_age_ms = max_age_ms
-        self._entries: OrderedDict = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], SetContext] = OrderedDict()
 
     def put(self, user_id: str, ctx: SetContext) -> None:
         if self.max_entries <= 0:
@@ -52,7 +56,8 @@ class SnapshotCache:
 
     def get(self, user_id: str, name: str, now_ms: int) -> SetContext | None:
         ctx = self._entries.get((user_id, name))
-        if ctx is None or now_ms - ctx.as_of_ms > self.max_age_ms:
+        # Only online reads are put here: they have an as-of time.
+        if ctx is None or now_ms - cast(int, ctx.as_of_ms) > self.max_age_ms:
             return None
         return replace(ctx, source=SNAPSHOT)
 
@@ -62,7 +67,7 @@ class FeatureFetcher:
     a deadline, behind a breaker, with the snapshot fallback."""
 
     def __init__(self, reader: ContextReader, breaker: CircuitBreaker, snapshots: SnapshotCache,
-                 monitor=None):
+                 monitor: LoopMonitor | None = None) -> None:
         self.reader = reader
         self.set_names = reader.set_names
         self.breaker = breaker
@@ -89,7 +94,7 @@ class FeatureFetcher:
             self.breaker.failure()
             return self._fallback(user_id, names, as_of_ms), reason
         self.breaker.success()
-        found = {}
+        found: dict[str, SetContext] = {}
         for name in names:
             if name not in context.values:  # no version of this set is served (yet)
                 found[name] = SetContext(name, None, UNAVAILABLE, None, None, None)
@@ -99,9 +104,9 @@ class FeatureFetcher:
             self.snapshots.put(user_id, ctx)
         return found, None
 
-    def _fallback(self, user_id: str, names: list[str], as_of_ms: int) -> dict:
+    def _fallback(self, user_id: str, names: list[str], as_of_ms: int) -> dict[str, SetContext]:
         served = self.reader.served_versions()
-        out = {}
+        out: dict[str, SetContext] = {}
         for name in names:
             snap = self.snapshots.get(user_id, name, as_of_ms)
             out[name] = snap or SetContext(name, served.get(name), UNAVAILABLE,

@@ -13,7 +13,7 @@ _BUCKETS_MS = (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 150, 250, 5
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("context_requests_total", "Context requests by outcome",

@@ -19,14 +19,14 @@ import time
 
 class LoopMonitor:
     def __init__(self, interval_s: float = 0.005, max_lag_ms: float = 30.0,
-                 decay: float = 0.1):
+                 decay: float = 0.1) -> None:
         self.interval_s = interval_s
         self.max_lag_ms = max_lag_ms
         # Weight of the newest sample: 0.1 every 5 ms smooths over ~50 ms, so one stall of the
         # host (the OS running another process) does not refuse requests, sustained lag does.
         self.decay = decay
         self.lag_ms = 0.0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._watch())

@@ -4,6 +4,9 @@ swap a part: a Redis client on a server they stop, a slow embedder, a missing in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mercury.config import Settings
 from mercury.eventlog import open_producer
@@ -23,20 +26,29 @@ from mercury.serving.features import FeatureFetcher, SnapshotCache
 from mercury.serving.metrics import Metrics
 from mercury.serving.overload import LoopMonitor
 
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
-def spool_dir(settings: Settings):
+    from mercury.features.definition.dsl import FeatureSet
+    from mercury.online.store import OnlineStore
+    from mercury.retrieval.embedding import Embedder
+    from mercury.retrieval.retriever import Retriever
+
+
+def spool_dir(settings: Settings) -> Path:
     return settings.data_dir / "serving" / "spool"
 
 
-def default_retriever_factory(settings: Settings):
-    def build():
+def default_retriever_factory(settings: Settings) -> Callable[[], Retriever]:
+    def build() -> Retriever:
         from mercury.retrieval.embedding import open_embedder
         from mercury.retrieval.factory import open_index
         from mercury.retrieval.retriever import Retriever
 
-        cfg, embedders = settings.retrieval, {}
+        cfg = settings.retrieval
+        embedders: dict[str, Embedder] = {}
 
-        def embedder_for(name: str):
+        def embedder_for(name: str) -> Embedder:
             if name not in embedders:
                 embedders[name] = open_embedder(name, cfg.embed_batch_size,
                                                 threads=settings.serving.embed_threads)
@@ -47,8 +59,9 @@ def default_retriever_factory(settings: Settings):
     return build
 
 
-def build_runtime(settings: Settings, *, store=None, retriever_factory=None,
-                  feature_sets=None) -> Runtime:
+def build_runtime(settings: Settings, *, store: OnlineStore | None = None,
+                  retriever_factory: Callable[[], Retriever] | None = None,
+                  feature_sets: Sequence[FeatureSet] | None = None) -> Runtime:
     cfg = settings.serving
     keys = load_keys(settings)
     feature_sets = feature_sets if feature_sets is not None else load_compiled()
@@ -78,7 +91,7 @@ def build_runtime(settings: Settings, *, store=None, retriever_factory=None,
         shipper=shipper, monitor=monitor, min_in_flight_to_shed=cfg.overload_min_in_flight)
 
 
-def asgi_app():
+def asgi_app() -> Starlette:
     """The uvicorn factory: ``uvicorn --factory mercury.serving.runtime:asgi_app``."""
     from mercury.config import load_settings
     from mercury.serving.app import create_app

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
@@ -33,7 +34,8 @@ class PostgresServer(Component):
         where = f"{cfg.host}:{cfg.port}"
         try:
             with psycopg.connect(cfg.conninfo("postgres"), autocommit=True) as conn:
-                (wal_level,) = conn.execute("SHOW wal_level").fetchone()
+                (wal_level,) = cast("tuple[Any, ...]",  # SHOW always answers one row
+                                    conn.execute("SHOW wal_level").fetchone())
                 exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                       (cfg.database,)).fetchone()
         except psycopg.Error as exc:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from mercury.stack.base import Component, Health, StackError
+
+if TYPE_CHECKING:
+    from mercury.config import RedisStoreConfig
 
 
 class RedisServer(Component):
@@ -19,13 +23,15 @@ class RedisServer(Component):
             return Health(self.name, True, f"not used (online_store.type: {cfg.type})")
         where = f"{cfg.host}:{cfg.port}"
         try:
-            info = redis.Redis(host=cfg.host, port=cfg.port, socket_timeout=2).info("server")
+            info: dict[str, Any] = cast(dict[str, Any], redis.Redis(
+                host=cfg.host, port=cfg.port, socket_timeout=2).info("server"))
         except redis.RedisError as exc:
             return Health(self.name, False, f"no answer at {where}: {exc}")
         return Health(self.name, True, f"{where} redis {info.get('redis_version')}")
 
     def launch(self) -> None:
-        cfg = self.settings.online_store
+        # Only launched for the Redis store: ``health`` says "not used" for any other.
+        cfg = cast("RedisStoreConfig", self.settings.online_store)
         if cfg.host not in ("127.0.0.1", "localhost"):
             raise StackError(f"redis at {cfg.host}:{cfg.port} is down and is not local: "
                              "start it there, or fix online_store.host in the config")

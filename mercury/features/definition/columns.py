@@ -2,12 +2,60 @@
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from mercury.contracts import registry, schemas
 from mercury.contracts.avro_walk import iter_fields
 from mercury.features.definition.errors import DefinitionError
 
+# What this module reads of the DSL's specs. Protocols, since the DSL imports this module.
 
-def source_columns(source) -> set[str]:
+
+class _Derived(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+
+
+class _Source(Protocol):
+    @property
+    def stream(self) -> str: ...
+
+    @property
+    def envelope(self) -> str | None: ...
+
+    @property
+    def money(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
+    def derived(self) -> tuple[_Derived, ...]: ...
+
+    def currency_of(self, column: str) -> str | None: ...
+
+
+class _Entity(Protocol):
+    @property
+    def join_key(self) -> str: ...
+
+
+class _FeatureSet(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def entity(self) -> _Entity: ...
+
+    @property
+    def source(self) -> _Source: ...
+
+    # Aggregate | LastN | Latest, told apart by ``kind`` (their attributes differ).
+    @property
+    def features(self) -> tuple[Any, ...]: ...
+
+
+def source_columns(source: _Source) -> set[str]:
     schema = schemas.load(registry.stream(source.stream).schema_subject).schema
     paths = [path for path, _ in iter_fields(schema)]
     if source.envelope == "debezium":
@@ -17,7 +65,7 @@ def source_columns(source) -> set[str]:
     return columns | {d.name for d in source.derived}
 
 
-def _numeric(source, column: str) -> bool:
+def _numeric(source: _Source, column: str) -> bool:
     schema = schemas.load(registry.stream(source.stream).schema_subject).schema
     prefix = "after." if source.envelope == "debezium" else ""
     for path, field in iter_fields(schema):
@@ -28,7 +76,7 @@ def _numeric(source, column: str) -> bool:
     return False  # derived columns are strings here
 
 
-def check_columns(feature_set) -> None:
+def check_columns(feature_set: _FeatureSet) -> None:
     """Raise ``DefinitionError`` for a column the set names that its source does not have
     (features are told apart by ``kind``: this module must not import the DSL)."""
     known = source_columns(feature_set.source)

@@ -22,11 +22,16 @@ what lets a streaming store answer at any request time from pre-aggregated tiles
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from mercury import durations
 from mercury.contracts import registry
 from mercury.features.definition.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 AGGREGATIONS = ("sum", "count", "min", "max", "avg", "distinct_count")
@@ -45,7 +50,7 @@ def _duration(what: str, text: str) -> int:
         raise DefinitionError(f"{what}: {exc}") from None
 
 
-def _check_reserved(feature: str, names, reserved) -> None:
+def _check_reserved(feature: str, names: Iterable[str], reserved: Iterable[str]) -> None:
     clash = sorted(set(names) & set(reserved))
     if clash:
         raise DefinitionError(f"{feature}: field names {clash} are reserved in its values")
@@ -59,7 +64,7 @@ class Entity:
     tag: str
     description: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_name("entity", self.name)
         if not re.match(r"^[a-z]{1,3}$", self.tag):
             raise DefinitionError(f"entity {self.name}: tag {self.tag!r} must be 1-3 letters")
@@ -87,7 +92,7 @@ class Source:
     derived: tuple[Derived, ...] = ()
     envelope: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         try:
             declared = registry.stream(self.stream)
         except KeyError:
@@ -115,20 +120,20 @@ class Filter:
     op: str
     value: object = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.op not in FILTER_OPS:
             raise DefinitionError(f"filter on {self.column}: op {self.op!r} not in {FILTER_OPS}")
         if self.op in ("in", "not_in"):
             if isinstance(self.value, str):
                 raise DefinitionError(f"filter on {self.column}: {self.op} needs a list of values")
-            object.__setattr__(self, "value", tuple(self.value))
+            object.__setattr__(self, "value", tuple(cast("Iterable[object]", self.value)))
 
 
-def eq(column: str, value) -> Filter:
+def eq(column: str, value: object) -> Filter:
     return Filter(column, "eq", value)
 
 
-def isin(column: str, *values) -> Filter:
+def isin(column: str, *values: object) -> Filter:
     return Filter(column, "in", values)
 
 
@@ -143,7 +148,7 @@ class Aggregate:
     description: str = ""
     kind: str = field(default="aggregate", init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_name("feature", self.name)
         if self.op not in AGGREGATIONS:
             raise DefinitionError(f"{self.name}: op {self.op!r} not in {AGGREGATIONS}")
@@ -177,7 +182,7 @@ class LastN:
     description: str = ""
     kind: str = field(default="last_n", init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_name("feature", self.name)
         if not 1 <= self.n <= 100:
             raise DefinitionError(f"{self.name}: n must be within 1..100")
@@ -201,7 +206,7 @@ class Latest:
     description: str = ""
     kind: str = field(default="latest", init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_name("feature", self.name)
         if self.max_age is not None:
             _duration(f"{self.name} max_age", self.max_age)
@@ -228,7 +233,7 @@ class FeatureSet:
     owner: str
     description: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_name("feature set", self.name)
         if self.version < 1:
             raise DefinitionError(f"{self.name}: version starts at 1")
@@ -258,10 +263,11 @@ class FeatureSet:
 
 # ---- serialisation: plain JSON-able dicts, tagged where a union needs it -----------------
 
-_KINDS = {"aggregate": Aggregate, "last_n": LastN, "latest": Latest}
+_KINDS: dict[str, type[Aggregate] | type[LastN] | type[Latest]] = {
+    "aggregate": Aggregate, "last_n": LastN, "latest": Latest}
 
 
-def to_dict(spec) -> dict:
+def to_dict(spec: DataclassInstance) -> dict[str, Any]:
     out = {}
     for f in fields(spec):
         value = getattr(spec, f.name)
@@ -269,15 +275,15 @@ def to_dict(spec) -> dict:
     return out
 
 
-def _plain(value):
+def _plain(value: object) -> Any:  # JSON-able
     if is_dataclass(value):
-        return to_dict(value)
+        return to_dict(cast("DataclassInstance", value))  # specs hold instances, not classes
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
 
 
-def feature_set_from_dict(data: dict) -> FeatureSet:
+def feature_set_from_dict(data: Mapping[str, Any]) -> FeatureSet:
     source = dict(data["source"])
     source["money"] = tuple(tuple(p) for p in source["money"])
     source["derived"] = tuple(Derived(d["name"], d["function"], tuple(d["inputs"]))
@@ -288,7 +294,7 @@ def feature_set_from_dict(data: dict) -> FeatureSet:
         ttl=data["ttl"], owner=data["owner"], description=data.get("description", ""))
 
 
-def _feature(data: dict) -> Feature:
+def _feature(data: dict[str, Any]) -> Feature:
     data = dict(data)
     cls = _KINDS[data.pop("kind")]
     data["where"] = tuple(Filter(**w) for w in data.get("where", ()))

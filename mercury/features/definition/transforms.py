@@ -6,6 +6,27 @@ compiled spec stays plain JSON and every engine applies the same Python function
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+
+class _Derived(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def function(self) -> str: ...
+
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+
+
+class _Source(Protocol):
+    """What ``apply_derived`` needs of a ``dsl.Source`` (the DSL imports this module)."""
+
+    @property
+    def derived(self) -> tuple[_Derived, ...]: ...
+
 # Merchant category codes (ISO 18245) grouped the way people talk about their spending.
 MCC_CATEGORIES = {
     "5411": "groceries", "5812": "eating_out", "5814": "eating_out", "4121": "transport",
@@ -15,11 +36,12 @@ MCC_CATEGORIES = {
 }
 
 
-def mcc_category(mcc_code):
+def mcc_category(mcc_code: str) -> str:
     return MCC_CATEGORIES.get(mcc_code, "other")
 
 
-def purchase_status(event_type, auth_decision, reversal_reason):
+def purchase_status(event_type: str | None, auth_decision: str | None,
+                    reversal_reason: str | None) -> str | None:
     """Where a purchase stands after this event of its lifecycle."""
     if event_type == "AUTH":
         return "DECLINED" if auth_decision == "DECLINED" else "PENDING"
@@ -30,10 +52,11 @@ def purchase_status(event_type, auth_decision, reversal_reason):
     return None
 
 
-FUNCTIONS = {"mcc_category": mcc_category, "purchase_status": purchase_status}
+FUNCTIONS: dict[str, Callable[..., Any]] = {"mcc_category": mcc_category,
+                                            "purchase_status": purchase_status}
 
 
-def apply_derived(source, row: dict) -> dict:
+def apply_derived(source: _Source, row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with the source's derived columns added (a new dict)."""
     if not source.derived:
         return row
@@ -43,7 +66,7 @@ def apply_derived(source, row: dict) -> dict:
     return row
 
 
-def unwrap_debezium(record: dict) -> tuple[dict, bool]:
+def unwrap_debezium(record: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """(row, deleted) of a Debezium change event: ``after``, or ``before`` for a delete."""
     if record.get("op") == "d":
         return dict(record.get("before") or {}), True

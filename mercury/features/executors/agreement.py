@@ -9,14 +9,28 @@ equal; floating-point sums may differ by summation order only (1e-9 relative).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
 from mercury.features.executors.reference import reference_values
 from mercury.features.reader import decode
 from mercury.online import layout
+
+if TYPE_CHECKING:
+    from mercury.eventlog.base import Message
+    from mercury.features.definition.dsl import FeatureSet
+    from mercury.online.store import OnlineStore
+
+T = TypeVar("T")
+
+
+class LogReader(Protocol):
+    """What ``arrivals_from_log`` reads (``mercury.eventlog.file_log.FileEventReader``)."""
+
+    def read(self, stream: str) -> Iterable[Message]: ...
 
 RELATIVE_TOLERANCE = 1e-9
 
@@ -25,7 +39,7 @@ RELATIVE_TOLERANCE = 1e-9
 class Report:
     entities: int = 0
     values: int = 0
-    mismatches: list = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -37,7 +51,7 @@ class Report:
         return "\n".join([head, *(f"  {m}" for m in self.mismatches[:limit])])
 
 
-def same(a, b) -> bool:
+def same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         if a is None or b is None:
             return a is b
@@ -46,11 +60,12 @@ def same(a, b) -> bool:
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
+    return bool(a == b)
 
 
-def compare(feature_sets, store, arrivals: Iterable[tuple[str, bytes]],
-            as_of_times: Iterable[int], batch: int = 500) -> Report:
+def compare(feature_sets: Sequence[FeatureSet], store: OnlineStore,
+            arrivals: Iterable[tuple[str, bytes]], as_of_times: Iterable[int],
+            batch: int = 500) -> Report:
     arrivals = list(arrivals)
     report = Report()
     for as_of in as_of_times:
@@ -71,12 +86,12 @@ def compare(feature_sets, store, arrivals: Iterable[tuple[str, bytes]],
     return report
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
-def arrivals_from_log(reader, streams: Iterable[str]) -> list[tuple[str, bytes]]:
+def arrivals_from_log(reader: LogReader, streams: Iterable[str]) -> list[tuple[str, bytes]]:
     """Every line of the streams, in each stream's log order (its arrival order)."""
     return [(stream, message.value) for stream in streams for message in reader.read(stream)]
 

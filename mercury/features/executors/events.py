@@ -7,9 +7,13 @@ they agree on an event's identity, times and row whatever the stream's envelope.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from mercury.contracts import registry
 from mercury.features.definition.transforms import apply_derived, unwrap_debezium
+
+if TYPE_CHECKING:
+    from mercury.features.definition.dsl import FeatureSet
 
 
 @dataclass(frozen=True)
@@ -18,12 +22,12 @@ class FeatureEvent:
     event_id: str
     event_ts: int       # event time, epoch ms
     arrival_ts: int     # when it reached the log (ingest_ts), epoch ms
-    order: tuple        # total order among one entity's events: newer compares greater
-    row: dict           # the record's columns plus derived ones
+    order: tuple[Any, ...]  # total order among one entity's events: newer compares greater
+    row: dict[str, Any]     # the record's columns plus derived ones
     deleted: bool = False
 
 
-def normalise(feature_set, record: dict) -> FeatureEvent | None:
+def normalise(feature_set: FeatureSet, record: dict[str, Any]) -> FeatureEvent | None:
     """The event a valid record of ``feature_set.source`` becomes; None if it has no entity."""
     source = feature_set.source
     if source.envelope == "debezium":
@@ -42,8 +46,9 @@ def normalise(feature_set, record: dict) -> FeatureEvent | None:
             row=apply_derived(source, row), deleted=deleted)
     declared = registry.stream(source.stream)
     entity_id = record.get(feature_set.entity.join_key)
-    event_id = record.get(declared.event_id_field)
-    event_ts = record.get(declared.event_time_field)
+    # A stream declaring no such field (None) finds nothing in the record: no event.
+    event_id = record.get(cast(str, declared.event_id_field))
+    event_ts = record.get(cast(str, declared.event_time_field))
     if entity_id is None or event_id is None or event_ts is None:
         return None
     return FeatureEvent(

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
 from mercury.contracts import registry
 from mercury.contracts.validation import validator
 from mercury.durations import parse_duration
-from mercury.features.definition.dsl import Aggregate, FeatureSet, Filter, LastN, Latest
+from mercury.features.definition.dsl import Aggregate, Feature, FeatureSet, Filter, LastN, Latest
 from mercury.features.definition.semantics import MAX_LATENESS_MS
 from mercury.features.definition.windows import window
 from mercury.features.executors.events import FeatureEvent, normalise
@@ -43,7 +44,7 @@ def reference_values(feature_sets: Iterable[FeatureSet], arrivals: Iterable[tupl
             for entity_id, values in values_for(fs, events[fs.ref], as_of_ms).items()}
 
 
-def valid_record(stream_name: str, payload: bytes) -> dict | None:
+def valid_record(stream_name: str, payload: bytes) -> dict[str, Any] | None:
     """The record if the payload passes its stream's contract; None sends it to dead letters."""
     verdict = validator(registry.stream(stream_name).schema_subject).validate_bytes(payload)
     return verdict.record if verdict.ok else None
@@ -64,7 +65,7 @@ def values_for(feature_set: FeatureSet, events: list[FeatureEvent],
 def first_arrivals(events: Iterable[FeatureEvent]) -> list[FeatureEvent]:
     """Effectively-once: a repeated event_id (a producer retry, a replay) is ignored."""
     seen: set[str] = set()
-    kept = []
+    kept: list[FeatureEvent] = []
     for event in events:
         if event.event_id not in seen:
             seen.add(event.event_id)
@@ -79,7 +80,7 @@ def counts(event: FeatureEvent, as_of_ms: int) -> bool:
 
 
 # Filter ops on a row's value (``Filter.value`` is the argument; a tuple for in/not_in).
-_OPS = {
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": lambda value, arg: value == arg,
     "ne": lambda value, arg: value != arg,
     "in": lambda value, arg: value in arg,
@@ -89,12 +90,13 @@ _OPS = {
 }
 
 
-def passes(where: tuple[Filter, ...], row: dict) -> bool:
+def passes(where: tuple[Filter, ...], row: Mapping[str, Any]) -> bool:
     """The AND of the filters."""
     return all(_OPS[f.op](row.get(f.column), f.value) for f in where)
 
 
-def feature_value(feature_set: FeatureSet, feature, events: list[FeatureEvent], as_of_ms: int):
+def feature_value(feature_set: FeatureSet, feature: Feature, events: list[FeatureEvent],
+                  as_of_ms: int) -> object:
     events = [e for e in events if passes(feature.where, e.row)]
     if isinstance(feature, Aggregate):
         return {window(text).label:
@@ -111,11 +113,11 @@ def in_window(events: list[FeatureEvent], text: str, as_of_ms: int) -> list[Feat
     return [e for e in events if window(text).covers(e.event_ts, as_of_ms)]
 
 
-def _key(value) -> str:
+def _key(value: object) -> str:
     return "unknown" if value is None else str(value)
 
 
-def aggregate(feature_set: FeatureSet, feature: Aggregate, events: list[FeatureEvent]):
+def aggregate(feature_set: FeatureSet, feature: Aggregate, events: list[FeatureEvent]) -> object:
     """One window's value: a leaf, or leaves nested by group then currency."""
     column = feature.column
     contributing = [e for e in events if column is None or e.row.get(column) is not None]
@@ -126,7 +128,7 @@ def aggregate(feature_set: FeatureSet, feature: Aggregate, events: list[FeatureE
     buckets: dict[tuple[str, ...], list[FeatureEvent]] = defaultdict(list)
     for event in contributing:
         buckets[tuple(_key(event.row.get(c)) for c in nesting)].append(event)
-    nested: dict = {}
+    nested: dict[str, Any] = {}
     for path, bucket in buckets.items():
         node = nested
         for part in path[:-1]:
@@ -135,10 +137,11 @@ def aggregate(feature_set: FeatureSet, feature: Aggregate, events: list[FeatureE
     return nested
 
 
-def _leaf(feature: Aggregate, events: list[FeatureEvent]):
+def _leaf(feature: Aggregate, events: list[FeatureEvent]) -> object:
     if feature.op == "count":
         return len(events)
-    values = [e.row[feature.column] for e in events]
+    column = cast(str, feature.column)  # only a count has none, and it returned above
+    values = [e.row[column] for e in events]
     if feature.op == "sum":
         return math.fsum(values)  # exactly rounded, so summation order cannot matter
     if feature.op == "avg":
@@ -150,7 +153,7 @@ def _leaf(feature: Aggregate, events: list[FeatureEvent]):
     return len(set(values))  # distinct_count
 
 
-def last_n(feature: LastN, events: list[FeatureEvent]) -> list[dict]:
+def last_n(feature: LastN, events: list[FeatureEvent]) -> list[dict[str, Any]]:
     items: dict[object, list[FeatureEvent]] = defaultdict(list)
     for event in events:
         key = event.row.get(feature.item_key)
@@ -160,10 +163,10 @@ def last_n(feature: LastN, events: list[FeatureEvent]) -> list[dict]:
     return [_item(feature, key, items[key]) for key in newest[: feature.n]]
 
 
-def _item(feature: LastN, key, events: list[FeatureEvent]) -> dict:
-    ranks = dict(feature.status_rank)
+def _item(feature: LastN, key: object, events: list[FeatureEvent]) -> dict[str, Any]:
+    ranks: dict[object, int] = dict(feature.status_rank)
 
-    def strength(e: FeatureEvent):
+    def strength(e: FeatureEvent) -> tuple[int, int, str]:
         # A settlement outranks its authorisation whatever order they arrived in.
         return ranks.get(e.row.get(feature.status), 0), e.event_ts, e.event_id
 
@@ -175,7 +178,7 @@ def _item(feature: LastN, key, events: list[FeatureEvent]) -> dict:
     return item
 
 
-def latest(feature: Latest, events: list[FeatureEvent], as_of_ms: int):
+def latest(feature: Latest, events: list[FeatureEvent], as_of_ms: int) -> dict[str, Any] | None:
     if feature.per is None:
         return _newest_value(feature, events, as_of_ms)
     by_key: dict[str, list[FeatureEvent]] = defaultdict(list)
@@ -186,7 +189,8 @@ def latest(feature: Latest, events: list[FeatureEvent], as_of_ms: int):
     return {key: value for key, value in values.items() if value is not None}
 
 
-def _newest_value(feature: Latest, events: list[FeatureEvent], as_of_ms: int) -> dict | None:
+def _newest_value(feature: Latest, events: list[FeatureEvent],
+                  as_of_ms: int) -> dict[str, Any] | None:
     if not events:
         return None
     newest = max(events, key=lambda e: e.order)

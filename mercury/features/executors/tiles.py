@@ -14,13 +14,21 @@ value format of ``mercury.features.executors.reference`` (the oracle).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from mercury.features.definition.filters import passes
+
+if TYPE_CHECKING:
+    from mercury.features.definition.dsl import Aggregate, Source
+
+# A partial and a leaf are JSON values (see the module doc), so they are ``Any`` here.
 
 _NO_GROUP = "unknown"
 SEP = "\x1f"  # ASCII unit separator: never part of a group value or a currency code
 
 
-def bucket_of(feature, source, row: dict) -> str | None:
+def bucket_of(feature: Aggregate, source: Source, row: Mapping[str, Any]) -> str | None:
     """The bucket an event falls in for ``feature``; None if the event does not count."""
     if not passes(feature.where, row):
         return None
@@ -37,7 +45,7 @@ def bucket_of(feature, source, row: dict) -> str | None:
     return SEP.join(parts)
 
 
-def add(op: str, partial, value):
+def add(op: str, partial: Any, value: Any) -> Any:
     """``partial`` (None when empty) after one more value."""
     if op == "count":
         return (partial or 0) + 1
@@ -57,7 +65,7 @@ def add(op: str, partial, value):
     raise ValueError(f"unknown aggregation {op!r}")
 
 
-def merge(op: str, a, b):
+def merge(op: str, a: Any, b: Any) -> Any:
     if a is None:
         return b
     if b is None:
@@ -75,7 +83,7 @@ def merge(op: str, a, b):
     raise ValueError(f"unknown aggregation {op!r}")
 
 
-def leaf(op: str, partial):
+def leaf(op: str, partial: Any) -> Any:
     """The value a merged partial stands for."""
     if op == "count":
         return partial or 0
@@ -90,13 +98,13 @@ def leaf(op: str, partial):
     raise ValueError(f"unknown aggregation {op!r}")
 
 
-def finalize(feature, source, buckets: dict):
+def finalize(feature: Aggregate, source: Source, buckets: Mapping[str, Any]) -> Any:
     """Merged ``{bucket: partial}`` -> the feature's value for one window."""
     keyed = feature.group_by is not None or (
         feature.column is not None and source.currency_of(feature.column) is not None)
     if not keyed:
         return leaf(feature.op, buckets.get(""))
-    out: dict = {}
+    out: dict[str, Any] = {}
     for bucket, partial in buckets.items():
         *path, last = bucket.split(SEP)
         node = out

@@ -104,7 +104,7 @@ def _comparisons(old_fs, new_fs) -> dict[str, tuple[FeatureComparison, tuple | N
     from mercury.features.definition.windows import window
 
     old_names = {f.name for f in old_fs.features}
-    out = {}
+    out: dict[str, tuple[FeatureComparison, tuple[str, ...] | None]] = {}
     for feature in new_fs.features:
         if feature.name not in old_names:
             out[feature.name] = (FeatureComparison(feature.name, "new", "-"), None)

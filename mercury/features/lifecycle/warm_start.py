@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import orjson
 import pyarrow as pa
@@ -23,7 +23,7 @@ from mercury.online import layout
 from mercury.online.store import OnlineStore
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, Row, SparkSession
 
     from mercury.config import Settings
 
@@ -96,7 +96,9 @@ def fold_batches(feature_set) -> Callable[[Iterator[pa.RecordBatch]], Iterator[p
                 if row["entity_id"] != entity:
                     flush()
                     entity, state, count = row["entity_id"], incremental.new_state(), 0
-                incremental.apply(feature_set, state, _event(feature_set, row))
+                # ``state`` is this entity's: set when its first row came.
+                incremental.apply(feature_set, cast(incremental.SetState, state),
+                                  _event(feature_set, row))
                 count += 1
             if len(out["entity_id"]) >= WRITE_BATCH:
                 yield pa.RecordBatch.from_pydict(out, schema=_schema())
@@ -145,7 +147,7 @@ def newest_arrival_ms(settings: Settings, feature_set) -> int | None:
         arrivals = [e.arrival_ts for r in lake_records(settings, stream.name)
                     if (e := normalise(feature_set, r)) is not None]
         return max(arrivals, default=None)
-    table = tables.catalog(settings).load_table(stream.lake_table)
+    table = tables.catalog(settings).load_table(cast(str, stream.lake_table))  # a source has one
     names = {f.name for f in table.schema().fields}
     fields = [n for n in (tables.ARRIVAL_FIELD, stream.event_time_field) if n in names]
     data = table.scan(selected_fields=tuple(fields)).to_arrow()
@@ -186,7 +188,7 @@ def backfill_online(spark: SparkSession, settings: Settings, feature_set, cut_ms
         except NoSuchTableError:
             raise LakeBehind(f"{feature_set.ref}: the lake has no {feature_set.source.stream} "
                              "table yet; compact the log into the lake first") from None
-    newest = events_df.agg(F.max("arrival_ts")).first()[0]
+    newest = cast("Row", events_df.agg(F.max("arrival_ts")).first())[0]  # an agg has one row
     if newest is None or newest < cut_ms:
         raise LakeBehind(
             f"{feature_set.ref}: the lake's {feature_set.source.stream} holds arrivals up to "
@@ -235,7 +237,7 @@ def seam(store, feature_set) -> Seam:
     if marker is None:
         raise WarmStartMissing(_missing(feature_set))
 
-    def load(entity_id: str) -> dict | None:
+    def load(entity_id: str) -> incremental.SetState | None:
         boot, still = store.get_values([bootstrap_key(feature_set, entity_id),
                                         marker_key(feature_set)])
         if still is None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
 from mercury.config import Settings
 
@@ -25,7 +26,7 @@ def served_sets_in_the_lake(settings: Settings) -> list[str]:
 
     catalog = tables.catalog(settings)
     return [fs.ref for fs in load_compiled() if fs.version == 1
-            and catalog.table_exists(registry.stream(fs.source.stream).lake_table)]
+            and catalog.table_exists(cast(str, registry.stream(fs.source.stream).lake_table))]
 
 
 def run_batch_demo(settings: Settings, served_since_ms: int) -> list[str]:

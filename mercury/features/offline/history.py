@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import orjson
 import pyarrow as pa
@@ -24,6 +24,7 @@ from mercury.features.definition.windows import window
 from mercury.features.executors.events import FeatureEvent, normalise
 
 if TYPE_CHECKING:
+    from pyiceberg.expressions import BooleanExpression
     from pyiceberg.table import Table
     from pyspark.sql import DataFrame, SparkSession
 
@@ -197,13 +198,15 @@ def lake_events(settings: Settings, feature_set: FeatureSet, snapshot_id: int | 
     return [e for r in records if (e := normalise(feature_set, r)) is not None]
 
 
-def _event_days_filter(feature_set: FeatureSet, days: Iterable[date]):
-    from pyiceberg.expressions import AlwaysFalse, And, GreaterThanOrEqual, LessThan, Or
+def _event_days_filter(feature_set: FeatureSet, days: Iterable[date]) -> BooleanExpression:
+    from pyiceberg.expressions import AlwaysFalse, And, Or
 
     from mercury.contracts import registry
+    from mercury.lake.predicates import GreaterThanOrEqual, LessThan
 
-    field_name = registry.stream(feature_set.source.stream).event_time_field
-    where = AlwaysFalse()
+    # Days come from a table partitioned by day of its event time field (``touched_days``).
+    field_name = cast(str, registry.stream(feature_set.source.stream).event_time_field)
+    where: BooleanExpression = AlwaysFalse()
     for first, last, _ in _runs(dict.fromkeys(sorted(days), "")):
         low = datetime.fromtimestamp(day_start_ms(first) / 1000, UTC).isoformat()
         high = datetime.fromtimestamp(day_start_ms(last + timedelta(days=1)) / 1000,
@@ -216,7 +219,8 @@ def longest_window_ms(feature_set: FeatureSet) -> int | None:
     """How long an event can matter, if every feature is a windowed aggregate; else None."""
     if not all(isinstance(f, Aggregate) for f in feature_set.features):
         return None
-    return max(window(text).length_ms for f in feature_set.features for text in f.windows)
+    aggregates = cast("tuple[Aggregate, ...]", feature_set.features)  # all (checked above)
+    return max(window(text).length_ms for f in aggregates for text in f.windows)
 
 
 def _counts_from(event: FeatureEvent) -> int | None:
@@ -441,9 +445,8 @@ def _run_once(spark: SparkSession, settings: Settings, fs: FeatureSet, days: lis
               ) -> tuple[dict[date, str], pa.Table, int | None]:
     """Plan, compute and commit once: (the days computed with why, their rows, the lake
     snapshot they reflect)."""
-    from pyiceberg.expressions import In
-
     from mercury.lake import tables
+    from mercury.lake.predicates import In
 
     table = ensure_table(settings, fs)
     properties = dict(table.properties)
@@ -504,8 +507,9 @@ def read(settings: Settings, fs: FeatureSet, start: date | None = None,
     """The stored history of ``start..end`` (inclusive; open where None), sorted by (day,
     entity)."""
     from pyiceberg.exceptions import NoSuchTableError
-    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThanOrEqual
+    from pyiceberg.expressions import AlwaysTrue, And
 
+    from mercury.lake.predicates import GreaterThanOrEqual, LessThanOrEqual
     from mercury.lake.tables import catalog
 
     identifier = table_identifier(settings, fs)
@@ -514,7 +518,7 @@ def read(settings: Settings, fs: FeatureSet, start: date | None = None,
     except NoSuchTableError:
         raise HistoryError(f"{identifier} does not exist: run the backfill of {fs.ref} "
                            "first (python -m spark_jobs.backfill)") from None
-    where = AlwaysTrue()
+    where: BooleanExpression = AlwaysTrue()
     if start is not None:
         where = And(where, GreaterThanOrEqual("as_of_date", start.isoformat()))
     if end is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mercury.features.definition.dsl import FeatureSet
 
@@ -52,7 +52,9 @@ def resolve(feature_set_refs: Sequence[str]) -> list[FeatureSet]:
         set_ref, _, feature = ref.partition(":")
         if set_ref in wanted and (wanted[set_ref] is None or not feature):
             raise ValueError(f"training_set: {set_ref} is asked for whole and by feature")
-        wanted[set_ref] = wanted.get(set_ref, set()) | {feature} if feature else None
+        # Never None here with a feature: that was refused just above.
+        wanted[set_ref] = cast("set[str]", wanted.get(set_ref, set())) | {feature} \
+            if feature else None
     try:
         loaded = {fs.ref: fs for fs in load_compiled(list(wanted))}
     except CompileError as exc:
@@ -155,7 +157,8 @@ def training_set(spark: SparkSession, settings: Settings | None, labels: DataFra
     out = rows
     as_text = MapType(StringType(), StringType())  # a nested JSON value parses to its text
     for fs in feature_sets:
-        frame = events[fs.ref] if events is not None else lake_events_frame(spark, settings, fs)
+        frame = events[fs.ref] if events is not None else \
+            lake_events_frame(spark, cast("Settings", settings), fs)  # given: checked above
         values = point_in_time(fs, frame, queries)
         parsed = F.from_json(F.col(VALUES), as_text)
         out = out.join(values.select(

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mercury_airflow.tasks import log_line
 
@@ -217,7 +217,8 @@ def decide_swap(evaluations: dict[str, dict | None]) -> Decision:
     from mercury.retrieval.rebuild import decide
 
     serving = evaluations.get("serving")
-    return decide(evaluation_from(evaluations["candidate"]),
+    # The candidate is always evaluated (only the serving version may be absent).
+    return decide(evaluation_from(cast(dict, evaluations["candidate"])),
                   None if serving is None else evaluation_from(serving))
 
 
@@ -226,7 +227,7 @@ def decide_and_report(evaluations: dict[str, dict | None], *,
     """The gate's verdict, logged with its reasons; plain values for XCom."""
     decision = decide_swap(evaluations)
     log(f"decision: {'SWAP' if decision.swap else 'REFUSE'} "
-        f"{evaluations['candidate']['version']}")
+        f"{cast(dict, evaluations['candidate'])['version']}")
     for reason in decision.reasons:
         log(f"  - {reason}")
     return {"swap": decision.swap, "reasons": list(decision.reasons), **evaluations}

@@ -6,8 +6,8 @@ Design notes: docs/BATCH.md, "The Spark executor in detail".
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import orjson
 import pyarrow as pa
@@ -23,7 +23,9 @@ from mercury.features.executors.events import FeatureEvent, normalise
 from mercury.features.executors.reference import first_arrivals, values_for
 
 if TYPE_CHECKING:
+    from pyiceberg.expressions import BooleanExpression
     from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import DataType, StructType
 
     from mercury.config import Settings
 
@@ -38,7 +40,7 @@ _NO_KEY = "unknown"  # the reference's key for a None group or currency value
 
 def used_columns(feature_set: FeatureSet) -> list[str]:
     """Every row column the set's features read, in a stable order."""
-    names: list[str] = []
+    names: list[str | None] = []
     for feature in feature_set.features:
         names += [f.column for f in feature.where]
         if isinstance(feature, Aggregate):
@@ -85,12 +87,13 @@ def row_schema(feature_set: FeatureSet) -> pa.StructType:
     return pa.struct(fields)
 
 
-def events_table(feature_set: FeatureSet, records: Iterable[dict]) -> pa.Table:
+def events_table(feature_set: FeatureSet, records: Iterable[dict[str, Any]]) -> pa.Table:
     """The events of valid ``records`` (in arrival order) as Arrow, in ``EVENT_COLUMNS``."""
     return events_table_of(feature_set, _normalised(feature_set, records))
 
 
-def _normalised(feature_set: FeatureSet, records: Iterable[dict]) -> list[FeatureEvent]:
+def _normalised(feature_set: FeatureSet,
+                records: Iterable[dict[str, Any]]) -> list[FeatureEvent]:
     events = []
     for record in records:
         event = normalise(feature_set, record)
@@ -127,13 +130,13 @@ def events_table_of(feature_set: FeatureSet, events: Sequence[FeatureEvent]) -> 
 
 
 def events_frame(spark: SparkSession, feature_set: FeatureSet,
-                 records_in_arrival_order: Iterable[dict]) -> DataFrame:
+                 records_in_arrival_order: Iterable[dict[str, Any]]) -> DataFrame:
     """The Spark events frame of valid records of the set's source, in arrival order."""
     return spark.createDataFrame(events_table(feature_set, records_in_arrival_order))
 
 
 def lake_records(settings: Settings, stream: str, snapshot_id: int | None = None,
-                 row_filter=None) -> list[dict]:
+                 row_filter: str | BooleanExpression | None = None) -> list[dict[str, Any]]:
     """The stream's lake table (current, or as of ``snapshot_id``; optionally filtered) as
     records, in arrival order (``ingest_ts``, table order on a tie or where the stream has
     none); times as epoch ms, as on the stream. The lake already keeps one row per event id,
@@ -146,12 +149,14 @@ def lake_records(settings: Settings, stream: str, snapshot_id: int | None = None
             pa.table({"a": table[tables.ARRIVAL_FIELD],
                       "p": pa.array(range(table.num_rows), pa.int64())}),
             sort_keys=[("a", "ascending"), ("p", "ascending")]))
-    return _epoch_ms(table).to_pylist()
+    records: list[dict[str, Any]] = _epoch_ms(table).to_pylist()
+    return records
 
 
 def _epoch_ms(table: pa.Table) -> pa.Table:
     """Timestamps, at any depth, as epoch-millisecond int64."""
-    def swap_timestamps(dtype: pa.DataType, to) -> pa.DataType:
+    def swap_timestamps(dtype: pa.DataType,
+                        to: Callable[[pa.DataType], pa.DataType]) -> pa.DataType:
         if pa.types.is_timestamp(dtype):
             return to(dtype)
         if pa.types.is_struct(dtype):
@@ -163,7 +168,7 @@ def _epoch_ms(table: pa.Table) -> pa.Table:
                            dtype.item_field.with_type(swap_timestamps(dtype.item_type, to)))
         return dtype
 
-    def schema(to) -> pa.Schema:
+    def schema(to: Callable[[pa.DataType], pa.DataType]) -> pa.Schema:
         return pa.schema([f.with_type(swap_timestamps(f.type, to)) for f in table.schema])
 
     # Casting a timestamp to int64 gives its count in its own unit: go to ms first.
@@ -203,15 +208,16 @@ def point_in_time(feature_set: FeatureSet, events_df: DataFrame,
                .where((F.col("arrival_ts") <= F.col("_as_of"))
                       & (F.col("event_ts") <= F.col("_as_of"))
                       & (F.col("event_ts") >= F.col("arrival_ts") - F.lit(MAX_LATENESS_MS))))
-    row_types = {f.name: f.dataType for f in events_df.schema["row"].dataType.fields}
+    row_struct = cast("StructType", events_df.schema["row"].dataType)
+    row_types = {f.name: f.dataType for f in row_struct.fields}
 
     parts = [counted.groupBy("_q").agg(F.lit(True).alias("_present"))]
     columns: dict[str, Column] = {}
     aggregates = [f for f in feature_set.features if isinstance(f, Aggregate)]
     if aggregates:
-        frame, values = _aggregates(feature_set, aggregates, counted, row_types)
+        frame, aggregate_values = _aggregates(feature_set, aggregates, counted, row_types)
         parts.append(frame)
-        columns.update(values)
+        columns.update(aggregate_values)
     for feature in feature_set.features:
         if isinstance(feature, LastN):
             parts.append(_last_n(feature, counted))
@@ -255,9 +261,10 @@ def _passes(where: Sequence[Filter]) -> Column:
             if f.op == "ne":
                 test = ~test
         else:  # in, not_in
-            present = [v for v in f.value if v is not None]
+            values = cast("tuple[object, ...]", f.value)  # the DSL makes it a tuple
+            present = [v for v in values if v is not None]
             test = value.isNotNull() & value.isin(present) if present else F.lit(False)
-            if None in f.value:
+            if None in values:
                 test = test | value.isNull()
             if f.op == "not_in":
                 test = ~test
@@ -265,7 +272,7 @@ def _passes(where: Sequence[Filter]) -> Column:
     return condition
 
 
-def _key(value: Column, dtype) -> Column:
+def _key(value: Column, dtype: DataType) -> Column:
     """``str(value)`` as the reference spells a group or currency key; None -> "unknown"."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType
@@ -277,14 +284,14 @@ def _key(value: Column, dtype) -> Column:
     return F.when(value.isNull(), F.lit(_NO_KEY)).otherwise(text)
 
 
-def _integral(dtype) -> bool:
+def _integral(dtype: DataType) -> bool:
     from pyspark.sql.types import ByteType, IntegerType, LongType, ShortType
 
     return isinstance(dtype, ByteType | ShortType | IntegerType | LongType)
 
 
 def _aggregates(feature_set: FeatureSet, features: list[Aggregate], counted: DataFrame,
-                row_types: dict) -> tuple[DataFrame, dict[str, Column]]:
+                row_types: dict[str, DataType]) -> tuple[DataFrame, dict[str, Column]]:
     """One frame keyed by ``_q`` with a column per (feature, window), and the final value
     column of each feature over it."""
     from pyspark.sql import functions as F
@@ -293,9 +300,10 @@ def _aggregates(feature_set: FeatureSet, features: list[Aggregate], counted: Dat
     as_of = F.col("_as_of")
     # Each distinct condition, key and value is computed once per row, then referenced by the
     # (feature, window) entries: features share filters, windows and keys.
-    shared: dict[tuple, tuple[str, Column]] = {}
+    shared: dict[tuple[Any, ...], tuple[str, Column]] = {}
 
-    def once(key: tuple, make) -> Column:
+    # ``make`` is called with no argument (the lambdas below bind loop values as defaults).
+    def once(key: tuple[Any, ...], make: Callable[..., Column]) -> Column:
         if key not in shared:
             shared[key] = (f"_x{len(shared)}", make())
         return F.col(shared[key][0])
@@ -307,7 +315,7 @@ def _aggregates(feature_set: FeatureSet, features: list[Aggregate], counted: Dat
     # feature (f), the window (w), its group (g) and currency (c) keys and the value to fold,
     # typed long or double (l / d) so integer sums stay exact, or as a string (s) for distinct
     # counts. Rows outside a window or failing a filter give null entries, dropped below.
-    entries = []
+    entries: list[Column] = []
     leaf_is_long: dict[int, bool] = {}
     leaf_of: dict[int, Column] = {}
     for fid, f in enumerate(features):
@@ -315,7 +323,7 @@ def _aggregates(feature_set: FeatureSet, features: list[Aggregate], counted: Dat
         dtype = row_types[f.column] if f.column else None
         long_input = dtype is not None and _integral(dtype)
 
-        def contributing(f=f, value=value) -> Column:
+        def contributing(f: Aggregate = f, value: Column | None = value) -> Column:
             passing = _passes(f.where)
             return passing if value is None else passing & value.isNotNull()
 
@@ -327,7 +335,8 @@ def _aggregates(feature_set: FeatureSet, features: list[Aggregate], counted: Dat
             _row(c), row_types[c])) if currency_column else null("string")
         if f.op == "distinct_count":
             # -0.0 + 0.0 is 0.0: Python's set holds 0.0 and -0.0 once, so must we.
-            floating = not long_input and dtype.typeName() in ("double", "float")
+            floating = not long_input and \
+                cast("DataType", dtype).typeName() in ("double", "float")  # it has a column
             distinct = once(("distinct", f.column), lambda v=value, fl=floating: (
                 (v + F.lit(0.0)) if fl else v).cast("string"))
         else:
@@ -498,13 +507,15 @@ def _latest(feature: Latest, counted: DataFrame) -> DataFrame:
 
 # ---- reading results and holding them to the reference -----------------------------------
 
-def decode_values(text: str | None) -> dict | None:
+def decode_values(text: str | None) -> dict[str, Any] | None:
     """A ``values`` cell as the reference's ``{feature: value}``; None for an absent entity."""
-    return None if text is None else orjson.loads(text)
+    values: dict[str, Any] | None = None if text is None else orjson.loads(text)
+    return values
 
 
 def reference_for(feature_set: FeatureSet, events: Sequence[FeatureEvent],
-                  queries: Iterable[tuple[object, str, int]]) -> dict[object, dict | None]:
+                  queries: Iterable[tuple[object, str, int]]
+                  ) -> dict[object, dict[str, object] | None]:
     """``{query_id: values_for(...).get(entity)}``: the oracle per query, computed on the
     entity's events only (after the global first-arrival dedup, which is what ``values_for``
     does first, so the answer is the same)."""
@@ -516,13 +527,20 @@ def reference_for(feature_set: FeatureSet, events: Sequence[FeatureEvent],
             for query_id, entity_id, as_of in queries}
 
 
-def compare(feature_set: FeatureSet, events: Sequence[FeatureEvent], rows: Iterable) -> Report:
+class ResultRow(Protocol):
+    """A row of ``point_in_time``'s frame (a pyspark ``Row``, or a dict)."""
+
+    def __getitem__(self, name: str) -> Any: ...
+
+
+def compare(feature_set: FeatureSet, events: Sequence[FeatureEvent],
+            rows: Iterable[ResultRow]) -> Report:
     """Spark's rows (``query_id, entity_id, as_of_ms, values``) against the reference, value
     by value with ``consistency.same``; an absent entity must be absent on both sides."""
-    rows = [(r["query_id"], r["entity_id"], r["as_of_ms"], r[VALUES]) for r in rows]
-    expected = reference_for(feature_set, events, [(q, e, t) for q, e, t, _ in rows])
+    cells = [(r["query_id"], r["entity_id"], r["as_of_ms"], r[VALUES]) for r in rows]
+    expected = reference_for(feature_set, events, [(q, e, t) for q, e, t, _ in cells])
     report = Report()
-    for query_id, entity_id, as_of, text in rows:
+    for query_id, entity_id, as_of, text in cells:
         got, want = decode_values(text), expected[query_id]
         report.entities += 1
         where = f"as_of={as_of} {feature_set.ref} {entity_id} (query {query_id})"

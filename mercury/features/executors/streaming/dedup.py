@@ -14,16 +14,24 @@ absorbs it). State size at production rates is worked out in docs/STREAMING.md.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from mercury.durations import HOUR_MS
 
 DEDUP_HORIZON_MS = 24 * HOUR_MS
 
 
-def new_seen() -> dict:
+class Seen(TypedDict):
+    """One entity's dedup state for one stream (a plain dict: it pickles as is)."""
+    clock: int              # the newest ``now_ms`` seen
+    ids: dict[str, int]     # event id -> when it was seen
+
+
+def new_seen() -> Seen:
     return {"clock": 0, "ids": {}}
 
 
-def seen_before(seen: dict, event_id: str, now_ms: int) -> bool:
+def seen_before(seen: Seen, event_id: str, now_ms: int) -> bool:
     """True if ``event_id`` was seen within the horizon; otherwise remembers it."""
     ids = seen["ids"]
     if event_id in ids:

@@ -26,20 +26,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mercury.features.executors.events import normalise
 from mercury.features.executors.streaming import dedup, incremental
 
+if TYPE_CHECKING:
+    from mercury.features.definition.dsl import FeatureSet
+    from mercury.online.store import KeyWrite
+
 
 class StateAccess(Protocol):
-    def get(self, name: str): ...
-    def put(self, name: str, value) -> None: ...
+    """Keyed state by name: a ``dedup.Seen`` or an ``incremental.SetState``, None when empty."""
+
+    def get(self, name: str) -> Any: ...
+    def put(self, name: str, value: Any) -> None: ...
 
 
 @dataclass
 class Outcome:
-    writes: list = field(default_factory=list)
+    writes: list[KeyWrite] = field(default_factory=list)
     duplicate: bool = False
 
 
@@ -49,26 +55,27 @@ class Seam:
     before ``cut_ms`` are the backfill's; ``load(entity_id)`` gives the backfilled state of an
     entity (None when it had no event by the cut)."""
     cut_ms: int
-    load: Callable[[str], dict | None]
+    load: Callable[[str], incremental.SetState | None]
 
 
 def seen_state_name(stream: str) -> str:
     return f"seen:{stream}"
 
 
-def set_state_name(feature_set) -> str:
+def set_state_name(feature_set: FeatureSet) -> str:
     return f"set:{feature_set.ref}"
 
 
 class OnlineExecutor:
-    def __init__(self, feature_sets: Iterable, seams: Mapping[str, Seam] | None = None):
+    def __init__(self, feature_sets: Iterable[FeatureSet],
+                 seams: Mapping[str, Seam] | None = None) -> None:
         """``seams``: by set ref (``spending.v2``), for versions that start warm."""
         self.feature_sets = tuple(feature_sets)
         self.seams = dict(seams or {})
         unknown = sorted(set(self.seams) - {fs.ref for fs in self.feature_sets})
         if unknown:
             raise ValueError(f"seams for sets the executor does not run: {unknown}")
-        self._by_stream: dict[str, list] = {}
+        self._by_stream: dict[str, list[FeatureSet]] = {}
         for fs in self.feature_sets:
             self._by_stream.setdefault(fs.source.stream, []).append(fs)
 
@@ -80,7 +87,7 @@ class OnlineExecutor:
         return ([seen_state_name(s) for s in self._by_stream]
                 + [set_state_name(fs) for fs in self.feature_sets])
 
-    def route(self, stream: str, record: dict) -> list[tuple[str, int]]:
+    def route(self, stream: str, record: dict[str, Any]) -> list[tuple[str, int]]:
         """(key, event time) for each entity this record updates; the key is
         ``<entity tag>:<entity id>``, the partitioning key of the keyed state."""
         routes: dict[str, int] = {}
@@ -90,13 +97,13 @@ class OnlineExecutor:
                 routes.setdefault(f"{fs.entity.tag}:{event.entity_id}", event.event_ts)
         return list(routes.items())
 
-    def process(self, key: str, stream: str, record: dict, state: StateAccess,
+    def process(self, key: str, stream: str, record: dict[str, Any], state: StateAccess,
                 now_ms: int | None = None) -> Outcome:
         """``now_ms`` is the dedup clock (see ``mercury.features.executors.streaming.dedup``):
         the engine's processing time; by default the event's arrival time."""
         tag, _, entity_id = key.partition(":")
         outcome = Outcome()
-        seen = None
+        seen: dedup.Seen | None = None
         for fs in self._by_stream.get(stream, ()):
             if fs.entity.tag != tag:
                 continue
@@ -113,7 +120,7 @@ class OnlineExecutor:
             seam = self.seams.get(fs.ref)
             if seam is not None and event.arrival_ts <= seam.cut_ms:
                 continue  # counted by the backfill
-            set_state = state.get(set_state_name(fs))
+            set_state: incremental.SetState | None = state.get(set_state_name(fs))
             warmed = False
             if set_state is None and seam is not None:
                 set_state = seam.load(entity_id)
@@ -134,11 +141,11 @@ class OnlineExecutor:
 class DictState:
     """StateAccess over a plain dict: one per key, for tests and pure-Python runs."""
 
-    def __init__(self):
-        self.values: dict = {}
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
 
-    def get(self, name: str):
+    def get(self, name: str) -> Any:
         return self.values.get(name)
 
-    def put(self, name: str, value) -> None:
+    def put(self, name: str, value: Any) -> None:
         self.values[name] = value

@@ -23,6 +23,8 @@ checkpoint and the writes, being whole-field overwrites from restored state, end
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from pyflink.common import Duration, Row, Types, WatermarkStrategy
@@ -31,6 +33,15 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
 from mercury.features.definition.semantics import MAX_LATENESS_MS
+
+if TYPE_CHECKING:
+    # pyflink ships no types (and is not in the main env): these are ``Any`` to mypy, named
+    # for the reader.
+    from pyflink.datastream import DataStream, RuntimeContext
+    from pyflink.datastream.state import ValueState
+
+    from mercury.features.executors.streaming.executor import OnlineExecutor
+    from mercury.online.store import OnlineStore
 
 OUT_OF_ORDERNESS_MS = 10 * 60_000  # producers' clock skew and cross-region ingestion bound
 
@@ -49,10 +60,10 @@ LATE = OutputTag("late-events", TAGGED)
 class ValidateAndRoute(ProcessFunction):
     """Contract check of each raw line; bad ones become dead letters with their position."""
 
-    def __init__(self, specs_json: str):
+    def __init__(self, specs_json: str) -> None:
         self.specs_json = specs_json
 
-    def open(self, runtime_context):
+    def open(self, runtime_context: RuntimeContext) -> None:
         from mercury.contracts import registry
         from mercury.contracts.validation import validator
         from mercury.quality.dead_letters import make_dead_letter
@@ -65,7 +76,7 @@ class ValidateAndRoute(ProcessFunction):
         self.dead_letters = metrics.counter("dead_letters")
         self.unknown_fields = metrics.counter("records_with_unknown_fields")
 
-    def process_element(self, value, ctx):
+    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
         stream, line = value.stream, value.line
         position = f"{stream}/{os.path.basename(value.path)}:{value.line_number}"
         raw = line.encode()
@@ -81,37 +92,39 @@ class ValidateAndRoute(ProcessFunction):
         record = orjson.dumps(verdict.record).decode()
         yield VALIDATED, Row(stream, orjson.dumps(
             {"stream": stream, "position": position, "record": verdict.record}).decode())
-        for key, event_ts in self.executor.route(stream, verdict.record):
+        valid = cast("dict[str, Any]", verdict.record)  # an ok verdict carries its record
+        for key, event_ts in self.executor.route(stream, valid):
             yield Row(key, stream, record, event_ts, position)
 
 
 class EventTime(TimestampAssigner):
-    def extract_timestamp(self, value, record_timestamp) -> int:
-        return value.event_ts
+    def extract_timestamp(self, value: Row, record_timestamp: int) -> int:
+        event_ts: int = value.event_ts
+        return event_ts
 
 
 class FlinkState:
     """``StateAccess`` over this key's ValueStates (cached in the Python worker)."""
 
-    def __init__(self, states: dict):
+    def __init__(self, states: dict[str, ValueState]) -> None:
         self.states = states
 
-    def get(self, name: str):
+    def get(self, name: str) -> Any:
         return self.states[name].value()
 
-    def put(self, name: str, value) -> None:
+    def put(self, name: str, value: Any) -> None:
         self.states[name].update(value)
 
 
 class OnlineFeatures(KeyedProcessFunction):
     """Keyed by entity: dedup, feature state, and the writes to the online store."""
 
-    def __init__(self, specs_json: str, store_json: str, warm_start_json: str = "[]"):
+    def __init__(self, specs_json: str, store_json: str, warm_start_json: str = "[]") -> None:
         self.specs_json = specs_json
         self.store_json = store_json
         self.warm_start_json = warm_start_json
 
-    def open(self, runtime_context):
+    def open(self, runtime_context: RuntimeContext) -> None:
         from pydantic import TypeAdapter
 
         from mercury.config import OnlineStoreConfig
@@ -127,7 +140,8 @@ class OnlineFeatures(KeyedProcessFunction):
         self.late = metrics.counter("late_events")
         self.applied = metrics.counter("events_applied")
 
-    def process_element(self, value, ctx):
+    def process_element(self, value: Row,
+                        ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         watermark = ctx.timer_service().current_watermark()
         if value.event_ts < watermark - MAX_LATENESS_MS:
             self.late.inc()
@@ -143,11 +157,12 @@ class OnlineFeatures(KeyedProcessFunction):
         self.store.write(outcome.writes)
         self.applied.inc()
 
-    def close(self):
+    def close(self) -> None:
         self.store.close()
 
 
-def _executor(specs_json: str, store=None, warm_start_refs=()):
+def _executor(specs_json: str, store: OnlineStore | None = None,
+              warm_start_refs: Collection[str] = ()) -> OnlineExecutor:
     from mercury.features.definition.dsl import feature_set_from_dict
     from mercury.features.executors.streaming.executor import OnlineExecutor
 
@@ -164,7 +179,8 @@ def _executor(specs_json: str, store=None, warm_start_refs=()):
     return OnlineExecutor(feature_sets, seams=seams)
 
 
-def build(lines, feature_sets_json: str, store_json: str, warm_start_refs=()):
+def build(lines: DataStream, feature_sets_json: str, store_json: str,
+          warm_start_refs: Iterable[str] = ()) -> tuple[DataStream, DataStream, DataStream]:
     """lines (a DataStream of LINE rows) -> (dead letters, validated, late) tagged streams.
 
     The Redis writes happen inside the keyed operator; the three returned streams carry

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import orjson
 
@@ -28,28 +29,47 @@ from mercury.features.executors import tiles
 from mercury.online import layout
 from mercury.online.store import KeyWrite
 
+if TYPE_CHECKING:
+    from mercury.features.definition.dsl import FeatureSet, Source
+    from mercury.features.executors.events import FeatureEvent
+
+Slot = tuple[int, int]  # a tile: (hop_ms, index)
+# One event of a last-N item: (status rank, event_ts, event_id, status, {field: value}).
+ItemEvent = tuple[int, int, str, Any, dict[str, Any]]
+# The newest value of a latest feature, per ``per`` value: (order, event_ts, {field: value} or
+# None for a delete, expiry time or None).
+LatestEntry = tuple[tuple[Any, ...], int, dict[str, Any] | None, Any]
+
+
+class SetState(TypedDict):
+    """One entity's state for one feature set: plain dicts of plain values (``new_state``)."""
+    clock: int | None  # the newest event time folded in
+    tiles: dict[Slot, dict[str, dict[str, Any]]]  # slot -> feature -> bucket -> partial
+    items: dict[str, dict[Any, dict[str, ItemEvent]]]  # feature -> item key -> event id -> ...
+    latest: dict[str, dict[str, LatestEntry]]  # feature -> per value ("" without per) -> ...
+
 
 @dataclass
 class Touched:
-    tiles: set = field(default_factory=set)      # (hop_ms, index)
-    lists: set = field(default_factory=set)      # feature names
-    latest: set = field(default_factory=set)     # feature names
-    pruned: set = field(default_factory=set)     # (hop_ms, index) no window can reach any more
+    tiles: set[Slot] = field(default_factory=set)
+    lists: set[str] = field(default_factory=set)      # feature names
+    latest: set[str] = field(default_factory=set)     # feature names
+    pruned: set[Slot] = field(default_factory=set)    # tiles no window can reach any more
 
     def __bool__(self) -> bool:
         return bool(self.tiles or self.lists or self.latest or self.pruned)
 
 
-def new_state() -> dict:
+def new_state() -> SetState:
     return {"clock": None, "tiles": {}, "items": {}, "latest": {}}
 
 
-def hops_of(feature) -> set[int]:
+def hops_of(feature: Aggregate) -> set[int]:
     return {window(text).hop_ms for text in feature.windows}
 
 
 @cache
-def tile_retention(feature_set) -> dict[int, int]:
+def tile_retention(feature_set: FeatureSet) -> dict[int, int]:
     """hop -> the longest window using it: older tiles can never be read again."""
     longest: dict[int, int] = {}
     for feature in feature_set.features:
@@ -60,7 +80,7 @@ def tile_retention(feature_set) -> dict[int, int]:
     return longest
 
 
-def apply(feature_set, state: dict, event) -> Touched:
+def apply(feature_set: FeatureSet, state: SetState, event: FeatureEvent) -> Touched:
     touched = Touched()
     source, row = feature_set.source, event.row
     for feature in feature_set.features:
@@ -76,7 +96,8 @@ def apply(feature_set, state: dict, event) -> Touched:
     return touched
 
 
-def _add_to_tiles(feature, source, state, event, touched: Touched) -> None:
+def _add_to_tiles(feature: Aggregate, source: Source, state: SetState, event: FeatureEvent,
+                  touched: Touched) -> None:
     bucket = tiles.bucket_of(feature, source, event.row)
     if bucket is None:
         return
@@ -88,20 +109,23 @@ def _add_to_tiles(feature, source, state, event, touched: Touched) -> None:
         touched.tiles.add(slot)
 
 
-def _add_to_items(feature: LastN, state, event, touched: Touched) -> None:
+def _add_to_items(feature: LastN, state: SetState, event: FeatureEvent,
+                  touched: Touched) -> None:
     row = event.row
     key = row.get(feature.item_key)
     if key is None or not passes(feature.where, row):
         return
     status = row.get(feature.status)
-    rank = dict(feature.status_rank).get(status, 0)
+    ranks: dict[object, int] = dict(feature.status_rank)
+    rank = ranks.get(status, 0)
     values = {name: row[name] for name in feature.fields if row.get(name) is not None}
     item = state["items"].setdefault(feature.name, {}).setdefault(key, {})
     item[event.event_id] = (rank, event.event_ts, event.event_id, status, values)
     touched.lists.add(feature.name)
 
 
-def _set_latest(feature: Latest, state, event, touched: Touched) -> None:
+def _set_latest(feature: Latest, state: SetState, event: FeatureEvent,
+                touched: Touched) -> None:
     if feature.per is not None and event.row.get(feature.per) is None:
         return  # nothing to file it under
     per = "" if feature.per is None else str(event.row[feature.per])
@@ -114,8 +138,8 @@ def _set_latest(feature: Latest, state, event, touched: Touched) -> None:
     touched.latest.add(feature.name)
 
 
-def _prune(feature_set, state, touched: Touched) -> None:
-    clock = state["clock"]
+def _prune(feature_set: FeatureSet, state: SetState, touched: Touched) -> None:
+    clock = cast(int, state["clock"])  # ``apply`` has just set it
     for hop, longest in tile_retention(feature_set).items():
         first_needed = clock // hop - longest // hop + 1
         for slot in [s for s in state["tiles"] if s[0] == hop and s[1] < first_needed]:
@@ -131,15 +155,17 @@ def _prune(feature_set, state, touched: Touched) -> None:
     touched.tiles -= touched.pruned
 
 
-def _item_ts(events: dict) -> int:
+def _item_ts(events: dict[str, ItemEvent]) -> int:
     return min(e[1] for e in events.values())
 
 
-def _newest(items: dict, n: int) -> list:
+def _newest(items: dict[Any, dict[str, ItemEvent]],
+            n: int) -> list[tuple[Any, dict[str, ItemEvent]]]:
     return sorted(items.items(), key=lambda kv: (_item_ts(kv[1]), kv[0]), reverse=True)[:n]
 
 
-def materialize_items(feature: LastN, items: dict) -> list[dict]:
+def materialize_items(feature: LastN, items: dict[Any, dict[str, ItemEvent]]
+                      ) -> list[dict[str, Any]]:
     """The top ``n`` items, newest first, each merged from its events by rank."""
     out = []
     for key, events in _newest(items, feature.n):
@@ -151,12 +177,13 @@ def materialize_items(feature: LastN, items: dict) -> list[dict]:
     return out
 
 
-def render(feature_set, state: dict, touched: Touched, entity_id: str) -> KeyWrite:
+def render(feature_set: FeatureSet, state: SetState, touched: Touched,
+           entity_id: str) -> KeyWrite:
     fields: dict[str, bytes] = {}
     for slot in touched.tiles:
         fields[layout.tile_field(*slot)] = orjson.dumps(state["tiles"][slot])
     for name in touched.lists:
-        feature = feature_set.feature(name)
+        feature = cast(LastN, feature_set.feature(name))  # lists are last-N features
         fields[layout.list_field(name)] = orjson.dumps(
             materialize_items(feature, state["items"][name]))
     for name in touched.latest:
@@ -170,7 +197,7 @@ def render(feature_set, state: dict, touched: Touched, entity_id: str) -> KeyWri
         ttl_ms=parse_duration(feature_set.ttl))
 
 
-def render_all(feature_set, state: dict, entity_id: str) -> KeyWrite:
+def render_all(feature_set: FeatureSet, state: SetState, entity_id: str) -> KeyWrite:
     """The whole state as one write that replaces the hash: what a warm start writes, so a
     re-run leaves no field of an earlier run behind."""
     touched = Touched(tiles=set(state["tiles"]), lists=set(state["items"]),
@@ -187,7 +214,7 @@ def render_all(feature_set, state: dict, entity_id: str) -> KeyWrite:
 STATE_FORMAT = 1
 
 
-def encode_state(state: dict) -> bytes:
+def encode_state(state: SetState) -> bytes:
     return orjson.dumps({
         "format": STATE_FORMAT,
         "clock": state["clock"],
@@ -198,7 +225,7 @@ def encode_state(state: dict) -> bytes:
     })
 
 
-def decode_state(raw: bytes) -> dict:
+def decode_state(raw: bytes) -> SetState:
     data = orjson.loads(raw)
     if data.get("format") != STATE_FORMAT:
         raise ValueError(f"feature state format {data.get('format')!r}, expected {STATE_FORMAT}")
