@@ -181,35 +181,68 @@ class CallerConfig(_Section):
     burst: int = Field(500, ge=1)
 
 
+class IdentityConfig(_Section):
+    """The identity provider whose end-user assertions the context API accepts: its issuer
+    and its published public keys (a JWKS document; locally written by
+    ``mercury.serving.local_idp``, in production mounted from the provider). The serving
+    process never holds a signing key."""
+
+    issuer: str = "https://idp.mercurypay.local"
+    jwks_path: Path | None = None  # None: the local stand-in's, ``<data_dir>/idp/jwks.json``
+    # An assertion is one question's: short-lived, and used once (a jti replay cache).
+    max_lifetime_s: int = Field(300, ge=1, le=3600)
+    clock_skew_s: int = Field(30, ge=0, le=300)
+    replay_cache_size: int = Field(500_000, ge=1_000)
+
+
 class ServingConfig(_Section):
-    """The context API: where it listens, its latency budget and its fallbacks."""
+    """The context API: where it listens, its latency budget, admission and fallbacks."""
 
     host: str = "127.0.0.1"
     port: int = Field(8700, ge=1, le=65535)
     workers: int = Field(1, ge=1)
     # Everything before the model must fit in ``budget_ms``; each source also has its own
-    # deadline inside it, so one slow store cannot eat the whole budget.
+    # deadline inside it, so one slow store cannot eat the whole budget. A caller may ask for
+    # a budget of its own between ``budget_floor_ms`` and 250 ms.
     budget_ms: int = Field(60, ge=5)
+    budget_floor_ms: int = Field(10, ge=1)
+    # A caller may pin the as-of time (replays): no later than this ahead of our clock (values
+    # "as of tomorrow" are guesses), no earlier than the online store keeps values (its TTLs;
+    # history is the batch path's).
+    as_of_future_skew_ms: int = Field(5_000, ge=0)
+    as_of_max_age_s: int = Field(35 * 86_400, ge=1)
     features_deadline_ms: int = Field(20, ge=1)
+    # Sized from a measurement (docs/SERVING.md, "Retrieval budget"): a question's embedding
+    # and search at p99 on this 2-core machine with other work running.
     retrieval_deadline_ms: int = Field(50, ge=1)
     top_k: int = Field(5, ge=1, le=20)
-    # Searches allowed to wait for the process's retrieval thread; beyond, documents are left
-    # out at once (a search missing its deadline cannot be cancelled, see documents.py).
+    # Searches allowed to wait for the process's retrieval thread; beyond, the process is
+    # saturated and the request is shed (a search missing its deadline cannot be cancelled).
     retrieval_queue: int = Field(4, ge=1)
     # Torch threads for question embeddings: 1 keeps a 20 ms embedding from becoming 400 ms
     # when anything else runs on the host (docs/PERFORMANCE.md, knowledge index, finding 3).
     embed_threads: int = Field(1, ge=1)
+    # Admission (mercury/serving/admission.py): at most this many requests are worked on at
+    # once per process; the next wait at most ``admission_wait_ms`` for a slot, else 503.
+    max_in_flight: int = Field(32, ge=1)
+    admission_wait_ms: float = Field(20.0, ge=0)
     # Refuse new requests (503) while the event loop lags more than this: the process is
     # saturated and queueing more would only miss every budget (mercury/serving/overload.py).
     overload_lag_ms: float = Field(30.0, gt=0)
     # ... and only with at least this many requests in the process: a lagging loop with one
     # request in it is the host pausing us, which refusing requests would not help.
     overload_min_in_flight: int = Field(8, ge=1)
-    breaker_failures: int = Field(5, ge=1)
-    breaker_reset_s: float = Field(5.0, gt=0)
-    snapshot_max_users: int = Field(200_000, ge=0)
+    # A store's breaker opens on evidence about the store only: at least
+    # ``breaker_min_calls`` calls in the last ``breaker_window_s``, of which at least
+    # ``breaker_failure_rate`` failed; it lets a trial through after ``breaker_reset_s``.
+    breaker_min_calls: int = Field(5, ge=1)
+    breaker_failure_rate: float = Field(0.5, gt=0, le=1)
+    breaker_window_s: float = Field(10.0, gt=0)
+    breaker_reset_s: float = Field(2.0, gt=0)
+    # Last values served per (user, set), the fallback when the store fails: ~20 KB a user.
+    snapshot_max_users: int = Field(10_000, ge=0)
     snapshot_max_age_s: int = Field(24 * 3600, ge=1)
-    assertion_max_age_s: int = Field(300, ge=1)
+    identity: IdentityConfig = IdentityConfig()
     # How often spooled audit records are shipped to the event log (they are safe in the
     # spool meanwhile; see mercury/serving/audit.py).
     audit_ship_interval_s: float = Field(1.0, gt=0)

@@ -41,7 +41,7 @@ EVENTS, USERS = 3_000, 50
 STREAMS = ("transactions", "user_activity", "risk_signals")
 SET_NAMES = ("declines", "engagement", "profile", "purchases", "risk", "spending")
 OFFSETS_MS = (0, HOUR_MS + 1, 2 * DAY_MS, 8 * DAY_MS, 31 * DAY_MS)
-NOBODY = "usr_nobody_at_all"  # a user with no event anywhere: served empty values
+NOBODY = "usr_nobody_at_all"  # a user with no event anywhere: every set served missing
 CALLER = "llm-gateway"
 
 
@@ -80,20 +80,24 @@ class _Api:
         from mercury.serving.auth import service_token
 
         self.client = client
+        self.settings = settings
         self.keys = load_keys(settings)
         self.token = service_token(self.keys, CALLER)
 
     def ask(self, user_id: str, as_of_ms: int, sets=SET_NAMES) -> dict:
-        from mercury.serving.auth import issue_assertion
+        from mercury.serving.local_idp import issue_assertion
 
         headers = {"authorization": f"Bearer {self.token}",
-                   "x-user-assertion": issue_assertion(self.keys, user_id, CALLER)}
+                   "x-user-assertion": issue_assertion(self.settings, user_id, CALLER)}
         reply = self.client.post("/v1/context", headers=headers, json={
             "user_id": user_id, "question": "how am I doing",
             "options": {"parts": [f"features.{n}" for n in sets], "as_of_ms": as_of_ms}})
         assert reply.status_code == 200, reply.text
         body = reply.json()
-        assert body["degraded"] == [], body["degraded"]  # every value measured
+        # Every value measured, but for a user the store knows nothing of: no values made up.
+        nothing = [f"features.{n}:missing:no_data" for n in sorted(sets)]
+        assert body["degraded"] in ([], nothing), body["degraded"]
+        assert (body["degraded"] == nothing) == (user_id == NOBODY), user_id
         return body
 
 
@@ -119,10 +123,13 @@ def world(tmp_path_factory):
     redis = PrivateRedis(tmp)
     redis.start()
     # Generous deadlines: on a busy CI host a missed deadline would serve a snapshot, which
-    # is not measured; these tests want every answer online.
+    # is not measured; these tests want every answer online. The world is dated November 2026
+    # and asked as of up to 31 days after its newest arrival: a replay deployment's limits.
     path = write_config(tmp, online_store={"port": redis.port, "db": 0},
                         serving={"budget_ms": 5_000, "features_deadline_ms": 4_000,
-                                 "audit_ship_interval_s": 0.2})
+                                 "audit_ship_interval_s": 0.2,
+                                 "as_of_future_skew_ms": 400 * 86_400_000,
+                                 "as_of_max_age_s": 20 * 365 * 86_400})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MERCURY_CONFIG", str(path))
         settings = load_settings()
@@ -225,14 +232,15 @@ def test_served_values_equal_the_spark_recompute(spark, world):  # noqa: F811
         for feature in fs.features:
             score = report.scores[(ref, feature.name)]
             assert (score.matched, score.total, score.in_flight) == \
-                (world.requests, world.requests, 0), (ref, feature.name)
-    assert report.unmapped_tokens == 1  # NOBODY: expected, and served, empty values
-    assert not report.degraded
+                (world.requests - 1, world.requests - 1, 0), (ref, feature.name)
+    # NOBODY: served "missing" (not made-up zeros), so counted apart, never compared.
+    assert report.unmapped_tokens == 0
+    assert report.degraded == {(ref, "missing"): 1 for ref in sets}
     assert any("spending.v1: recomputing" in line for line in lines)
     # What was compared is not trivially empty: spend was served and recomputed.
     served = cj.served_requests(world.settings, *world.main_window).to_pylist()
-    amounts = [orjson.loads(r["served_features_json"])["spending"]["settled_amount"]
-               for r in served]
+    amounts = [spending["settled_amount"] for r in served
+               if (spending := orjson.loads(r["served_features_json"])["spending"])]
     assert sum(1 for a in amounts if any(a.get("30d", {}).values())) >= 10
 
 

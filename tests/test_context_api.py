@@ -20,7 +20,8 @@ from mercury.online.factory import open_store
 from mercury.privacy.keys import load_keys
 from mercury.privacy.protect import decrypt, user_token
 from mercury.serving.app import create_app
-from mercury.serving.auth import issue_assertion, service_token
+from mercury.serving.auth import service_token
+from mercury.serving.local_idp import issue_assertion
 from mercury.serving.runtime import build_runtime, default_retriever_factory
 from tests.serving_fixtures import build_served_world
 
@@ -39,12 +40,13 @@ class Api:
 
     def __init__(self, client, settings):
         self.client = client
+        self.settings = settings
         self.keys = load_keys(settings)
         self.token = service_token(self.keys, CALLER)
 
     def ask(self, user_id: str, question: str, assertion_for: str | None = None, **options):
         headers = {"authorization": f"Bearer {self.token}",
-                   "x-user-assertion": issue_assertion(self.keys, assertion_for or user_id,
+                   "x-user-assertion": issue_assertion(self.settings, assertion_for or user_id,
                                                        CALLER)}
         return self.client.post("/v1/context", headers=headers,
                                 json={"user_id": user_id, "question": question,
@@ -151,8 +153,8 @@ def test_callers_must_authenticate_and_hold_an_assertion_for_that_user(api, worl
     reply = api.ask(alice, "why declined?", assertion_for=bob)
     assert reply.status_code == 403 and "another user" in reply.json()["error"]
     # An assertion issued to another caller, or expired, opens nothing.
-    other = issue_assertion(api.keys, alice, "batch-scorer")
-    expired = issue_assertion(api.keys, alice, CALLER, ttl_s=1, now=time.time() - 600)
+    other = issue_assertion(api.settings, alice, "batch-scorer")
+    expired = issue_assertion(api.settings, alice, CALLER, ttl_s=1, now=time.time() - 600)
     for assertion in (other, expired, "not-a-jwt"):
         headers = {**only_token, "x-user-assertion": assertion}
         assert api.client.post("/v1/context", json=body, headers=headers).status_code == 403
@@ -177,6 +179,8 @@ def test_no_raw_personal_or_card_data_leaves_the_api(api, world):
         text = api.ask(user, "hello, tell me everything").text
         assert user not in text  # the user is a token in answers
         assert "card_last4" not in text
+        # Random hex identifiers (the request id, the user's token) hold digit runs by chance.
+        text = re.sub(r'"(request_id|user_token)":"[0-9a-z_]+"', r'"\1":""', text)
         for digits in card_digits:
             assert not re.search(rf'"{digits}"|[^0-9.]{digits}[^0-9]', text), digits
         assert not _keys_in(orjson.loads(text)) & _PROTECTED_NAMES
@@ -313,15 +317,20 @@ def test_a_slow_embedder_costs_the_deadline_not_the_answer(world):
     with _client(world.settings, retriever_factory=factory) as client:
         _wait_ready(client)
         api = Api(client, world.settings)
-        replies = [api.ask(world.users[4], f"why was my card declined {i}?").json()
-                   for i in range(8)]
+        raw = [api.ask(world.users[4], f"why was my card declined {i}?") for i in range(8)]
+    # Every answer is on time without documents, or shed at once (503, Retry-After) when this
+    # busy host also lagged the loop: never late, never a 500.
+    assert all(r.status_code in (200, 503) for r in raw), [r.status_code for r in raw]
+    assert all("retry-after" in r.headers for r in raw if r.status_code == 503)
+    replies = [r.json() for r in raw if r.status_code == 200]
+    assert len(replies) >= 4, [r.status_code for r in raw]
     for body in replies:
         assert body["latency_ms"]["total"] < world.settings.serving.budget_ms + 20
         assert body["documents"] is None and body["features"]["declines"]["source"] == "online"
     reasons = [d.rsplit(":", 1)[1] for r in replies for d in r["degraded"]]
-    # The first miss is the embedder's ("overloaded" if this busy host also lagged the loop);
-    # then the stuck thread fills the queue or the breaker opens.
-    assert reasons[0] in ("deadline", "overloaded"), reasons
+    # The first miss is the embedder's; then the stuck thread fills the queue or the breaker
+    # opens.
+    assert reasons[0] == "deadline", reasons
     assert {"busy", "breaker_open"} & set(reasons[1:]), reasons
 
 

@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from mercury.privacy.keys import load_keys
-from mercury.serving.auth import issue_assertion, service_token
+from mercury.serving.auth import service_token
 from mercury.serving.demo import wait_ready
+from mercury.serving.local_idp import issue_assertion
 from tests.conftest import free_port
 from tests.serving_fixtures import build_served_world
 
@@ -60,7 +61,8 @@ def _wait_ready(port: int, proc: subprocess.Popen, log: Path) -> None:
 
 
 def _load(port: int, world, keys, answered: list, stop: threading.Event) -> None:
-    """One closed-loop client: a fresh request id per call, recorded only when answered."""
+    """One closed-loop client: a fresh request id of its own per call; the id the server
+    minted for it recorded when answered."""
     token = service_token(keys, CALLER)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
         i = 0
@@ -68,7 +70,7 @@ def _load(port: int, world, keys, answered: list, stop: threading.Event) -> None
             user = world.users[i % len(world.users)]
             rid = uuid.uuid4().hex
             headers = {"authorization": f"Bearer {token}", "x-request-id": rid,
-                       "x-user-assertion": issue_assertion(keys, user, CALLER)}
+                       "x-user-assertion": issue_assertion(world.settings, user, CALLER)}
             question = ("why was my card declined?", "summarize my spending")[i % 2]
             try:
                 reply = client.post("/v1/context", headers=headers,
@@ -77,8 +79,9 @@ def _load(port: int, world, keys, answered: list, stop: threading.Event) -> None
                 time.sleep(0.01)  # the server is gone: keep trying until told to stop
                 continue
             if reply.status_code == 200:
-                assert reply.json()["request_id"] == rid
-                answered.append(rid)
+                minted = reply.json()["request_id"]
+                assert minted != rid  # the server mints the audit key; the caller's is kept
+                answered.append((minted, rid))
             i += 1
 
 
@@ -123,9 +126,13 @@ def test_killed_mid_load_every_answered_request_has_exactly_one_audit_row(world,
     settings = world.settings
     report = load_stream(settings, "inference_audit")
     assert not report.dead_letters, report.summary()
-    rows = tables.read(settings, "inference_audit").column("request_id").to_pylist()
+    lake = tables.read(settings, "inference_audit")
+    rows = lake.column("request_id").to_pylist()
     assert len(rows) == len(set(rows)), "the lake holds one row per request id"
-    missing = set(answered) - set(rows)
+    callers_ids = dict(zip(rows, lake.column("caller_request_id").to_pylist(), strict=True))
+    assert all(callers_ids.get(minted) == rid for minted, rid in answered
+               if minted in callers_ids)
+    missing = {minted for minted, _ in answered} - set(rows)
     assert not missing, f"{len(missing)} answered requests have no audit row, e.g. " \
                         f"{sorted(missing)[:3]}"
     assert len(answered) >= 150

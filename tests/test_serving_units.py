@@ -11,6 +11,7 @@ import pytest
 
 from mercury.privacy.keys import load_keys
 from mercury.privacy.protect import decrypt, encrypt, redact, user_token
+from mercury.serving.admission import Overloaded
 from mercury.serving.audit import AuditShipper, AuditSpool, ship_file
 from mercury.serving.auth import RateLimiter
 from mercury.serving.breaker import CircuitBreaker
@@ -58,9 +59,30 @@ class Clock:
         return self.now
 
 
+def test_breaker_opens_on_a_failure_rate_over_enough_calls_in_its_window():
+    clock = Clock()
+    breaker = CircuitBreaker("redis", min_calls=4, failure_rate=0.5, window_s=10, clock=clock)
+    for failed in (True, False, True):  # 2 of 3: a rate, but too few calls to judge
+        breaker.failure() if failed else breaker.success()
+    assert breaker.state == "closed"
+    breaker.success()
+    assert breaker.state == "closed"  # 2 of 4 failed: at the rate ...
+    breaker.failure()
+    assert breaker.state == "open"  # ... 3 of 5 over it
+    breaker = CircuitBreaker("redis", min_calls=4, failure_rate=0.5, window_s=10, clock=clock)
+    for _ in range(3):
+        breaker.failure()
+    clock.now += 11  # those failures left the window
+    breaker.failure()
+    assert breaker.state == "closed"
+    for _ in range(20):
+        breaker.release()  # overload, caller deadlines, one user's data: not judged
+    assert breaker.state == "closed"
+
+
 def test_breaker_opens_after_failures_then_lets_one_trial_through():
     clock = Clock()
-    breaker = CircuitBreaker("redis", failures=3, reset_s=5, clock=clock)
+    breaker = CircuitBreaker("redis", min_calls=3, reset_s=5, clock=clock)
     for _ in range(2):
         assert breaker.allow()
         breaker.failure()
@@ -202,13 +224,13 @@ def test_a_blocked_event_loop_reads_as_overload_not_as_a_slow_store():
     async def scenario():
         monitor = LoopMonitor(interval_s=0.002, max_lag_ms=20, decay=0.5)
         monitor.start()
-        breaker = CircuitBreaker("redis", failures=1, reset_s=60)
+        breaker = CircuitBreaker("redis", min_calls=1, reset_s=60)
         fetcher = FeatureFetcher(_reader(SlowRedis()), breaker, SnapshotCache(10, 1000),
                                  monitor)
         await asyncio.sleep(0.02)
         assert not monitor.overloaded
-        _, reason = await fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02)
-        assert reason == "deadline" and breaker.state == "open"  # the store was slow
+        sets = await fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02)
+        assert sets["spending"].reason == "deadline" and breaker.state == "open"  # slow store
         breaker.success()
 
         async def saturate():  # other requests' CPU work keeps stalling the loop
@@ -219,9 +241,10 @@ def test_a_blocked_event_loop_reads_as_overload_not_as_a_slow_store():
         busy = asyncio.get_running_loop().create_task(saturate())
         await asyncio.sleep(0.1)
         assert monitor.overloaded and monitor.blames_us(0.02), monitor.lag_ms
-        _, reason = await fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02)
+        with pytest.raises(Overloaded):  # shed, never answered emptier
+            await fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02)
         busy.cancel()
-        assert reason == "overloaded" and breaker.state == "closed"
+        assert breaker.state == "closed"
         monitor.stop()
 
     asyncio.run(scenario())
@@ -245,7 +268,7 @@ def test_repeated_questions_are_answered_without_the_retrieval_thread():
             return SimpleNamespace(hits=[hit], version=version, result_cached=False)
 
     async def scenario():
-        fetcher = DocumentFetcher(Retriever, CircuitBreaker("index", 5, 5), max_waiting=1)
+        fetcher = DocumentFetcher(Retriever, CircuitBreaker("index"), max_waiting=1)
         first, _ = await fetcher.fetch("why  declined?", 5, NO_FILTER, 1.0)
         again, _ = await fetcher.fetch("why declined?", 5, NO_FILTER, 1.0)
         other, _ = await fetcher.fetch("why declined?", 3, NO_FILTER, 1.0)
@@ -283,19 +306,20 @@ def test_a_redis_socket_timeout_while_saturated_is_not_the_stores_fault():
             raise RedisTimeout("Timeout reading from socket")
 
     monitor = LoopMonitor()
-    breaker = CircuitBreaker("redis", failures=1, reset_s=60)
+    breaker = CircuitBreaker("redis", min_calls=1, reset_s=60)
     fetcher = FeatureFetcher(_reader(Redis()), breaker, SnapshotCache(10, 1000), monitor)
     monitor.lag_ms = 15.0  # the loop lags: saturated
-    _, reason = asyncio.run(fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02))
-    assert reason == "overloaded" and breaker.state == "closed"
+    with pytest.raises(Overloaded):
+        asyncio.run(fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02))
+    assert breaker.state == "closed"
     monitor.lag_ms = 0.0
-    _, reason = asyncio.run(fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02))
-    assert reason == "deadline" and breaker.state == "open"
+    sets = asyncio.run(fetcher.fetch("u1", ["spending"], 0, deadline_s=0.02))
+    assert sets["spending"].reason == "deadline" and breaker.state == "open"
 
 
 def test_a_trial_that_says_nothing_about_the_store_does_not_wedge_the_breaker():
     clock = Clock()
-    breaker = CircuitBreaker("redis", failures=1, reset_s=5, clock=clock)
+    breaker = CircuitBreaker("redis", min_calls=1, reset_s=5, clock=clock)
     breaker.failure()
     clock.now = 5.0
     assert breaker.allow()  # the trial

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -115,6 +115,9 @@ def _latest(feature: Latest, entries: Mapping[str, Any],
     return shown.get("")
 
 
+NO_DATA, CORRUPT = "no_data", "corrupt"
+
+
 @dataclass
 class Context:
     entity_id: str
@@ -123,6 +126,9 @@ class Context:
     versions: dict[str, int]   # set name -> served version
     # set name -> newest event time applied (None if nothing yet)
     newest_event_ms: dict[str, int | None]
+    # set name -> why it has no values: "no_data" (the store holds nothing at all for this
+    # entity: a new user, or one evicted or moved out) or "corrupt" (its hash does not decode)
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -215,14 +221,26 @@ class ContextReader:
         return self._versions != before
 
     def _decode(self, plan: _Plan, entity_id: str, hashes: Hashes, as_of_ms: int) -> Context:
+        """Each set's values. An empty hash beside others is a set with no event within its
+        TTL (TTLs outlive windows, so its empty values are exact); when every hash is empty
+        the store knows nothing of the entity and no values are made up. A hash that does not
+        decode is that set's problem alone."""
         values: dict[str, Values] = {}
         newest: dict[str, int | None] = {}
+        missing: dict[str, str] = {}
+        unknown = bool(plan.sets) and not any(hashes)
         for fs, fields in zip(plan.sets, hashes, strict=True):
-            values[fs.name] = decode(fs, fields, as_of_ms)
-            stamp = fields.get(layout.STAMP_FIELD)
-            newest[fs.name] = int(stamp) if stamp else None
+            if unknown:
+                missing[fs.name] = NO_DATA
+                continue
+            try:
+                values[fs.name] = decode(fs, fields, as_of_ms)
+                stamp = fields.get(layout.STAMP_FIELD)
+                newest[fs.name] = int(stamp) if stamp else None
+            except (ValueError, KeyError, TypeError, AttributeError):  # bytes not ours
+                missing[fs.name] = CORRUPT
         return Context(entity_id, as_of_ms, values, {fs.name: fs.version for fs in plan.sets},
-                       newest)
+                       newest, missing)
 
 
 def _times(now_ms: int | None, as_of_ms: int | None) -> tuple[int, int]:

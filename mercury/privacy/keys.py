@@ -8,11 +8,10 @@ tokens or questions:
 - ``tokenization``: HMAC-SHA256 key of user tokens (deterministic, so tokens join);
 - ``encryption``: AES-256-GCM key of protected free text (the audit's ``question``);
 - ``service_tokens``: HMAC key from which callers' service tokens are derived;
-- ``identity``: an Ed25519 key pair standing in for the app's identity provider, which signs
-  end-user assertions. The context API needs only its public half.
-
-In production the same four come from KMS (data keys wrapped by ``privacy.kms_key_id``) and
-the identity provider's published public key; see docs/SERVING.md.
+The identity provider's signing key is not among them: the context API holds only the
+provider's published public keys (``mercury.serving.identity``; locally the stand-in in
+``mercury.serving.local_idp`` keeps its own key apart). In production the same three come
+from KMS (data keys wrapped by ``privacy.kms_key_id``); see docs/SERVING.md.
 """
 
 from __future__ import annotations
@@ -39,27 +38,14 @@ class Keys:
     tokenization: bytes
     encryption: bytes
     service_tokens: bytes
-    identity_private_pem: bytes | None  # absent where only the public half is deployed
-    identity_public_pem: bytes
 
 
-def _new_key_material() -> dict:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    identity = Ed25519PrivateKey.generate()
-    private_pem = identity.private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption())
-    public_pem = identity.public_key().public_bytes(serialization.Encoding.PEM,
-                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+def _new_key_material() -> dict[str, str]:
     raw = {name: secrets.token_bytes(32)
            for name in ("tokenization", "encryption", "service_tokens")}
     key_id = hashlib.sha256(b"".join(raw.values())).hexdigest()[:8]
     return {"key_id": key_id,
-            **{name: base64.b64encode(value).decode() for name, value in raw.items()},
-            "identity_private_pem": private_pem.decode(),
-            "identity_public_pem": public_pem.decode()}
+            **{name: base64.b64encode(value).decode() for name, value in raw.items()}}
 
 
 def _read_or_create(path: Path) -> dict:
@@ -82,9 +68,7 @@ def _load_file(path: Path) -> Keys:
         return Keys(key_id=raw["key_id"],
                     tokenization=base64.b64decode(raw["tokenization"]),
                     encryption=base64.b64decode(raw["encryption"]),
-                    service_tokens=base64.b64decode(raw["service_tokens"]),
-                    identity_private_pem=(raw.get("identity_private_pem") or "").encode() or None,
-                    identity_public_pem=raw["identity_public_pem"].encode())
+                    service_tokens=base64.b64decode(raw["service_tokens"]))
     except (KeyError, ValueError) as exc:
         raise KeyError_(f"{path} is not a valid key file ({exc}); move it away to make a new "
                         "one (data protected with the old keys then cannot be read)") from exc

@@ -4,10 +4,8 @@
   join on it; not reversible without the key, and different under each deployment's key.
 - ``encrypt``/``decrypt``: AES-256-GCM, the key id in the envelope so a rotated key is named
   when it is missing: ``enc1:<key id>:<base64(nonce | ciphertext | tag)>``.
-- ``redact``: masks what free text most often carries that identifies someone or a card:
-  e-mail addresses, IBAN-like strings, and runs of 4+ digits (card numbers, phone numbers,
-  account numbers, a card's last four). Decimal amounts (25.50) stay. Names are not found by
-  pattern: redacted text is still personal data.
+- ``redact``: masks what free text most often carries that identifies someone or a card
+  (``mercury.privacy.redaction``).
 """
 
 from __future__ import annotations
@@ -16,10 +14,10 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 from functools import cache
 
 from mercury.privacy.keys import Keys
+from mercury.privacy.redaction import redact as redact  # re-exported: one place to mask
 
 ENVELOPE = "enc1"
 
@@ -53,14 +51,3 @@ def decrypt(keys: Keys, envelope: str) -> str:
         raise ValueError(f"encrypted under key {key_id}, this process has key {keys.key_id}")
     blob = base64.b64decode(body)
     return _cipher(keys.encryption).decrypt(blob[:12], blob[12:], key_id.encode()).decode()
-
-
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
-_DIGITS = re.compile(r"\d(?:[ -]?\d){3,}")
-
-
-def redact(text: str) -> str:
-    text = _EMAIL.sub("[email]", text)
-    text = _IBAN.sub("[iban]", text)
-    return _DIGITS.sub("[number]", text)

@@ -5,13 +5,14 @@ Routes:
 - ``POST /v1/outcomes``: the serving tier reports the safety outcome of an answer;
 - ``GET /healthz`` (the process answers), ``GET /readyz`` (warm-up done), ``GET /metrics``.
 
-Status codes: 400 a malformed request, 401 no or bad service token, 403 no valid assertion
-for the user, 429 over the caller's rate, 503 this process is saturated (its event loop
-lags: the load balancer should retry elsewhere) or, on ``/readyz``, not warmed up yet. A
-store being slow or down is never an error: the answer is 200 with the part marked degraded.
-Readiness deliberately
-ignores Redis and the index: if they go down, every pod becoming unready would turn degraded
-answers into errors at the load balancer.
+Status codes: 400 a malformed request (the message names the field), 401 no or bad service
+token, 403 no valid assertion for the user (or an outcome for another caller's request), 429
+over the caller's rate, 503 with ``Retry-After``: this process cannot answer within the budget
+(all its slots taken, its event loop lagging, its audit spool unwritable), so the load balancer
+retries elsewhere; on ``/readyz``, not warmed up yet. A store being slow or down is never an
+error: the answer is 200 with the part marked degraded. Readiness deliberately ignores Redis
+and the index: if they go down, every pod becoming unready would turn degraded answers into
+errors at the load balancer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,22 +31,35 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mercury.serving import request_ids
+from mercury.serving.admission import Overloaded
+from mercury.serving.audit import SpoolFull
 from mercury.serving.auth import AccessDenied, authenticate_caller
-from mercury.serving.context import BadRequest, parse_request
+from mercury.serving.context import ContextRequest
+from mercury.serving.identity import AssertionRefused
+from mercury.serving.request import (
+    MAX_BODY_BYTES,
+    BadRequest,
+    Limits,
+    parse_body,
+    validated,
+    validated_outcome,
+)
 
 if TYPE_CHECKING:
     from mercury.config import Settings
     from mercury.privacy.keys import Keys
+    from mercury.serving.admission import Admission
     from mercury.serving.audit import AuditShipper, AuditSpool
-    from mercury.serving.auth import AssertionVerifier, RateLimiter
+    from mercury.serving.auth import RateLimiter
     from mercury.serving.context import ContextService
+    from mercury.serving.identity import AssertionVerifier
     from mercury.serving.metrics import Metrics
     from mercury.serving.overload import LoopMonitor
 
 log = logging.getLogger(__name__)
 OUTCOMES_STREAM = "assistant_safety_outcomes"
-_OUTCOMES = ("ALLOWED", "MODIFIED", "BLOCKED")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
+_CALLER_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -66,8 +80,9 @@ class Runtime:
     spool: AuditSpool
     shipper: AuditShipper
     monitor: LoopMonitor
+    admission: Admission
+    limits: Limits
     min_in_flight_to_shed: int = 8
-    in_flight: int = 0
     ready: bool = False
     warm_up_error: str | None = None
 
@@ -88,49 +103,62 @@ def create_app(build_runtime: Callable[[], Runtime]) -> Starlette:
         rt: Runtime = state["rt"]
         # Shed before any work: a saturated process answers 503 at once, so the load balancer
         # retries elsewhere instead of this process missing every budget.
-        if rt.monitor.overloaded and rt.in_flight >= rt.min_in_flight_to_shed:
-            rt.metrics.refused.labels("503").inc()
-            return _json({"error": "overloaded: retry on another instance",
-                          "loop_lag_ms": round(rt.monitor.lag_ms, 1)}, 503)
-        rt.in_flight += 1
+        if rt.monitor.overloaded and rt.admission.in_flight >= rt.min_in_flight_to_shed:
+            return _shed(rt, Overloaded(f"event loop lags {rt.monitor.lag_ms:.0f} ms"))
         try:
             # The caller first (401/429 cost no body parse), then the body, then the user's
             # assertion: it is checked against the user id the body names.
             caller = authenticated_caller(request)
-            rid = request.headers.get("x-request-id")
-            if rid is not None and not _REQUEST_ID.match(rid):
-                raise BadRequest("X-Request-Id must be 8-64 characters of [A-Za-z0-9_.:-]")
-            body = orjson.loads(await request.body())
-            if not isinstance(body, dict):
-                raise BadRequest("the body must be a JSON object")
-            ctx_request = parse_request(body, caller, "", rid)
+            caller_rid = request.headers.get("x-request-id")
+            if caller_rid is not None and not _CALLER_REQUEST_ID.match(caller_rid):
+                raise BadRequest("header X-Request-Id: 8-64 characters of [A-Za-z0-9_.:-]")
+            body = validated(parse_body(await _body(request)), rt.limits)
             assertion = rt.verifier.verify(request.headers.get("x-user-assertion"), caller,
-                                           ctx_request.user_id)
-            ctx_request = replace(ctx_request, assertion_id=assertion.assertion_id)
-            answer = await rt.service.answer(ctx_request, started)
+                                           body.user_id)
+            ctx_request = ContextRequest.of(body, caller, assertion.assertion_id,
+                                            request_ids.mint(rt.keys.service_tokens, caller),
+                                            caller_rid)
+            await rt.admission.enter()
+            try:
+                answer = await rt.service.answer(ctx_request, started)
+            finally:
+                rt.admission.leave()
         except AccessDenied as exc:
             rt.metrics.refused.labels(str(exc.status)).inc()
             return _json({"error": exc.reason}, exc.status)
-        except (BadRequest, orjson.JSONDecodeError) as exc:
+        except AssertionRefused as exc:
+            rt.metrics.refused.labels("403").inc()
+            return _json({"error": f"end-user assertion refused: {exc}"}, 403)
+        except BadRequest as exc:
             rt.metrics.refused.labels("400").inc()
             return _json({"error": str(exc)}, 400)
-        finally:
-            rt.in_flight -= 1
+        except (Overloaded, SpoolFull) as exc:
+            return _shed(rt, exc if isinstance(exc, Overloaded) else Overloaded(str(exc)))
         return _json(answer)
 
     async def outcomes(request: Request) -> Response:
         rt: Runtime = state["rt"]
         try:
             caller = authenticated_caller(request)
-            body = orjson.loads(await request.body())
-            record = _outcome_record(body, caller)
+            body = validated_outcome(parse_body(await _body(request)))
+            if not request_ids.minted_for(rt.keys.service_tokens, caller, body.request_id):
+                raise AccessDenied(403, "request_id: not a request this caller made")
         except AccessDenied as exc:
             return _json({"error": exc.reason}, exc.status)
-        except (BadRequest, orjson.JSONDecodeError) as exc:
+        except BadRequest as exc:
             return _json({"error": str(exc)}, 400)
-        rt.spool.append(OUTCOMES_STREAM, record["request_id"], record)
-        rt.metrics.outcomes.labels(record["outcome"]).inc()
-        return _json({"request_id": record["request_id"], "accepted": True}, 202)
+        record = {"request_id": body.request_id, "event_ts": int(time.time() * 1000),
+                  "caller": caller, "outcome": body.outcome, "categories": list(body.categories),
+                  "llm_model_version": body.llm_model_version,
+                  "safety_model_version": body.safety_model_version,
+                  "answer_sha256": body.answer_sha256,
+                  "answer_latency_ms": body.answer_latency_ms}
+        try:
+            rt.spool.append(OUTCOMES_STREAM, body.request_id, record)
+        except SpoolFull as exc:
+            return _shed(rt, Overloaded(str(exc)))
+        rt.metrics.outcomes.labels(body.outcome).inc()
+        return _json({"request_id": body.request_id, "accepted": True}, 202)
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "alive"})
@@ -150,6 +178,9 @@ def create_app(build_runtime: Callable[[], Runtime]) -> Starlette:
             rt.metrics.breaker_open.labels(breaker.name).set(breaker.state != "closed")
         rt.metrics.audit_backlog.set(rt.shipper.backlog_bytes())
         rt.metrics.audit_shipped.set(rt.shipper.shipped)
+        rt.metrics.audit_quarantined.set(rt.shipper.quarantined_total())
+        rt.metrics.admission_in_flight.set(rt.admission.in_flight)
+        rt.metrics.shed.set(rt.admission.shed)
         rt.metrics.loop_lag.set(rt.monitor.lag_ms)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -176,26 +207,24 @@ def create_app(build_runtime: Callable[[], Runtime]) -> Starlette:
     ], lifespan=lifespan)
 
 
-def _outcome_record(body: Any, caller: str) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    rid = body.get("request_id")
-    if not isinstance(rid, str) or not _REQUEST_ID.match(rid):
-        raise BadRequest("'request_id' is required: the request id of the context call")
-    if body.get("outcome") not in _OUTCOMES:
-        raise BadRequest(f"'outcome' must be one of {', '.join(_OUTCOMES)}")
-    categories = body.get("categories") or []
-    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
-        raise BadRequest("'categories' must be a list of strings")
-    answer_sha = body.get("answer_sha256")
-    if answer_sha is not None and not re.fullmatch(r"[0-9a-f]{64}", str(answer_sha)):
-        raise BadRequest("'answer_sha256' must be 64 lower-case hex digits")
-    latency = body.get("answer_latency_ms")
-    if latency is not None and not isinstance(latency, int | float):
-        raise BadRequest("'answer_latency_ms' must be a number")
-    return {"request_id": rid, "event_ts": int(time.time() * 1000), "caller": caller,
-            "outcome": body["outcome"], "categories": categories,
-            "llm_model_version": body.get("llm_model_version"),
-            "safety_model_version": body.get("safety_model_version"),
-            "answer_sha256": answer_sha,
-            "answer_latency_ms": None if latency is None else float(latency)}
+async def _body(request: Request) -> bytes:
+    """The body, refused (400) as soon as it grows past ``MAX_BODY_BYTES``: a declared or an
+    actual size, before it is all read into memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise BadRequest(f"body: larger than {MAX_BODY_BYTES} bytes (or a bad content-length)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(f"body: larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _shed(rt: Runtime, exc: Overloaded) -> Response:
+    rt.metrics.refused.labels("503").inc()
+    return Response(orjson.dumps({"error": f"overloaded: {exc.reason}; retry on another "
+                                           "instance"}),
+                    status_code=503, media_type="application/json",
+                    headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})

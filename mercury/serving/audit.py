@@ -22,6 +22,7 @@ that is no longer written to is deleted.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import logging
 import os
@@ -40,17 +41,70 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A record larger than this cannot travel (Kafka's default message limit is 1 MB): it is
+# quarantined, never left in the spool to block the records behind it.
+MAX_LINE_BYTES = 900 * 1024
+_READ_BYTES = 4 << 20
+
+
+class RecordRejected(ValueError):
+    """This record cannot be shipped as it is (it breaks its contract, or is too large);
+    ``reason`` names why. It goes to quarantine: shipping goes on."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SpoolFull(OSError):
+    """The spool cannot take a record (disk full, I/O error): refuse the request, do not
+    answer it unaudited."""
+
+
+def quarantine_path(folder: Path, owner: str) -> Path:
+    return folder / "quarantine" / f"{owner}.jsonl"
+
+
+def quarantine_line(path: Path, reason: str, raw: bytes) -> None:
+    """Keep a record that cannot be shipped, with why, for a person to look at (mode 0600:
+    it holds what the spool holds)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    entry = {"reason": reason, "quarantined_at_ms": int(time.time() * 1000),
+             "bytes": len(raw)}
+    try:
+        entry["line"] = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        entry["line_b64"] = base64.b64encode(raw[:MAX_LINE_BYTES]).decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        _write_all(fd, orjson.dumps(entry) + b"\n")
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may be short: signals, full disks)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError("a write wrote nothing")
+        view = view[written:]
+
 
 class AuditSpool:
     def __init__(self, folder: Path, owner: str | None = None,
-                 segment_bytes: int = 64 << 20) -> None:
+                 segment_bytes: int = 64 << 20,
+                 check: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.owner = owner or f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         self._lock_file = open(self.folder / f"{self.owner}.lock", "w")  # noqa: SIM115
         fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.segment_bytes = segment_bytes
+        self.check = check  # raises RecordRejected for a record that breaks its contract
         self.appended = 0
+        self.quarantined = 0
         self._segment = -1
         self._open_next()
 
@@ -61,9 +115,25 @@ class AuditSpool:
         self._written = 0
 
     def append(self, stream: str, key: str, record: dict[str, Any]) -> None:
-        """One line per record, one write call: a line is whole or absent after a kill."""
+        """One line per record, written whole before the response leaves. A record that
+        breaks its contract or is too large to travel is quarantined (counted), not spooled:
+        it would block every record behind it. A spool that cannot be written raises
+        ``SpoolFull``."""
         line = orjson.dumps({"stream": stream, "key": key, "record": record}) + b"\n"
-        os.write(self._fd, line)
+        try:
+            if self.check is not None:
+                self.check(stream, record)
+            if len(line) > MAX_LINE_BYTES:
+                raise RecordRejected(f"oversized: {len(line)} bytes")
+        except RecordRejected as exc:
+            self.quarantined += 1
+            quarantine_line(quarantine_path(self.folder, self.owner), exc.reason, line)
+            log.error("audit record %s quarantined: %s", key, exc.reason)
+            return
+        try:
+            _write_all(self._fd, line)
+        except OSError as exc:
+            raise SpoolFull(f"the audit spool {self.path} cannot be written: {exc}") from exc
         self.appended += 1
         self._written += len(line)
         if self._written >= self.segment_bytes:
@@ -96,28 +166,76 @@ def _write_progress(spool: Path, offset: int) -> None:
     os.replace(hidden, _shipped_path(spool))
 
 
+def _entry(raw: bytes) -> tuple[str, str, dict[str, Any]]:
+    entry = orjson.loads(raw)
+    stream, key, record = entry["stream"], entry["key"], entry["record"]
+    if not (isinstance(stream, str) and isinstance(key, str) and isinstance(record, dict)):
+        raise ValueError("not a spool entry")
+    return stream, key, record
+
+
 def ship_file(spool: Path, send: Callable[[str, str, dict[str, Any]], None],
-              flush: Callable[[], None], max_lines: int = 5_000) -> int:
-    """Ship complete lines after the recorded progress; returns how many were shipped."""
+              flush: Callable[[], None], max_lines: int = 5_000,
+              quarantine: Callable[[str, bytes], None] | None = None) -> int:
+    """Ship complete lines after the recorded progress; returns how many were shipped.
+
+    A line that does not decode (torn by a short write on a full disk, say), is too large, or
+    whose record is rejected by ``send`` goes to ``quarantine`` with its reason (by default
+    ``<spool>.quarantine``) and shipping goes on: one bad line never wedges the rest."""
+    if quarantine is None:
+        def quarantine(reason: str, raw: bytes) -> None:
+            quarantine_line(spool.with_suffix(".quarantine"), reason, raw)
     offset = _read_progress(spool)
     if offset >= spool.stat().st_size:
         return 0  # nothing new: the common case, kept to a stat and a small read
     with open(spool, "rb") as src:
         src.seek(offset)
-        chunk = src.read(4 << 20)
+        chunk = src.read(_READ_BYTES)
+    lines = chunk.split(b"\n")[:-1]  # the part after the last newline is not whole yet
+    if not lines and len(chunk) == _READ_BYTES:  # one line longer than a whole read
+        length = _line_length(spool, offset)
+        if length is not None:
+            quarantine(f"oversized: {length} bytes", chunk[:MAX_LINE_BYTES])
+            _write_progress(spool, offset + length + 1)
+        return 0
     shipped, consumed = 0, 0
-    for raw in chunk.split(b"\n")[:-1]:  # the part after the last newline is not whole yet
+    for raw in lines:
         consumed += len(raw) + 1
-        if raw.strip():
-            entry = orjson.loads(raw)
-            send(entry["stream"], entry["key"], entry["record"])
-            shipped += 1
+        if not raw.strip():
+            continue
+        if len(raw) > MAX_LINE_BYTES:
+            quarantine(f"oversized: {len(raw)} bytes", raw[:MAX_LINE_BYTES])
+            continue
+        try:
+            stream, key, record = _entry(raw)
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
+            quarantine("undecodable spool line", raw)
+            continue
+        try:
+            send(stream, key, record)
+        except RecordRejected as exc:
+            quarantine(exc.reason, raw)
+            continue
+        shipped += 1
         if shipped >= max_lines:
             break
     if consumed:
         flush()  # durable on the stream first, then the progress: at-least-once
         _write_progress(spool, offset + consumed)
     return shipped
+
+
+def _line_length(spool: Path, offset: int) -> int | None:
+    """The length of the line at ``offset``, or None while it has no newline yet."""
+    with open(spool, "rb") as src:
+        src.seek(offset)
+        length = 0
+        while block := src.read(1 << 20):
+            end = block.find(b"\n")
+            if end != -1:
+                return length + end
+            length += len(block)
+    return None
 
 
 def _claim(folder: Path, owner: str) -> IO[str] | None:
@@ -137,10 +255,17 @@ class AuditShipper:
 
     def __init__(self, spool: AuditSpool, producer: EventProducer,
                  encode: Callable[[str, dict[str, Any]], bytes],
-                 interval_s: float = 1.0, orphans_every_s: float = 10.0) -> None:
+                 interval_s: float = 1.0, orphans_every_s: float = 10.0,
+                 prepare: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+                 max_message_bytes: int = MAX_LINE_BYTES) -> None:
         self.spool = spool
         self.producer = producer
         self.encode = encode
+        # Work that must not run on the request path (the question's redaction, from its
+        # ciphertext): done here, on the shipper's thread, before the record is encoded.
+        self.prepare = prepare
+        self.max_message_bytes = max_message_bytes
+        self.quarantined = 0
         self.interval_s = interval_s
         self.orphans_every_s = orphans_every_s
         self._orphans_checked = float("-inf")  # the first round looks for dead owners
@@ -158,7 +283,24 @@ class AuditShipper:
         self.ship_once()  # what was appended since the last round
 
     def _send(self, stream: str, key: str, record: dict[str, Any]) -> None:
-        self.producer.send(stream, self.encode(stream, record), key=key)
+        try:
+            if self.prepare is not None:
+                record = self.prepare(stream, record)
+            payload = self.encode(stream, record)
+        except RecordRejected:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # breaks the schema
+            raise RecordRejected(f"does not encode: {type(exc).__name__}: {exc}") from exc
+        if len(payload) > self.max_message_bytes:
+            raise RecordRejected(f"oversized: {len(payload)} bytes encoded")
+        self.producer.send(stream, payload, key=key)
+
+    def _quarantine(self, owner: str) -> Callable[[str, bytes], None]:
+        def keep(reason: str, raw: bytes) -> None:
+            self.quarantined += 1
+            quarantine_line(quarantine_path(self.spool.folder, owner), reason, raw)
+            log.error("audit line quarantined (%s); shipping goes on", reason)
+        return keep
 
     def ship_once(self) -> int:
         """Ship this process's segments, then those of owners that are gone."""
@@ -174,17 +316,23 @@ class AuditShipper:
             if lock is None:
                 continue  # alive, or another process is shipping it
             with lock:
-                shipped += self._ship_segments(sorted(folder.glob(f"{owner}.*.jsonl")))
+                shipped += self._ship_segments(sorted(folder.glob(f"{owner}.*.jsonl")),
+                                               owner=owner)
                 (folder / f"{owner}.lock").unlink(missing_ok=True)
             log.info("audit: shipped the spool of %s, which is gone", owner)
         self.shipped += shipped
         return shipped
 
-    def _ship_segments(self, segments: list[Path], current: Path | None = None) -> int:
+    def _ship_segments(self, segments: list[Path], current: Path | None = None,
+                       owner: str | None = None) -> int:
         shipped = 0
+        keep = self._quarantine(owner or self.spool.owner)
         for segment in segments:
-            while n := ship_file(segment, self._send, self.producer.flush):
-                shipped += n
+            while True:  # until a round moves the progress no further
+                before = _read_progress(segment)
+                shipped += ship_file(segment, self._send, self.producer.flush, quarantine=keep)
+                if _read_progress(segment) == before:
+                    break
             if segment != current and _read_progress(segment) >= segment.stat().st_size:
                 segment.unlink()  # finished and no longer written to
                 _shipped_path(segment).unlink(missing_ok=True)
@@ -203,3 +351,7 @@ class AuditShipper:
     def backlog_bytes(self) -> int:
         return sum(max(0, p.stat().st_size - _read_progress(p))
                    for p in self.spool.folder.glob("*.jsonl"))
+
+    def quarantined_total(self) -> int:
+        """Records kept out of the stream by this process (at spooling or shipping)."""
+        return self.quarantined + self.spool.quarantined

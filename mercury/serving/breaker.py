@@ -1,27 +1,34 @@
-"""A circuit breaker per backing store: stop waiting on a store that keeps failing.
+"""A circuit breaker per backing store: stop waiting on a store that is failing.
 
-Closed: calls go through; ``failures`` consecutive failures (errors or missed deadlines) open
-it. Open: calls are refused at once (the caller answers from its fallback without spending
-its deadline) for ``reset_s``. Then one trial call is let through (half-open): success closes
-the breaker, failure opens it for another ``reset_s``, and a trial that says nothing about the
-store (``release``: the process itself was overloaded) lets the next call try. A trial nobody
-reported on stops blocking after ``reset_s``, so a forgotten outcome cannot wedge it open.
+It opens on evidence about the store only: in the last ``window_s`` at least ``min_calls``
+calls were judged and at least ``failure_rate`` of them failed (an error from the store, or a
+timeout whose timer fired on time on a healthy loop). What says nothing about the store is not
+judged at all (``release``): a deadline the caller shortened, one user's undecodable data, this
+process's own overload. Open: calls are refused at once (the caller answers from its fallback
+without spending its deadline) for ``reset_s``; then one trial is let through (half-open):
+success closes the breaker, failure opens it again. A trial nobody reported on stops blocking
+after ``reset_s``, so a forgotten outcome cannot wedge it open.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 
 class CircuitBreaker:
-    def __init__(self, name: str, failures: int, reset_s: float,
+    def __init__(self, name: str, min_calls: int = 5, failure_rate: float = 0.5,
+                 window_s: float = 10.0, reset_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
-        self.max_failures = failures
+        self.min_calls = min_calls
+        self.failure_rate = failure_rate
+        self.window_s = window_s
         self.reset_s = reset_s
         self.clock = clock
-        self._failures = 0
+        self._calls: deque[tuple[float, bool]] = deque()  # (when, failed), oldest first
+        self._failed = 0
         self._opened_at: float | None = None
         self._trial_started: float | None = None
 
@@ -43,16 +50,31 @@ class CircuitBreaker:
         return False
 
     def success(self) -> None:
-        self._failures = 0
-        self._opened_at = None
-        self._trial_started = None
+        if self._opened_at is not None:  # the trial succeeded: the store is back
+            self._opened_at = self._trial_started = None
+            self._calls.clear()
+            self._failed = 0
+            return
+        self._judge(failed=False)
 
     def failure(self) -> None:
-        self._failures += 1
-        if self._trial_started is not None or self._failures >= self.max_failures:
+        if self._opened_at is not None:  # the trial failed (or a late report): stay open
             self._opened_at = self.clock()
-        self._trial_started = None
+            self._trial_started = None
+            return
+        self._judge(failed=True)
+        if len(self._calls) >= self.min_calls and \
+                self._failed >= self.failure_rate * len(self._calls):
+            self._opened_at = self.clock()
 
     def release(self) -> None:
-        """The call said nothing about the store (it was refused or overloaded here)."""
+        """The call said nothing about the store: it is not judged (a trial may go again)."""
         self._trial_started = None
+
+    def _judge(self, failed: bool) -> None:
+        now = self.clock()
+        self._calls.append((now, failed))
+        self._failed += failed
+        while self._calls and now - self._calls[0][0] > self.window_s:
+            _, old = self._calls.popleft()
+            self._failed -= old

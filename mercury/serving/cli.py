@@ -74,10 +74,10 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _assertion(args: argparse.Namespace) -> int:
-    from mercury.serving.auth import issue_assertion
+    from mercury.config import load_settings
+    from mercury.serving.local_idp import issue_assertion
 
-    _, keys = _keys()
-    print(issue_assertion(keys, args.user, args.caller, ttl_s=args.ttl))
+    print(issue_assertion(load_settings(), args.user, args.caller, ttl_s=args.ttl))
     return 0
 
 

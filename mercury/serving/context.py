@@ -10,21 +10,21 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
 from collections.abc import Awaitable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
-from mercury.privacy.protect import encrypt, redact, user_token
+from mercury.privacy.protect import decrypt, encrypt, redact, user_token
 from mercury.retrieval.index import SearchFilter
 from mercury.serving.breaker import CircuitBreaker
 from mercury.serving.documents import DocumentFetcher, Documents
 from mercury.serving.features import ONLINE, UNAVAILABLE, FeatureFetcher, SetContext
 from mercury.serving.intent import DOCUMENTS, Plan, plan_for, plan_from_parts
+from mercury.serving.request import BadRequest, ContextBody
 
 if TYPE_CHECKING:
     from mercury.config import ServingConfig
@@ -35,20 +35,18 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 AUDIT_STREAM = "inference_audit"
-MAX_QUESTION_CHARS = 4_000
-
-
-class BadRequest(ValueError):
-    """The request itself is wrong (400); the message names the field."""
 
 
 @dataclass(frozen=True)
 class ContextRequest:
+    """One validated request (``mercury.serving.request``), with who asks for it."""
+
     user_id: str
     question: str
     caller: str
     assertion_id: str
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str  # minted here (``request_ids.mint``): the audit key, bound to the caller
+    caller_request_id: str | None = None  # the caller's own X-Request-Id, kept beside it
     parts: tuple[str, ...] | None = None
     language: str | None = None
     top_k: int | None = None
@@ -56,41 +54,22 @@ class ContextRequest:
     as_of_ms: int | None = None
     llm_model_version: str | None = None
 
+    @classmethod
+    def of(cls, body: ContextBody, caller: str, assertion_id: str, request_id: str,
+           caller_request_id: str | None) -> ContextRequest:
+        o = body.options
+        return cls(user_id=body.user_id, question=body.question, caller=caller,
+                   assertion_id=assertion_id, request_id=request_id,
+                   caller_request_id=caller_request_id, parts=o.parts, language=o.language,
+                   top_k=o.top_k, budget_ms=o.budget_ms, as_of_ms=o.as_of_ms,
+                   llm_model_version=o.llm_model_version)
+
 
 class Readiness(Protocol):
     """What the warm-up reports to (``mercury.serving.app.Runtime``)."""
 
     ready: bool
     warm_up_error: str | None
-
-
-def parse_request(body: dict[str, Any], caller: str, assertion_id: str, request_id: str | None
-                  ) -> ContextRequest:
-    def need(name: str, kind: type) -> Any:
-        value = body.get(name)
-        if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
-            raise BadRequest(f"'{name}' is required ({kind.__name__})")
-        return value
-
-    options = body.get("options") or {}
-    if not isinstance(options, dict):
-        raise BadRequest("'options' must be an object")
-    question = need("question", str)
-    if len(question) > MAX_QUESTION_CHARS:
-        raise BadRequest(f"'question' is longer than {MAX_QUESTION_CHARS} characters")
-    parts = options.get("parts")
-    if parts is not None and not (isinstance(parts, list) and all(isinstance(p, str)
-                                                                  for p in parts)):
-        raise BadRequest("'options.parts' must be a list of part names")
-    for name in ("top_k", "budget_ms", "as_of_ms"):
-        if options.get(name) is not None and not isinstance(options[name], int):
-            raise BadRequest(f"'options.{name}' must be an integer")
-    return ContextRequest(
-        user_id=need("user_id", str), question=question, caller=caller,
-        assertion_id=assertion_id, request_id=request_id or uuid.uuid4().hex,
-        parts=tuple(parts) if parts is not None else None, language=options.get("language"),
-        top_k=options.get("top_k"), budget_ms=options.get("budget_ms"),
-        as_of_ms=options.get("as_of_ms"), llm_model_version=options.get("llm_model_version"))
 
 
 def _iso(ms: int | None) -> str | None:
@@ -130,18 +109,18 @@ class ContextService:
     def plan(self, request: ContextRequest) -> Plan:
         if request.parts is None:
             return plan_for(request.question)
-        try:
+        try:  # parts were checked against the known ones already: this is a second guard
             return plan_from_parts(list(request.parts), set(self.features.set_names))
         except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+            raise BadRequest(f"options.parts: {exc}") from None
 
     async def answer(self, request: ContextRequest, started: float) -> dict[str, Any]:
         plan = self.plan(request)
         now_ms = int(time.time() * 1000)
         as_of_ms = request.as_of_ms or now_ms
-        budget_s = min(request.budget_ms or self.cfg.budget_ms, self.cfg.budget_ms) / 1000
+        budget_s = (request.budget_ms or self.cfg.budget_ms) / 1000  # validated: [floor, 250]
         remaining = budget_s - (time.perf_counter() - started)
-        k = min(request.top_k or self.cfg.top_k, 20)
+        k = request.top_k or self.cfg.top_k
         timings: dict[str, float] = {}
 
         async def timed(stage: str, coro: Awaitable[T]) -> T:
@@ -151,28 +130,33 @@ class ContextService:
             finally:
                 timings[stage] = (time.perf_counter() - t0) * 1000
 
+        # Each source gets its own deadline, cut to what is left of the budget; both run at
+        # once. A source whose own deadline was cut by the budget and missed it says nothing
+        # about its store (see FeatureFetcher, DocumentFetcher).
         feature_task = timed("features", self.features.fetch(
             request.user_id, list(plan.feature_sets), as_of_ms,
-            max(0.001, min(self.cfg.features_deadline_ms / 1000, remaining))))
+            max(0.001, min(self.cfg.features_deadline_ms / 1000, remaining)),
+            pinned=request.as_of_ms is not None))
+        docs: Documents | None = None
+        doc_problem: str | None = None
         if plan.documents:
             filters = SearchFilter(language=request.language, doc_type=plan.doc_type)
             doc_task = timed("documents", self.documents.fetch(
                 request.question, k, filters,
                 max(0.001, min(self.cfg.retrieval_deadline_ms / 1000, remaining))))
-            (sets, feature_problem), (docs, doc_problem) = await asyncio.gather(
-                feature_task, doc_task)
+            sets, (docs, doc_problem) = await asyncio.gather(feature_task, doc_task)
         else:
-            (sets, feature_problem), (docs, doc_problem) = await feature_task, (None, None)
+            sets = await feature_task
 
         degraded: list[str] = []
         for name, ctx in sets.items():
             if ctx.source != ONLINE:
-                reason = feature_problem or "not_served"
+                reason = ctx.reason or "unknown"
                 degraded.append(f"features.{name}:{ctx.source}:{reason}")
                 self.metrics.degraded.labels(f"features.{name}", ctx.source, reason).inc()
         if plan.documents and docs is None:
             degraded.append(f"{DOCUMENTS}:{UNAVAILABLE}:{doc_problem}")
-            self.metrics.degraded.labels(DOCUMENTS, UNAVAILABLE, doc_problem).inc()
+            self.metrics.degraded.labels(DOCUMENTS, UNAVAILABLE, str(doc_problem)).inc()
         if docs is not None and docs.cached:
             self.metrics.cache_hits.labels("retrieval_result").inc()
 
@@ -201,7 +185,8 @@ class ContextService:
         for stage, value in timings.items():
             self.metrics.stage_ms.labels(stage).observe(value)
         self.metrics.requests.labels(plan.intent, "degraded" if degraded else "ok").inc()
-        # Spooled before the response leaves: a response without an audit record is impossible.
+        # Spooled before the response leaves: a response without an audit record is impossible
+        # (a spool that cannot take it raises, and the request is refused, not answered).
         self.spool.append(AUDIT_STREAM, request.request_id,
                           self._audit(request, plan, token, now_ms, as_of_ms, sets, docs,
                                       degraded, timings))
@@ -221,7 +206,8 @@ class ContextService:
             "llm_model_version": request.llm_model_version,
             "stage_latency_ms": {k: round(v, 3) for k, v in timings.items() if k != "total"},
             "total_latency_ms": round(timings["total"], 3), "degraded_parts": degraded,
-            "question_redacted": redact(request.question), "fetched_parts": list(plan.parts),
+            # Redacted by the shipper from the ciphertext, off the request path (audit.py).
+            "question_redacted": None, "fetched_parts": list(plan.parts),
             "feature_versions": {n: c.version for n, c in sets.items()
                                  if c.version is not None},
             "feature_newest_event_ms": {n: c.newest_event_ms for n, c in sets.items()},
@@ -229,4 +215,13 @@ class ContextService:
                 {n: c.values for n, c in sets.items()}).decode(),
             "retrieved_chunk_scores": [c["score"] for c in chunks],
             "assertion_id": request.assertion_id, "served_from": self.served_from,
+            "caller_request_id": request.caller_request_id,
         }
+
+
+def finish_audit_record(keys: Keys, stream: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What the audit shipper does to a spooled record before it ships: the question's
+    redacted text, from its ciphertext (redaction is kept off the request path)."""
+    if stream != AUDIT_STREAM or record.get("question_redacted") is not None:
+        return record
+    return {**record, "question_redacted": redact(decrypt(keys, record["question"]))}

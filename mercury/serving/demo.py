@@ -95,9 +95,29 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) 
     raise RuntimeError(f"mercury serve was not ready after {timeout_s:.0f} s")
 
 
+def ask(client: httpx.Client, settings: Settings, user_id: str, caller: str, question: str,
+        attempts: int = 3) -> dict[str, Any]:
+    """One question, as the LLM gateway asks it: a fresh assertion from the identity provider,
+    and another try after ``Retry-After`` when the process sheds the request (503)."""
+    from mercury.serving.local_idp import issue_assertion
+
+    for attempt in range(1, attempts + 1):
+        reply = client.post("/v1/context", json={
+            "user_id": user_id, "question": question,
+            "options": {"language": "en", "llm_model_version": "demo-llm-1"}},
+            headers={"x-user-assertion": issue_assertion(settings, user_id, caller)})
+        if reply.status_code != 503 or attempt == attempts:
+            break
+        print(f"   (shed: {reply.json().get('error')}; retrying)")
+        time.sleep(float(reply.headers.get("retry-after", "1")))
+    reply.raise_for_status()
+    answer: dict[str, Any] = reply.json()
+    return answer
+
+
 def ask_the_service(settings: Settings, user_id: str) -> list[dict[str, Any]]:
     from mercury.privacy.keys import load_keys
-    from mercury.serving.auth import issue_assertion, service_token
+    from mercury.serving.auth import service_token
 
     cfg = settings.serving
     url = f"http://{cfg.host}:{cfg.port}"
@@ -110,12 +130,7 @@ def ask_the_service(settings: Settings, user_id: str) -> list[dict[str, Any]]:
         wait_ready(url, proc)
         with httpx.Client(base_url=url, headers=headers, timeout=5) as client:
             for question in QUESTIONS:
-                reply = client.post("/v1/context", json={
-                    "user_id": user_id, "question": question,
-                    "options": {"language": "en", "llm_model_version": "demo-llm-1"}},
-                    headers={"x-user-assertion": issue_assertion(keys, user_id, caller)})
-                reply.raise_for_status()
-                answers.append(reply.json())
+                answers.append(ask(client, settings, user_id, caller, question))
             client.post("/v1/outcomes", json={
                 "request_id": answers[0]["request_id"], "outcome": "ALLOWED",
                 "categories": [], "llm_model_version": "demo-llm-1"}).raise_for_status()

@@ -3,10 +3,11 @@
 Embedding a question and searching the index are blocking calls (torch, LanceDB or
 opensearch-py), so they run on one dedicated thread per process: the Retriever's caches are
 then used by one thread only, and the event loop stays free. A thread cannot be cancelled, so
-a call that misses its deadline keeps the thread busy until it returns; the bulkhead
-(``max_waiting``) refuses new work while that many calls are pending instead of queueing them
-behind a stuck one, and the breaker stops sending work after repeated failures. Either way
-the answer goes out on time without documents, flagged.
+a call that misses its deadline keeps the thread busy until it returns. The bulkhead
+(``max_waiting``) refuses new work while that many calls are pending, and the breaker stops
+sending work to an index that keeps failing: the answer then goes out on time without
+documents, flagged. When this process itself is saturated (its event loop lags), the request
+is shed instead (``Overloaded``: a 503 the load balancer retries elsewhere).
 
 Repeated questions ("why was my card declined?") are answered from a result cache kept on
 the event loop's side, so a cache hit never waits behind a search on the retrieval thread.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mercury.retrieval.index import SearchFilter
+from mercury.serving.admission import Overloaded
 from mercury.serving.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
@@ -40,10 +42,15 @@ class Documents:
     cached: bool
 
 
+# Document types the intent table filters on (mercury.serving.intent), warmed up one by one.
+WARM_DOC_TYPES = ("CARD_POLICY", "MERCHANT_HELP")
+
+
 class DocumentFetcher:
     def __init__(self, retriever_factory: Callable[[], Retriever], breaker: CircuitBreaker,
                  max_waiting: int = 4, monitor: LoopMonitor | None = None,
-                 cache_size: int = 1024, result_ttl_s: float = 10.0) -> None:
+                 cache_size: int = 1024, result_ttl_s: float = 10.0,
+                 languages: tuple[str, ...] = (), store_deadline_s: float = 0.050) -> None:
         self._factory = retriever_factory  # called once, on the retrieval thread
         self._retriever: Retriever | None = None
         self.breaker = breaker
@@ -51,6 +58,8 @@ class DocumentFetcher:
         self.monitor = monitor  # LoopMonitor: tells a slow index from a saturated process
         self.cache_size = cache_size
         self.result_ttl_s = result_ttl_s
+        self.languages = languages
+        self.store_deadline_s = store_deadline_s
         # (question, filters, k) -> (when, answer); touched by the event loop only
         self._answers: OrderedDict[tuple[str, SearchFilter, int], tuple[float, Documents]] = \
             OrderedDict()
@@ -63,10 +72,16 @@ class DocumentFetcher:
 
     def _warm(self) -> None:
         # The first calls after a model load or an index open are several times slower than
-        # the steady state (lazy initialisation in torch and the engine): pay them here.
+        # the steady state (lazy initialisation in torch and the engine), and so is the first
+        # search under each filter (the engine plans and caches a prefilter per predicate):
+        # pay them all here, before readiness, so the first real question is on time.
         retriever = self._get()
         for question in ("warm up", "warming up the index", "ready to serve"):
             retriever.retrieve(question, k=1)
+        for language in (None, *self.languages):
+            for doc_type in (None, *WARM_DOC_TYPES):
+                retriever.retrieve("why was my card declined", k=5,
+                                   filters=SearchFilter(language=language, doc_type=doc_type))
 
     def _get(self) -> Retriever:
         if self._retriever is None:
@@ -92,7 +107,12 @@ class DocumentFetcher:
             return Documents(hit[1].chunks, hit[1].index_version, hit[1].embedding_model,
                              cached=True), None
         if self._waiting >= self.max_waiting:
-            return None, "busy"  # before the breaker: a refused call must not hold its trial
+            # Before the breaker: a refused call must not hold its trial. Every retrieval slot
+            # is taken. On a lagging loop this process is saturated: the request goes
+            # elsewhere. On a healthy one the index is slow: answer without documents, flagged.
+            if self.monitor is not None and self.monitor.overloaded:
+                raise Overloaded(f"{self._waiting} searches wait for the retrieval thread")
+            return None, "busy"
         if not self.breaker.allow():
             return None, "breaker_open"
         self._waiting += 1
@@ -106,7 +126,11 @@ class DocumentFetcher:
             waited_s = time.perf_counter() - started
             if self.monitor is not None and self.monitor.blames_us(deadline_s, waited_s):
                 self.breaker.release()
-                return None, "overloaded"
+                raise Overloaded("the search missed its deadline under this process's own "
+                                 "load") from None
+            if deadline_s < self.store_deadline_s * 0.99:  # the budget, not the index
+                self.breaker.release()
+                return None, "budget"
             self.breaker.failure()
             return None, "deadline"
         except Exception as exc:  # noqa: BLE001 - an index failure degrades, never a 500

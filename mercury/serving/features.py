@@ -3,10 +3,18 @@
 The read is ``ContextReader.acontext``: the same plan, pointer cache and decode that the
 tests hold to the reference executor, so the API serves exactly what the oracle computes.
 
-When the store fails or misses its deadline, each set comes from the **last known snapshot**
-of that user in this process (the values as of when they were read, flagged ``snapshot`` with
-that as-of time), else it is **unavailable**: ``values`` is null, never zeros, because "no
-spend" and "spend unknown" must not look alike to the model.
+Each set comes back with its source:
+- ``online``: read now;
+- ``missing``: the store answered but holds nothing for this user (``no_data``) or this set's
+  bytes do not decode (``corrupt``): ``values`` is null, never zeros, and only that set is hit;
+- ``snapshot``: the store failed or missed its deadline; the last values this process served
+  for the user, flagged with their own as-of time;
+- ``unavailable``: as ``snapshot``, with no snapshot to give: ``values`` is null.
+
+Only evidence about the store is reported to its breaker: an error, or a timeout whose timer
+fired on time on a healthy loop with the store's own deadline. A timeout under this process's
+own load raises ``Overloaded`` (the request is shed, never answered emptier); a timeout of a
+deadline the caller's budget shortened says nothing about the store either.
 """
 
 from __future__ import annotations
@@ -15,15 +23,16 @@ import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from mercury.features.reader import ContextReader
+from mercury.serving.admission import Overloaded
 from mercury.serving.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
     from mercury.serving.overload import LoopMonitor
 
-ONLINE, SNAPSHOT, UNAVAILABLE = "online", "snapshot", "unavailable"
+ONLINE, SNAPSHOT, MISSING, UNAVAILABLE = "online", "snapshot", "missing", "unavailable"
 USER_TAG = "u"  # the entity whose context the API serves
 
 
@@ -31,10 +40,11 @@ USER_TAG = "u"  # the entity whose context the API serves
 class SetContext:
     name: str
     version: int | None
-    source: str  # online | snapshot | unavailable
+    source: str  # online | missing | snapshot | unavailable
     as_of_ms: int | None
     newest_event_ms: int | None
     values: dict[str, Any] | None  # feature -> value (see ``mercury.features.reader``)
+    reason: str | None = None  # why not online: no_data, corrupt, breaker_open, deadline ...
 
 
 class SnapshotCache:
@@ -46,7 +56,7 @@ class SnapshotCache:
         self._entries: OrderedDict[tuple[str, str], SetContext] = OrderedDict()
 
     def put(self, user_id: str, ctx: SetContext) -> None:
-        if self.max_entries <= 0:
+        if self.max_entries <= 0 or ctx.as_of_ms is None:
             return
         key = (user_id, ctx.name)
         self._entries[key] = ctx
@@ -56,8 +66,7 @@ class SnapshotCache:
 
     def get(self, user_id: str, name: str, now_ms: int) -> SetContext | None:
         ctx = self._entries.get((user_id, name))
-        # Only online reads are put here: they have an as-of time.
-        if ctx is None or now_ms - cast(int, ctx.as_of_ms) > self.max_age_ms:
+        if ctx is None or ctx.as_of_ms is None or now_ms - ctx.as_of_ms > self.max_age_ms:
             return None
         return replace(ctx, source=SNAPSHOT)
 
@@ -67,50 +76,67 @@ class FeatureFetcher:
     a deadline, behind a breaker, with the snapshot fallback."""
 
     def __init__(self, reader: ContextReader, breaker: CircuitBreaker, snapshots: SnapshotCache,
-                 monitor: LoopMonitor | None = None) -> None:
+                 monitor: LoopMonitor | None = None, store_deadline_s: float = 0.020) -> None:
         self.reader = reader
         self.set_names = reader.set_names
         self.breaker = breaker
         self.snapshots = snapshots
         self.monitor = monitor  # LoopMonitor: tells a slow store from a saturated process
+        self.store_deadline_s = store_deadline_s
 
-    async def fetch(self, user_id: str, names: list[str], as_of_ms: int, deadline_s: float
-                    ) -> tuple[dict[str, SetContext], str | None]:
-        """The sets, and why the online read was not used (None when it was)."""
+    async def fetch(self, user_id: str, names: list[str], as_of_ms: int, deadline_s: float,
+                    *, pinned: bool = False) -> dict[str, SetContext]:
+        """Each wanted set. ``deadline_s`` is what is left for the read (at most the store's
+        own deadline); ``pinned``: the caller chose the as-of time (nothing is remembered
+        as the user's latest values)."""
         if not names:
-            return {}, None
+            return {}
         if not self.breaker.allow():
-            return self._fallback(user_id, names, as_of_ms), "breaker_open"
+            return self._fallback(user_id, names, as_of_ms, "breaker_open")
         started = time.perf_counter()
         try:
             context = await asyncio.wait_for(
                 self.reader.acontext(USER_TAG, user_id, as_of_ms, names), deadline_s)
         except Exception as exc:  # noqa: BLE001 - any store failure degrades, never a 500
-            reason = "deadline" if _is_timeout(exc) else type(exc).__name__
-            if reason == "deadline" and self.monitor is not None and \
-                    self.monitor.blames_us(deadline_s, time.perf_counter() - started):
+            if not _is_timeout(exc):
+                self.breaker.failure()
+                return self._fallback(user_id, names, as_of_ms, type(exc).__name__)
+            waited_s = time.perf_counter() - started
+            if self.monitor is not None and self.monitor.blames_us(deadline_s, waited_s):
                 self.breaker.release()
-                return self._fallback(user_id, names, as_of_ms), "overloaded"
+                raise Overloaded("the feature read missed its deadline under this process's "
+                                 "own load") from None
+            if deadline_s < self.store_deadline_s * 0.99:  # the budget, not the store
+                self.breaker.release()
+                return self._fallback(user_id, names, as_of_ms, "budget")
             self.breaker.failure()
-            return self._fallback(user_id, names, as_of_ms), reason
+            return self._fallback(user_id, names, as_of_ms, "deadline")
         self.breaker.success()
         found: dict[str, SetContext] = {}
         for name in names:
-            if name not in context.values:  # no version of this set is served (yet)
-                found[name] = SetContext(name, None, UNAVAILABLE, None, None, None)
-                continue
-            found[name] = ctx = SetContext(name, context.versions[name], ONLINE, as_of_ms,
-                                           context.newest_event_ms[name], context.values[name])
-            self.snapshots.put(user_id, ctx)
-        return found, None
+            version = context.versions.get(name)
+            if name in context.missing:
+                found[name] = SetContext(name, version, MISSING, as_of_ms, None, None,
+                                         context.missing[name])
+            elif name not in context.values:  # no version of this set is served (yet)
+                found[name] = SetContext(name, None, UNAVAILABLE, None, None, None,
+                                         "not_served")
+            else:
+                found[name] = ctx = SetContext(name, version, ONLINE, as_of_ms,
+                                               context.newest_event_ms[name],
+                                               context.values[name])
+                if not pinned:
+                    self.snapshots.put(user_id, ctx)
+        return found
 
-    def _fallback(self, user_id: str, names: list[str], as_of_ms: int) -> dict[str, SetContext]:
+    def _fallback(self, user_id: str, names: list[str], as_of_ms: int, reason: str
+                  ) -> dict[str, SetContext]:
         served = self.reader.served_versions()
-        out: dict[str, SetContext] = {}
+        out = {}
         for name in names:
             snap = self.snapshots.get(user_id, name, as_of_ms)
-            out[name] = snap or SetContext(name, served.get(name), UNAVAILABLE,
-                                           None, None, None)
+            out[name] = replace(snap, reason=reason) if snap else SetContext(
+                name, served.get(name), UNAVAILABLE, None, None, None, reason)
         return out
 
 

@@ -33,6 +33,14 @@ class Metrics:
                                    "Audit bytes spooled and not yet shipped", registry=r)
         self.audit_shipped = Gauge("context_audit_shipped_total",
                                    "Audit records shipped by this process", registry=r)
+        # An alert when above 0: a record the stream cannot take was kept aside (docs/SERVING.md)
+        self.audit_quarantined = Gauge("context_audit_quarantined_total",
+                                       "Audit records quarantined (broke their contract, too "
+                                       "large, or a torn spool line)", registry=r)
+        self.admission_in_flight = Gauge("context_admission_in_flight",
+                                         "Requests being answered by this process", registry=r)
+        self.shed = Gauge("context_admission_shed_total",
+                          "Requests shed (503) because no slot was free in time", registry=r)
         self.loop_lag = Gauge("context_event_loop_lag_ms",
                               "Smoothed lateness of the event loop (overload signal)",
                               registry=r)

@@ -6,25 +6,30 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mercury.config import Settings
+from mercury.config import ServingConfig, Settings
+from mercury.contracts import registry
+from mercury.contracts.validation import validator
 from mercury.eventlog import open_producer
 from mercury.eventlog.factory import encode_record
 from mercury.features.definition.compile import load_compiled
 from mercury.features.reader import ContextReader
 from mercury.online.factory import open_store
 from mercury.privacy.keys import load_keys
+from mercury.serving.admission import Admission
 from mercury.serving.app import Runtime
-from mercury.serving.audit import AuditShipper, AuditSpool
-from mercury.serving.auth import AssertionVerifier, RateLimiter
+from mercury.serving.audit import AuditShipper, AuditSpool, RecordRejected
+from mercury.serving.auth import RateLimiter
 from mercury.serving.breaker import CircuitBreaker
-from mercury.serving.context import ContextService
+from mercury.serving.context import ContextService, finish_audit_record
 from mercury.serving.documents import DocumentFetcher
 from mercury.serving.exposure import check_exposure
 from mercury.serving.features import FeatureFetcher, SnapshotCache
+from mercury.serving.identity import AssertionVerifier, load_jwks
 from mercury.serving.metrics import Metrics
 from mercury.serving.overload import LoopMonitor
+from mercury.serving.request import Limits
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -59,6 +64,29 @@ def default_retriever_factory(settings: Settings) -> Callable[[], Retriever]:
     return build
 
 
+def breaker(name: str, cfg: ServingConfig) -> CircuitBreaker:
+    return CircuitBreaker(name, cfg.breaker_min_calls, cfg.breaker_failure_rate,
+                          cfg.breaker_window_s, cfg.breaker_reset_s)
+
+
+def jwks_path(settings: Settings) -> Path:
+    """The identity provider's published keys: configured, or the local stand-in's (made on
+    first use, as the demo and the tests need an identity provider to exist)."""
+    configured = settings.serving.identity.jwks_path
+    if configured is not None:
+        return configured
+    from mercury.serving.local_idp import ensure_keys
+
+    return ensure_keys(settings)
+
+
+def contract_check(stream: str, record: dict[str, Any]) -> None:
+    """An audit record against its stream's contract, before it is spooled."""
+    verdict = validator(registry.stream(stream).schema_subject).validate(record)
+    if not verdict.ok:
+        raise RecordRejected(f"breaks the {stream} contract: {verdict.rule} at {verdict.field}")
+
+
 def build_runtime(settings: Settings, *, store: OnlineStore | None = None,
                   retriever_factory: Callable[[], Retriever] | None = None,
                   feature_sets: Sequence[FeatureSet] | None = None) -> Runtime:
@@ -70,25 +98,34 @@ def build_runtime(settings: Settings, *, store: OnlineStore | None = None,
     monitor = LoopMonitor(max_lag_ms=cfg.overload_lag_ms)
     features = FeatureFetcher(
         ContextReader(store if store is not None else open_store(settings), feature_sets),
-        CircuitBreaker("redis", cfg.breaker_failures, cfg.breaker_reset_s),
-        SnapshotCache(cfg.snapshot_max_users, cfg.snapshot_max_age_s * 1000), monitor)
+        breaker("redis", cfg),
+        SnapshotCache(cfg.snapshot_max_users, cfg.snapshot_max_age_s * 1000), monitor,
+        store_deadline_s=cfg.features_deadline_ms / 1000)
     documents = DocumentFetcher(retriever_factory or default_retriever_factory(settings),
-                                CircuitBreaker("index", cfg.breaker_failures,
-                                               cfg.breaker_reset_s),
-                                max_waiting=cfg.retrieval_queue, monitor=monitor,
-                                cache_size=settings.retrieval.query_cache_size)
-    spool = AuditSpool(spool_dir(settings))
+                                breaker("index", cfg), max_waiting=cfg.retrieval_queue,
+                                monitor=monitor, cache_size=settings.retrieval.query_cache_size,
+                                languages=settings.retrieval.languages,
+                                store_deadline_s=cfg.retrieval_deadline_ms / 1000)
+    spool = AuditSpool(spool_dir(settings), check=contract_check)
     writer = "audit_" + re.sub(r"[^A-Za-z0-9_]", "_", spool.owner)
     shipper = AuditShipper(spool, open_producer(settings, writer_id=writer),
                            lambda stream, record: encode_record(settings, stream, record),
-                           interval_s=cfg.audit_ship_interval_s)
+                           interval_s=cfg.audit_ship_interval_s,
+                           prepare=lambda stream, record: finish_audit_record(keys, stream,
+                                                                              record))
+    identity = cfg.identity
     return Runtime(
         settings=settings, keys=keys,
         service=ContextService(cfg, keys, features, documents, spool, metrics),
-        verifier=AssertionVerifier(keys, cfg.assertion_max_age_s),
+        verifier=AssertionVerifier(load_jwks(jwks_path(settings)), identity.issuer,
+                                   identity.max_lifetime_s, identity.clock_skew_s,
+                                   identity.replay_cache_size),
         limiter=RateLimiter({c.name: (c.requests_per_s, c.burst) for c in cfg.callers}),
         callers=frozenset(c.name for c in cfg.callers), metrics=metrics, spool=spool,
-        shipper=shipper, monitor=monitor, min_in_flight_to_shed=cfg.overload_min_in_flight)
+        shipper=shipper, monitor=monitor,
+        admission=Admission(cfg.max_in_flight, cfg.admission_wait_ms),
+        limits=Limits.of(cfg, set(features.set_names)),
+        min_in_flight_to_shed=cfg.overload_min_in_flight)
 
 
 def asgi_app() -> Starlette:
