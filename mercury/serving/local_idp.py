@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import os
 import secrets
 import time
@@ -59,8 +60,10 @@ def ensure_keys(settings: Settings, rotate: bool = False) -> Path:
     """Create the signing key and its JWKS on first use (or add one: ``rotate``); the JWKS
     path. Safe when several processes start at once."""
     folder = idp_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     signing, jwks = folder / "signing.json", folder / "jwks.json"
+    if not rotate and jwks.exists() and signing.exists():  # the common case: no lock
+        return jwks
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         keys = orjson.loads(signing.read_bytes()) if signing.exists() else {"keys": []}
@@ -81,11 +84,23 @@ def issue_assertion(settings: Settings, user_id: str, caller: str, ttl_s: int = 
     ``claims`` override any of them, ``kid`` the header's key id (tests forge bad ones)."""
     import jwt
 
-    ensure_keys(settings)
-    newest = orjson.loads((idp_dir(settings) / "signing.json").read_bytes())["keys"][-1]
+    newest = _newest_key(ensure_keys(settings).with_name("signing.json"))
     issued = int(time.time() if now is None else now)
     body = {"iss": settings.serving.identity.issuer, "sub": user_id, "aud": caller,
             "iat": issued, "nbf": issued, "exp": issued + ttl_s, "jti": uuid.uuid4().hex,
             **claims}
-    return jwt.encode(body, newest["pem"], algorithm="EdDSA",
-                      headers={"kid": kid or newest["kid"]})
+    return jwt.encode(body, newest[1], algorithm="EdDSA", headers={"kid": kid or newest[0]})
+
+
+def _newest_key(path: Path) -> tuple[str, Any]:
+    """(kid, private key) of the newest signing key, loaded once per file version (tools
+    mint thousands of assertions: the load tool one per request)."""
+    return _load_key(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_key(path: Path, mtime_ns: int) -> tuple[str, Any]:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    newest = orjson.loads(path.read_bytes())["keys"][-1]
+    return newest["kid"], load_pem_private_key(newest["pem"].encode(), password=None)
