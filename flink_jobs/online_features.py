@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         .map(lambda r: r, output_type=LINE)
     dead_letters, validated, late = build(
         lines, orjson.dumps([dsl.to_dict(fs) for fs in feature_sets]).decode(),
-        settings.online_store.model_dump_json())
+        settings.online_store.model_dump_json(),
+        warm_start_refs=[ref for ref in args.warm_start.split(",") if ref])
 
     for stream in streams:
         # Every source stream has its dead-letter stream (the registry's check).

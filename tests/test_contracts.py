@@ -32,6 +32,26 @@ def test_good_transaction_passes_and_gets_defaults():
     assert verdict.record["reversal_reason"] is None
 
 
+@pytest.mark.parametrize("subject", ["transaction", "user_activity", "risk_signal"])
+def test_an_event_time_far_after_its_arrival_is_refused_by_its_own_rule(subject):
+    """A producer whose clock is fast: up to an hour ahead of arrival still counts, beyond it
+    the record is refused (every executor validates with this, so all refuse it)."""
+    from mercury.contracts.validation import EVENT_AHEAD_OF_ARRIVAL_MS
+
+    check = validator(subject)
+    fields = {f["name"] for f in check.schema["fields"]}
+    assert {"event_ts", "ingest_ts"} <= fields
+    if subject != "transaction":
+        return  # the rule applies to the subject by its fields; one full record suffices
+    hour_fast = {**GOOD_TX, "event_ts": GOOD_TX["ingest_ts"] + EVENT_AHEAD_OF_ARRIVAL_MS}
+    assert check.validate(hour_fast).ok
+    days_fast = {**GOOD_TX, "event_ts": GOOD_TX["ingest_ts"] + 45 * 86_400_000}
+    verdict = check.validate(days_fast)
+    assert (verdict.ok, verdict.rule, verdict.field) == (False, "event_after_arrival",
+                                                         "event_ts")
+    assert "1080.0 h after ingest_ts" in verdict.message
+
+
 def test_unknown_fields_pass_through_and_are_reported():
     record = dict(GOOD_TX, wallet_type="APPLE_PAY", installment_plan_id="plan_9")
     verdict = validator("transaction").validate(record)

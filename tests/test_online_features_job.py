@@ -69,6 +69,23 @@ def _too_late_transaction(settings) -> str:
     return event_id
 
 
+def _far_future_transaction(settings) -> str:
+    """A producer with a clock 45 days fast: an AUTH whose event time is 45 days after its
+    arrival. Counted as event time, it would drag the stream's watermark 45 days ahead and
+    send every later event to the late output; it must be a dead letter of its own rule."""
+    event_id = "0badc0de-0000-4000-8000-000000000045"
+    arrival = START_MS + 4 * DAY_MS
+    record = {"event_id": event_id, "user_id": "usr_fast_clock", "account_id": "acc_1",
+              "merchant_id": "mch_1", "amount": 99.0, "currency": "EUR", "event_type": "AUTH",
+              "event_ts": arrival + 45 * DAY_MS, "ingest_ts": arrival, "risk_score": 0.1,
+              "mcc_code": "5411", "country": "DE", "purchase_id": "pur_fast",
+              "auth_decision": "APPROVED"}
+    producer = FileEventProducer(settings.event_log.root, writer_id="fast")
+    producer.send("transactions", orjson.dumps(record))
+    producer.flush()
+    return event_id
+
+
 def _merged_manifest(paths) -> dict:
     manifests = [load_manifest(p) for p in paths]
     merged = {"malformed": {}}
@@ -98,6 +115,9 @@ def test_job_survives_cancel_and_restore_and_equals_the_reference(flink_rest, jo
         flink_rest.cancel(job_id)
         flink_rest.wait_for_state(job_id, ["CANCELED"])
 
+        # Mid-stream, before the second half: a record from a producer whose clock is 45
+        # days fast. Every event after it must still count.
+        far_future_id = _far_future_transaction(settings)
         generate(settings, second, tmp_path / "m2.json", with_postgres=False,
                  show_progress=False)
         job_id = online_job.submit(flink_rest, config, "test-online-features",
@@ -124,15 +144,46 @@ def test_job_survives_cancel_and_restore_and_equals_the_reference(flink_rest, jo
     outcome = reconcile(_merged_manifest([tmp_path / "m1.json", tmp_path / "m2.json"]),
                         settings.event_log.root, ["transactions", "user_activity",
                                                   "risk_signals"])
-    assert outcome.ok, (outcome.missing[:5], outcome.unexpected[:5], outcome.repeated[:5])
+    assert not outcome.missing and not outcome.repeated, (outcome.missing[:5],
+                                                          outcome.repeated[:5])
+    # The only dead letter the generator did not inject: the fast clock's, by its own rule.
+    dead_letters = [orjson.loads(m.value) for m in
+                    FileEventReader(settings.event_log.root).read("transactions.dlq")]
+    fast = [d for d in dead_letters if d.get("event_id") == far_future_id]
+    assert [d["rule"] for d in fast] == ["event_after_arrival"], fast
+    assert len(outcome.unexpected) == 1, outcome.unexpected[:5]
+    assert outcome.unexpected[0].startswith("transactions/event_after_arrival@"), \
+        outcome.unexpected
     assert sum(outcome.found.values()) >= 100
 
     # Every valid line staged for the lake exactly once, across the cancel and restore.
     staged = FileEventReader(settings.data_dir / "lake_staging")
     positions = [orjson.loads(m.value)["position"] for m in staged.read("validated")]
     assert len(positions) == len(set(positions))
-    dead = sum(outcome.found.values())
+    dead = sum(outcome.found.values())  # the fast clock's dead letter among them
     assert len(positions) == _lines(settings, streams) - dead
 
     late = [orjson.loads(m.value) for m in staged.read("late")]
     assert [entry["record"]["event_id"] for entry in late] == [too_late_id]
+
+
+def test_the_jobs_warm_start_argument_reaches_its_graph(flink_rest, job_settings):
+    """``--warm-start spending.v2`` through ``main`` (the job's own argument path, on the
+    cluster): with no warm start in the store the keyed operator refuses to open (PyFlink opens
+    it with its Python worker, on the first record), naming the version, instead of streaming
+    that version from empty state on top of a backfill."""
+    settings, config = job_settings
+    _too_late_transaction(settings)  # any valid record: it makes the operator open
+    job_id = online_job.submit(flink_rest, config, "test-warm-start-argument",
+                               warm_start="spending.v2", wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        traces: list[str] = []
+        while time.monotonic() < deadline and not traces:
+            traces = flink_rest.failure_traces(job_id)
+            time.sleep(0.5)
+        assert traces, "the job started a warm-start version without its seam"
+        assert any("WarmStartMissing" in t and "spending.v2: no warm start" in t
+                   for t in traces), flink_rest.failure(job_id)
+    finally:
+        flink_rest.cancel(job_id)

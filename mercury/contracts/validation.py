@@ -6,8 +6,12 @@ coordinated deploy) are allowed and reported in ``unknown_fields``; missing opti
 their schema default.
 
 Rules, in the order they are checked: not_json, not_an_object, missing_required_field,
-wrong_type, unknown_enum, and the format rules (bad_currency, bad_country, bad_mcc_code,
-bad_uuid, bad_language).
+wrong_type, unknown_enum, the format rules (bad_currency, bad_country, bad_mcc_code,
+bad_uuid, bad_language), then event_after_arrival: a record whose ``event_ts`` lies more than
+``EVENT_AHEAD_OF_ARRIVAL_MS`` (1 hour) after its ``ingest_ts`` (a producer's clock gone
+wrong) is refused. Every executor validates with this module, so all three refuse the same
+records, and no single record can drag a stream's event-time watermark ahead of its arrivals
+by more than that bound (docs/STREAMING.md, "Hostile time").
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ FORMAT_RULES: dict[str, tuple[str, Callable[[str], bool]]] = {
 }
 
 INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+# How far a record's event time may lie after its arrival: a producer clock up to an hour
+# fast still counts; beyond, the record is a dead letter (``event_after_arrival``).
+EVENT_AHEAD_OF_ARRIVAL_MS = 3_600_000
+EVENT_TIME, ARRIVAL_TIME = "event_ts", "ingest_ts"
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ class Validator:
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
         self.names = named_types(schema)
+        top_level = {f["name"] for f in schema["fields"]}
+        self.checks_time = {EVENT_TIME, ARRIVAL_TIME} <= top_level
 
     def validate_bytes(self, raw: bytes | str) -> Verdict:
         try:
@@ -81,6 +91,14 @@ class Validator:
             clean = self._record(self.schema, record, "", unknown)
         except _Violation as bad:
             return Verdict(False, rule=bad.rule, field=bad.field, message=bad.message)
+        if self.checks_time:
+            event, arrival = clean.get(EVENT_TIME), clean.get(ARRIVAL_TIME)
+            if isinstance(event, int) and isinstance(arrival, int) and \
+                    event - arrival > EVENT_AHEAD_OF_ARRIVAL_MS:
+                return Verdict(False, rule="event_after_arrival", field=EVENT_TIME,
+                               message=f"event_ts is {(event - arrival) / 3_600_000:.1f} h "
+                                       f"after ingest_ts (at most "
+                                       f"{EVENT_AHEAD_OF_ARRIVAL_MS // 60_000} min)")
         return Verdict(True, record=clean, unknown_fields=tuple(unknown))
 
     def _record(self, schema: Schema, value: Any, path: str,

@@ -15,7 +15,7 @@ Fields of the hash (values are compact JSON):
                       [index*hop, (index+1)*hop) of event time; hop is 5m, 1h or 1d
     l:<feature>       a last-N list, newest first, already merged per item
     v:<feature>       latest values: {per_value: {"ts", "exp", "values"} or null if deleted}
-    _ts               newest event time applied (epoch ms): freshness at a glance
+    _ts               newest event time applied, capped by its arrival (epoch ms)
 
 Every write overwrites whole fields with state the streaming job owns, never increments, so
 replaying events after a failure rewrites the same bytes. The hash's TTL is the feature set's

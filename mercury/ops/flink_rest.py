@@ -187,6 +187,12 @@ class FlinkRestClient:
     def job_state(self, job_id: str) -> str:
         return self.job(job_id)["state"]
 
+    def failure_traces(self, job_id: str) -> list[str]:
+        """Every recorded exception of the job, whole (the newest first)."""
+        history = self._call("GET", f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})
+        return [e.get("stacktrace") or e.get("exceptionName", "")
+                for e in history.get("entries") or []]
+
     def failure(self, job_id: str) -> str | None:
         """The most recent exception of the job (first lines of its stack trace), if any."""
         history = self._call("GET", f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})

@@ -23,12 +23,15 @@ class Progress:
 
 
 def submit(client, config_path, job_name: str, savepoint_path: str | None = None,
-           feature_sets: str = "") -> str:
+           feature_sets: str = "", warm_start: str = "", wait: bool = True) -> str:
     args = ["--config", str(config_path), "--job-name", job_name]
     if feature_sets:
         args += ["--feature-sets", feature_sets]
+    if warm_start:
+        args += ["--warm-start", warm_start]
     job_id = client.run_python(JOB_FILE, args, savepoint_path=savepoint_path)
-    client.wait_until_running(job_id)
+    if wait:
+        client.wait_until_running(job_id)
     return job_id
 
 

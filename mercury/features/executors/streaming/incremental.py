@@ -43,7 +43,7 @@ LatestEntry = tuple[tuple[Any, ...], int, dict[str, Any] | None, Any]
 
 class SetState(TypedDict):
     """One entity's state for one feature set: plain dicts of plain values (``new_state``)."""
-    clock: int | None  # the newest event time folded in
+    clock: int | None  # the newest event time folded in, capped by its arrival
     tiles: dict[Slot, dict[str, dict[str, Any]]]  # slot -> feature -> bucket -> partial
     items: dict[str, dict[Any, dict[str, ItemEvent]]]  # feature -> item key -> event id -> ...
     latest: dict[str, dict[str, LatestEntry]]  # feature -> per value ("" without per) -> ...
@@ -90,8 +90,12 @@ def apply(feature_set: FeatureSet, state: SetState, event: FeatureEvent) -> Touc
             _add_to_items(feature, state, event, touched)
         elif isinstance(feature, Latest) and passes(feature.where, row):
             _set_latest(feature, state, event, touched)
-    if state["clock"] is None or event.event_ts > state["clock"]:
-        state["clock"] = event.event_ts
+    # The clock (what pruning and the ``_ts`` stamp go by) never runs ahead of arrivals: an
+    # event stamped by a fast producer clock (up to the contract's bound) is counted at its
+    # event time, but cannot make tiles that reads now still need look expired.
+    seen_at = min(event.event_ts, event.arrival_ts)
+    if state["clock"] is None or seen_at > state["clock"]:
+        state["clock"] = seen_at
         _prune(feature_set, state, touched)
     return touched
 
