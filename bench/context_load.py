@@ -82,9 +82,9 @@ def say(text: str) -> None:
 def source_state() -> dict:
     """The commit under test, and files of the library changed but not committed (other
     engineers edit this tree while benches run: the record says what was measured)."""
-    def git(*argv):
+    def git(*argv):  # only trailing blanks go: a status line starts with one (" M path")
         return subprocess.run(["git", *argv], cwd=REPO, capture_output=True,
-                              text=True).stdout.strip()
+                              text=True).stdout.rstrip()
 
     return {"commit": git("rev-parse", "--short", "HEAD") or "unknown",
             "modified": [line[3:] for line in git("status", "--short", "--",
@@ -258,17 +258,20 @@ def build_index(settings) -> dict:
             "build_s": round(time.perf_counter() - started, 1)}
 
 
-def cpu_breakdown(settings, sets, users: int, n: int, seed: int) -> dict:
+def cpu_breakdown(settings, sets, users: int, n: int, seed: int,
+                  user_format: str = USER_FORMAT, parts: list[str] | None = None) -> dict:
     """CPU per request of the features-only path, layer by layer, in this process and one
     request at a time (no queueing): the Redis pipeline alone (redis.asyncio), then
     ``FeatureFetcher.fetch`` (+ decode, snapshot), then ``ContextService.answer`` (+ plan,
     response, audit record, spool write, metrics), then the audit shipper's work per record.
     Set against the load runs' server CPU per request, the rest is HTTP (uvicorn, Starlette,
-    the credentials, JSON in and out)."""
+    the credentials, JSON in and out). ``parts``: every request names these parts
+    (``options.parts``, e.g. bench/serving_vs_feast.py) instead of the two questions."""
     import asyncio
     import random
 
     from mercury.online import layout
+    from mercury.serving import request_ids
     from mercury.serving.context import ContextRequest
     from mercury.serving.intent import plan_for
     from mercury.serving.runtime import build_runtime
@@ -280,9 +283,13 @@ def cpu_breakdown(settings, sets, users: int, n: int, seed: int) -> dict:
     catalog = {fs.name: fs for fs in sets if fs.version == active[fs.name]}
     rng = random.Random(seed)
     questions = ("Can I afford a new phone?", "Summarize my spending this week")
-    work = [(USER_FORMAT.format(rng.randrange(users)), rng.choice(questions))
+    if parts is not None:
+        questions = ("features",)
+    work = [(user_format.format(rng.randrange(users)), rng.choice(questions))
             for _ in range(n)]
     plans = {q: list(plan_for(q).feature_sets) for q in questions}
+    if parts is not None:
+        plans = {"features": [p.partition(".")[2] for p in parts if p.startswith("features.")]}
 
     async def redis_pipeline(user, question):
         pipe = fetcher.reader.store.async_client.pipeline(transaction=False)
@@ -294,7 +301,10 @@ def cpu_breakdown(settings, sets, users: int, n: int, seed: int) -> dict:
         await fetcher.fetch(user, plans[question], int(time.time() * 1000), 1.0)
 
     async def answer(user, question):
-        await service.answer(ContextRequest(user, question, "llm-gateway", "bench"),
+        await service.answer(ContextRequest(user, question, "llm-gateway", "bench",
+                                            request_ids.mint(rt.keys.service_tokens,
+                                                             "llm-gateway"),
+                                            parts=None if parts is None else tuple(parts)),
                              time.perf_counter())
 
     async def measure() -> dict:
@@ -321,7 +331,7 @@ def cpu_breakdown(settings, sets, users: int, n: int, seed: int) -> dict:
     found["audit_ship_per_record"] = {
         "cpu_us": round(1e6 * (time.process_time() - cpu) / max(1, shipped), 1),
         "records": shipped}
-    rt.service.close()
+    rt.service.documents.close()
     rt.spool.close()
     found.update({"requests": n, "loadavg": [round(x, 2) for x in os.getloadavg()]})
     say("  CPU per request, one at a time: " + ", ".join(
@@ -381,8 +391,13 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = logdir / f"serve-{variant}-w{workers}.log"
         self.proc: subprocess.Popen | None = None
+        self.warm_up_error: str | None = None
 
-    def start(self, timeout_s: float = 240.0) -> float:
+    def start(self, timeout_s: float = 240.0, allow_warm_up_error: bool = False) -> float:
+        """Seconds until /readyz answers 200 on fresh connections. A warm-up error stops the
+        bench unless ``allow_warm_up_error`` (a features-only run needs no index); it is kept
+        in ``warm_up_error``."""
+        self.warm_up_error = None
         env = {**os.environ, "MERCURY_CONFIG": str(self.config), "PYTHONPATH": str(REPO)}
         started = time.perf_counter()
         with open(self.log, "wb") as log:
@@ -398,8 +413,9 @@ class Service:
             status, body = get(self.url + "/readyz")
             if status == 200:
                 warm_up_error = json.loads(body).get("warm_up_error")
-                if warm_up_error:
+                if warm_up_error and not allow_warm_up_error:
                     raise SystemExit(f"warm-up failed: {warm_up_error}")
+                self.warm_up_error = warm_up_error
                 streak += 1  # every worker answers ready on fresh connections
                 if streak >= 10 * self.workers:
                     return time.perf_counter() - started
