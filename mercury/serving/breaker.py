@@ -15,6 +15,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mercury.serving.admission import Overloaded
+
+if TYPE_CHECKING:
+    from mercury.serving.overload import LoopMonitor
 
 
 class CircuitBreaker:
@@ -78,3 +84,20 @@ class CircuitBreaker:
         while self._calls and now - self._calls[0][0] > self.window_s:
             _, old = self._calls.popleft()
             self._failed -= old
+
+
+def judge_timeout(breaker: CircuitBreaker, monitor: LoopMonitor | None, deadline_s: float,
+                  store_deadline_s: float, waited_s: float, what: str) -> str:
+    """A read of ``what`` timed out: who is to blame. This process's own load (its timer fired
+    late, or its loop lags): ``Overloaded``, the request is shed. A deadline the budget cut
+    short: ``"budget"``, nothing learnt about the store. Else the store was slow:
+    ``"deadline"``, judged against it."""
+    if monitor is not None and monitor.blames_us(deadline_s, waited_s):
+        breaker.release()
+        raise Overloaded(f"the {what} missed its deadline under this process's own load")
+    if deadline_s < store_deadline_s * 0.99:
+        breaker.release()
+        return "budget"
+    breaker.failure()
+    return "deadline"
+

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from mercury.retrieval.index import SearchFilter
 from mercury.serving.admission import Overloaded
-from mercury.serving.breaker import CircuitBreaker
+from mercury.serving.breaker import CircuitBreaker, judge_timeout
 
 if TYPE_CHECKING:
     from mercury.retrieval.retriever import Retriever
@@ -123,16 +123,9 @@ class DocumentFetcher:
             started = time.perf_counter()
             found = await asyncio.wait_for(asyncio.shield(future), deadline_s)
         except TimeoutError:
-            waited_s = time.perf_counter() - started
-            if self.monitor is not None and self.monitor.blames_us(deadline_s, waited_s):
-                self.breaker.release()
-                raise Overloaded("the search missed its deadline under this process's own "
-                                 "load") from None
-            if deadline_s < self.store_deadline_s * 0.99:  # the budget, not the index
-                self.breaker.release()
-                return None, "budget"
-            self.breaker.failure()
-            return None, "deadline"
+            return None, judge_timeout(self.breaker, self.monitor, deadline_s,
+                                       self.store_deadline_s, time.perf_counter() - started,
+                                       "search")
         except Exception as exc:  # noqa: BLE001 - an index failure degrades, never a 500
             self.breaker.failure()
             return None, type(exc).__name__

@@ -26,8 +26,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mercury.features.reader import ContextReader
-from mercury.serving.admission import Overloaded
-from mercury.serving.breaker import CircuitBreaker
+from mercury.serving.breaker import CircuitBreaker, judge_timeout
 
 if TYPE_CHECKING:
     from mercury.serving.overload import LoopMonitor
@@ -101,16 +100,10 @@ class FeatureFetcher:
             if not _is_timeout(exc):
                 self.breaker.failure()
                 return self._fallback(user_id, names, as_of_ms, type(exc).__name__)
-            waited_s = time.perf_counter() - started
-            if self.monitor is not None and self.monitor.blames_us(deadline_s, waited_s):
-                self.breaker.release()
-                raise Overloaded("the feature read missed its deadline under this process's "
-                                 "own load") from None
-            if deadline_s < self.store_deadline_s * 0.99:  # the budget, not the store
-                self.breaker.release()
-                return self._fallback(user_id, names, as_of_ms, "budget")
-            self.breaker.failure()
-            return self._fallback(user_id, names, as_of_ms, "deadline")
+            reason = judge_timeout(self.breaker, self.monitor, deadline_s,
+                                   self.store_deadline_s, time.perf_counter() - started,
+                                   "feature read")
+            return self._fallback(user_id, names, as_of_ms, reason)
         self.breaker.success()
         found: dict[str, SetContext] = {}
         for name in names:
