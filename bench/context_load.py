@@ -62,16 +62,17 @@ RESULTS = REPO / "bench" / "results" / "context_load.json"
 CLIENT = REPO / "bench" / "context_load_client.py"
 STREAMS = ("transactions", "user_activity", "risk_signals")
 USER_FORMAT = "usr_load{:07d}"
-# ``no-shedding``: the breakers never open, the deadlines are a second and no request is
-# refused for event-loop lag, so every request does its whole work (the bulkhead of 4
-# waiting searches stays: ``serving.retrieval_queue`` exists from 2355f16 on, and is left at
-# its default so the runs compare across commits): what the work costs and how long it
-# queues, rather than what the fallbacks make of it. (``overload_lag_ms`` exists from b2d7090
-# on; the config rejects unknown keys, so drop it to run an older commit.)
+# ``no-shedding``: the breakers never open, the deadlines are a second and no request is refused
+# (for event-loop lag or by admission), so every request does its whole work (the bulkhead of 4
+# waiting searches stays: ``serving.retrieval_queue`` exists from 2355f16 on, and is left at its
+# default so the runs compare across commits): what the work costs and how long it queues, rather
+# than what the fallbacks make of it. (``overload_lag_ms`` exists from b2d7090 on; the config
+# rejects unknown keys, so drop it to run an older commit.)
 VARIANTS = {"default": {},
-            "no-shedding": {"breaker_failures": 1_000_000, "features_deadline_ms": 1_000,
+            "no-shedding": {"breaker_min_calls": 1_000_000, "features_deadline_ms": 1_000,
                             "retrieval_deadline_ms": 1_000, "budget_ms": 1_000,
-                            "overload_lag_ms": 1_000_000}}
+                            "overload_lag_ms": 1_000_000, "max_in_flight": 1_000,
+                            "admission_queue": 1_000, "admission_wait_ms": 1_000}}
 DAY_MS = 86_400_000
 
 
@@ -521,7 +522,7 @@ def run_client(service: Service, world_file: Path, redis_pid: int, scenario: str
     command = [sys.executable, str(CLIENT), "--port", str(service.port),
                "--world", str(world_file), "--scenario", scenario,
                "--concurrency", str(concurrency), "--duration-s", str(duration_s),
-               "--warmup-s", str(warmup_s), "--pool", str(pool),
+               "--warmup-s", str(warmup_s), "--assertions", str(pool),
                "--repeated", str(args.repeated),
                "--pids", ",".join(map(str, service.pids())), "--redis-pid", str(redis_pid),
                "--seed", str(args.seed), "--out", str(out)]
@@ -608,8 +609,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--warmup-s", type=float, default=10.0)
-    parser.add_argument("--pool", type=int, default=20_000,
-                        help="random users with a minted assertion per run (0 = all)")
+    parser.add_argument("--pool", type=int, default=100_000,
+                        help="single-use assertions minted per run (one per request)")
     parser.add_argument("--repeated", type=float, default=0.5,
                         help="retrieval: share of questions from the 40 common phrasings")
     parser.add_argument("--baseline-duration-s", type=float, default=20.0,

@@ -4,10 +4,10 @@ context API, in its own process.
 Each client holds one HTTP/1.1 keep-alive connection (raw asyncio streams on uvloop: a request
 is one ``write`` of pre-encoded headers and a JSON body, a response is read by its
 ``content-length``), and sends its next request as soon as the previous answer is in. Before
-the clock starts it mints one end-user assertion per user of the pool
-(``mercury.serving.auth.issue_assertion``, with a TTL covering the run) and the caller's
-service token; the server also refuses assertions older than ``serving.assertion_max_age_s``
-(300 s), so the pool is minted by each run, right before its warm-up.
+the clock starts it mints a pool of single-use end-user assertions for random users
+(``mercury.serving.local_idp.issue_assertion``, one per request, living at most
+``serving.identity.max_lifetime_s``) and the caller's service token; the pool is minted by
+each run, right before its warm-up.
 
 Only requests sent and answered inside the measured window count. At both ends of the window
 the client reads the CPU time of the server's processes, of Redis and of itself from /proc,
@@ -26,6 +26,7 @@ import os
 import random
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import orjson
@@ -212,7 +213,7 @@ class Connection:
 
 
 class Run:
-    def __init__(self, args, users: list[str], assertions: dict[str, str], token: str,
+    def __init__(self, args, users: list[str], assertions: Assertions, token: str,
                  question):
         self.args = args
         self.users = users
@@ -241,10 +242,10 @@ class Run:
         conn = Connection(self.args.host, self.args.port)
         options = {"budget_ms": self.args.budget_ms} if self.args.budget_ms else {}
         while not self.stopping:
-            user = rng.choice(self.users)
+            user, assertion = self.assertions.take()  # single-use: one per request
             question = self.question(rng)
             body = orjson.dumps({"user_id": user, "question": question, "options": options})
-            head = self.head + b"x-user-assertion: " + self.assertions[user].encode() + \
+            head = self.head + b"x-user-assertion: " + assertion.encode() + \
                 b"\r\ncontent-length: "
             counted = self.measuring
             started = time.perf_counter_ns()
@@ -349,14 +350,31 @@ def cdf(ms: list[float], points: int = 400) -> list[list[float]]:
     return out
 
 
-def mint(settings, users: list[str], ttl_s: int) -> tuple[str, dict[str, str], float]:
-    from mercury.privacy.keys import load_keys
-    from mercury.serving.auth import issue_assertion, service_token
+class Assertions:
+    """(user, assertion) pairs minted before the clock starts, used once each, in order; when
+    they run out, a pair is minted on the spot (and counted)."""
 
-    keys = load_keys(settings)
-    started = time.perf_counter()
-    assertions = {u: issue_assertion(keys, u, CALLER, ttl_s=ttl_s) for u in users}
-    return service_token(keys, CALLER), assertions, time.perf_counter() - started
+    def __init__(self, settings, users: int, user_format: str, size: int, ttl_s: int,
+                 rng: random.Random):
+        from mercury.serving.local_idp import issue_assertion
+
+        self.issue = issue_assertion
+        self.settings, self.users, self.user_format = settings, users, user_format
+        self.ttl_s, self.rng = ttl_s, rng
+        started = time.perf_counter()
+        self.pairs = deque(self._mint() for _ in range(size))
+        self.mint_s = time.perf_counter() - started
+        self.minted_on_the_fly = 0
+
+    def _mint(self) -> tuple[str, str]:
+        user = self.user_format.format(self.rng.randrange(self.users))
+        return user, self.issue(self.settings, user, CALLER, ttl_s=self.ttl_s)
+
+    def take(self) -> tuple[str, str]:
+        if self.pairs:
+            return self.pairs.popleft()
+        self.minted_on_the_fly += 1
+        return self._mint()
 
 
 def main() -> None:
@@ -370,8 +388,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--warmup-s", type=float, default=10.0)
-    parser.add_argument("--pool", type=int, default=0,
-                        help="users with an assertion (random, 0 = every user)")
+    parser.add_argument("--assertions", type=int, default=100_000,
+                        help="single-use assertions minted before the clock starts")
     parser.add_argument("--repeated", type=float, default=0.5,
                         help="retrieval: share of questions from the 40 common phrasings")
     parser.add_argument("--budget-ms", type=int, default=0, help="options.budget_ms, 0 = none")
@@ -387,8 +405,6 @@ def main() -> None:
     world = orjson.loads(args.world.read_bytes())
     rng = random.Random(args.seed)
     users = [world["user_format"].format(i) for i in range(world["users"])]
-    if args.pool and args.pool < len(users):
-        users = rng.sample(users, args.pool)
     if args.scenario == "features":
         question = feature_question
         check_plans([a.format(item=i) for a in AFFORD for i in ITEMS] + list(SUMMARY), False)
@@ -396,10 +412,19 @@ def main() -> None:
         question = RetrievalQuestions(world["merchants"], args.repeated)
         check_plans(list(COMMON) + [t.format(m=m) for t in NOVEL for m in world["merchants"]],
                     True)
-    ttl = int(args.warmup_s + args.duration_s + 120)
-    token, assertions, mint_s = mint(load_settings(), users, ttl)
-    print(f"  minted {len(assertions):,} assertions in {mint_s:.1f} s (ttl {ttl} s)",
-          flush=True)
+    from mercury.privacy.keys import load_keys
+    from mercury.serving.auth import service_token
+
+    settings = load_settings()
+    # Assertions are single-use and live at most serving.identity.max_lifetime_s: a pool of
+    # them, minted right before the warm-up, one taken per request (the rest on the fly).
+    ttl = min(settings.serving.identity.max_lifetime_s,
+              int(args.warmup_s + args.duration_s + 60))
+    assertions = Assertions(settings, world["users"], world["user_format"], args.assertions,
+                            ttl, rng)
+    token = service_token(load_keys(settings), CALLER)
+    print(f"  minted {len(assertions.pairs):,} assertions in {assertions.mint_s:.1f} s "
+          f"(ttl {ttl} s)", flush=True)
 
     try:
         import uvloop
@@ -411,7 +436,8 @@ def main() -> None:
     result = runner(run.main(probe))
     result.update({"scenario": args.scenario, "concurrency": args.concurrency,
                    "duration_s": args.duration_s, "warmup_s": args.warmup_s,
-                   "assertion_pool": len(assertions), "mint_s": round(mint_s, 1),
+                   "assertion_pool": args.assertions, "mint_s": round(assertions.mint_s, 1),
+                   "assertions_minted_on_the_fly": assertions.minted_on_the_fly,
                    "repeated": args.repeated if args.scenario == "retrieval" else None,
                    "event_loop": runner.__module__})
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

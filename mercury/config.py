@@ -223,15 +223,18 @@ class ServingConfig(_Section):
     # when anything else runs on the host (docs/PERFORMANCE.md, knowledge index, finding 3).
     embed_threads: int = Field(1, ge=1)
     # Admission (mercury/serving/admission.py): at most this many requests are worked on at
-    # once per process; the next wait at most ``admission_wait_ms`` for a slot, else 503.
-    max_in_flight: int = Field(32, ge=1)
+    # once per process (one core, ~1.5 ms of CPU a request: 8 finish well inside the 20 ms
+    # feature deadline); the next ``admission_queue`` wait at most ``admission_wait_ms`` for a
+    # slot; beyond, 503 at once.
+    max_in_flight: int = Field(8, ge=1)
+    admission_queue: int = Field(8, ge=0)
     admission_wait_ms: float = Field(20.0, ge=0)
     # Refuse new requests (503) while the event loop lags more than this: the process is
     # saturated and queueing more would only miss every budget (mercury/serving/overload.py).
     overload_lag_ms: float = Field(30.0, gt=0)
     # ... and only with at least this many requests in the process: a lagging loop with one
     # request in it is the host pausing us, which refusing requests would not help.
-    overload_min_in_flight: int = Field(8, ge=1)
+    overload_min_in_flight: int = Field(4, ge=1)
     # A store's breaker opens on evidence about the store only: at least
     # ``breaker_min_calls`` calls in the last ``breaker_window_s``, of which at least
     # ``breaker_failure_rate`` failed; it lets a trial through after ``breaker_reset_s``.

@@ -106,6 +106,10 @@ def create_app(build_runtime: Callable[[], Runtime]) -> Starlette:
         if rt.monitor.overloaded and rt.admission.in_flight >= rt.min_in_flight_to_shed:
             return _shed(rt, Overloaded(f"event loop lags {rt.monitor.lag_ms:.0f} ms"))
         try:
+            await rt.admission.enter()  # before any parsing: a shed request costs nothing
+        except Overloaded as exc:
+            return _shed(rt, exc)
+        try:
             # The caller first (401/429 cost no body parse), then the body, then the user's
             # assertion: it is checked against the user id the body names.
             caller = authenticated_caller(request)
@@ -118,11 +122,7 @@ def create_app(build_runtime: Callable[[], Runtime]) -> Starlette:
             ctx_request = ContextRequest.of(body, caller, assertion.assertion_id,
                                             request_ids.mint(rt.keys.service_tokens, caller),
                                             caller_rid)
-            await rt.admission.enter()
-            try:
-                answer = await rt.service.answer(ctx_request, started)
-            finally:
-                rt.admission.leave()
+            answer = await rt.service.answer(ctx_request, started)
         except AccessDenied as exc:
             rt.metrics.refused.labels(str(exc.status)).inc()
             return _json({"error": exc.reason}, exc.status)
@@ -134,6 +134,8 @@ def create_app(build_runtime: Callable[[], Runtime]) -> Starlette:
             return _json({"error": str(exc)}, 400)
         except (Overloaded, SpoolFull) as exc:
             return _shed(rt, exc if isinstance(exc, Overloaded) else Overloaded(str(exc)))
+        finally:
+            rt.admission.leave()
         return _json(answer)
 
     async def outcomes(request: Request) -> Response:

@@ -87,12 +87,13 @@ class CircuitBreaker:
 
 
 def judge_timeout(breaker: CircuitBreaker, monitor: LoopMonitor | None, deadline_s: float,
-                  store_deadline_s: float, waited_s: float, what: str) -> str:
-    """A read of ``what`` timed out: who is to blame. This process's own load (its timer fired
-    late, or its loop lags): ``Overloaded``, the request is shed. A deadline the budget cut
-    short: ``"budget"``, nothing learnt about the store. Else the store was slow:
-    ``"deadline"``, judged against it."""
-    if monitor is not None and monitor.blames_us(deadline_s, waited_s):
+                  store_deadline_s: float, waited_s: float, what: str,
+                  crowded: bool = False) -> str:
+    """A read of ``what`` timed out: who is to blame. This process's own load (every slot
+    taken, its timer fired late, or its loop lags): ``Overloaded``, the request is shed. A
+    deadline the budget cut short: ``"budget"``, nothing learnt about the store. Else the
+    store was slow: ``"deadline"``, judged against it."""
+    if crowded or (monitor is not None and monitor.blames_us(deadline_s, waited_s)):
         breaker.release()
         raise Overloaded(f"the {what} missed its deadline under this process's own load")
     if deadline_s < store_deadline_s * 0.99:

@@ -50,7 +50,8 @@ class DocumentFetcher:
     def __init__(self, retriever_factory: Callable[[], Retriever], breaker: CircuitBreaker,
                  max_waiting: int = 4, monitor: LoopMonitor | None = None,
                  cache_size: int = 1024, result_ttl_s: float = 10.0,
-                 languages: tuple[str, ...] = (), store_deadline_s: float = 0.050) -> None:
+                 languages: tuple[str, ...] = (), store_deadline_s: float = 0.050,
+                 crowded: Callable[[], bool] = lambda: False) -> None:
         self._factory = retriever_factory  # called once, on the retrieval thread
         self._retriever: Retriever | None = None
         self.breaker = breaker
@@ -60,6 +61,7 @@ class DocumentFetcher:
         self.result_ttl_s = result_ttl_s
         self.languages = languages
         self.store_deadline_s = store_deadline_s
+        self.crowded = crowded  # every admission slot taken (``Admission.crowded``)
         # (question, filters, k) -> (when, answer); touched by the event loop only
         self._answers: OrderedDict[tuple[str, SearchFilter, int], tuple[float, Documents]] = \
             OrderedDict()
@@ -125,7 +127,7 @@ class DocumentFetcher:
         except TimeoutError:
             return None, judge_timeout(self.breaker, self.monitor, deadline_s,
                                        self.store_deadline_s, time.perf_counter() - started,
-                                       "search")
+                                       "search", self.crowded())
         except Exception as exc:  # noqa: BLE001 - an index failure degrades, never a 500
             self.breaker.failure()
             return None, type(exc).__name__

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -75,13 +76,15 @@ class FeatureFetcher:
     a deadline, behind a breaker, with the snapshot fallback."""
 
     def __init__(self, reader: ContextReader, breaker: CircuitBreaker, snapshots: SnapshotCache,
-                 monitor: LoopMonitor | None = None, store_deadline_s: float = 0.020) -> None:
+                 monitor: LoopMonitor | None = None, store_deadline_s: float = 0.020,
+                 crowded: Callable[[], bool] = lambda: False) -> None:
         self.reader = reader
         self.set_names = reader.set_names
         self.breaker = breaker
         self.snapshots = snapshots
         self.monitor = monitor  # LoopMonitor: tells a slow store from a saturated process
         self.store_deadline_s = store_deadline_s
+        self.crowded = crowded  # every admission slot taken (``Admission.crowded``)
 
     async def fetch(self, user_id: str, names: list[str], as_of_ms: int, deadline_s: float,
                     *, pinned: bool = False) -> dict[str, SetContext]:
@@ -102,7 +105,7 @@ class FeatureFetcher:
                 return self._fallback(user_id, names, as_of_ms, type(exc).__name__)
             reason = judge_timeout(self.breaker, self.monitor, deadline_s,
                                    self.store_deadline_s, time.perf_counter() - started,
-                                   "feature read")
+                                   "feature read", self.crowded())
             return self._fallback(user_id, names, as_of_ms, reason)
         self.breaker.success()
         found: dict[str, SetContext] = {}

@@ -96,16 +96,18 @@ def build_runtime(settings: Settings, *, store: OnlineStore | None = None,
     check_exposure(feature_sets)
     metrics = Metrics()
     monitor = LoopMonitor(max_lag_ms=cfg.overload_lag_ms)
+    admission = Admission(cfg.max_in_flight, cfg.admission_wait_ms, cfg.admission_queue)
     features = FeatureFetcher(
         ContextReader(store if store is not None else open_store(settings), feature_sets),
         breaker("redis", cfg),
         SnapshotCache(cfg.snapshot_max_users, cfg.snapshot_max_age_s * 1000), monitor,
-        store_deadline_s=cfg.features_deadline_ms / 1000)
+        store_deadline_s=cfg.features_deadline_ms / 1000, crowded=lambda: admission.crowded)
     documents = DocumentFetcher(retriever_factory or default_retriever_factory(settings),
                                 breaker("index", cfg), max_waiting=cfg.retrieval_queue,
                                 monitor=monitor, cache_size=settings.retrieval.query_cache_size,
                                 languages=settings.retrieval.languages,
-                                store_deadline_s=cfg.retrieval_deadline_ms / 1000)
+                                store_deadline_s=cfg.retrieval_deadline_ms / 1000,
+                                crowded=lambda: admission.crowded)
     spool = AuditSpool(spool_dir(settings), check=contract_check)
     writer = "audit_" + re.sub(r"[^A-Za-z0-9_]", "_", spool.owner)
     shipper = AuditShipper(spool, open_producer(settings, writer_id=writer),
@@ -123,7 +125,7 @@ def build_runtime(settings: Settings, *, store: OnlineStore | None = None,
         limiter=RateLimiter({c.name: (c.requests_per_s, c.burst) for c in cfg.callers}),
         callers=frozenset(c.name for c in cfg.callers), metrics=metrics, spool=spool,
         shipper=shipper, monitor=monitor,
-        admission=Admission(cfg.max_in_flight, cfg.admission_wait_ms),
+        admission=admission,
         limits=Limits.of(cfg, set(features.set_names)),
         min_in_flight_to_shed=cfg.overload_min_in_flight)
 
