@@ -119,6 +119,9 @@ class RedisOnlineStore(OnlineStore):
         replies = await self._read_pipeline(self.async_client, keys, pointer_sets).execute()
         return self._replies(replies, pointer_sets)
 
+    async def aping(self) -> None:
+        await self.async_client.ping()
+
     # ---- writes -----------------------------------------------------------------------------
 
     def write(self, writes: Sequence[KeyWrite]) -> None:

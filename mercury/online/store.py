@@ -41,6 +41,9 @@ class OnlineStore(ABC):
         """``fetch`` for an event loop; backends with network I/O override it."""
         return self.fetch(keys, pointer_sets)
 
+    async def aping(self) -> None:  # noqa: B027 - a store in this process always answers
+        """One cheap round trip to the backend (raises when it does not answer)."""
+
     def read(self, keys: Sequence[str]) -> Hashes:
         return self.fetch(keys)[0]
 

@@ -11,9 +11,10 @@ Each set comes back with its source:
   for the user, flagged with their own as-of time;
 - ``unavailable``: as ``snapshot``, with no snapshot to give: ``values`` is null.
 
-Only evidence about the store is reported to its breaker: an error, or a timeout whose timer
-fired on time on a healthy loop with the store's own deadline. A timeout under this process's
-own load raises ``Overloaded`` (the request is shed, never answered emptier); a timeout of a
+Only evidence about the store is reported to its breaker: an error, or a timeout of the
+store's own deadline on a process that is not busy, whose timer fired on time, and after
+which the store does not answer a PING at once either. A timeout under this process's own
+load raises ``Overloaded`` (the request is shed, never answered emptier); a timeout of a
 deadline the caller's budget shortened says nothing about the store either.
 """
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from mercury.features.reader import ContextReader
+from mercury.serving.admission import Overloaded
 from mercury.serving.breaker import CircuitBreaker, judge_timeout
 
 if TYPE_CHECKING:
@@ -103,9 +105,16 @@ class FeatureFetcher:
             if not _is_timeout(exc):
                 self.breaker.failure()
                 return self._fallback(user_id, names, as_of_ms, type(exc).__name__)
+            waited_s = time.perf_counter() - started
+            if not self.crowded() and await self._store_answers():
+                # The store answers a PING at once: the read was slow because of this
+                # process (its loop was busy), evidence the loop monitor can miss.
+                self.breaker.release()
+                raise Overloaded("the feature read missed its deadline while the store "
+                                 "answers: this process's own load") from None
             reason = judge_timeout(self.breaker, self.monitor, deadline_s,
-                                   self.store_deadline_s, time.perf_counter() - started,
-                                   "feature read", self.crowded())
+                                   self.store_deadline_s, waited_s, "feature read",
+                                   self.crowded())
             return self._fallback(user_id, names, as_of_ms, reason)
         self.breaker.success()
         found: dict[str, SetContext] = {}
@@ -124,6 +133,14 @@ class FeatureFetcher:
                 if not pinned:
                     self.snapshots.put(user_id, ctx)
         return found
+
+    async def _store_answers(self) -> bool:
+        """Whether the store answers a PING within a fifth of its deadline."""
+        try:
+            await asyncio.wait_for(self.reader.store.aping(), self.store_deadline_s / 5)
+        except Exception:  # noqa: BLE001 - no answer is the answer
+            return False
+        return True
 
     def _fallback(self, user_id: str, names: list[str], as_of_ms: int, reason: str
                   ) -> dict[str, SetContext]:
