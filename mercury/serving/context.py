@@ -8,10 +8,10 @@ request's as-of time (the caller may pin ``as_of`` for replays and consistency c
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Awaitable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
 AUDIT_STREAM = "inference_audit"
 
 
@@ -93,14 +94,25 @@ class ContextService:
         return (self.features.breaker, self.documents.breaker)
 
     def start_warm_up(self, runtime: Readiness) -> None:
-        """Load the embedding model and resolve the index alias in the background; the
-        process is ready when that is done, or has failed (documents then degrade)."""
-        def done(future: Future[None]) -> None:
-            error = future.exception()
+        """In the background: open the online store's connections and read its pointers,
+        then load the embedding model and search once under every filter (documents.py). The
+        process is ready when that is done, or has failed (the part then degrades): the first
+        question must not pay for connections, imports or cold caches inside its budget."""
+        documents = self.documents.warm_up()
+
+        async def warm() -> None:
+            try:  # a store that is down does not hold readiness back (module doc of app.py)
+                await asyncio.wait_for(self.features.warm_up(), 5.0)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("online store warm-up failed (features will degrade): %s", exc)
+            await asyncio.wrap_future(documents)
+
+        def done(task: asyncio.Task[None]) -> None:
+            error = task.exception()
             runtime.warm_up_error = None if error is None else f"{type(error).__name__}: {error}"
             runtime.ready = True
 
-        self.documents.warm_up().add_done_callback(done)
+        asyncio.get_running_loop().create_task(warm()).add_done_callback(done)
 
     async def aclose(self) -> None:
         self.documents.close()

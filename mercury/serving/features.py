@@ -134,6 +134,12 @@ class FeatureFetcher:
                     self.snapshots.put(user_id, ctx)
         return found
 
+    async def warm_up(self, connections: int = 4) -> None:
+        """Open a few of the store's connections and read the served versions, so the first
+        requests pay for neither (a new asyncio Redis connection costs handshakes)."""
+        await asyncio.gather(*(self.reader.store.aping() for _ in range(connections)))
+        await self.reader.acontext(USER_TAG, "warm-up", names=self.set_names)
+
     async def _store_answers(self) -> bool:
         """Whether the store answers a PING within a fifth of its deadline."""
         try:
