@@ -317,6 +317,20 @@ class Pump:
         result.dead_letters += 1
 
     def _snapshot(self, result: PumpResult) -> None:
+        try:
+            self._snapshot_into(result)
+        except BaseException:
+            # The temporary slot goes with its session, but the server ends that session after
+            # the client has hung up: wait for it, so a retry starts clean.
+            self._wait_until_gone(self.target.snapshot_slot)
+            raise
+
+    def _wait_until_gone(self, slot_name: str, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while _slot(self.conn, slot_name) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _snapshot_into(self, result: PumpResult) -> None:
         with psycopg.connect(_conninfo(self.settings, replication="database"),
                              autocommit=True) as repl:
             pg, temp = repl.pgconn, self.target.snapshot_slot
