@@ -1,12 +1,17 @@
 """Online features: the registry's streams -> validated, deduplicated features in Redis.
 
     python -m flink_jobs.online_features --config /abs/path/mercury.yaml \\
-        [--feature-sets spending.v1,declines.v1] [--job-name NAME] [--parallelism N]
+        [--feature-sets spending.v1,declines.v1] [--job-name NAME] [--parallelism N] \\
+        [--engine sql|python]
 
-``main`` only declares connectors from configuration; the graph is
-``mercury.features.executors.streaming.flink.build`` and the feature logic lives in
-``mercury.features.executors.streaming.executor``. Feature sets are loaded from their compiled JSON
-(``mercury features compile``), never from the Python that defined them.
+``main`` only declares connectors from configuration. Two engines run the same compiled specs
+(``mercury features compile``, never the Python that defined them):
+
+- ``sql`` (the default): Flink SQL compiled from the specs
+  (``mercury.features.executors.flinksql``; ``mercury features explain --engine flink`` prints
+  it); Python only validates what the SQL check leaves and writes aggregated changes in batches.
+- ``python``: per-event Python operators (``mercury.features.executors.streaming.flink``), kept
+  for warm-started versions, which the SQL engine does not take over yet.
 
 Connectors, local defaults (production swaps the event-log folders for Kafka topics):
 - sources: one filesystem table per stream over the event log folder, format ``raw`` (one row
@@ -36,6 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warm-start", default="",
                         help="comma-separated NAME.vN that take over from their warm start "
                              "(mercury features warm-start) at its cut")
+    parser.add_argument("--engine", choices=("sql", "python"), default="sql")
     parser.add_argument("--job-name", default="mercury-online-features")
     parser.add_argument("--parallelism", type=int, default=None)
     return parser.parse_args(argv)
@@ -62,6 +68,56 @@ def configure(env, t_env, args, settings) -> None:
     config.set("restart-strategy.type", "fixed-delay")
     config.set("restart-strategy.fixed-delay.attempts", "1000")
     config.set("restart-strategy.fixed-delay.delay", "2 s")
+
+
+def sql_sources(t_env, streams, event_log_root: str) -> None:
+    """``raw_<stream>`` (line, line_position, pt) over each stream's event-log folder."""
+    from mercury.features.executors.flinksql.plan import table_name
+
+    for stream in streams:
+        name = table_name(stream)
+        folder = os.path.join(event_log_root, stream)
+        os.makedirs(folder, exist_ok=True)
+        t_env.execute_sql(f"""
+            CREATE TEMPORARY TABLE src_{name} (
+                line STRING,
+                path STRING METADATA FROM 'file.path' VIRTUAL,
+                pt AS PROCTIME()
+            ) WITH (
+                'connector' = 'filesystem',
+                'path' = 'file://{folder}',
+                'format' = 'raw',
+                'source.monitor-interval' = '1 s'
+            )""")
+        # A line's position is its file and number (one reader per file, in file order).
+        t_env.execute_sql(f"""
+            CREATE TEMPORARY VIEW raw_{name} AS
+            SELECT line, '{stream}/' || REGEXP_EXTRACT(path, '[^/]+$', 0) || ':' || CAST(
+                     COUNT(*) OVER (PARTITION BY path ORDER BY pt
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+                   AS STRING) AS line_position, pt
+            FROM src_{name}""")
+
+
+def sql_sinks(t_env, streams, event_log_root: str, staging: str) -> None:
+    """Dead letters per stream, the lake's staging folders, and the online store's writer."""
+    from mercury.contracts import registry
+    from mercury.features.executors.flinksql.plan import table_name
+
+    folders = {f"dlq_{table_name(str(registry.stream(s).dead_letter_stream))}":
+               os.path.join(event_log_root, str(registry.stream(s).dead_letter_stream))
+               for s in streams}
+    folders["staged_validated"] = os.path.join(staging, "validated")
+    folders["staged_late"] = os.path.join(staging, "late")
+    for table, folder in folders.items():
+        os.makedirs(folder, exist_ok=True)
+        # Part files are committed (renamed from a hidden name) at each checkpoint.
+        t_env.execute_sql(f"""
+            CREATE TEMPORARY TABLE {table} (line STRING) WITH (
+                'connector' = 'filesystem', 'path' = 'file://{folder}', 'format' = 'raw',
+                'sink.rolling-policy.rollover-interval' = '1 h')""")
+    t_env.execute_sql("CREATE TEMPORARY TABLE online_store (batch_writes BIGINT) "
+                      "WITH ('connector' = 'blackhole')")
 
 
 def line_sources(t_env, streams, event_log_root: str):
@@ -112,7 +168,47 @@ def file_sink(folder: str):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ["MERCURY_CONFIG"] = args.config
+    if args.engine == "sql":
+        if args.warm_start:
+            raise SystemExit("--warm-start needs --engine python: the SQL engine does not take "
+                             "a version over from its backfill yet")
+        run_sql(args)
+    else:
+        run_python(args)
 
+
+def run_sql(args: argparse.Namespace) -> None:
+    import orjson
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    from mercury.config import FileEventLogConfig, load_settings
+    from mercury.features.definition import dsl
+    from mercury.features.definition.compile import load_compiled
+    from mercury.features.executors.flinksql import job
+    from mercury.features.executors.flinksql.plan import compile_job
+
+    settings = load_settings()
+    names = [n for n in args.feature_sets.split(",") if n] or None
+    feature_sets = load_compiled(names)
+    plan = compile_job(feature_sets)
+
+    env = StreamExecutionEnvironment.get_execution_environment()
+    t_env = StreamTableEnvironment.create(env)
+    configure(env, t_env, args, settings)
+    job.configure(t_env)
+
+    # The job reads the local (file) event log.
+    root = str(cast(FileEventLogConfig, settings.event_log).root.resolve())
+    staging = str((settings.data_dir / "lake_staging").resolve())
+    sql_sources(t_env, plan.streams, root)
+    sql_sinks(t_env, plan.streams, root, staging)
+    statements = job.build(t_env, plan, orjson.dumps([dsl.to_dict(fs) for fs in feature_sets])
+                           .decode(), settings.online_store.model_dump_json())
+    statements.execute()
+
+
+def run_python(args: argparse.Namespace) -> None:
     import orjson
     from pyflink.common import Types
     from pyflink.datastream import StreamExecutionEnvironment

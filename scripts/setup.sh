@@ -30,6 +30,12 @@ echo "setup: Flink env (infra/envs/flink/.venv)"
 (cd infra/envs/flink && "${UV}" sync --locked --quiet --python "${PYTHON_VERSION}" "${find_links[@]}")
 
 if ! command -v java >/dev/null; then
-  echo "setup: warning: java is not installed; the Flink cluster needs JDK 17 (apt-get install openjdk-17-jre-headless)" >&2
+  echo "setup: warning: java is not installed; the Flink cluster needs JDK 17 (apt-get install openjdk-17-jdk-headless)" >&2
+fi
+# The online-features job's one Java function (JSON_FIELDS), built against the Flink env's jars.
+if command -v javac >/dev/null; then
+  bash infra/flink-udf/build.sh
+else
+  echo "setup: warning: javac is not installed; the SQL streaming job needs it (apt-get install openjdk-17-jdk-headless)" >&2
 fi
 echo "setup: done"

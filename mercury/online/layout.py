@@ -60,12 +60,24 @@ def active_key(set_name: str) -> str:
 
 
 def tile_field(hop_ms: int, index: int) -> str:
-    return f"t:{format_duration(hop_ms)}:{index}"
+    return f"t:{hop_label(hop_ms)}:{index}"
 
 
 def parse_tile_field(name: str) -> tuple[int, int]:
     _, hop, index = name.split(":")
     return parse_duration(hop), int(index)
+
+
+def hop_label(hop_ms: int) -> str:
+    return format_duration(hop_ms)
+
+
+def tile_below(name: str, first_read: tuple[tuple[int, int], ...]) -> bool:
+    """Whether ``name`` is a tile field of one of these hops below the first index read."""
+    if not name.startswith("t:"):
+        return False
+    hop, index = parse_tile_field(name)
+    return any(hop == h and index < first for h, first in first_read)
 
 
 def list_field(feature_name: str) -> str:

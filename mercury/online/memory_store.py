@@ -36,6 +36,9 @@ class MemoryOnlineStore(OnlineStore):
             fields.update(w.set_fields)
             for name in w.delete_fields:
                 fields.pop(name, None)
+            if w.prune_tiles:
+                for name in [n for n in fields if layout.tile_below(n, w.prune_tiles)]:
+                    del fields[name]
             self.ttls[w.key] = w.ttl_ms
 
     def put_values(self, values: dict[str, bytes], ttl_ms: int) -> None:

@@ -26,6 +26,21 @@ if TYPE_CHECKING:
 # for both kinds, so the clients are ``Any`` here and replies are typed where they are read.
 Client = Any
 
+# KEYS: one hash; ARGV: pairs of (hop label, first tile index still read). Deletes the tile
+# fields of those hops below their index: the writer need not know which tiles exist.
+_PRUNE_TILES = """
+local first = {}
+for i = 1, #ARGV, 2 do first[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local dead = {}
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local hop, index = string.match(name, '^t:([^:]+):(-?%d+)$')
+  if hop and first[hop] and tonumber(index) < first[hop] then dead[#dead + 1] = name end
+end
+for i = 1, #dead, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(dead, i, math.min(i + 999, #dead)))
+end
+return #dead
+"""
 # KEYS: pointer, history. Remembers the replaced version (the last 20), never the same twice.
 _PROMOTE = """
 local before = redis.call('GET', KEYS[1])
@@ -52,6 +67,7 @@ class RedisOnlineStore(OnlineStore):
         self.config = config
         self._client = client
         self._async_client = async_client
+        self._prune_script: Any = None
 
     def _connection_kwargs(self) -> dict[str, Any]:
         cfg = self.config
@@ -67,6 +83,11 @@ class RedisOnlineStore(OnlineStore):
             self._client = redis.RedisCluster(**kwargs) if self.config.cluster \
                 else redis.Redis(db=self.config.db, **kwargs)
         return self._client
+
+    def _prune_tiles(self, keys: list[str], args: list[Any], client: Client) -> None:
+        if self._prune_script is None:
+            self._prune_script = self.client.register_script(_PRUNE_TILES)
+        self._prune_script(keys=keys, args=args, client=client)
 
     @property
     def async_client(self) -> Client:
@@ -135,6 +156,10 @@ class RedisOnlineStore(OnlineStore):
                 pipe.hset(w.key, mapping=w.set_fields)
             if w.delete_fields:
                 pipe.hdel(w.key, *w.delete_fields)
+            if w.prune_tiles:
+                args = [a for hop, first in w.prune_tiles
+                        for a in (layout.hop_label(hop), first)]
+                self._prune_tiles(keys=[w.key], args=args, client=pipe)
             if w.ttl_ms:
                 pipe.pexpire(w.key, w.ttl_ms)
         pipe.execute()

@@ -19,12 +19,15 @@ Versions = dict[str, int | None]
 @dataclass(frozen=True)
 class KeyWrite:
     """Whole fields to overwrite (and delete) in one hash, and its TTL. ``replace`` drops
-    every other field first (the hash then holds exactly ``set_fields``)."""
+    every other field first (the hash then holds exactly ``set_fields``). ``prune_tiles``:
+    (hop, first index still read) pairs; tile fields of that hop below it are deleted, which
+    ever they are (a writer that keeps no list of its tiles: the SQL job's)."""
     key: str
     set_fields: dict[str, bytes]
     delete_fields: tuple[str, ...] = ()
     ttl_ms: int = 0
     replace: bool = False
+    prune_tiles: tuple[tuple[int, int], ...] = ()
 
 
 class OnlineStore(ABC):

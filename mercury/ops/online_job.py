@@ -23,8 +23,9 @@ class Progress:
 
 
 def submit(client, config_path, job_name: str, savepoint_path: str | None = None,
-           feature_sets: str = "", warm_start: str = "", wait: bool = True) -> str:
-    args = ["--config", str(config_path), "--job-name", job_name]
+           feature_sets: str = "", warm_start: str = "", wait: bool = True,
+           engine: str = "sql") -> str:
+    args = ["--config", str(config_path), "--job-name", job_name, "--engine", engine]
     if feature_sets:
         args += ["--feature-sets", feature_sets]
     if warm_start:

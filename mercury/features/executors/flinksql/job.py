@@ -1,0 +1,97 @@
+"""The SQL job's graph on a TableEnvironment: settings, functions, views, one statement set.
+
+``build`` knows no connector: the job's ``main`` declares ``raw_<stream>`` (line, position,
+pt) for every stream of the plan and the sinks (``dlq_<stream>_dlq``, ``staged_validated``,
+``staged_late``, ``online_store``) before calling it (see flink_jobs/online_features.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mercury.features.executors.flinksql.plan import JobPlan
+from mercury.features.executors.streaming.dedup import DEDUP_HORIZON_MS
+
+UDF_JAR = Path(__file__).resolve().parents[4] / "infra" / "flink-udf" / "build" / \
+    "mercury-flink-udf.jar"
+
+# Changes are folded for this long before they move down the pipeline (one flush for all the
+# aggregation levels): the main part of the job's latency, and what keeps the writer's
+# batches large when traffic is.
+MINI_BATCH_LATENCY = "500 ms"
+
+SETTINGS = {
+    "table.exec.mini-batch.enabled": "true",
+    "table.exec.mini-batch.allow-latency": MINI_BATCH_LATENCY,
+    "table.exec.mini-batch.size": "50000",
+    # JSON_OBJECTAGG/JSON_ARRAYAGG take retractions in one phase only (a two-phase merge
+    # would meet a key twice).
+    "table.optimizer.agg-phase-strategy": "ONE_PHASE",
+    # A view read by several branches (each stream's deduplicated events feed tiles, latest
+    # values, items, clocks and the late output) is optimized once and shared: without this,
+    # each branch prunes its own columns and gets its own copy of the parse, validation and
+    # deduplicate operators.
+    "table.optimizer.reuse-optimize-block-with-digest-enabled": "true",
+    # The default state TTL is the dedup horizon (the deduplicate operators' state); the
+    # feature aggregations carry their own, longer TTL as hints (plan.retention_ms).
+    "table.exec.state.ttl": f"{DEDUP_HORIZON_MS} ms",
+    # Keyed state in RocksDB with incremental checkpoints, as in production: on the heap,
+    # TTL's per-access cleanup of map state dominates the aggregations' time.
+    "state.backend.type": "rocksdb",
+    "execution.checkpointing.incremental": "true",
+    "python.fn-execution.bundle.size": "20000",
+    "python.fn-execution.bundle.time": "100",
+    "python.fn-execution.arrow.batch.size": "5000",
+}
+
+
+def udf_jar_url() -> str:
+    if not UDF_JAR.exists():
+        raise FileNotFoundError(f"{UDF_JAR} is missing: run `make setup` (it builds the job's "
+                                "Java function with javac)")
+    return UDF_JAR.as_uri()
+
+
+def configure(t_env: Any) -> None:
+    config = t_env.get_config()
+    for key, value in SETTINGS.items():
+        config.set(key, value)
+
+
+def _computed_once(t_env: Any, sql: str) -> Any:
+    """``sql`` through a DataStream and back (all in the JVM): its readers then share one
+    copy of it. The processing-time column ``pt`` is taken anew on the way back in.
+
+    It comes back insert-only: with mini-batches on, Flink declares the keep-first
+    deduplicate's output as updating although it only ever inserts, and every aggregation
+    after it would then keep all its values to take retractions that never come."""
+    from pyflink.table import ChangelogMode, Schema
+    from pyflink.table.expressions import col
+
+    table = t_env.sql_query(sql)
+    columns = [c for c in table.get_schema().get_field_names() if c != "pt"]
+    stream = t_env.to_changelog_stream(table.select(*[col(c) for c in columns]))
+    return t_env.from_changelog_stream(
+        stream, Schema.new_builder().column_by_expression("pt", "PROCTIME()").build(),
+        ChangelogMode.insert_only())
+
+
+def build(t_env: Any, plan: JobPlan, feature_sets_json: str, store_json: str) -> Any:
+    """Views and INSERTs of ``plan`` on ``t_env``; returns the statement set to execute."""
+    from mercury.features.executors.flinksql.udfs import functions
+
+    t_env.execute_sql("CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS JSON_FIELDS "
+                      f"AS 'com.mercurypay.flink.JsonFields' LANGUAGE JAVA "
+                      f"USING JAR '{udf_jar_url()}'")
+    for name, function in functions(feature_sets_json, store_json).items():
+        t_env.create_temporary_system_function(name, function)
+    for view in plan.views():
+        if view.shared:
+            t_env.create_temporary_view(view.name, _computed_once(t_env, view.sql))
+        else:
+            t_env.execute_sql(view.text())
+    statements = t_env.create_statement_set()
+    for insert in plan.inserts():
+        statements.add_insert_sql(insert.sql)
+    return statements
