@@ -7,11 +7,13 @@
 ``main`` only declares connectors from configuration. Two engines run the same compiled specs
 (``mercury features compile``, never the Python that defined them):
 
-- ``sql`` (the default): Flink SQL compiled from the specs
-  (``mercury.features.executors.flinksql``; ``mercury features explain --engine flink`` prints
-  it); Python only validates what the SQL check leaves and writes aggregated changes in batches.
-- ``python``: per-event Python operators (``mercury.features.executors.streaming.flink``), kept
-  for warm-started versions, which the SQL engine does not take over yet.
+- ``sql``: Flink SQL compiled from the specs (``mercury.features.executors.flinksql``;
+  ``mercury features explain --engine flink`` prints it); Python only validates what the SQL
+  check leaves and writes aggregated changes in batches. Stop it with a savepoint: a cancel
+  while its writer is busy takes the TaskManager down (docs/STREAMING.md, "Known limits").
+- ``python`` (the default for now): per-event Python operators
+  (``mercury.features.executors.streaming.flink``); also the one that takes over a
+  warm-started version.
 
 Connectors, local defaults (production swaps the event-log folders for Kafka topics):
 - sources: one filesystem table per stream over the event log folder, format ``raw`` (one row
@@ -41,7 +43,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warm-start", default="",
                         help="comma-separated NAME.vN that take over from their warm start "
                              "(mercury features warm-start) at its cut")
-    parser.add_argument("--engine", choices=("sql", "python"), default="sql")
+    parser.add_argument("--engine", choices=("sql", "python"), default="python",
+                        help="sql: Flink SQL compiled from the specs; python: per-event Python "
+                             "operators (the default until the SQL job survives a cancel: "
+                             "docs/STREAMING.md, Known limits)")
     parser.add_argument("--job-name", default="mercury-online-features")
     parser.add_argument("--parallelism", type=int, default=None)
     return parser.parse_args(argv)
@@ -111,11 +116,14 @@ def sql_sinks(t_env, streams, event_log_root: str, staging: str) -> None:
     folders["staged_late"] = os.path.join(staging, "late")
     for table, folder in folders.items():
         os.makedirs(folder, exist_ok=True)
-        # Part files are committed (renamed from a hidden name) at each checkpoint.
+        # Part files are committed (renamed from a hidden name) at the checkpoint after they
+        # roll; a row format rolls on time only (not on checkpoints), so roll them as often.
         t_env.execute_sql(f"""
             CREATE TEMPORARY TABLE {table} (line STRING) WITH (
                 'connector' = 'filesystem', 'path' = 'file://{folder}', 'format' = 'raw',
-                'sink.rolling-policy.rollover-interval' = '1 h')""")
+                'sink.rolling-policy.rollover-interval' = '{CHECKPOINT_INTERVAL}',
+                'sink.rolling-policy.inactivity-interval' = '{CHECKPOINT_INTERVAL}',
+                'sink.rolling-policy.check-interval' = '1 s')""")
     t_env.execute_sql("CREATE TEMPORARY TABLE online_store (batch_writes BIGINT) "
                       "WITH ('connector' = 'blackhole')")
 

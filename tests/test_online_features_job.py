@@ -1,11 +1,11 @@
-"""The PyFlink online-features job on the real local Flink cluster and Redis, held to the
-reference executor.
+"""The online-features job, each engine (Flink SQL; per-event Python operators), on the real
+local Flink cluster and Redis, held to the reference executor.
 
-One scenario, because a job start costs ~20 s here: an adversarial stream (5% duplicates,
-10% out of order by up to 10 minutes, 2% late by 1 h to 3 days, 1% malformed, 3% with
-unknown new fields); the job is cancelled right after its first checkpoint, mid-stream,
-whatever it had done by then; more data arrives (plus one event 40 days late), and the job
-is restored from the retained checkpoint.
+One scenario per engine, because a job start costs ~20 s here: an adversarial stream (5%
+duplicates, 10% out of order by up to 10 minutes, 2% late by 1 h to 3 days, 1% malformed, 3%
+with unknown new fields); the job is halted right after its first checkpoint, mid-stream,
+whatever it had done by then (cancelled, or for the SQL job stopped with a savepoint); more
+data arrives (plus one event 40 days late), and the job is restored.
 
 At the end every user's online values must equal the oracle's, each
 malformed record must be exactly one dead letter of the right rule, every valid line must be
@@ -95,8 +95,22 @@ def _merged_manifest(paths) -> dict:
     return merged
 
 
-def test_job_survives_cancel_and_restore_and_equals_the_reference(flink_rest, job_settings,
-                                                                  tmp_path):
+def _halt(flink_rest, job_id: str, engine: str) -> str:
+    """Stop the job mid-stream; return what to restore from. The Python engine is cancelled
+    and restored from its last retained checkpoint. The SQL engine stops with a savepoint:
+    cancelling it while its vectorized writer is busy kills the TaskManager (PyFlink's Arrow
+    operator fails to close on a cancelled channel; docs/STREAMING.md, "Known limits")."""
+    if engine == "sql":
+        return flink_rest.stop_with_savepoint(job_id)
+    checkpoint = online_job.latest_checkpoint_path(flink_rest, job_id)
+    flink_rest.cancel(job_id)
+    flink_rest.wait_for_state(job_id, ["CANCELED"])
+    return checkpoint
+
+
+@pytest.mark.parametrize("engine", ["sql", "python"])
+def test_job_survives_a_stop_and_restore_and_equals_the_reference(flink_rest, job_settings,
+                                                                  tmp_path, engine):
     settings, config = job_settings
     feature_sets = load_compiled()
     streams = sorted({fs.source.stream for fs in feature_sets})
@@ -105,15 +119,13 @@ def test_job_survives_cancel_and_restore_and_equals_the_reference(flink_rest, jo
                    start_ms=START_MS + 4 * DAY_MS)
     generate(settings, first, tmp_path / "m1.json", with_postgres=False, show_progress=False)
 
-    job_id = online_job.submit(flink_rest, config, "test-online-features")
+    job_id = online_job.submit(flink_rest, config, "test-online-features", engine=engine)
     try:
         deadline = time.monotonic() + 120
         while flink_rest.checkpoints(job_id)["counts"]["completed"] < 1:
             assert time.monotonic() < deadline, "no checkpoint within 2 minutes"
             time.sleep(0.2)
-        checkpoint = online_job.latest_checkpoint_path(flink_rest, job_id)
-        flink_rest.cancel(job_id)
-        flink_rest.wait_for_state(job_id, ["CANCELED"])
+        checkpoint = _halt(flink_rest, job_id, engine)
 
         # Mid-stream, before the second half: a record from a producer whose clock is 45
         # days fast. Every event after it must still count.
@@ -121,7 +133,7 @@ def test_job_survives_cancel_and_restore_and_equals_the_reference(flink_rest, jo
         generate(settings, second, tmp_path / "m2.json", with_postgres=False,
                  show_progress=False)
         job_id = online_job.submit(flink_rest, config, "test-online-features",
-                                   savepoint_path=checkpoint)
+                                   savepoint_path=checkpoint, engine=engine)
         assert flink_rest.checkpoints(job_id)["latest"]["restored"]["external_path"] \
             == checkpoint
         # A restored job counts only the lines after its checkpoint: wait for it to settle.
@@ -130,7 +142,7 @@ def test_job_survives_cancel_and_restore_and_equals_the_reference(flink_rest, jo
         too_late_id = _too_late_transaction(settings)
         online_job.wait_caught_up(flink_rest, job_id, None)
     finally:
-        flink_rest.cancel(job_id)
+        _halt(flink_rest, job_id, engine)
 
     # Exactness: every user's values equal the oracle's, at several request times.
     arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
@@ -175,7 +187,7 @@ def test_the_jobs_warm_start_argument_reaches_its_graph(flink_rest, job_settings
     settings, config = job_settings
     _too_late_transaction(settings)  # any valid record: it makes the operator open
     job_id = online_job.submit(flink_rest, config, "test-warm-start-argument",
-                               warm_start="spending.v2", wait=False)
+                               warm_start="spending.v2", wait=False, engine="python")
     try:
         deadline = time.monotonic() + 120
         traces: list[str] = []

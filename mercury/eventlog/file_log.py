@@ -19,10 +19,11 @@ import orjson
 from mercury.eventlog.base import EventConsumer, EventLogError, EventProducer, Message
 
 _PART = re.compile(r"^part-(?P<writer>[A-Za-z0-9_.-]+)-(?P<seq>\d{8})\.jsonl$")
-# Part files committed by Flink's FileSink (dead letters, staged lake files):
-# part-<uuid>-<n>.jsonl (Flink 2.x; older versions add the subtask index before <n>)
+# Part files committed by Flink (dead letters, staged lake files): part-<uuid>-<n>.jsonl from
+# the DataStream FileSink (older versions add the subtask index before <n>), and
+# part-<uuid>-<subtask>-<n> from the SQL filesystem connector, which has no suffix option.
 _FLINK_PART = re.compile(
-    r"^part-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(-\d+){1,2}\.jsonl$")
+    r"^part-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(-\d+){1,2}(\.jsonl)?$")
 _WRITER_ID = re.compile(r"^[A-Za-z0-9_.]+$")
 
 

@@ -29,6 +29,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     list_ = actions.add_parser("list", help="compiled sets, versions, features and windows")
     list_.set_defaults(run=_list)
 
+    explain = actions.add_parser(
+        "explain", help="print what an engine runs for compiled sets (Flink SQL)")
+    explain.add_argument("sets", nargs="*", metavar="SET.vN",
+                         help="e.g. spending.v1 (default: every compiled set)")
+    explain.add_argument("--engine", choices=("flink",), default="flink")
+    explain.set_defaults(run=_explain)
+
     warm = actions.add_parser(
         "warm-start", help="fill a version's online hashes and seam state from the lake")
     warm.add_argument("ref", metavar="SET.vN")
@@ -127,6 +134,18 @@ def _list(args) -> int:
         raise CommandError(str(exc)) from None
     for line in describe(feature_sets):
         print(line)
+    return 0
+
+
+def _explain(args) -> int:
+    from mercury.features.definition import compile as compiler
+    from mercury.features.executors.flinksql.plan import compile_job
+
+    try:
+        feature_sets = compiler.load_compiled(args.sets or None)
+    except compiler.CompileError as exc:
+        raise CommandError(str(exc)) from None
+    print(compile_job(feature_sets).explain(), end="")
     return 0
 
 

@@ -24,7 +24,7 @@ class Progress:
 
 def submit(client, config_path, job_name: str, savepoint_path: str | None = None,
            feature_sets: str = "", warm_start: str = "", wait: bool = True,
-           engine: str = "sql") -> str:
+           engine: str = "python") -> str:
     args = ["--config", str(config_path), "--job-name", job_name, "--engine", engine]
     if feature_sets:
         args += ["--feature-sets", feature_sets]
@@ -37,13 +37,17 @@ def submit(client, config_path, job_name: str, savepoint_path: str | None = None
 
 
 def progress(client, job_id: str) -> Progress:
+    """Either engine's counters: the Python operators are named; in the SQL job, lines are
+    what the sources emitted and "routed" what reached the online store's writer."""
     lines = routed = 0
     for vertex in client.job(job_id)["vertices"]:
-        read = vertex["metrics"]["read-records"]
-        if "validate-and-route" in vertex["name"]:
-            lines += read
-        elif vertex["name"].startswith("online-features"):
-            routed += read
+        name, metrics = vertex["name"], vertex["metrics"]
+        if "validate-and-route" in name:
+            lines += metrics["read-records"]
+        elif name.startswith("online-features") or "online_store" in name:
+            routed += metrics["read-records"]
+        elif name.startswith("Source: src_"):
+            lines += metrics["write-records"]
     return Progress(lines, routed)
 
 

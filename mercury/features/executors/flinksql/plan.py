@@ -24,7 +24,7 @@ part say which of its rules it implements.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -105,8 +105,13 @@ def _purchase_status(event_type: str, auth_decision: str, reversal_reason: str) 
             f"THEN 'CHARGED_BACK' ELSE 'REVERSED' END END")
 
 
-# transforms.FUNCTIONS in SQL; tests/flink/test_sql_plan.py holds each to its Python.
-SQL_FUNCTIONS = {"mcc_category": _mcc_category, "purchase_status": _purchase_status}
+# transforms.FUNCTIONS in SQL; tests/flink/test_sql_contract.py holds each to its Python.
+SQL_FUNCTIONS: dict[str, Callable[..., str]] = {"mcc_category": _mcc_category,
+                                                "purchase_status": _purchase_status}
+
+
+def _derived_sql(function: str, inputs: Sequence[str]) -> str:
+    return SQL_FUNCTIONS[function](*inputs)
 
 
 def filter_sql(condition: Filter) -> str:
@@ -232,7 +237,7 @@ WHERE entity_id IS NOT NULL AND event_id IS NOT NULL AND event_ts IS NOT NULL"""
         derived = self.feature_sets[0].source.derived
         if not derived:
             return "1 AS no_derived_column"
-        return ", ".join(f"{SQL_FUNCTIONS[d.function](*d.inputs)} AS {d.name}" for d in derived)
+        return ", ".join(f"{_derived_sql(d.function, d.inputs)} AS {d.name}" for d in derived)
 
     def _first(self) -> Statement:
         """Effectively-once: the first arrival of an event id (``reference.first_arrivals``),
@@ -266,7 +271,8 @@ FROM first_{s} WHERE event_ts < arrival_ts - {MAX_LATENESS_MS}""", "insert")
             Statement(f"dead_letters_{s}", f"""INSERT INTO dlq_{dlq}
 SELECT v.dead_letter FROM judged_{s} WHERE v.dead_letter IS NOT NULL""", "insert"),
             Statement(f"validated_{s}", f"""INSERT INTO staged_validated
-SELECT '{{"stream":"{self.stream}","position":"' || line_position || '","record":' || record_json || '}}'
+SELECT '{{"stream":"{self.stream}","position":"' || line_position
+  || '","record":' || record_json || '}}'
 FROM valid_{s}""", "insert"),
             self.late()]
 
@@ -423,7 +429,8 @@ def _parts_statement(stream: StreamPlan) -> Statement:
     parts.append(Part("TRUE", stream.stream, "c", "''", "''", "max_text",
                       text=_padded("LEAST(event_ts, arrival_ts)")))
     rows = ",\n    ".join(p.row() for p in parts)
-    return Statement(f"parts_{stream.name}", f"""SELECT u.target, entity_id, u.kind, u.name, u.part, u.op, u.num, u.txt
+    return Statement(f"parts_{stream.name}", f"""SELECT
+  u.target, entity_id, u.kind, u.name, u.part, u.op, u.num, u.txt
 FROM counted_{stream.name} CROSS JOIN UNNEST(ARRAY[
     {rows}
   ]) AS u(keep, target, kind, name, part, op, num, txt)
@@ -465,12 +472,12 @@ def compile_job(feature_sets: Sequence[FeatureSet]) -> JobPlan:
     for fs in feature_sets:
         by_stream.setdefault(fs.source.stream, []).append(fs)
     streams = []
-    for stream, sets in sorted(by_stream.items()):
+    for name, sets in sorted(by_stream.items()):
         keys = {fs.entity.join_key for fs in sets}
         if len(keys) > 1:
-            raise ValueError(f"{stream}: sets of one stream must share an entity key, "
+            raise ValueError(f"{name}: sets of one stream must share an entity key, "
                              f"got {sorted(keys)} (one dedup and identity per stream)")
-        streams.append(StreamPlan(stream, tuple(sets)))
+        streams.append(StreamPlan(name, tuple(sets)))
     statements: list[Statement] = []
     for stream in streams:
         statements += [*stream.statements(), _parts_statement(stream)]
