@@ -75,6 +75,22 @@ def configure(env, t_env, args, settings) -> None:
     config.set("restart-strategy.fixed-delay.delay", "2 s")
 
 
+def _line_table(t_env, table: str, folder: str) -> None:
+    """One row per line of the files in ``folder`` (raw), with its file; new files are picked
+    up every second."""
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE {table} (
+            line STRING,
+            path STRING METADATA FROM 'file.path' VIRTUAL,
+            pt AS PROCTIME()
+        ) WITH (
+            'connector' = 'filesystem',
+            'path' = 'file://{folder}',
+            'format' = 'raw',
+            'source.monitor-interval' = '1 s'
+        )""")
+
+
 def sql_sources(t_env, streams, event_log_root: str) -> None:
     """``raw_<stream>`` (line, line_position, pt) over each stream's event-log folder."""
     from mercury.features.executors.flinksql.plan import table_name
@@ -83,17 +99,7 @@ def sql_sources(t_env, streams, event_log_root: str) -> None:
         name = table_name(stream)
         folder = os.path.join(event_log_root, stream)
         os.makedirs(folder, exist_ok=True)
-        t_env.execute_sql(f"""
-            CREATE TEMPORARY TABLE src_{name} (
-                line STRING,
-                path STRING METADATA FROM 'file.path' VIRTUAL,
-                pt AS PROCTIME()
-            ) WITH (
-                'connector' = 'filesystem',
-                'path' = 'file://{folder}',
-                'format' = 'raw',
-                'source.monitor-interval' = '1 s'
-            )""")
+        _line_table(t_env, f"src_{name}", folder)
         # A line's position is its file and number (one reader per file, in file order).
         t_env.execute_sql(f"""
             CREATE TEMPORARY VIEW raw_{name} AS
@@ -134,17 +140,7 @@ def line_sources(t_env, streams, event_log_root: str):
     for i, stream in enumerate(streams):
         folder = os.path.join(event_log_root, stream)
         os.makedirs(folder, exist_ok=True)
-        t_env.execute_sql(f"""
-            CREATE TEMPORARY TABLE src_{i} (
-                line STRING,
-                path STRING METADATA FROM 'file.path' VIRTUAL,
-                pt AS PROCTIME()
-            ) WITH (
-                'connector' = 'filesystem',
-                'path' = 'file://{folder}',
-                'format' = 'raw',
-                'source.monitor-interval' = '1 s'
-            )""")
+        _line_table(t_env, f"src_{i}", folder)
         # Rows of one file reach the counter in file order (one reader per file, one channel).
         selects.append(f"""
             SELECT '{stream}' AS `stream`, line, path,

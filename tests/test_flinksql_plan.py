@@ -114,10 +114,10 @@ def test_latest_values_keep_deletes_and_expiry():
 def test_items_are_the_newest_n_with_each_field_from_its_best_ranked_event():
     parts = {}
     for i in range(25):  # more items than the feature keeps
-        item = f"p{i:02d}"
-        parts[f"{item}{PART}ts"] = f"{1_000 + i:020d}"
-        parts[f"{item}{PART}status"] = f"0002x{PICK}" + orjson.dumps(["SETTLED"]).decode()
-        parts[f"{item}{PART}amount"] = f"0002x{PICK}" + orjson.dumps([float(i)]).decode()
+        status = f"0002x{PICK}" + orjson.dumps(["SETTLED"]).decode()
+        amount = f"0002x{PICK}" + orjson.dumps([float(i)]).decode()
+        parts[f"p{i:02d}"] = orjson.dumps([1_000 + i, status, None, None, amount,
+                                           None, None, None, None]).decode()
     store = _write([("purchases.v1", "u1", "l", "recent_purchases", orjson.dumps(parts).decode())])
     items = orjson.loads(_fields(store, purchases)[layout.list_field("recent_purchases")])
     assert [i["item"] for i in items] == [f"p{i:02d}" for i in range(24, 4, -1)]

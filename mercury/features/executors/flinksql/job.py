@@ -19,12 +19,12 @@ UDF_JAR = Path(__file__).resolve().parents[4] / "infra" / "flink-udf" / "build" 
 # Changes are folded for this long before they move down the pipeline (one flush for all the
 # aggregation levels): the main part of the job's latency, and what keeps the writer's
 # batches large when traffic is.
-MINI_BATCH_LATENCY = "2 s"
+MINI_BATCH_LATENCY = "500 ms"
 
 SETTINGS = {
     "table.exec.mini-batch.enabled": "true",
     "table.exec.mini-batch.allow-latency": MINI_BATCH_LATENCY,
-    "table.exec.mini-batch.size": "200000",
+    "table.exec.mini-batch.size": "50000",
     # JSON_OBJECTAGG/JSON_ARRAYAGG take retractions in one phase only (a two-phase merge
     # would meet a key twice).
     "table.optimizer.agg-phase-strategy": "ONE_PHASE",

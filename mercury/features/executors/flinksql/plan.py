@@ -393,38 +393,40 @@ def _latest_parts(fs: FeatureSet) -> list[Part]:
     return parts
 
 
-def _list_parts(fs: FeatureSet) -> list[Part]:
+def _item_statements(stream: StreamPlan, ttl: int) -> list[Statement]:
     """``incremental._add_to_items``: per item its first event time and, per field, the value
     of its highest-ranked event that has one (rank, then event order, as ``materialize_items``
-    ranks them). The writer keeps the newest ``n`` items."""
-    parts = []
-    for feature in fs.features:
-        if not isinstance(feature, LastN):
-            continue
-        keep = where_sql(feature.where, f"{feature.item_key} IS NOT NULL")
-        ranks = " ".join(f"WHEN {sql_literal(status)} THEN {rank}"
-                         for status, rank in feature.status_rank)
-        rank_key = f"LPAD(CAST(CASE {feature.status} {ranks} ELSE 0 END AS STRING), 4, '0')" \
-                   f" || order_key"
-        item = f"CAST({feature.item_key} AS STRING) || CHR(29) || "
-        name = f"'{feature.name}'"
-        parts.append(Part(keep, fs.ref, "l", name, item + "'ts'", "min_text",
-                          text=_padded("event_ts")))
-        parts.append(Part(keep, fs.ref, "l", name, item + "'status'", "max_text",
-                          text=f"{rank_key} || {PICK_SEP} || "
-                               f"JSON_ARRAY({feature.status} NULL ON NULL)"))
-        for column in feature.fields:
-            parts.append(Part(f"{keep} AND {column} IS NOT NULL", fs.ref, "l", name,
-                              item + sql_literal(column), "max_text",
-                              text=f"{rank_key} || {PICK_SEP} || JSON_ARRAY({column})"))
-    return parts
+    ranks them), as one part of the list field: [ts, status pick, field picks...]. The writer
+    keeps the newest ``n`` items."""
+    statements = []
+    for fs in stream.feature_sets:
+        for feature in fs.features:
+            if not isinstance(feature, LastN):
+                continue
+            ranks = " ".join(f"WHEN {sql_literal(status)} THEN {rank}"
+                             for status, rank in feature.status_rank)
+            rank_key = (f"LPAD(CAST(CASE {feature.status} {ranks} ELSE 0 END AS STRING), 4, '0')"
+                        f" || order_key")
+            picks = [f"MAX({rank_key} || {PICK_SEP} || JSON_ARRAY({feature.status} NULL ON NULL))"]
+            picks += [f"MAX(CASE WHEN {c} IS NOT NULL THEN {rank_key} || {PICK_SEP} || "
+                      f"JSON_ARRAY({c}) END)" for c in feature.fields]
+            source = f"counted_{stream.name}"
+            statements.append(Statement(
+                f"items_{table_name(fs.ref)}_{feature.name}", f"""SELECT {_ttl_hint(source, ttl)}
+  '{fs.ref}' AS target, entity_id, 'l' AS kind, '{feature.name}' AS name,
+  CAST({feature.item_key} AS STRING) AS part,
+  JSON_ARRAY(MIN(event_ts),
+    {(','+chr(10)+'    ').join(picks)} NULL ON NULL) AS part_value
+FROM {source}
+WHERE {where_sql(feature.where, f'{feature.item_key} IS NOT NULL')}
+GROUP BY entity_id, {feature.item_key}""", "view"))
+    return statements
 
 
 def _parts_statement(stream: StreamPlan) -> Statement:
     """Every part an event of ``stream`` updates, in one pass over its counted events (one
     reader of them, so the planner builds the stream's chain once)."""
-    parts = [p for fs in stream.feature_sets
-             for p in (*_tile_parts(fs), *_latest_parts(fs), *_list_parts(fs))]
+    parts = [p for fs in stream.feature_sets for p in (*_tile_parts(fs), *_latest_parts(fs))]
     # ``incremental.apply``'s clock: the newest event time folded in, capped by arrival.
     parts.append(Part("TRUE", stream.stream, "c", "''", "''", "max_text",
                       text=_padded("LEAST(event_ts, arrival_ts)")))
@@ -450,19 +452,24 @@ _PART_VALUE = """CASE op
   END"""
 
 
-def _field_statements(streams: Sequence[StreamPlan], ttl: int) -> list[Statement]:
-    """Parts fold per (target, entity, kind, name, part); a field is the JSON object of its
-    parts. One aggregation of each level for every kind, so one writer takes all the rows."""
+def _field_statements(streams: Sequence[StreamPlan], items: Sequence[Statement],
+                      ttl: int) -> list[Statement]:
+    """Parts fold per (target, entity, kind, name, part) (items per item, in their own
+    views); a field is the JSON object of its parts. One field aggregation for every kind,
+    so one writer takes all the rows."""
     keys = "target, entity_id, kind, name"
+    every_part = "\nUNION ALL\n".join(["SELECT * FROM part_values",
+                                       *(f"SELECT * FROM {i.name}" for i in items)])
     return [
         Statement("parts", "\nUNION ALL\n".join(f"SELECT * FROM parts_{s.name}" for s in streams),
                   "view"),
         Statement("part_values", f"""SELECT {_ttl_hint('parts', ttl)}
   {keys}, part, {_PART_VALUE} AS part_value
 FROM parts GROUP BY {keys}, part, op""", "view"),
-        Statement("writes", f"""SELECT {_ttl_hint('part_values', ttl)}
+        Statement("every_part", every_part, "view"),
+        Statement("writes", f"""SELECT {_ttl_hint('every_part', ttl)}
   {keys}, JSON_OBJECTAGG(KEY part VALUE part_value) AS payload
-FROM part_values GROUP BY {keys}""", "view"),
+FROM every_part GROUP BY {keys}""", "view"),
         Statement("online_store", """INSERT INTO online_store
 SELECT write_online(target, entity_id, kind, name, payload) FROM writes""", "insert")]
 
@@ -478,12 +485,16 @@ def compile_job(feature_sets: Sequence[FeatureSet]) -> JobPlan:
             raise ValueError(f"{name}: sets of one stream must share an entity key, "
                              f"got {sorted(keys)} (one dedup and identity per stream)")
         streams.append(StreamPlan(name, tuple(sets)))
-    statements: list[Statement] = []
-    for stream in streams:
-        statements += [*stream.statements(), _parts_statement(stream)]
     # One state TTL for every part (per-operator TTLs would split the chain, see
     # docs/STREAMING.md "The SQL job"): the longest any set needs.
-    statements += _field_statements(streams, max(retention_ms(fs) for fs in feature_sets))
+    ttl = max(retention_ms(fs) for fs in feature_sets)
+    statements: list[Statement] = []
+    items: list[Statement] = []
+    for stream in streams:
+        stream_items = _item_statements(stream, ttl)
+        statements += [*stream.statements(), _parts_statement(stream), *stream_items]
+        items += stream_items
+    statements += _field_statements(streams, items, ttl)
     for stream in streams:
         statements += stream.sinks()
     return JobPlan(tuple(s.stream for s in streams), tuple(statements))

@@ -8,8 +8,7 @@ decodes (``mercury.online.layout``), the same bytes' meaning as
     t  a tile: {"<feature><SEP><bucket>": "<partial as JSON text>"} -> {feature: {bucket: partial}}
        (a distinct count has one part per value: "<feature><SEP><bucket><PART>value": "1")
     v  latest values: {per: "<order><PICK>[ts, deleted, expires, v1, ...]"}
-    l  last-N items: {"<item><PART>ts": padded first event time,
-                      "<item><PART><field or status>": "<rank><PICK>[value]"}
+    l  last-N items: {item: "[first event time, <rank><PICK>[status], <rank><PICK>[v1], ...]"}
     c  a stream's clock for an entity, {"": padded clock}: ``_ts`` of each of its sets, and
        the pruning of tiles no window reads any more (a Redis-side scan, once per entity and
        day)
@@ -151,14 +150,15 @@ class OnlineWrites:
     def _items(self, fs: FeatureSet, name: str, payload: str) -> list[dict[str, Any]]:
         feature = fs.feature(name)
         assert isinstance(feature, LastN)
-        items: dict[str, dict[str, Any]] = {}
-        for key, text in orjson.loads(payload).items():
-            item, _, part = key.rpartition(PART)
-            items.setdefault(item, {})[part] = int(text) if part == "ts" else _picked(text)
-        newest = sorted(((parts["ts"], item) for item, parts in items.items() if "ts" in parts),
+        items = {item: orjson.loads(text) for item, text in orjson.loads(payload).items()}
+        newest = sorted(((parts[0], item) for item, parts in items.items()),
                         reverse=True)[:feature.n]
-        return [{"item": item, "ts": ts, "status": items[item].get("status"),
-                 **{f: items[item].get(f) for f in feature.fields}} for ts, item in newest]
+        out = []
+        for item_ts, item in newest:
+            _, status, *picks = items[item]
+            out.append({"item": item, "ts": item_ts, "status": _picked(status),
+                        **{f: _picked(p) for f, p in zip(feature.fields, picks, strict=True)}})
+        return out
 
     def _prune(self, fs: FeatureSet, key: str, clock: int) -> tuple[tuple[int, int], ...]:
         """Once per key and day of its clock (``incremental._prune``'s cut, made Redis-side)."""
