@@ -5,13 +5,15 @@ The statements read like the pipeline (docs/STREAMING.md, "The SQL job"):
     raw_<stream>        line, line_position, pt (proctime)  declared by the job's binding
     checked_<stream>    the line parsed once (JSON_FIELDS) and the contract's fast check
     judged_<stream>     the contract's Python validator on what the fast check did not pass
-    valid_<stream>      every valid record: typed columns, its JSON, its position
+    valid_<stream>      every valid record: its JSON, its position, its tagged fields
+    records_<stream>    typed columns; events_<stream>: identity, times, order, derived columns
     first_<stream>      the first arrival of each event id (Flink's deduplicate, keep first)
     counted_<stream>    what features count: not later than the lateness bound
-    tiles               partial aggregates per (set, entity, hop, tile), one JSON per tile
-    latest, lists       the newest values and last-N items per (set, entity, feature)
-    clocks              the newest event time (capped by arrival) per (stream, entity)
-    writes              all of the above as whole-field values for the online store
+    parts_<stream>      one row per part of a field an event updates: a tile's (feature,
+                        bucket), a latest value's per-value, the entity's clock
+    items_<set>_<f>     per last-N item, its first event time and ranked field values
+    part_values         each part folded (COUNT/SUM/MIN/MAX, ordered picks)
+    writes              each field as one JSON object of its parts, for the online store
 
 and INSERTs into the sinks (dead letters, lake staging, late events, the online store). Only
 two steps run Python: the validator, on the records the fast check leaves (malformed ones and
@@ -43,7 +45,6 @@ from mercury.features.executors.streaming.incremental import tile_retention
 GROUP_SEP = "CHR(31)"   # tiles.SEP: between a feature and its bucket, and inside a bucket
 PICK_SEP = "CHR(30)"    # between an ordering key and the value it orders
 NO_GROUP = "'unknown'"  # tiles._NO_GROUP
-# How long the job keeps what it needs for a set: its longest window or TTL, plus lateness.
 DAY_MS = 86_400_000
 
 
