@@ -10,6 +10,10 @@ every user's values to the reference executor at four request times. The ratio p
 SQL engine's lines/s over the Python engine's.
 
     .venv/bin/python bench/online_features_exactness.py [--events 1000000] [--engines sql,python]
+    uv run --no-project --with matplotlib python bench/online_features_exactness.py --plot-only
+
+Results in bench/results/<--out> (JSON), and a PNG beside it (``--plot-only`` draws it from
+the JSON where the main env has no matplotlib).
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--engines", default="sql,python")
     parser.add_argument("--out", default="online_features_exactness.json")
+    parser.add_argument("--plot-only", action="store_true")
     args = parser.parse_args()
+    result_path = REPO / "bench" / "results" / args.out
+    if args.plot_only:
+        plot(json.loads(result_path.read_text()), result_path.with_suffix(".png"))
+        return
 
     from tests.conftest import write_config
 
@@ -73,8 +82,9 @@ def main() -> None:
         out["sql_over_python"] = round(runs["sql"]["lines_per_s_per_slot"]
                                        / runs["python"]["lines_per_s_per_slot"], 2)
         print(f"SQL engine {out['sql_over_python']}x the Python engine's lines/s per slot")
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / args.out).write_text(json.dumps(out, indent=2) + "\n")
+    result_path.parent.mkdir(exist_ok=True)
+    result_path.write_text(json.dumps(out, indent=2) + "\n")
+    plot(out, result_path.with_suffix(".png"))
     sys.exit(0 if all(r["mismatches"] == 0 for r in runs.values()) else 1)
 
 
@@ -118,6 +128,39 @@ def _run(client, config, engine, lines, sets, streams, reader, settings) -> dict
             "values_compared": result.values, "entity_sets": result.entities,
             "mismatches": len(result.mismatches)}
 
+
+
+
+def plot(out: dict, path: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        print("no matplotlib here: draw the PNG with `uv run --no-project --with matplotlib "
+              "python bench/online_features_exactness.py --plot-only`")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = out["engines"]
+    names = list(runs)
+    rates = [runs[n]["lines_per_s_per_slot"] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = ["tab:blue", "tab:gray"][:len(names)]
+    bars = ax.bar([f"{n} engine" for n in names], rates, color=colors)
+    for bar, name in zip(bars, names, strict=True):
+        run = runs[name]
+        ax.annotate(f"{run['lines_per_s_per_slot']:,} lines/s\n{run['mismatches']} mismatches "
+                    f"/ {run['values_compared']:,}", (bar.get_x() + bar.get_width() / 2,
+                                                     bar.get_height()),
+                    ha="center", va="bottom", fontsize=9)
+    ax.axhline(20_000, linestyle="--", color="tab:red")
+    ax.annotate("goal: 20,000 lines/s per slot", (0, 20_000), va="bottom", color="tab:red",
+                fontsize=9)
+    ax.set_ylabel("raw lines per second, one slot")
+    ax.set_title(f"online features, {out['lines']:,} adversarial lines, all six sets")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ def run_sql(args: argparse.Namespace) -> None:
     env = StreamExecutionEnvironment.get_execution_environment()
     t_env = StreamTableEnvironment.create(env)
     configure(env, t_env, args, settings)
-    job.configure(t_env)
+    job.configure(t_env, settings.flink.state_backend)
 
     # The job reads the local (file) event log.
     root = str(cast(FileEventLogConfig, settings.event_log).root.resolve())

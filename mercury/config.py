@@ -105,6 +105,9 @@ class FlinkConfig(_Section):
     rest_url: str = "http://127.0.0.1:8081"
     conf_dir: Path = Path("infra/local/flink")
     default_parallelism: int = Field(1, ge=1)
+    # The SQL online-features job's keyed state: RocksDB with incremental checkpoints (state
+    # larger than memory, as in production) or the heap ("hashmap").
+    state_backend: Literal["rocksdb", "hashmap"] = "rocksdb"
 
 
 class AirflowConfig(_Section):

@@ -39,15 +39,15 @@ def submit(client, config_path, job_name: str, savepoint_path: str | None = None
 def progress(client, job_id: str) -> Progress:
     """Either engine's counters: the Python operators are named; in the SQL job, lines are
     what the sources emitted and "routed" what reached the online store's writer."""
+    vertices = client.job(job_id)["vertices"]
+    sql = not any("validate-and-route" in v["name"] for v in vertices)
     lines = routed = 0
-    for vertex in client.job(job_id)["vertices"]:
+    for vertex in vertices:
         name, metrics = vertex["name"], vertex["metrics"]
-        if "validate-and-route" in name:
-            lines += metrics["read-records"]
+        if "validate-and-route" in name or (sql and name.startswith("Source: src_")):
+            lines += metrics["read-records" if not sql else "write-records"]
         elif name.startswith("online-features") or "online_store" in name:
             routed += metrics["read-records"]
-        elif name.startswith("Source: src_"):
-            lines += metrics["write-records"]
     return Progress(lines, routed)
 
 

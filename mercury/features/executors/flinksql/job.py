@@ -36,10 +36,6 @@ SETTINGS = {
     # The default state TTL is the dedup horizon (the deduplicate operators' state); the
     # feature aggregations carry their own, longer TTL as hints (plan.retention_ms).
     "table.exec.state.ttl": f"{DEDUP_HORIZON_MS} ms",
-    # Keyed state in RocksDB with incremental checkpoints, as in production: on the heap,
-    # TTL's per-access cleanup of map state dominates the aggregations' time.
-    "state.backend.type": "rocksdb",
-    "execution.checkpointing.incremental": "true",
     "python.fn-execution.bundle.size": "20000",
     "python.fn-execution.bundle.time": "100",
     "python.fn-execution.arrow.batch.size": "5000",
@@ -53,10 +49,14 @@ def udf_jar_url() -> str:
     return UDF_JAR.as_uri()
 
 
-def configure(t_env: Any) -> None:
+def configure(t_env: Any, state_backend: str) -> None:
+    """``state_backend``: settings.flink.state_backend (rocksdb, with incremental checkpoints;
+    or hashmap, the heap)."""
     config = t_env.get_config()
     for key, value in SETTINGS.items():
         config.set(key, value)
+    config.set("state.backend.type", state_backend)
+    config.set("execution.checkpointing.incremental", str(state_backend == "rocksdb").lower())
 
 
 def _computed_once(t_env: Any, sql: str) -> Any:
