@@ -1,7 +1,7 @@
 """The SQL job's graph on a TableEnvironment: settings, functions, views, one statement set.
 
-``build`` knows no connector: the job's ``main`` declares ``raw_<stream>`` (line, position,
-pt) for every stream of the plan and the sinks (``dlq_<stream>_dlq``, ``staged_validated``,
+``build`` knows no connector: the job's ``main`` declares ``raw_<stream>`` (line,
+line_position, pt) for every stream of the plan and the sinks (``dlq_<stream>_dlq``, ``staged_validated``,
 ``staged_late``, ``online_store``) before calling it (see flink_jobs/online_features.py).
 """
 
@@ -25,14 +25,9 @@ SETTINGS = {
     "table.exec.mini-batch.enabled": "true",
     "table.exec.mini-batch.allow-latency": MINI_BATCH_LATENCY,
     "table.exec.mini-batch.size": "50000",
-    # JSON_OBJECTAGG/JSON_ARRAYAGG take retractions in one phase only (a two-phase merge
-    # would meet a key twice).
+    # JSON_OBJECTAGG takes retractions in one phase only (a two-phase merge meets a key
+    # twice).
     "table.optimizer.agg-phase-strategy": "ONE_PHASE",
-    # A view read by several branches (each stream's deduplicated events feed tiles, latest
-    # values, items, clocks and the late output) is optimized once and shared: without this,
-    # each branch prunes its own columns and gets its own copy of the parse, validation and
-    # deduplicate operators.
-    "table.optimizer.reuse-optimize-block-with-digest-enabled": "true",
     # The default state TTL is the dedup horizon (the deduplicate operators' state); the
     # feature aggregations carry their own, longer TTL as hints (plan.retention_ms).
     "table.exec.state.ttl": f"{DEDUP_HORIZON_MS} ms",
