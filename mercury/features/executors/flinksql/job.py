@@ -1,8 +1,9 @@
 """The SQL job's graph on a TableEnvironment: settings, functions, views, one statement set.
 
 ``build`` knows no connector: the job's ``main`` declares ``raw_<stream>`` (line,
-line_position, pt) for every stream of the plan and the sinks (``dlq_<stream>_dlq``, ``staged_validated``,
-``staged_late``, ``online_store``) before calling it (see flink_jobs/online_features.py).
+line_position, pt) for every stream of the plan and the sinks (``dlq_<stream>_dlq``,
+``staged_validated``, ``staged_late``, ``online_store``) before calling it (see
+flink_jobs/online_features.py).
 """
 
 from __future__ import annotations
