@@ -172,16 +172,10 @@ def file_sink(folder: str):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ["MERCURY_CONFIG"] = args.config
-    if args.engine == "sql":
-        if args.warm_start:
-            raise SystemExit("--warm-start needs --engine python: the SQL engine does not take "
-                             "a version over from its backfill yet")
-        run_sql(args)
-    else:
-        run_python(args)
+    if args.engine == "sql" and args.warm_start:
+        raise SystemExit("--warm-start needs --engine python: the SQL engine does not take a "
+                         "version over from its backfill yet")
 
-
-def run_sql(args: argparse.Namespace) -> None:
     import orjson
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
@@ -189,57 +183,46 @@ def run_sql(args: argparse.Namespace) -> None:
     from mercury.config import FileEventLogConfig, load_settings
     from mercury.features.definition import dsl
     from mercury.features.definition.compile import load_compiled
-    from mercury.features.executors.flinksql import job
-    from mercury.features.executors.flinksql.plan import compile_job
 
     settings = load_settings()
     names = [n for n in args.feature_sets.split(",") if n] or None
     feature_sets = load_compiled(names)
-    plan = compile_job(feature_sets)
-
+    specs_json = orjson.dumps([dsl.to_dict(fs) for fs in feature_sets]).decode()
     env = StreamExecutionEnvironment.get_execution_environment()
     t_env = StreamTableEnvironment.create(env)
     configure(env, t_env, args, settings)
-    job.configure(t_env, settings.flink.state_backend)
-
     # The job reads the local (file) event log.
     root = str(cast(FileEventLogConfig, settings.event_log).root.resolve())
     staging = str((settings.data_dir / "lake_staging").resolve())
+    if args.engine == "sql":
+        run_sql(t_env, settings, feature_sets, specs_json, root, staging)
+    else:
+        run_python(env, t_env, args, settings, feature_sets, specs_json, root, staging)
+
+
+def run_sql(t_env, settings, feature_sets, specs_json: str, root: str, staging: str) -> None:
+    from mercury.features.executors.flinksql import job
+    from mercury.features.executors.flinksql.plan import compile_job
+
+    plan = compile_job(feature_sets)
+    job.configure(t_env, settings.flink.state_backend)
     sql_sources(t_env, plan.streams, root)
     sql_sinks(t_env, plan.streams, root, staging)
-    statements = job.build(t_env, plan, orjson.dumps([dsl.to_dict(fs) for fs in feature_sets])
-                           .decode(), settings.online_store.model_dump_json())
-    statements.execute()
+    job.build(t_env, plan, specs_json, settings.online_store.model_dump_json()).execute()
 
 
-def run_python(args: argparse.Namespace) -> None:
-    import orjson
+def run_python(env, t_env, args: argparse.Namespace, settings, feature_sets, specs_json: str,
+               root: str, staging: str) -> None:
     from pyflink.common import Types
-    from pyflink.datastream import StreamExecutionEnvironment
-    from pyflink.table import StreamTableEnvironment
 
-    from mercury.config import FileEventLogConfig, load_settings
     from mercury.contracts import registry
-    from mercury.features.definition import dsl
-    from mercury.features.definition.compile import load_compiled
     from mercury.features.executors.streaming.flink import LINE, build
 
-    settings = load_settings()
-    names = [n for n in args.feature_sets.split(",") if n] or None
-    feature_sets = load_compiled(names)
     streams = sorted({fs.source.stream for fs in feature_sets})
-
-    env = StreamExecutionEnvironment.get_execution_environment()
-    t_env = StreamTableEnvironment.create(env)
-    configure(env, t_env, args, settings)
-
-    # The job reads the local (file) event log.
-    root = str(cast(FileEventLogConfig, settings.event_log).root.resolve())
     lines = t_env.to_data_stream(line_sources(t_env, streams, root)) \
         .map(lambda r: r, output_type=LINE)
     dead_letters, validated, late = build(
-        lines, orjson.dumps([dsl.to_dict(fs) for fs in feature_sets]).decode(),
-        settings.online_store.model_dump_json(),
+        lines, specs_json, settings.online_store.model_dump_json(),
         warm_start_refs=[ref for ref in args.warm_start.split(",") if ref])
 
     for stream in streams:
@@ -248,7 +231,6 @@ def run_python(args: argparse.Namespace) -> None:
         dead_letters.filter(lambda row, s=stream: row.stream == s) \
             .map(lambda row: row.json, output_type=Types.STRING()) \
             .sink_to(file_sink(dlq_folder)).name(f"dead-letters-{stream}")
-    staging = str((settings.data_dir / "lake_staging").resolve())
     validated.map(lambda row: row.json, output_type=Types.STRING()) \
         .sink_to(file_sink(os.path.join(staging, "validated"))).name("lake-validated")
     late.map(lambda row: row.json, output_type=Types.STRING()) \

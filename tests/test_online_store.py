@@ -511,6 +511,19 @@ def test_store_write_overwrites_deletes_and_sets_ttl(any_store):
         any_store.client.delete(layout.active_key("s"))
 
 
+def test_pruning_deletes_only_the_tiles_below_the_first_read_index(any_store):
+    """``prune_tiles`` (the SQL job's writer keeps no list of tiles): a Lua scan on Redis."""
+    key, hour, day = "fs:{u:unit}:s:v1", 3_600_000, 86_400_000
+    fields = {layout.tile_field(hour, i): b"{}" for i in (8, 9, 10)}
+    fields |= {layout.tile_field(day, 1): b"{}", layout.tile_field(day, 0): b"{}",
+               "l:items": b"[]", "_ts": b"1"}
+    any_store.write([KeyWrite(key, fields, (), 60_000)])
+    any_store.write([KeyWrite(key, {"_ts": b"2"}, ttl_ms=60_000,
+                              prune_tiles=((hour, 10), (day, 1)))])
+    assert set(any_store.read([key])[0]) == {layout.tile_field(hour, 10),
+                                            layout.tile_field(day, 1), "l:items", "_ts"}
+
+
 def test_memory_store_records_ttls_without_enforcing_them():
     store = MemoryOnlineStore()
     store.write([KeyWrite("k", {"a": b"1"}, (), 5)])

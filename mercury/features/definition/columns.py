@@ -76,6 +76,23 @@ def _numeric(source: _Source, column: str) -> bool:
     return False  # derived columns are strings here
 
 
+def used_columns(feature_set: _FeatureSet) -> list[str]:
+    """Every row column the set's features read, in a stable order (what an executor must
+    carry of each event)."""
+    names: list[str | None] = []
+    for feature in feature_set.features:
+        names += [f.column for f in feature.where]
+        if feature.kind == "aggregate":
+            names += [feature.column, feature.group_by]
+            if feature.column:
+                names.append(feature_set.source.currency_of(feature.column))
+        elif feature.kind == "last_n":
+            names += [feature.item_key, feature.status, *feature.fields]
+        elif feature.kind == "latest":
+            names += [feature.per, feature.expires, *feature.fields]
+    return list(dict.fromkeys(n for n in names if n is not None))
+
+
 def check_columns(feature_set: _FeatureSet) -> None:
     """Raise ``DefinitionError`` for a column the set names that its source does not have
     (features are told apart by ``kind``: this module must not import the DSL)."""

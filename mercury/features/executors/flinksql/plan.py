@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from mercury.contracts import registry
+from mercury.durations import DAY_MS, parse_duration
+from mercury.features.definition.columns import used_columns
 from mercury.features.definition.dsl import Aggregate, FeatureSet, Filter, LastN, Latest
 from mercury.features.definition.semantics import MAX_LATENESS_MS
 from mercury.features.definition.transforms import MCC_CATEGORIES
@@ -45,7 +47,6 @@ from mercury.features.executors.streaming.incremental import tile_retention
 GROUP_SEP = "CHR(31)"   # tiles.SEP: between a feature and its bucket, and inside a bucket
 PICK_SEP = "CHR(30)"    # between an ordering key and the value it orders
 NO_GROUP = "'unknown'"  # tiles._NO_GROUP
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,6 @@ SQL_FUNCTIONS: dict[str, Callable[..., str]] = {"mcc_category": _mcc_category,
                                                 "purchase_status": _purchase_status}
 
 
-def _derived_sql(function: str, inputs: Sequence[str]) -> str:
-    return SQL_FUNCTIONS[function](*inputs)
-
 
 def filter_sql(condition: Filter) -> str:
     """``filters.holds`` in SQL (a null value equals nothing and differs from everything)."""
@@ -167,7 +165,7 @@ class StreamPlan:
         for fs in self.feature_sets:
             for d in fs.source.derived:
                 needed.update(d.inputs)
-            needed.update(_feature_columns(fs))
+            needed.update(used_columns(fs))
         return sorted(needed - derived)
 
     def statements(self) -> list[Statement]:
@@ -238,7 +236,7 @@ WHERE entity_id IS NOT NULL AND event_id IS NOT NULL AND event_ts IS NOT NULL"""
         derived = self.feature_sets[0].source.derived
         if not derived:
             return "1 AS no_derived_column"
-        return ", ".join(f"{_derived_sql(d.function, d.inputs)} AS {d.name}" for d in derived)
+        return ", ".join(f"{SQL_FUNCTIONS[d.function](*d.inputs)} AS {d.name}" for d in derived)
 
     def _first(self) -> Statement:
         """Effectively-once: the first arrival of an event id (``reference.first_arrivals``),
@@ -278,37 +276,12 @@ FROM valid_{s}""", "insert"),
             self.late()]
 
 
-def _feature_columns(fs: FeatureSet) -> set[str]:
-    out: set[str] = set()
-    for feature in fs.features:
-        out.update(f.column for f in feature.where)
-        if isinstance(feature, Aggregate):
-            if feature.column:
-                out.add(feature.column)
-                currency = fs.source.currency_of(feature.column)
-                if currency:
-                    out.add(currency)
-            if feature.group_by:
-                out.add(feature.group_by)
-        elif isinstance(feature, LastN):
-            out.update((feature.item_key, feature.status, *feature.fields))
-        elif isinstance(feature, Latest):
-            out.update(feature.fields)
-            if feature.per:
-                out.add(feature.per)
-            if feature.expires:
-                out.add(feature.expires)
-    return out
-
-
 # ---- features ---------------------------------------------------------------------------------
 
 
 def retention_ms(fs: FeatureSet) -> int:
     """How long keyed state of a set must outlive its last update: a late event may still
     land in a tile that any window reads, or touch an item or a latest value."""
-    from mercury.durations import parse_duration
-
     longest = max([parse_duration(fs.ttl), *tile_retention(fs).values()])
     return longest + MAX_LATENESS_MS + DAY_MS
 

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from mercury.contracts import registry
 from mercury.durations import parse_duration
+from mercury.features.definition.columns import used_columns
 from mercury.features.definition.dsl import Aggregate, FeatureSet, Filter, LastN, Latest
 from mercury.features.definition.semantics import MAX_LATENESS_MS
 from mercury.features.definition.windows import Window, window
@@ -37,22 +38,6 @@ _NO_KEY = "unknown"  # the reference's key for a None group or currency value
 
 
 # ---- normalisation (Python, shared with the other executors) ------------------------------
-
-def used_columns(feature_set: FeatureSet) -> list[str]:
-    """Every row column the set's features read, in a stable order."""
-    names: list[str | None] = []
-    for feature in feature_set.features:
-        names += [f.column for f in feature.where]
-        if isinstance(feature, Aggregate):
-            names += [feature.column, feature.group_by]
-            if feature.column:
-                names.append(feature_set.source.currency_of(feature.column))
-        elif isinstance(feature, LastN):
-            names += [feature.item_key, feature.status, *feature.fields]
-        elif isinstance(feature, Latest):
-            names += [feature.per, feature.expires, *feature.fields]
-    return list(dict.fromkeys(n for n in names if n is not None))
-
 
 def _event_type(dtype: pa.DataType) -> pa.DataType:
     """How a contract column is held in events: as the normalised row holds it."""
