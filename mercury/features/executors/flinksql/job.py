@@ -17,6 +17,9 @@ from mercury.features.executors.streaming.dedup import DEDUP_HORIZON_MS
 UDF_JAR = Path(__file__).resolve().parents[4] / "infra" / "flink-udf" / "build" / \
     "mercury-flink-udf.jar"
 
+# The job's Java functions (infra/flink-udf) by their SQL name.
+JAVA_FUNCTIONS = {"JSON_FIELDS": "JsonFields", "FIELD_JSON": "FieldJson"}
+
 # Changes are folded for this long before they move down the pipeline (one flush for all the
 # aggregation levels): the main part of the job's latency, and what keeps the writer's
 # batches large when traffic is.
@@ -26,8 +29,7 @@ SETTINGS = {
     "table.exec.mini-batch.enabled": "true",
     "table.exec.mini-batch.allow-latency": MINI_BATCH_LATENCY,
     "table.exec.mini-batch.size": "50000",
-    # JSON_OBJECTAGG takes retractions in one phase only (a two-phase merge meets a key
-    # twice).
+    # FIELD_JSON takes retractions in one phase only (it has no merge).
     "table.optimizer.agg-phase-strategy": "ONE_PHASE",
     # The default state TTL is the dedup horizon (the deduplicate operators' state); the
     # feature aggregations carry their own, longer TTL as hints (plan.retention_ms).
@@ -77,9 +79,10 @@ def build(t_env: Any, plan: JobPlan, feature_sets_json: str, store_json: str) ->
     """Views and INSERTs of ``plan`` on ``t_env``; returns the statement set to execute."""
     from mercury.features.executors.flinksql.udfs import functions
 
-    t_env.execute_sql("CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS JSON_FIELDS "
-                      f"AS 'com.mercurypay.flink.JsonFields' LANGUAGE JAVA "
-                      f"USING JAR '{udf_jar_url()}'")
+    for name, java_class in JAVA_FUNCTIONS.items():
+        t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} "
+                          f"AS 'com.mercurypay.flink.{java_class}' LANGUAGE JAVA "
+                          f"USING JAR '{udf_jar_url()}'")
     for name, function in functions(feature_sets_json, store_json).items():
         t_env.create_temporary_system_function(name, function)
     for view in plan.views():

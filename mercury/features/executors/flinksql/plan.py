@@ -13,7 +13,8 @@ The statements read like the pipeline (docs/STREAMING.md, "The SQL job"):
                         bucket), a latest value's per-value, the entity's clock
     items_<set>_<f>     per last-N item, its first event time and ranked field values
     part_values         each part folded (COUNT/SUM/MIN/MAX, ordered picks)
-    writes              each field as one JSON object of its parts, for the online store
+    writes              each field as one JSON object of its parts (FIELD_JSON), for the
+                        online store
 
 and INSERTs into the sinks (dead letters, lake staging, late events, the online store). Only
 two steps run Python: the validator, on the records the fast check leaves (malformed ones and
@@ -390,7 +391,8 @@ def _item_statements(stream: StreamPlan, ttl: int) -> list[Statement]:
   '{fs.ref}' AS target, entity_id, 'l' AS kind, '{feature.name}' AS name,
   CAST({feature.item_key} AS STRING) AS part,
   JSON_ARRAY(MIN(event_ts),
-    {(','+chr(10)+'    ').join(picks)} NULL ON NULL) AS part_value
+    {(','+chr(10)+'    ').join(picks)} NULL ON NULL) AS part_value,
+  {feature.n} AS newest
 FROM {source}
 WHERE {where_sql(feature.where, f'{feature.item_key} IS NOT NULL')}
 GROUP BY entity_id, {feature.item_key}""", "view"))
@@ -429,8 +431,9 @@ _PART_VALUE = """CASE op
 def _field_statements(streams: Sequence[StreamPlan], items: Sequence[Statement],
                       ttl: int) -> list[Statement]:
     """Parts fold per (target, entity, kind, name, part) (items per item, in their own
-    views); a field is the JSON object of its parts. One field aggregation for every kind,
-    so one writer takes all the rows."""
+    views); a field is the JSON object of its parts (FIELD_JSON, infra/flink-udf; of a
+    last-N field, its newest items only). One field aggregation for every kind, so one
+    writer takes all the rows."""
     keys = "target, entity_id, kind, name"
     every_part = "\nUNION ALL\n".join(["SELECT * FROM part_values",
                                        *(f"SELECT * FROM {i.name}" for i in items)])
@@ -438,11 +441,11 @@ def _field_statements(streams: Sequence[StreamPlan], items: Sequence[Statement],
         Statement("parts", "\nUNION ALL\n".join(f"SELECT * FROM parts_{s.name}" for s in streams),
                   "view"),
         Statement("part_values", f"""SELECT {_ttl_hint('parts', ttl)}
-  {keys}, part, {_PART_VALUE} AS part_value
+  {keys}, part, {_PART_VALUE} AS part_value, 0 AS newest
 FROM parts GROUP BY {keys}, part, op""", "view"),
         Statement("every_part", every_part, "view"),
         Statement("writes", f"""SELECT {_ttl_hint('every_part', ttl)}
-  {keys}, JSON_OBJECTAGG(KEY part VALUE part_value) AS payload
+  {keys}, FIELD_JSON(part, part_value, newest) AS payload
 FROM every_part GROUP BY {keys}""", "view"),
         Statement("online_store", """INSERT INTO online_store
 SELECT write_online(target, entity_id, kind, name, payload) FROM writes""", "insert")]

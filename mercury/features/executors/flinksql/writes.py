@@ -150,9 +150,7 @@ class OnlineWrites:
     def _items(self, fs: FeatureSet, name: str, payload: str) -> list[dict[str, Any]]:
         feature = fs.feature(name)
         assert isinstance(feature, LastN)
-        # JSON_OBJECTAGG nests an item (a JSON_ARRAY) as JSON, not as text
-        items = {item: value if isinstance(value, list) else orjson.loads(value)
-                 for item, value in orjson.loads(payload).items()}
+        items = {item: orjson.loads(value) for item, value in orjson.loads(payload).items()}
         newest = sorted(((parts[0], item) for item, parts in items.items()),
                         reverse=True)[:feature.n]
         out = []
