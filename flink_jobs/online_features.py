@@ -75,9 +75,9 @@ def configure(env, t_env, args, settings) -> None:
     config.set("restart-strategy.fixed-delay.delay", "2 s")
 
 
-def _line_table(t_env, table: str, folder: str) -> None:
+def _line_table(t_env, table: str, folder: str, discovery_ms: int) -> None:
     """One row per line of the files in ``folder`` (raw), with its file; new files are picked
-    up every second."""
+    up every ``discovery_ms``."""
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE {table} (
             line STRING,
@@ -87,11 +87,11 @@ def _line_table(t_env, table: str, folder: str) -> None:
             'connector' = 'filesystem',
             'path' = 'file://{folder}',
             'format' = 'raw',
-            'source.monitor-interval' = '1 s'
+            'source.monitor-interval' = '{discovery_ms} ms'
         )""")
 
 
-def sql_sources(t_env, streams, event_log_root: str) -> None:
+def sql_sources(t_env, streams, event_log_root: str, discovery_ms: int) -> None:
     """``raw_<stream>`` (line, line_position, pt) over each stream's event-log folder."""
     from mercury.features.executors.flinksql.plan import table_name
 
@@ -99,7 +99,7 @@ def sql_sources(t_env, streams, event_log_root: str) -> None:
         name = table_name(stream)
         folder = os.path.join(event_log_root, stream)
         os.makedirs(folder, exist_ok=True)
-        _line_table(t_env, f"src_{name}", folder)
+        _line_table(t_env, f"src_{name}", folder, discovery_ms)
         # A line's position is its file and number (one reader per file, in file order).
         t_env.execute_sql(f"""
             CREATE TEMPORARY VIEW raw_{name} AS
@@ -134,13 +134,13 @@ def sql_sinks(t_env, streams, event_log_root: str, staging: str) -> None:
                       "WITH ('connector' = 'blackhole')")
 
 
-def line_sources(t_env, streams, event_log_root: str):
+def line_sources(t_env, streams, event_log_root: str, discovery_ms: int):
     """One raw-line table per stream, unioned, with each line's file and number."""
     selects = []
     for i, stream in enumerate(streams):
         folder = os.path.join(event_log_root, stream)
         os.makedirs(folder, exist_ok=True)
-        _line_table(t_env, f"src_{i}", folder)
+        _line_table(t_env, f"src_{i}", folder, discovery_ms)
         # Rows of one file reach the counter in file order (one reader per file, one channel).
         selects.append(f"""
             SELECT '{stream}' AS `stream`, line, path,
@@ -192,34 +192,37 @@ def main(argv: list[str] | None = None) -> None:
     t_env = StreamTableEnvironment.create(env)
     configure(env, t_env, args, settings)
     # The job reads the local (file) event log.
-    root = str(cast(FileEventLogConfig, settings.event_log).root.resolve())
+    event_log = cast(FileEventLogConfig, settings.event_log)
+    root, discovery_ms = str(event_log.root.resolve()), event_log.discovery_interval_ms
     staging = str((settings.data_dir / "lake_staging").resolve())
     if args.engine == "sql":
-        run_sql(t_env, settings, feature_sets, specs_json, root, staging)
+        run_sql(t_env, settings, feature_sets, specs_json, root, discovery_ms, staging)
     else:
-        run_python(env, t_env, args, settings, feature_sets, specs_json, root, staging)
+        run_python(env, t_env, args, settings, feature_sets, specs_json, root, discovery_ms,
+                   staging)
 
 
-def run_sql(t_env, settings, feature_sets, specs_json: str, root: str, staging: str) -> None:
+def run_sql(t_env, settings, feature_sets, specs_json: str, root: str, discovery_ms: int,
+            staging: str) -> None:
     from mercury.features.executors.flinksql import job
     from mercury.features.executors.flinksql.plan import compile_job
 
     plan = compile_job(feature_sets)
-    job.configure(t_env, settings.flink.state_backend)
-    sql_sources(t_env, plan.streams, root)
+    job.configure(t_env, settings.flink)
+    sql_sources(t_env, plan.streams, root, discovery_ms)
     sql_sinks(t_env, plan.streams, root, staging)
     job.build(t_env, plan, specs_json, settings.online_store.model_dump_json()).execute()
 
 
 def run_python(env, t_env, args: argparse.Namespace, settings, feature_sets, specs_json: str,
-               root: str, staging: str) -> None:
+               root: str, discovery_ms: int, staging: str) -> None:
     from pyflink.common import Types
 
     from mercury.contracts import registry
     from mercury.features.executors.streaming.flink import LINE, build
 
     streams = sorted({fs.source.stream for fs in feature_sets})
-    lines = t_env.to_data_stream(line_sources(t_env, streams, root)) \
+    lines = t_env.to_data_stream(line_sources(t_env, streams, root, discovery_ms)) \
         .map(lambda r: r, output_type=LINE)
     dead_letters, validated, late = build(
         lines, specs_json, settings.online_store.model_dump_json(),

@@ -77,6 +77,9 @@ class FileEventLogConfig(_Section):
     type: Literal["file"] = "file"
     root: Path
     batch_size: int = Field(5000, ge=1)
+    # How often a Flink job lists the folders for new files: a floor on its freshness
+    # (0..interval of waiting per file), paid in directory listings.
+    discovery_interval_ms: int = Field(1000, ge=50)
 
 
 class KafkaEventLogConfig(_Section):
@@ -108,6 +111,9 @@ class FlinkConfig(_Section):
     # The SQL online-features job's keyed state: RocksDB with incremental checkpoints (state
     # larger than memory, as in production) or the heap ("hashmap").
     state_backend: Literal["rocksdb", "hashmap"] = "rocksdb"
+    # How long the SQL job folds changes before they move on (mini-batches): fewer, larger
+    # state updates and writes against that much added latency.
+    mini_batch_ms: int = Field(500, ge=1)
 
 
 class AirflowConfig(_Section):

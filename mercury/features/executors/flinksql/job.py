@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mercury.config import FlinkConfig
 from mercury.features.executors.flinksql.plan import JobPlan
 from mercury.features.executors.streaming.dedup import DEDUP_HORIZON_MS
 
@@ -20,14 +21,8 @@ UDF_JAR = Path(__file__).resolve().parents[4] / "infra" / "flink-udf" / "build" 
 # The job's Java functions (infra/flink-udf) by their SQL name.
 JAVA_FUNCTIONS = {"JSON_FIELDS": "JsonFields", "FIELD_JSON": "FieldJson"}
 
-# Changes are folded for this long before they move down the pipeline (one flush for all the
-# aggregation levels): the main part of the job's latency, and what keeps the writer's
-# batches large when traffic is.
-MINI_BATCH_LATENCY = "500 ms"
-
 SETTINGS = {
     "table.exec.mini-batch.enabled": "true",
-    "table.exec.mini-batch.allow-latency": MINI_BATCH_LATENCY,
     "table.exec.mini-batch.size": "50000",
     # FIELD_JSON takes retractions in one phase only (it has no merge).
     "table.optimizer.agg-phase-strategy": "ONE_PHASE",
@@ -47,14 +42,17 @@ def udf_jar_url() -> str:
     return UDF_JAR.as_uri()
 
 
-def configure(t_env: Any, state_backend: str) -> None:
-    """``state_backend``: settings.flink.state_backend (rocksdb, with incremental checkpoints;
-    or hashmap, the heap)."""
+def configure(t_env: Any, flink: FlinkConfig) -> None:
+    """The job's settings, its state backend (RocksDB with incremental checkpoints, or the
+    heap) and its mini-batch latency (changes are folded that long before they move down the
+    pipeline: one flush for all the aggregation levels)."""
     config = t_env.get_config()
     for key, value in SETTINGS.items():
         config.set(key, value)
-    config.set("state.backend.type", state_backend)
-    config.set("execution.checkpointing.incremental", str(state_backend == "rocksdb").lower())
+    config.set("table.exec.mini-batch.allow-latency", f"{flink.mini_batch_ms} ms")
+    config.set("state.backend.type", flink.state_backend)
+    config.set("execution.checkpointing.incremental",
+               str(flink.state_backend == "rocksdb").lower())
 
 
 def _computed_once(t_env: Any, sql: str) -> Any:
