@@ -70,7 +70,7 @@ class KafkaEventConsumer(EventConsumer):
         # Called inside consume() before fetching starts, so these watermarks are taken
         # before any message of the partition is returned.
         committed = {(tp.topic, tp.partition): tp.offset
-                     for tp in consumer.committed(partitions, timeout=10)}
+                     for tp in (consumer.committed(partitions, timeout=10) if partitions else [])}
         for tp in partitions:
             key = (tp.topic, tp.partition)
             low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
