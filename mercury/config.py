@@ -90,6 +90,9 @@ class KafkaEventLogConfig(_Section):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "SASL_SSL"
     sasl_username_env: str | None = None
     sasl_password_env: str | None = None
+    # How long a silent consumer keeps its partitions. librdkafka's mock cluster frees a
+    # closed member's partitions only then, so tests on it shorten this.
+    session_timeout_ms: int = Field(45_000, ge=6_000)
 
 
 EventLogConfig = Annotated[FileEventLogConfig | KafkaEventLogConfig, Field(discriminator="type")]

@@ -5,7 +5,8 @@ to fix. Fields the schema does not know yet (producers add optional fields witho
 coordinated deploy) are allowed and reported in ``unknown_fields``; missing optional fields get
 their schema default.
 
-Rules, in the order they are checked: not_json, not_an_object, missing_required_field,
+Rules, in the order they are checked: not_json, not_an_object (or, for Confluent Avro
+payloads, unknown_schema_id and bad_avro: ``payloads``), missing_required_field,
 wrong_type, unknown_enum, the format rules (bad_currency, bad_country, bad_mcc_code,
 bad_uuid, bad_language), then event_after_arrival: a record whose ``event_ts`` lies more than
 ``EVENT_AHEAD_OF_ARRIVAL_MS`` (1 hour) after its ``ingest_ts`` (a producer's clock gone
@@ -23,11 +24,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import orjson
-
-from mercury.contracts import schemas
+from mercury.contracts import payloads, schemas
 from mercury.contracts.avro_walk import PRIMITIVES, Node, Schema, named_types, resolve
 from mercury.contracts.code_lists import COUNTRIES, CURRENCIES, LANGUAGES
+from mercury.contracts.wire import WriterSchemas
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _MCC = re.compile(r"^[0-9]{4}$")
@@ -75,14 +75,14 @@ class Validator:
         top_level = {f["name"] for f in schema["fields"]}
         self.checks_time = {EVENT_TIME, ARRIVAL_TIME} <= top_level
 
-    def validate_bytes(self, raw: bytes | str) -> Verdict:
+    def validate_bytes(self, raw: bytes | str,
+                       writer_schemas: WriterSchemas | None = None) -> Verdict:
+        """Decode (``payloads.decode``: JSON, or Confluent Avro given ``writer_schemas``),
+        then validate."""
         try:
-            record = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            return Verdict(False, rule="not_json", message=f"not JSON: {exc}")
-        if not isinstance(record, dict):
-            return Verdict(False, rule="not_an_object",
-                           message=f"expected a JSON object, got {type(record).__name__}")
+            record = payloads.decode(raw, writer_schemas)
+        except payloads.UndecodablePayload as bad:
+            return Verdict(False, rule=bad.rule, message=str(bad))
         return self.validate(record)
 
     def validate(self, record: dict[str, Any]) -> Verdict:

@@ -5,7 +5,13 @@ binding (the local file event log, or Kafka) comes from configuration.
 """
 
 from mercury.eventlog.base import EventConsumer, EventLogError, EventProducer, Message
-from mercury.eventlog.factory import encode_record, open_consumer, open_producer
+from mercury.eventlog.factory import (
+    encode_record,
+    group_lag,
+    open_consumer,
+    open_producer,
+    writer_schemas,
+)
 
 __all__ = ["EventConsumer", "EventLogError", "EventProducer", "Message", "encode_record",
-           "open_consumer", "open_producer"]
+           "group_lag", "open_consumer", "open_producer", "writer_schemas"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -45,6 +46,13 @@ class EventConsumer(ABC):
 
     @abstractmethod
     def poll(self, max_messages: int = 500, timeout_s: float = 1.0) -> list[Message]: ...
+
+    @abstractmethod
+    def read_to_end(self, max_messages: int = 500) -> Iterator[list[Message]]:
+        """Batches of what the streams hold now: from the group's committed positions up to
+        the end positions taken when the read starts (on Kafka, the high watermarks right
+        after partition assignment). Messages appended meanwhile are left for the next read;
+        an empty poll on the way is not the end. ``commit`` between batches marks them done."""
 
     @abstractmethod
     def commit(self) -> None: ...

@@ -8,7 +8,7 @@ from typing import cast
 import orjson
 
 from mercury.config import FileEventLogConfig, KafkaEventLogConfig, Settings
-from mercury.contracts import registry, schemas, wire
+from mercury.contracts.wire import WriterSchemas
 from mercury.eventlog.base import EventConsumer, EventLogError, EventProducer
 
 
@@ -44,12 +44,39 @@ def open_consumer(settings: Settings, group: str, streams: list[str]) -> EventCo
         return FileEventConsumer(cfg.root, group, streams)
     from mercury.eventlog.kafka_log import KafkaEventConsumer
 
-    return KafkaEventConsumer(_kafka_client_config(cfg), group, streams)
+    return KafkaEventConsumer({**_kafka_client_config(cfg),
+                               "session.timeout.ms": cfg.session_timeout_ms}, group, streams)
 
 
 def encode_record(settings: Settings, stream_name: str, record: dict) -> bytes:
-    """The bytes a binding carries for a record: JSON locally, Avro or JSON on Kafka."""
+    """The bytes a binding carries for a record: JSON locally; on Kafka Confluent Avro under
+    the id the Schema Registry gives the stream's schema, or JSON."""
     cfg = settings.event_log
     if isinstance(cfg, KafkaEventLogConfig) and cfg.serialization == "avro":
-        return wire.encode(record, schemas.load(registry.stream(stream_name).schema_subject))
+        from mercury.eventlog.schema_registry import schema_registry
+
+        return schema_registry(cfg.schema_registry_url).encode(stream_name, record)
     return orjson.dumps(record)
+
+
+def writer_schemas(settings: Settings) -> WriterSchemas | None:
+    """How consumers find the writer schema of a Confluent Avro payload (``payloads.decode``):
+    the Schema Registry on Kafka; none on the file log, which carries JSON only."""
+    cfg = settings.event_log
+    if isinstance(cfg, FileEventLogConfig):
+        return None
+    from mercury.eventlog.schema_registry import schema_registry
+
+    return schema_registry(cfg.schema_registry_url).writer_schema
+
+
+def group_lag(settings: Settings, group: str, streams: list[str]) -> int:
+    """Messages of ``streams`` the consumer group has not committed yet."""
+    cfg = settings.event_log
+    if isinstance(cfg, FileEventLogConfig):
+        from mercury.eventlog import file_log
+
+        return file_log.group_lag(cfg.root, group, streams)
+    from mercury.eventlog import kafka_log
+
+    return kafka_log.group_lag(_kafka_client_config(cfg), group, streams)

@@ -148,10 +148,20 @@ class FileEventConsumer(EventConsumer):
         return orjson.loads(path.read_bytes()) if path.exists() else {}
 
     def poll(self, max_messages: int = 500, timeout_s: float = 1.0) -> list[Message]:
+        return self._next_batch(max_messages, {s: self.reader.files(s) for s in self.streams})
+
+    def read_to_end(self, max_messages: int = 500) -> Iterator[list[Message]]:
+        # A file is complete once renamed into place and never changes: the files listed now
+        # are the end positions, and files written later wait for the next read.
+        ends = {s: self.reader.files(s) for s in self.streams}
+        while batch := self._next_batch(max_messages, ends):
+            yield batch
+
+    def _next_batch(self, max_messages: int, files: dict[str, list[Path]]) -> list[Message]:
         batch: list[Message] = []
         for stream in self.streams:
             offsets = self._pending[stream]
-            for path in self.reader.files(stream):
+            for path in files[stream]:
                 done = offsets.get(path.name, 0)
                 for message in self.reader.read_file(stream, path, skip_lines=done):
                     batch.append(message)
@@ -168,3 +178,9 @@ class FileEventConsumer(EventConsumer):
             hidden.write_bytes(orjson.dumps(self._pending[stream]))
             os.replace(hidden, path)
             self._committed[stream] = dict(self._pending[stream])
+
+
+def group_lag(root: Path, group: str, streams: list[str]) -> int:
+    """Lines of ``streams`` that ``group`` has not committed."""
+    consumer = FileEventConsumer(root, group, streams)
+    return sum(consumer.reader.count(s) - sum(consumer._committed[s].values()) for s in streams)

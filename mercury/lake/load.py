@@ -1,10 +1,12 @@
 """Validate a stream of the event log into its lake table; failures go to its dead-letter
 stream with the rule they broke. Resumable and safe to re-run.
 
-The loader reads as a consumer group, writes the lake (upsert by event id) and the dead letters
-(ids derived from source positions) first, and commits its offsets last: a crash in between
-replays the batch, which changes nothing. This is the batch twin of the streaming job's
-validate-and-route step (the streaming issue); it feeds the lake locally and in tests.
+The loader reads as a consumer group up to the end positions taken at its start (a quiet
+moment does not end it early, and what arrives meanwhile waits for the next run), writes the
+lake (upsert by event id) and the dead letters (ids derived from source positions) first, and
+commits its offsets last: a crash in between replays the batch, which changes nothing. This is
+the batch twin of the streaming job's validate-and-route step (the streaming issue); it feeds
+the lake locally and in tests.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any, cast
 from mercury.config import Settings
 from mercury.contracts import registry
 from mercury.contracts.validation import validator
-from mercury.eventlog import open_consumer, open_producer
+from mercury.eventlog import encode_record, open_consumer, open_producer, writer_schemas
 from mercury.lake import tables
-from mercury.quality.dead_letters import encode, make_dead_letter
+from mercury.quality.dead_letters import make_dead_letter
 
 
 @dataclass
@@ -46,22 +48,25 @@ def load_stream(settings: Settings, stream_name: str, batch_size: int = 50_000,
     if spec.dead_letter_stream is None or spec.lake_table is None:
         raise ValueError(f"{stream_name} has no lake table or dead-letter stream to load into")
     check = validator(spec.schema_subject)
+    schemas_by_id = writer_schemas(settings)
     report = LoadReport(stream_name)
     consumer = open_consumer(settings, group or f"lake-loader.{stream_name}", [stream_name])
     dead_letters = open_producer(settings, writer_id="lakeloader")
     tables.ensure_table(settings, stream_name)
     try:
-        while batch := consumer.poll(max_messages=batch_size, timeout_s=1.0):
+        for batch in consumer.read_to_end(max_messages=batch_size):
             good = []
             for message in batch:
-                verdict = check.validate_bytes(message.value)
+                verdict = check.validate_bytes(message.value, schemas_by_id)
                 if verdict.ok:
                     good.append(cast("dict[str, Any]", verdict.record))  # the verdict is ok
                     report.unknown_fields.update(verdict.unknown_fields)
                     continue
                 letter = make_dead_letter(stream_name, message.position, message.value,
                                           verdict, now_ms())
-                dead_letters.send(spec.dead_letter_stream, encode(letter), key=letter["dlq_id"])
+                dead_letters.send(spec.dead_letter_stream,
+                                  encode_record(settings, spec.dead_letter_stream, letter),
+                                  key=letter["dlq_id"])
                 report.dead_letters[verdict.rule] += 1
             report.read += len(batch)
             report.valid += len(good)

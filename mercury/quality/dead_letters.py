@@ -6,6 +6,7 @@ The id is derived from the stream and the source position, so writing the same f
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 
@@ -25,11 +26,16 @@ def make_dead_letter(stream_name: str, position: str, raw: bytes, verdict: Verdi
                      failed_at_ms: int) -> dict:
     spec = registry.stream(stream_name)
     found = _EVENT_ID.search(raw)  # even a truncated payload often still names its event
+    try:
+        text, as_base64 = raw.decode("utf-8"), False
+    except UnicodeDecodeError:  # binary (Confluent Avro): kept exactly, for replay
+        text, as_base64 = base64.b64encode(raw).decode("ascii"), True
     return {
         "dlq_id": dead_letter_id(stream_name, position),
         "source_stream": stream_name,
         "source_position": position,
-        "raw_payload": raw.decode("utf-8", errors="replace"),
+        "raw_payload": text,
+        "raw_payload_base64": as_base64,
         "rule": verdict.rule,
         "field": verdict.field,
         "error_message": verdict.message or verdict.rule,
@@ -38,6 +44,14 @@ def make_dead_letter(stream_name: str, position: str, raw: bytes, verdict: Verdi
         "event_id": found.group(1).decode("utf-8", errors="replace") if found else None,
         "failed_at": failed_at_ms,
     }
+
+
+def raw_payload(dead_letter: dict) -> bytes:
+    """The failed payload's bytes, exactly as received."""
+    text = dead_letter["raw_payload"]
+    if dead_letter.get("raw_payload_base64"):  # absent in letters written before v2
+        return base64.b64decode(text)
+    return text.encode("utf-8")
 
 
 def encode(dead_letter: dict) -> bytes:

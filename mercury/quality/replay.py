@@ -20,8 +20,10 @@ import orjson
 
 from mercury.config import FileEventLogConfig, Settings
 from mercury.contracts import registry
+from mercury.contracts.payloads import decode
 from mercury.contracts.validation import validator
-from mercury.eventlog import open_consumer, open_producer
+from mercury.eventlog import open_consumer, open_producer, writer_schemas
+from mercury.quality.dead_letters import raw_payload
 
 
 class ReplayError(Exception):
@@ -65,6 +67,7 @@ def replay_dead_letters(settings: Settings, stream: str, *, dry_run: bool = Fals
     if spec.dead_letter_stream is None:
         raise ReplayError(f"{stream} has no dead-letter stream")
     check = validator(spec.schema_subject)
+    schemas_by_id = writer_schemas(settings)
     result = ReplayResult(stream, dry_run)
     seen: set[str] = set()
     with _Ledger(ledger_path(settings, stream), writable=not dry_run) as ledger:
@@ -72,10 +75,10 @@ def replay_dead_letters(settings: Settings, stream: str, *, dry_run: bool = Fals
         producer = None if dry_run else open_producer(settings, writer_id="dlqreplay")
         # Never committed: every run reads the whole dead-letter stream.
         with open_consumer(settings, f"dlq-replay.{stream}", [spec.dead_letter_stream]) as dlq:
-            while batch := dlq.poll(max_messages=batch_size, timeout_s=1.0):
+            for batch in dlq.read_to_end(max_messages=batch_size):
                 entries = []
                 for message in batch:
-                    letter = orjson.loads(message.value)
+                    letter = decode(message.value, schemas_by_id)
                     dlq_id = letter["dlq_id"]
                     if dlq_id in seen:
                         result.repeated += 1
@@ -84,8 +87,8 @@ def replay_dead_letters(settings: Settings, stream: str, *, dry_run: bool = Fals
                     if dlq_id in done:
                         result.already_replayed += 1
                         continue
-                    raw = letter["raw_payload"].encode("utf-8")
-                    verdict = check.validate_bytes(raw)
+                    raw = raw_payload(letter)
+                    verdict = check.validate_bytes(raw, schemas_by_id)
                     if not verdict.ok:
                         result.still_failing[verdict.rule] += 1
                         continue

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from mercury.contracts.validation import Verdict, validator
+from mercury.contracts.wire import MAGIC, WriterSchemas
 
 STREAM = "knowledge_documents"
 SUBJECT = "knowledge_document_change"
@@ -65,14 +66,17 @@ def _contract():
     return validator(SUBJECT)
 
 
-def parse_change(raw: bytes, languages: tuple[str, ...], max_body_chars: int
-                 ) -> Document | Rejected:
+def parse_change(raw: bytes, languages: tuple[str, ...], max_body_chars: int,
+                 writer_schemas: WriterSchemas | None = None) -> Document | Rejected:
+    """``writer_schemas``: the binding's Avro schema lookup (``eventlog.writer_schemas``)."""
+    avro = writer_schemas is not None and raw[:1] == bytes([MAGIC])
     try:
-        raw.decode("utf-8")
+        if not avro:  # JSON text; Avro strings are checked by the Avro decoder
+            raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejected(Verdict(False, rule="not_utf8",
                                 message=f"payload is not UTF-8 (byte {exc.start})"))
-    verdict = _contract().validate_bytes(raw)
+    verdict = _contract().validate_bytes(raw, writer_schemas)
     if not verdict.ok:
         return Rejected(verdict)
     record = verdict.record

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from mercury.config import Settings
-from mercury.eventlog.factory import open_consumer
+from mercury.eventlog.factory import open_consumer, writer_schemas
 from mercury.retrieval.chunking import ChunkingSpec
 from mercury.retrieval.documents import STREAM, Document, Rejected, parse_change
 from mercury.retrieval.embedding import Embedder
@@ -82,13 +82,15 @@ def load_queries(path: Path = QUERIES_PATH) -> list[LabelledQuery]:
 def read_source(settings: Settings) -> Iterator[Document]:
     """Every valid change in the stream, in log order (rejects are the indexer's to
     dead-letter; the rebuild only skips them). Read as a throw-away consumer group that never
-    commits, so it works on the file log and on Kafka alike (on Kafka the documents topic is
-    JSON: Avro payloads would need decoding first)."""
+    commits, up to the end positions taken at its start, so it works on the file log and on
+    Kafka alike (JSON or Confluent Avro)."""
     cfg = settings.retrieval
+    schemas_by_id = writer_schemas(settings)
     with open_consumer(settings, f"knowledge-rebuild-{uuid.uuid4().hex}", [STREAM]) as source:
-        while batch := source.poll(max_messages=2_000, timeout_s=5.0):
+        for batch in source.read_to_end(max_messages=2_000):
             for message in batch:
-                parsed = parse_change(message.value, cfg.languages, cfg.max_body_chars)
+                parsed = parse_change(message.value, cfg.languages, cfg.max_body_chars,
+                                      schemas_by_id)
                 if not isinstance(parsed, Rejected):
                     yield parsed
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from mercury.config import Settings
 from mercury.contracts import registry
-from mercury.eventlog.factory import open_consumer, open_producer
+from mercury.eventlog.factory import open_consumer, open_producer, writer_schemas
 from mercury.quality.dead_letters import encode, make_dead_letter
 from mercury.retrieval.documents import STREAM, Document, Rejected, parse_change
 from mercury.retrieval.embedding import Embedder, open_embedder
@@ -64,6 +64,7 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
                 progress: Callable[[IndexerStatus], None] | None = None) -> IndexerStatus:
     """Index what the stream holds; with ``follow``, keep going until ``stop`` is set."""
     cfg = settings.retrieval
+    schemas_by_id = writer_schemas(settings)
     index = index or open_index(cfg)
     embedder_for = embedder_for or embedder_cache(cfg.embed_batch_size)
     for spec in index.maintained(cfg.alias):
@@ -93,7 +94,8 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
             documents: list[Document] = []
             rejected: Counter = Counter()
             for message in batch:
-                parsed = parse_change(message.value, cfg.languages, cfg.max_body_chars)
+                parsed = parse_change(message.value, cfg.languages, cfg.max_body_chars,
+                                      schemas_by_id)
                 if isinstance(parsed, Rejected):
                     letter = make_dead_letter(STREAM, message.position, message.value,
                                               parsed.verdict, now_ms())

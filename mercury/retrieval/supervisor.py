@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from mercury.config import FileEventLogConfig, Settings
+from mercury.config import Settings
+from mercury.eventlog import group_lag
 from mercury.retrieval.documents import STREAM
 from mercury.retrieval.indexer import GROUP, load_status, now_ms, status_path
 from mercury.stack.base import Component, Health
@@ -62,14 +63,7 @@ def indexer_health(settings: Settings) -> IndexerHealth:
     return IndexerHealth(running, age, consumer_lag(settings), status)
 
 
-def consumer_lag(settings: Settings) -> int | None:
-    """Lines of the stream the indexer's group has not committed (local event log only; on
-    Kafka the consumer-group lag metric of MSK serves the same purpose)."""
-    if not isinstance(settings.event_log, FileEventLogConfig):
-        return None
-    from mercury.eventlog.file_log import FileEventConsumer, FileEventReader
-
-    reader = FileEventReader(settings.event_log.root)
-    committed = FileEventConsumer(settings.event_log.root, GROUP, [STREAM])._committed[STREAM]
-    total = reader.count(STREAM)
-    return total - sum(committed.values())
+def consumer_lag(settings: Settings) -> int:
+    """Changes in the stream the indexer's group has not committed (``group_lag``: lines on
+    the file log, high watermark minus committed offset on Kafka)."""
+    return group_lag(settings, GROUP, [STREAM])
