@@ -9,8 +9,10 @@
 7. run the Great Expectations checkpoint of the transaction contract on the lake table;
 8. build the knowledge index from the document stream (MiniLM), serve it behind its alias,
    and answer a sample question;
-9. the context API: online features into Redis, ``mercury serve``, questions for one user,
-   then the audit trail through the lake into the compliance view (mercury/serving/demo.py);
+9. the context API: online features into Redis by the Flink SQL job on the local cluster,
+   ``mercury serve``, questions for one user, a new purchase of another timed from the event
+   log into the API's answer, then the audit trail through the lake into the compliance view
+   (mercury/serving/demo.py);
 10. the batch path: spending's feature history in Spark, then every value the context API
     served in step 9 recomputed in Spark as of its time (mercury/features/offline/batch_demo.py);
 11. print a summary. Exits non-zero when any step fails.
@@ -81,7 +83,7 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
     _step("8/10 knowledge index: rebuild, serve, retrieve")
     failures += _knowledge(settings)
 
-    _step("9/10 context API: features, questions, audit into the compliance view")
+    _step("9/10 context API: the Flink job's features, questions, a live purchase, audit")
     from mercury.serving.demo import run_context_demo
 
     served_since_ms = int(time.time() * 1000)
@@ -113,11 +115,12 @@ def _step(title: str) -> None:
 
 
 def _fresh_start(settings: Settings) -> None:
-    """Each demo run is its own world: clear the event log, lake and warehouse it writes."""
+    """Each demo run is its own world: clear the event log, lake, warehouse and the Flink
+    job's lake staging it writes."""
     vectors = getattr(settings.retrieval.index, "path", None)
     # The demo runs on the local (file) event log.
     for path in (cast(FileEventLogConfig, settings.event_log).root, settings.lake.warehouse,
-                 settings.warehouse.duckdb_path, vectors):
+                 settings.warehouse.duckdb_path, vectors, settings.data_dir / "lake_staging"):
         if path is None or "://" in str(path):
             continue
         path = Path(path)

@@ -1,14 +1,18 @@
 """The context API's part of ``make demo``: features into Redis, the real service, a few
 questions, a safety outcome, then the audit trail through the lake into the compliance view.
 
-1. Online features: the generated event log runs through ``OnlineExecutor`` (the streaming
-   job's own logic, in plain Python: the demo does not wait for a Flink job) into Redis, and
-   every feature set's version 1 is promoted.
+1. Online features: the Flink SQL job, deployed on the local cluster as the
+   ``streaming_features`` DAG deploys it, reads the generated event log into Redis; every
+   feature set's version 1 is promoted once it has caught up.
 2. ``mercury serve`` starts as its own process; the demo waits for ``/readyz`` (model load).
 3. Three questions for one user, one per kind of plan, then a safety outcome for the first.
-4. The service stops (SIGINT: it ships what it spooled), the audit streams are loaded into the
-   lake, dbt builds the compliance models, and the demo reads what the assistant saw for that
-   user, masked, then as the compliance investigator.
+4. Live: a new card purchase of another user is written to the event log and timed until the
+   job has it in Redis; the context API's answer for that user then lists it.
+5. The service and the job stop (SIGINT: it ships what it spooled; the job: a savepoint),
+   the audit streams and the new purchase are loaded into the lake (step 10 recomputes what
+   was served from it), dbt builds the compliance models, and the demo reads what the
+   assistant saw for the first user, masked, then as the compliance investigator.
+ (SIGINT: it ships what it spooled), the audit streams are loaded into the
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ if TYPE_CHECKING:
 STREAMS = ("transactions", "user_activity", "risk_signals", "user_profile_cdc")
 QUESTIONS = ("Why was my card declined at the till?", "Can I afford a 250 EUR jacket?",
              "Summarize my spending this week")
+LIVE_QUESTION = "What did I just buy?"
 
 
 def load_online_features(settings: Settings) -> tuple[int, str]:
-    """Every valid event of the log into the online store; (events applied, a busy user)."""
-    from collections import Counter
-
+    """Every valid event of the log into the online store with the plain-Python executor (the
+    serving tests' world; the demo runs the Flink job instead); (events applied, a busy
+    user)."""
     from mercury.eventlog.file_log import FileEventReader
     from mercury.features.definition.compile import load_compiled
     from mercury.features.executors.reference import valid_record
@@ -49,22 +54,14 @@ def load_online_features(settings: Settings) -> tuple[int, str]:
     executor, applied = OnlineExecutor(sets), 0
     states: dict[str, DictState] = {}
     pending: list[KeyWrite] = []
-    declines: Counter[str] = Counter()
+    forget_earlier_world(settings)
     store = open_store(settings)
-    # The demo's world is new each run: keys of an earlier world would mix into its users.
-    client = cast("RedisOnlineStore", store).client  # the demo runs on the local Redis
-    stale = list(client.scan_iter(match="fs:{u:*", count=5_000))
-    for start in range(0, len(stale), 5_000):
-        client.unlink(*stale[start:start + 5_000])
-    # ... and on the local (file) event log
     reader = FileEventReader(cast(FileEventLogConfig, settings.event_log).root)
     for stream in STREAMS:
         for message in reader.read(stream):
             record = valid_record(stream, message.value)
             if record is None:
                 continue
-            if record.get("auth_decision") == "DECLINED":
-                declines[record["user_id"]] += 1
             for key, _ in executor.route(stream, record):
                 outcome = executor.process(key, stream, record,
                                            states.setdefault(key, DictState()))
@@ -77,7 +74,36 @@ def load_online_features(settings: Settings) -> tuple[int, str]:
     for name in sorted({fs.name for fs in sets}):
         store.set_active(name, 1)
     store.close()
-    return applied, declines.most_common(1)[0][0]
+    return applied, busiest_decliners(settings)[0]
+
+
+def forget_earlier_world(settings: Settings) -> None:
+    """The demo's world is new each run: keys of an earlier world would mix into its users."""
+    from mercury.online.factory import open_store
+
+    store = open_store(settings)
+    client = cast("RedisOnlineStore", store).client  # the demo runs on the local Redis
+    stale = list(client.scan_iter(match="fs:{u:*", count=5_000))
+    for start in range(0, len(stale), 5_000):
+        client.unlink(*stale[start:start + 5_000])
+    store.close()
+
+
+def busiest_decliners(settings: Settings, n: int = 2) -> list[str]:
+    """The users with the most declined AUTHs in the log (the decline question has an answer
+    for them)."""
+    from collections import Counter
+
+    from mercury.eventlog.file_log import FileEventReader
+    from mercury.features.executors.reference import valid_record
+
+    declines: Counter[str] = Counter()
+    reader = FileEventReader(cast(FileEventLogConfig, settings.event_log).root)
+    for message in reader.read("transactions"):
+        record = valid_record("transactions", message.value)
+        if record is not None and record.get("auth_decision") == "DECLINED":
+            declines[record["user_id"]] += 1
+    return [user for user, _ in declines.most_common(n)]
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
@@ -115,8 +141,13 @@ def ask(client: httpx.Client, settings: Settings, user_id: str, caller: str, que
     return answer
 
 
-def ask_the_service(settings: Settings, user_id: str) -> list[dict[str, Any]]:
+def ask_the_service(settings: Settings, user_id: str, live_user_id: str
+                    ) -> tuple[list[dict[str, Any]], float, dict[str, Any]]:
+    """``QUESTIONS`` for ``user_id``; then a new purchase of ``live_user_id`` timed through
+    the Flink job into the answer (mercury/serving/live.py). Returns (answers, ms from the
+    event log to Redis, the live user's answer)."""
     from mercury.privacy.keys import load_keys
+    from mercury.serving import live
     from mercury.serving.auth import service_token
 
     cfg = settings.serving
@@ -134,10 +165,13 @@ def ask_the_service(settings: Settings, user_id: str) -> list[dict[str, Any]]:
             client.post("/v1/outcomes", json={
                 "request_id": answers[0]["request_id"], "outcome": "ALLOWED",
                 "categories": [], "llm_model_version": "demo-llm-1"}).raise_for_status()
+            visible_ms, live_answer = live.time_a_purchase(
+                settings, live_user_id,
+                lambda user: ask(client, settings, user, caller, LIVE_QUESTION))
     finally:
         proc.send_signal(signal.SIGINT)  # graceful: the spool is shipped before it exits
         proc.wait(30)
-    return answers
+    return answers, visible_ms, live_answer
 
 
 def describe(answer: dict[str, Any]) -> list[str]:
@@ -176,19 +210,25 @@ def what_the_assistant_saw(settings: Settings, user_token: str) -> list[str]:
 
 def run_context_demo(settings: Settings) -> list[str]:
     """The step's failures (empty when it all worked)."""
+    from mercury.config import config_path
     from mercury.lake.load import load_stream
+    from mercury.ops.deployments import DeploymentError
+    from mercury.ops.flink_rest import FlinkRestError
     from mercury.privacy.keys import load_keys
     from mercury.privacy.protect import user_token
+    from mercury.serving import live
     from mercury.warehouse.dbt_runner import DbtError, run_dbt
 
-    started = time.perf_counter()
-    applied, user = load_online_features(settings)
-    print(f"online features: {applied:,} events applied in {time.perf_counter() - started:.1f}s"
-          f"; every set's v1 promoted")
+    user, live_user = busiest_decliners(settings)
+    forget_earlier_world(settings)
     try:
-        answers = ask_the_service(settings, user)
-    except (RuntimeError, httpx.HTTPError) as exc:
-        return [f"context API: {exc}"]
+        live.deploy_and_catch_up(settings, config_path().resolve())
+        answers, visible_ms, live_answer = ask_the_service(settings, user, live_user)
+    except (RuntimeError, TimeoutError, httpx.HTTPError, FlinkRestError,
+            DeploymentError) as exc:
+        return [f"online features and the context API: {exc}"]
+    finally:
+        live.stop(settings)
     print(f"user {user} (token {answers[0]['user_token']}):")
     for answer, question in zip(answers, QUESTIONS, strict=True):
         print(f"Q: {question}")
@@ -198,7 +238,11 @@ def run_context_demo(settings: Settings) -> list[str]:
                 for a in answers if a["degraded"]]
     if answers[0]["intent"] != "why_declined" or not answers[0]["documents"]:
         problems.append("context API: the decline question got no policy documents")
-    for stream in ("inference_audit", "assistant_safety_outcomes"):
+    recent = live_answer["features"]["purchases"]["values"]["recent_purchases"]
+    print(f"live: user {live_user} just bought something: {visible_ms:.0f} ms from the event "
+          f"log to Redis through the Flink job, and the context API's next answer lists it "
+          f"({recent[0]['amount']} {recent[0]['currency']}, newest of {len(recent)} purchases)")
+    for stream in ("inference_audit", "assistant_safety_outcomes", "transactions"):
         print(load_stream(settings, stream).summary())
     try:
         print(run_dbt(["build", "--select", "source:audit+"], settings=settings).summary())
