@@ -10,6 +10,9 @@ data arrives (plus one event 40 days late), and the job is restored.
 At the end every user's online values must equal the oracle's, each
 malformed record must be exactly one dead letter of the right rule, every valid line must be
 staged for the lake exactly once, and the too-late event must be in the late output.
+
+The SQL job also survives a SIGKILL of the TaskManager mid-stream, restored by Flink itself
+from its last checkpoint on a new TaskManager, with the same checks.
 """
 
 from __future__ import annotations
@@ -199,3 +202,135 @@ def test_the_jobs_warm_start_argument_reaches_its_graph(flink_rest, job_settings
                    for t in traces), flink_rest.failure(job_id)
     finally:
         flink_rest.cancel(job_id)
+
+
+def test_sql_job_survives_a_taskmanager_kill_mid_stream(flink_cluster, flink_rest,
+                                                          job_settings, tmp_path):
+    """SIGKILL of the TaskManager while the SQL job works through new data: Flink restores the
+    job from its last checkpoint on a new TaskManager. Values equal the reference (nothing
+    counted twice), every malformed record is one dead letter, every valid line is staged
+    once: what the killed attempt wrote after its checkpoint is replayed idempotently
+    (Redis) or was never committed (the part files)."""
+    import os
+    import signal
+
+    settings, config = job_settings
+    feature_sets = load_compiled()
+    streams = sorted({fs.source.stream for fs in feature_sets})
+    first = Knobs(events=4_000, users=200, seed=21, span_ms=2 * DAY_MS)
+    second = Knobs(events=24_000, users=200, seed=22, span_ms=4 * DAY_MS,
+                   start_ms=START_MS + 2 * DAY_MS)
+    generate(settings, first, tmp_path / "m1.json", with_postgres=False, show_progress=False)
+    job_id = online_job.submit(flink_rest, config, "test-taskmanager-kill", engine="sql")
+    try:
+        online_job.wait_caught_up(flink_rest, job_id, _lines(settings, streams))
+        generate(settings, second, tmp_path / "m2.json", with_postgres=False,
+                 show_progress=False)
+        before = online_job.progress(flink_rest, job_id).lines_read
+        deadline = time.monotonic() + 120
+        while online_job.progress(flink_rest, job_id).lines_read < before + 2_000:
+            assert time.monotonic() < deadline, "the job did not start on the new data"
+            time.sleep(0.05)
+        killed = flink_cluster.taskmanager_pids()
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        flink_cluster.start_taskmanager()
+        deadline = time.monotonic() + 180
+        while not flink_rest.checkpoints(job_id)["latest"].get("restored"):
+            assert time.monotonic() < deadline, "the job was not restored from a checkpoint"
+            time.sleep(0.5)
+        flink_rest.wait_until_running(job_id, timeout_s=180)
+        # A restored attempt counts only the lines after its checkpoint: wait for it to settle.
+        online_job.wait_caught_up(flink_rest, job_id, None, settle_s=5.0)
+    finally:
+        _halt(flink_rest, job_id, "sql")
+    assert killed and not any(pid in flink_cluster.taskmanager_pids() for pid in killed)
+
+    arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
+    end = last_arrival(arrivals)
+    report = compare(feature_sets, open_store(settings), arrivals,
+                     [end, end + 30 * 60_000, end + DAY_MS + 1, end + 8 * DAY_MS])
+    assert report.ok, report.summary()
+    assert report.values > 20_000
+
+    outcome = reconcile(_merged_manifest([tmp_path / "m1.json", tmp_path / "m2.json"]),
+                        settings.event_log.root, ["transactions", "user_activity",
+                                                  "risk_signals"])
+    assert not outcome.missing and not outcome.repeated and not outcome.unexpected, (
+        outcome.missing[:5], outcome.repeated[:5], outcome.unexpected[:5])
+    staged = FileEventReader(settings.data_dir / "lake_staging")
+    positions = [orjson.loads(m.value)["position"] for m in staged.read("validated")]
+    assert len(positions) == len(set(positions))
+    assert len(positions) == _lines(settings, streams) - sum(outcome.found.values())
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis server of this test's own (the pause below would stall every other user of the
+    shared one); its port."""
+    import shutil
+    import socket
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "the test's redis-server did not start"
+            time.sleep(0.05)
+    yield port
+    server.terminate()
+    server.wait(10)
+
+
+def test_sql_job_waits_out_an_online_store_that_stops_answering(flink_rest, private_redis,
+                                                                  tmp_path, monkeypatch):
+    """The online store answers nothing for 30 s mid-stream (CLIENT PAUSE: every command
+    waits, as in a failover): the writer times out and retries with backoff, Flink's
+    backpressure holds the stream, and afterwards every value equals the reference."""
+    config = write_config(tmp_path, online_store={"port": private_redis, "db": 0})
+    monkeypatch.setenv("MERCURY_CONFIG", str(config))
+    settings = load_settings()
+    feature_sets = load_compiled()
+    streams = sorted({fs.source.stream for fs in feature_sets})
+    generate(settings, Knobs(events=3_000, users=150, seed=31, span_ms=2 * DAY_MS),
+             tmp_path / "m1.json", with_postgres=False, show_progress=False)
+    job_id = online_job.submit(flink_rest, config, "test-store-pause", engine="sql")
+    try:
+        online_job.wait_caught_up(flink_rest, job_id, _lines(settings, streams))
+        generate(settings, Knobs(events=12_000, users=150, seed=32, span_ms=3 * DAY_MS,
+                                 start_ms=START_MS + 2 * DAY_MS),
+                 tmp_path / "m2.json", with_postgres=False, show_progress=False)
+        before = online_job.progress(flink_rest, job_id).lines_read
+        deadline = time.monotonic() + 120
+        while online_job.progress(flink_rest, job_id).lines_read < before + 1_000:
+            assert time.monotonic() < deadline, "the job did not start on the new data"
+            time.sleep(0.05)
+        redis.Redis(port=private_redis).execute_command("CLIENT", "PAUSE", "30000", "ALL")
+        paused_at = time.monotonic()
+        online_job.wait_caught_up(flink_rest, job_id, _lines(settings, streams),
+                                  timeout_s=300)
+        assert time.monotonic() - paused_at >= 30
+        assert flink_rest.job_state(job_id) == "RUNNING"
+        assert not flink_rest.checkpoints(job_id)["latest"].get("restored"), \
+            "the job restarted: the writer gave up instead of waiting"
+    finally:
+        _halt(flink_rest, job_id, "sql")
+
+    arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
+    end = last_arrival(arrivals)
+    report = compare(feature_sets, open_store(settings), arrivals, [end, end + DAY_MS + 1])
+    assert report.ok, report.summary()
+    assert report.values > 10_000

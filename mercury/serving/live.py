@@ -106,7 +106,7 @@ def time_a_purchase(settings: Settings, user_id: str,
     key, field = layout.entity_key(purchases, user_id), layout.list_field("recent_purchases")
     marker = event["purchase_id"].encode()
     producer = FileEventProducer(cast(FileEventLogConfig, settings.event_log).root,
-                                 writer_id="demo-live", fsync=False)
+                                 writer_id="demo_live", fsync=False)
     try:
         producer.send("transactions", orjson.dumps(event))
         producer.flush()  # renamed into place: Flink can see it from now

@@ -135,6 +135,24 @@ class FlinkCluster(Component):
             for n, pid in enumerate(pids):
                 self.pids.write(self.name, pid, tag if n == 0 else f"{tag}-{n}")
 
+    def taskmanager_pids(self) -> list[int]:
+        return self._daemon_pids(DAEMONS["taskmanager"])
+
+    def start_taskmanager(self) -> int:
+        """One more TaskManager for the running cluster (after one died), with Flink's own
+        ``bin/taskmanager.sh``; recorded with the cluster's processes so ``stop`` ends it."""
+        before = set(self.taskmanager_pids())
+        with open(self.settings.log_dir / "flink-start.log", "ab") as log:
+            subprocess.run(
+                ["bash", str(flink_home() / "bin" / "taskmanager.sh"), "start"], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120, check=True,
+                env={**os.environ, **self.script_env()}, start_new_session=True)
+        started = [pid for pid in self.taskmanager_pids() if pid not in before]
+        if not started:
+            raise StackError(f"Flink's taskexecutor did not start (see {self.flink_log_dir})")
+        self.pids.write(self.name, started[0], f"taskmanager-{started[0]}")
+        return started[0]
+
     def stop(self) -> str:
         message = super().stop()
         self._forget_dead_daemons()
