@@ -44,6 +44,9 @@ class RedisStoreConfig(_Section):
     connect_timeout_s: float = Field(0.05, gt=0)
     read_timeout_s: float = Field(1.0, gt=0)
     max_connections: int = Field(64, ge=1)
+    # The jobs' (blocking) client, e.g. the streaming writer: a store that stops answering
+    # (a host gone without a reset) raises after this long, to be retried, never hangs.
+    job_timeout_s: float = Field(10.0, gt=0)
 
 
 class MemoryStoreConfig(_Section):

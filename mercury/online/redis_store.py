@@ -79,7 +79,8 @@ class RedisOnlineStore(OnlineStore):
         if self._client is None:
             import redis
 
-            kwargs = self._connection_kwargs()
+            kwargs = dict(self._connection_kwargs(), socket_timeout=self.config.job_timeout_s,
+                          socket_connect_timeout=self.config.job_timeout_s)
             self._client = redis.RedisCluster(**kwargs) if self.config.cluster \
                 else redis.Redis(db=self.config.db, **kwargs)
         return self._client

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import requests
 
@@ -183,6 +184,20 @@ class FlinkRestClient:
     def job(self, job_id: str) -> dict:
         """Flink's job details: state, per-state timestamps, vertices and their states."""
         return self._call("GET", f"/jobs/{job_id}")
+
+    def metric_sums(self, job_id: str, suffix: str) -> dict[str, float]:
+        """Each vertex's metrics whose name ends with ``suffix``, summed over its subtasks
+        (e.g. a Python function's own counters), by ``<vertex name>/<metric>``."""
+        sums: dict[str, float] = {}
+        for vertex in self.job(job_id)["vertices"]:
+            path = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+            names = [m["id"] for m in cast(list, self._call("GET", path))
+                     if m["id"].endswith(suffix)]
+            if names:
+                for metric in cast(list, self._call("GET", path,
+                                                    params={"get": ",".join(names)})):
+                    sums[f"{vertex['name']}/{metric['id']}"] = float(metric["sum"])
+        return sums
 
     def job_state(self, job_id: str) -> str:
         return self.job(job_id)["state"]
