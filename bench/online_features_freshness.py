@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--tick-ms", type=int, default=100)
     parser.add_argument("--warmup-s", type=int, default=20)
-    parser.add_argument("--engine", choices=("sql", "python"), default="python")
+    parser.add_argument("--engine", choices=("sql", "python"), default="sql")
     parser.add_argument("--out", default="online_features_freshness.json")
     args = parser.parse_args()
 

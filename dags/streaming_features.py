@@ -44,11 +44,11 @@ def choose(params=None) -> list[str]:
 
 @task
 def job_args(params=None) -> list[str]:
-    """The job's arguments: this worker's settings file, and the chosen feature sets and
-    parallelism when given (the job's defaults otherwise)."""
+    """The job's arguments: this worker's settings file, the engine, and the chosen feature
+    sets and parallelism when given (the job's defaults otherwise)."""
     from mercury.config import config_path
 
-    args = ["--config", str(config_path().resolve())]
+    args = ["--config", str(config_path().resolve()), "--engine", params["engine"]]
     if params["feature_sets"]:
         args += ["--feature-sets", params["feature_sets"]]
     if params["parallelism"]:
@@ -73,6 +73,11 @@ with DAG(
                               description="comma-separated, e.g. spending.v1,declines.v1; "
                                           "empty: the job's default"),
         "parallelism": Param(None, type=["null", "integer"], minimum=1),
+        "engine": Param("sql", enum=["sql", "python"],
+                        description="sql: the Flink SQL job; python: the per-event Python "
+                                    "operators. A redeploy onto the other engine cannot "
+                                    "restore the old state: stop, then deploy with "
+                                    "allow_non_restored_state, then warm start or replay"),
         "allow_non_restored_state": Param(False, type="boolean"),
         "max_checkpoint_age_s": Param(MAX_CHECKPOINT_AGE_S, type="integer", minimum=5),
     },

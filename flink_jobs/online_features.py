@@ -43,10 +43,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warm-start", default="",
                         help="comma-separated NAME.vN that take over from their warm start "
                              "(mercury features warm-start) at its cut")
-    parser.add_argument("--engine", choices=("sql", "python"), default="python",
-                        help="sql: Flink SQL compiled from the specs; python: per-event Python "
-                             "operators (the default until the SQL job survives a cancel: "
-                             "docs/STREAMING.md, Known limits)")
+    parser.add_argument("--engine", choices=("sql", "python"), default="sql",
+                        help="sql: Flink SQL compiled from the specs (the default); python: "
+                             "the per-event Python operators (needed for --warm-start; their "
+                             "state does not carry over to the other engine)")
     parser.add_argument("--job-name", default="mercury-online-features")
     parser.add_argument("--parallelism", type=int, default=None)
     return parser.parse_args(argv)

@@ -4,7 +4,7 @@ local Flink cluster and Redis, held to the reference executor.
 One scenario per engine, because a job start costs ~20 s here: an adversarial stream (5%
 duplicates, 10% out of order by up to 10 minutes, 2% late by 1 h to 3 days, 1% malformed, 3%
 with unknown new fields); the job is halted right after its first checkpoint, mid-stream,
-whatever it had done by then (cancelled, or for the SQL job stopped with a savepoint); more
+whatever it had done by then (cancelled, no savepoint); more
 data arrives (plus one event 40 days late), and the job is restored.
 
 At the end every user's online values must equal the oracle's, each
@@ -98,13 +98,9 @@ def _merged_manifest(paths) -> dict:
     return merged
 
 
-def _halt(flink_rest, job_id: str, engine: str) -> str:
-    """Stop the job mid-stream; return what to restore from. The Python engine is cancelled
-    and restored from its last retained checkpoint. The SQL engine stops with a savepoint:
-    cancelling it while its vectorized writer is busy kills the TaskManager (PyFlink's Arrow
-    operator fails to close on a cancelled channel; docs/STREAMING.md, "Known limits")."""
-    if engine == "sql":
-        return flink_rest.stop_with_savepoint(job_id)
+def _halt(flink_rest, job_id: str) -> str:
+    """Stop the job mid-stream, busy, with no warning (a cancel); return what to restore
+    from: its last retained checkpoint."""
     checkpoint = online_job.latest_checkpoint_path(flink_rest, job_id)
     flink_rest.cancel(job_id)
     flink_rest.wait_for_state(job_id, ["CANCELED"])
@@ -128,7 +124,7 @@ def test_job_survives_a_stop_and_restore_and_equals_the_reference(flink_rest, jo
         while flink_rest.checkpoints(job_id)["counts"]["completed"] < 1:
             assert time.monotonic() < deadline, "no checkpoint within 2 minutes"
             time.sleep(0.2)
-        checkpoint = _halt(flink_rest, job_id, engine)
+        checkpoint = _halt(flink_rest, job_id)
 
         # Mid-stream, before the second half: a record from a producer whose clock is 45
         # days fast. Every event after it must still count.
@@ -145,7 +141,7 @@ def test_job_survives_a_stop_and_restore_and_equals_the_reference(flink_rest, jo
         too_late_id = _too_late_transaction(settings)
         online_job.wait_caught_up(flink_rest, job_id, None)
     finally:
-        _halt(flink_rest, job_id, engine)
+        _halt(flink_rest, job_id)
 
     # Exactness: every user's values equal the oracle's, at several request times.
     arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
@@ -243,7 +239,7 @@ def test_sql_job_survives_a_taskmanager_kill_mid_stream(flink_cluster, flink_res
         # A restored attempt counts only the lines after its checkpoint: wait for it to settle.
         online_job.wait_caught_up(flink_rest, job_id, None, settle_s=5.0)
     finally:
-        _halt(flink_rest, job_id, "sql")
+        _halt(flink_rest, job_id)
     assert killed and not any(pid in flink_cluster.taskmanager_pids() for pid in killed)
 
     arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
@@ -329,7 +325,7 @@ def test_sql_job_waits_out_an_online_store_that_stops_answering(flink_rest, priv
         retries = flink_rest.metric_sums(job_id, "online_write_retries")
         assert sum(retries.values()) >= 3, retries  # 2 s timeouts, backoff 0.1 s .. 5 s
     finally:
-        _halt(flink_rest, job_id, "sql")
+        _halt(flink_rest, job_id)
 
     arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
     end = last_arrival(arrivals)

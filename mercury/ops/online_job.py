@@ -24,7 +24,7 @@ class Progress:
 
 def submit(client, config_path, job_name: str, savepoint_path: str | None = None,
            feature_sets: str = "", warm_start: str = "", wait: bool = True,
-           engine: str = "python") -> str:
+           engine: str = "sql") -> str:
     args = ["--config", str(config_path), "--job-name", job_name, "--engine", engine]
     if feature_sets:
         args += ["--feature-sets", feature_sets]
