@@ -98,6 +98,35 @@ def _merged_manifest(paths) -> dict:
     return merged
 
 
+def _assert_equals_reference(settings, feature_sets, streams, min_values: int,
+                             later_ms=(30 * 60_000, DAY_MS + 1, 8 * DAY_MS)) -> None:
+    """Every user's online values equal the oracle's, as of the last arrival and later."""
+    arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
+    end = last_arrival(arrivals)
+    report = compare(feature_sets, open_store(settings), arrivals,
+                     [end, *(end + ms for ms in later_ms)])
+    assert report.ok, report.summary()
+    assert report.values > min_values
+
+
+def _reconciled(settings, manifests):
+    """Dead letters against the generator's manifests: none missing, none repeated."""
+    outcome = reconcile(_merged_manifest(manifests), settings.event_log.root,
+                        ["transactions", "user_activity", "risk_signals"])
+    assert not outcome.missing and not outcome.repeated, (outcome.missing[:5],
+                                                          outcome.repeated[:5])
+    return outcome
+
+
+def _assert_staged_once(settings, streams, dead_letters: int) -> FileEventReader:
+    """Every valid line staged for the lake exactly once; returns the staging reader."""
+    staged = FileEventReader(settings.data_dir / "lake_staging")
+    positions = [orjson.loads(m.value)["position"] for m in staged.read("validated")]
+    assert len(positions) == len(set(positions))
+    assert len(positions) == _lines(settings, streams) - dead_letters
+    return staged
+
+
 def _halt(flink_rest, job_id: str) -> str:
     """Stop the job mid-stream, busy, with no warning (a cancel); return what to restore
     from: its last retained checkpoint."""
@@ -143,20 +172,9 @@ def test_job_survives_a_stop_and_restore_and_equals_the_reference(flink_rest, jo
     finally:
         _halt(flink_rest, job_id)
 
-    # Exactness: every user's values equal the oracle's, at several request times.
-    arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
-    end = last_arrival(arrivals)
-    report = compare(feature_sets, open_store(settings), arrivals,
-                     [end, end + 30 * 60_000, end + DAY_MS + 1, end + 8 * DAY_MS])
-    assert report.ok, report.summary()
-    assert report.values > 20_000
-
+    _assert_equals_reference(settings, feature_sets, streams, 20_000)
     # Nothing lost: one dead letter per malformed record, rule by rule, none repeated.
-    outcome = reconcile(_merged_manifest([tmp_path / "m1.json", tmp_path / "m2.json"]),
-                        settings.event_log.root, ["transactions", "user_activity",
-                                                  "risk_signals"])
-    assert not outcome.missing and not outcome.repeated, (outcome.missing[:5],
-                                                          outcome.repeated[:5])
+    outcome = _reconciled(settings, [tmp_path / "m1.json", tmp_path / "m2.json"])
     # The only dead letter the generator did not inject: the fast clock's, by its own rule.
     dead_letters = [orjson.loads(m.value) for m in
                     FileEventReader(settings.event_log.root).read("transactions.dlq")]
@@ -167,12 +185,9 @@ def test_job_survives_a_stop_and_restore_and_equals_the_reference(flink_rest, jo
         outcome.unexpected
     assert sum(outcome.found.values()) >= 100
 
-    # Every valid line staged for the lake exactly once, across the cancel and restore.
-    staged = FileEventReader(settings.data_dir / "lake_staging")
-    positions = [orjson.loads(m.value)["position"] for m in staged.read("validated")]
-    assert len(positions) == len(set(positions))
-    dead = sum(outcome.found.values())  # the fast clock's dead letter among them
-    assert len(positions) == _lines(settings, streams) - dead
+    # Every valid line staged for the lake exactly once, across the cancel and restore (the
+    # fast clock's dead letter among the dead).
+    staged = _assert_staged_once(settings, streams, sum(outcome.found.values()))
 
     late = [orjson.loads(m.value) for m in staged.read("late")]
     assert [entry["record"]["event_id"] for entry in late] == [too_late_id]
@@ -242,22 +257,10 @@ def test_sql_job_survives_a_taskmanager_kill_mid_stream(flink_cluster, flink_res
         _halt(flink_rest, job_id)
     assert killed and not any(pid in flink_cluster.taskmanager_pids() for pid in killed)
 
-    arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
-    end = last_arrival(arrivals)
-    report = compare(feature_sets, open_store(settings), arrivals,
-                     [end, end + 30 * 60_000, end + DAY_MS + 1, end + 8 * DAY_MS])
-    assert report.ok, report.summary()
-    assert report.values > 20_000
-
-    outcome = reconcile(_merged_manifest([tmp_path / "m1.json", tmp_path / "m2.json"]),
-                        settings.event_log.root, ["transactions", "user_activity",
-                                                  "risk_signals"])
-    assert not outcome.missing and not outcome.repeated and not outcome.unexpected, (
-        outcome.missing[:5], outcome.repeated[:5], outcome.unexpected[:5])
-    staged = FileEventReader(settings.data_dir / "lake_staging")
-    positions = [orjson.loads(m.value)["position"] for m in staged.read("validated")]
-    assert len(positions) == len(set(positions))
-    assert len(positions) == _lines(settings, streams) - sum(outcome.found.values())
+    _assert_equals_reference(settings, feature_sets, streams, 20_000)
+    outcome = _reconciled(settings, [tmp_path / "m1.json", tmp_path / "m2.json"])
+    assert not outcome.unexpected, outcome.unexpected[:5]
+    _assert_staged_once(settings, streams, sum(outcome.found.values()))
 
 
 @pytest.fixture
@@ -327,8 +330,4 @@ def test_sql_job_waits_out_an_online_store_that_stops_answering(flink_rest, priv
     finally:
         _halt(flink_rest, job_id)
 
-    arrivals = arrivals_from_log(FileEventReader(settings.event_log.root), streams)
-    end = last_arrival(arrivals)
-    report = compare(feature_sets, open_store(settings), arrivals, [end, end + DAY_MS + 1])
-    assert report.ok, report.summary()
-    assert report.values > 10_000
+    _assert_equals_reference(settings, feature_sets, streams, 10_000, later_ms=(DAY_MS + 1,))
