@@ -242,6 +242,7 @@ def test_sql_job_survives_a_taskmanager_kill_mid_stream(flink_cluster, flink_res
         while online_job.progress(flink_rest, job_id).lines_read < before + 2_000:
             assert time.monotonic() < deadline, "the job did not start on the new data"
             time.sleep(0.05)
+        read_before_kill = online_job.progress(flink_rest, job_id).lines_read
         killed = flink_cluster.taskmanager_pids()
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
@@ -251,8 +252,10 @@ def test_sql_job_survives_a_taskmanager_kill_mid_stream(flink_cluster, flink_res
             assert time.monotonic() < deadline, "the job was not restored from a checkpoint"
             time.sleep(0.5)
         flink_rest.wait_until_running(job_id, timeout_s=180)
-        # A restored attempt counts only the lines after its checkpoint: wait for it to settle.
-        online_job.wait_caught_up(flink_rest, job_id, None, settle_s=5.0)
+        # A restored attempt counts only the lines after its checkpoint, which came before
+        # the kill: it reads at least what the killed attempt had not.
+        online_job.wait_caught_up(flink_rest, job_id,
+                                  _lines(settings, streams) - read_before_kill)
     finally:
         _halt(flink_rest, job_id)
     assert killed and not any(pid in flink_cluster.taskmanager_pids() for pid in killed)
