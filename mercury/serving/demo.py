@@ -12,7 +12,6 @@ questions, a safety outcome, then the audit trail through the lake into the comp
    the audit streams and the new purchase are loaded into the lake (step 10 recomputes what
    was served from it), dbt builds the compliance models, and the demo reads what the
    assistant saw for the first user, masked, then as the compliance investigator.
- (SIGINT: it ships what it spooled), the audit streams are loaded into the
 """
 
 from __future__ import annotations

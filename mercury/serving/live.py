@@ -19,7 +19,7 @@ import orjson
 from mercury.config import FileEventLogConfig, Settings
 
 JOB_NAME = "mercury-demo-online-features"
-CATCH_UP_TIMEOUT_S = 1_200.0  # 100K events at ~1-2K lines/s, on a busy machine
+CATCH_UP_TIMEOUT_S = 1_200.0  # the demo's ~210K lines at ~2K lines/s, on a busy machine
 VISIBLE_TIMEOUT_S = 60.0
 
 
@@ -72,8 +72,8 @@ def deploy_and_catch_up(settings: Settings, config_path: Path) -> str:
 
 
 def stop(settings: Settings) -> None:
-    """Stop the demo's job with a savepoint (a cancel would kill the TaskManager,
-    docs/STREAMING.md "Known limits")."""
+    """Stop the demo's job with a savepoint, as a redeploy does: it stops consuming the
+    machine once the demo has shown what it does."""
     from mercury.ops import deployments
     from mercury.ops.flink_rest import FlinkRestClient
 
