@@ -6,9 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
-from mercury.features.executors.flinksql.job import JAVA_FUNCTIONS, UDF_JAR, udf_jar_url
+pytest.importorskip("pyflink.table", reason="PyFlink lives in the Flink env "
+                    "(tests/test_flink_env.py runs this module there)")
+
+from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment  # noqa: E402
+
+from mercury.features.executors.flinksql.job import (  # noqa: E402
+    JAVA_FUNCTIONS,
+    UDF_JAR,
+    udf_jar_url,
+)
 
 
 @pytest.fixture(scope="module")
