@@ -131,7 +131,7 @@ def test_dlq_replay_dag_replays_a_fixed_dead_letter(tmp_settings, tmp_path):
     from mercury.contracts.validation import Verdict
     from mercury.eventlog import open_producer
     from mercury.eventlog.file_log import FileEventReader
-    from mercury.quality.dead_letters import encode, make_dead_letter
+    from mercury.quality.dead_letters import make_dead_letter
     from mercury.quality.replay import ledger_path
     from tests.lake_fixtures import transaction
 
@@ -144,7 +144,7 @@ def test_dlq_replay_dag_replays_a_fixed_dead_letter(tmp_settings, tmp_path):
     letter = make_dead_letter("transactions", "transactions/part-old-00000001.jsonl:1", payload,
                               Verdict(False, rule="bad_currency", field="currency"), 0)
     with open_producer(tmp_settings, writer_id="loader") as producer:
-        producer.send("transactions.dlq", encode(letter))
+        producer.send("transactions.dlq", orjson.dumps(letter))  # the file log carries JSON
     # MERCURY_CONFIG (set by tmp_settings) points the DAG's tasks at this test's folders.
     env = {**os.environ, **airflow_env(tmp_settings, home=tmp_path / "airflow")}
 

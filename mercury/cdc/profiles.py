@@ -22,7 +22,6 @@ from mercury.contracts import registry, schemas
 from mercury.contracts.validation import validator
 from mercury.eventlog import EventProducer, encode_record, open_producer
 from mercury.generator import profiles_pg
-from mercury.quality.dead_letters import encode as encode_dead_letter
 from mercury.quality.dead_letters import make_dead_letter
 
 CONNECTOR = "postgresql"
@@ -312,7 +311,9 @@ class Pump:
         position = f"pg:{self.target.slot}:{record['source']['lsn']}:{key}"
         letter = make_dead_letter(self.target.stream, position, orjson.dumps(record), verdict,
                                   record["source"]["ts_ms"])
-        self.producer.send(cast(str, self.spec.dead_letter_stream), encode_dead_letter(letter),
+        dead_letter_stream = cast(str, self.spec.dead_letter_stream)
+        self.producer.send(dead_letter_stream,
+                           encode_record(self.settings, dead_letter_stream, letter),
                            letter["dlq_id"])
         result.dead_letters += 1
 

@@ -74,9 +74,9 @@ def group_lag(settings: Settings, group: str, streams: list[str]) -> int:
     """Messages of ``streams`` the consumer group has not committed yet."""
     cfg = settings.event_log
     if isinstance(cfg, FileEventLogConfig):
-        from mercury.eventlog import file_log
+        from mercury.eventlog.file_log import group_lag as file_group_lag
 
-        return file_log.group_lag(cfg.root, group, streams)
-    from mercury.eventlog import kafka_log
+        return file_group_lag(cfg.root, group, streams)
+    from mercury.eventlog.kafka_log import group_lag as kafka_group_lag
 
-    return kafka_log.group_lag(_kafka_client_config(cfg), group, streams)
+    return kafka_group_lag(_kafka_client_config(cfg), group, streams)

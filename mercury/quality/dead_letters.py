@@ -10,8 +10,6 @@ import base64
 import hashlib
 import re
 
-import orjson
-
 from mercury.contracts import registry, schemas
 from mercury.contracts.validation import Verdict
 
@@ -53,6 +51,3 @@ def raw_payload(dead_letter: dict) -> bytes:
         return base64.b64decode(text)
     return text.encode("utf-8")
 
-
-def encode(dead_letter: dict) -> bytes:
-    return orjson.dumps(dead_letter)

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from mercury.config import Settings
 from mercury.contracts import registry
-from mercury.eventlog.factory import open_consumer, open_producer, writer_schemas
-from mercury.quality.dead_letters import encode, make_dead_letter
+from mercury.eventlog.factory import encode_record, open_consumer, open_producer, writer_schemas
+from mercury.quality.dead_letters import make_dead_letter
 from mercury.retrieval.documents import STREAM, Document, Rejected, parse_change
 from mercury.retrieval.embedding import Embedder, open_embedder
 from mercury.retrieval.factory import open_index
@@ -72,7 +72,8 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
         # should wait for a batch, never for a model load (~20 s for MiniLM here).
         embedder_for(spec.embedding_model).embed(["warm-up"])
     applier = DocumentApplier(index, cfg.alias, embedder_for)
-    dead_letter_stream = registry.stream(STREAM).dead_letter_stream
+    # The knowledge stream has its dead-letter stream (the registry's check).
+    dead_letter_stream = str(registry.stream(STREAM).dead_letter_stream)
     status = IndexerStatus(started_at_ms=now_ms())
     path = status_path(settings.data_dir)
     stop = stop or threading.Event()
@@ -99,7 +100,9 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
                 if isinstance(parsed, Rejected):
                     letter = make_dead_letter(STREAM, message.position, message.value,
                                               parsed.verdict, now_ms())
-                    producer.send(dead_letter_stream, encode(letter), key=letter["dlq_id"])
+                    producer.send(dead_letter_stream,
+                                  encode_record(settings, dead_letter_stream, letter),
+                                  key=letter["dlq_id"])
                     rejected[parsed.verdict.rule] += 1
                 else:
                     documents.append(parsed)
