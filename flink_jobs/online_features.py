@@ -211,7 +211,8 @@ def run_sql(t_env, settings, feature_sets, specs_json: str, root: str, discovery
     job.configure(t_env, settings.flink)
     sql_sources(t_env, plan.streams, root, discovery_ms)
     sql_sinks(t_env, plan.streams, root, staging)
-    job.build(t_env, plan, specs_json, settings.online_store.model_dump_json()).execute()
+    job.build(t_env, plan, specs_json, settings.online_store.model_dump_json(),
+              settings.model_dump_json()).execute()
 
 
 def run_python(env, t_env, args: argparse.Namespace, settings, feature_sets, specs_json: str,

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from mercury.contracts import registry
 from mercury.lake import tables
+from mercury.privacy.erasure.tombstones import Tombstones, record_user
 
 if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
@@ -81,12 +82,14 @@ class CompactResult:
     unknown_fields: Counter = field(default_factory=Counter)  # "<stream>.<path>" -> records
     unkeyed: Counter = field(default_factory=Counter)  # stream -> records that have no key
     held_files: list[str] = field(default_factory=list)  # left in staging (unkeyed records)
+    erased: int = 0  # lines of erased users, dropped
 
     def counts(self, kind: str, stream: str) -> Counts:
         return (self.validated if kind == VALIDATED else self.late).setdefault(stream, Counts())
 
     def add(self, other: CompactResult) -> None:
         self.files += other.files
+        self.erased += other.erased
         for kind in (VALIDATED, LATE):
             for stream, counts in getattr(other, kind).items():
                 self.counts(kind, stream).add(counts)
@@ -106,6 +109,8 @@ class CompactResult:
             parts.append(f"{kind} {total.read:,} read, {total.inserted:,} new")
         if self.held_files:
             parts.append(f"{len(self.held_files)} held")
+        if self.erased:
+            parts.append(f"{self.erased:,} of erased users dropped")
         return "; ".join(parts)
 
     def summary(self) -> list[str]:
@@ -199,6 +204,16 @@ def _batches(files: list[Path], kind: str, batch_records: int) -> Iterator[list[
         yield batch
 
 
+def _keep_lines(path: Path, numbers: list[int]) -> None:
+    """Rewrites a staged file with only the given lines (1-based), before it is archived."""
+    wanted = set(numbers)
+    with open(path, "rb") as f:
+        kept = [raw for number, raw in enumerate(f, start=1) if number in wanted]
+    hidden = path.with_name(f".{path.name}.erasing")
+    hidden.write_bytes(b"".join(kept))
+    os.replace(hidden, path)
+
+
 def _archive(path: Path) -> None:
     """Move a compacted file into ``_compacted/``; a file compacted before (copied back, or
     moved by a racing compactor) is not kept twice."""
@@ -285,14 +300,22 @@ def compact(settings: Settings, progress: Callable[[CompactResult], None] | None
         raise ValueError("batch_records must be at least 1")
     result = CompactResult()
     root = staging_dir(settings)
+    tombstones = Tombstones.of(settings)
     for kind, commit in ((VALIDATED, _commit_validated), (LATE, _commit_late)):
-        for batch in _batches(committed_files(root / kind), kind, batch_records):
+        for staged in _batches(committed_files(root / kind), kind, batch_records):
             done = CompactResult()
+            batch = [line for line in staged
+                     if not tombstones.erased(record_user(line.entry["record"]))]
+            # Lines of erased users: neither committed nor archived (late data must not
+            # bring an erased user back, mercury.privacy.erasure.tombstones).
+            done.erased = len(staged) - len(batch)
             held = commit(settings, batch, done)
-            for path in dict.fromkeys(line.path for line in batch):
+            for path in dict.fromkeys(line.path for line in staged):
                 if path in held:
                     done.held_files.append(str(path))
                 else:
+                    if done.erased:
+                        _keep_lines(path, [line.number for line in batch if line.path == path])
                     _archive(path)
                     done.files += 1
             result.add(done)

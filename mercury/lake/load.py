@@ -21,6 +21,7 @@ from mercury.contracts import registry
 from mercury.contracts.validation import validator
 from mercury.eventlog import encode_record, open_consumer, open_producer, writer_schemas
 from mercury.lake import tables
+from mercury.privacy.erasure.tombstones import Tombstones
 from mercury.quality.dead_letters import make_dead_letter
 
 
@@ -32,6 +33,7 @@ class LoadReport:
     inserted: int = 0
     dead_letters: Counter = field(default_factory=Counter)
     unknown_fields: Counter = field(default_factory=Counter)
+    erased: int = 0  # records of erased users, dropped (late data must not bring them back)
 
     def summary(self) -> str:
         rules = ", ".join(f"{rule} {n}" for rule, n in sorted(self.dead_letters.items()))
@@ -39,7 +41,8 @@ class LoadReport:
         return (f"{self.stream}: read {self.read:,}, valid {self.valid:,}, new in lake "
                 f"{self.inserted:,}, dead-lettered {sum(self.dead_letters.values()):,}"
                 f"{f' ({rules})' if rules else ''}"
-                f"{f'; unknown fields passed: {extra}' if extra else ''}")
+                f"{f'; unknown fields passed: {extra}' if extra else ''}"
+                f"{f'; {self.erased:,} of erased users dropped' if self.erased else ''}")
 
 
 def load_stream(settings: Settings, stream_name: str, batch_size: int = 50_000,
@@ -53,6 +56,7 @@ def load_stream(settings: Settings, stream_name: str, batch_size: int = 50_000,
     consumer = open_consumer(settings, group or f"lake-loader.{stream_name}", [stream_name])
     dead_letters = open_producer(settings, writer_id="lakeloader")
     tables.ensure_table(settings, stream_name)
+    tombstones = Tombstones.of(settings)
     try:
         for batch in consumer.read_to_end(max_messages=batch_size):
             good = []
@@ -70,6 +74,8 @@ def load_stream(settings: Settings, stream_name: str, batch_size: int = 50_000,
                 report.dead_letters[verdict.rule] += 1
             report.read += len(batch)
             report.valid += len(good)
+            good, dropped = tombstones.keep(good)
+            report.erased += dropped
             if good:
                 report.inserted += tables.upsert(settings, stream_name, good).inserted
             dead_letters.flush()

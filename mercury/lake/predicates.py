@@ -26,12 +26,15 @@ if TYPE_CHECKING:
     def LessThan(term: str, literal: Any, /) -> BooleanExpression: ...
 
     def In(term: str, literals: Iterable[Any], /) -> BooleanExpression: ...
+
+    def EqualTo(term: str, literal: Any, /) -> BooleanExpression: ...
 else:
     from pyiceberg.expressions import (
+        EqualTo,
         GreaterThanOrEqual,
         In,
         LessThan,
         LessThanOrEqual,
     )
 
-__all__ = ["GreaterThanOrEqual", "In", "LessThan", "LessThanOrEqual"]
+__all__ = ["EqualTo", "GreaterThanOrEqual", "In", "LessThan", "LessThanOrEqual"]

@@ -30,6 +30,8 @@ from mercury.durations import format_duration, parse_duration
 
 ACTIVE_PREFIX = "fs:{active}:"  # one hash tag: all pointers in one slot, one MGET
 STAMP_FIELD = "_ts"
+# Erasure hashes of users just erased, scored by when (serving processes drop their caches).
+ERASURES_KEY = "privacy:{erasures}"
 
 
 class _Entity(Protocol):

@@ -22,6 +22,7 @@ class MemoryOnlineStore(OnlineStore):
         self.pointers: dict[str, int] = {}
         self.values: dict[str, bytes] = {}
         self.histories: dict[str, list[int]] = {}
+        self.erasures: dict[str, int] = {}
 
     def fetch(self, keys: Sequence[str], pointer_sets: Sequence[str] = ()
               ) -> tuple[Hashes, Versions]:
@@ -53,6 +54,22 @@ class MemoryOnlineStore(OnlineStore):
         # Redis globs treat only * ? [ ] \ as special, as fnmatch does (braces are literal).
         keys = [*self.hashes, *self.values]
         yield from (k for k in keys if fnmatch.fnmatchcase(k, pattern))
+
+    def delete(self, keys: Sequence[str]) -> int:
+        found = 0
+        for key in keys:
+            found += (self.hashes.pop(key, None) is not None) | (self.values.pop(key, None)
+                                                                  is not None)
+            self.ttls.pop(key, None)
+        return found
+
+    def publish_erasures(self, hashes: Sequence[str], at_ms: int, keep_ms: int) -> None:
+        self.erasures.update(dict.fromkeys(hashes, at_ms))
+        for name in [h for h, at in self.erasures.items() if at < at_ms - keep_ms]:
+            del self.erasures[name]
+
+    def erasures_since(self, after_ms: int) -> list[tuple[str, int]]:
+        return [(h, at) for h, at in self.erasures.items() if at > after_ms]
 
     def expire(self, keys: Sequence[str], ttl_ms: int) -> int:
         found = 0

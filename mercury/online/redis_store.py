@@ -189,6 +189,24 @@ class RedisOnlineStore(OnlineStore):
         for key in self.client.scan_iter(match=pattern, count=1_000):
             yield key.decode() if isinstance(key, bytes) else key
 
+    def delete(self, keys: Sequence[str]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:  # one key per command: keys of different slots on a cluster
+            pipe.delete(key)
+        return sum(pipe.execute())
+
+    def publish_erasures(self, hashes: Sequence[str], at_ms: int, keep_ms: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        if hashes:
+            pipe.zadd(layout.ERASURES_KEY, {h: at_ms for h in hashes})
+        pipe.zremrangebyscore(layout.ERASURES_KEY, "-inf", at_ms - keep_ms)
+        pipe.execute()
+
+    def erasures_since(self, after_ms: int) -> list[tuple[str, int]]:
+        found = self.client.zrangebyscore(layout.ERASURES_KEY, f"({after_ms}", "+inf",
+                                          withscores=True)
+        return [(h.decode() if isinstance(h, bytes) else h, int(score)) for h, score in found]
+
     def expire(self, keys: Sequence[str], ttl_ms: int) -> int:
         pipe = self.client.pipeline(transaction=False)
         for key in keys:

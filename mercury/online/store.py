@@ -72,6 +72,19 @@ class OnlineStore(ABC):
         """Every key matching the glob ``pattern`` (on a cluster: on every primary)."""
 
     @abstractmethod
+    def delete(self, keys: Sequence[str]) -> int:
+        """Remove the keys now (erasure); returns how many existed."""
+
+    @abstractmethod
+    def publish_erasures(self, hashes: Sequence[str], at_ms: int, keep_ms: int) -> None:
+        """Tells serving processes that these users were erased (their erasure hashes), so
+        they drop what they cached; entries older than ``keep_ms`` are trimmed."""
+
+    @abstractmethod
+    def erasures_since(self, after_ms: int) -> list[tuple[str, int]]:
+        """(erasure hash, published at) of erasures published after ``after_ms``."""
+
+    @abstractmethod
     def expire(self, keys: Sequence[str], ttl_ms: int) -> int:
         """Expire each key within ``ttl_ms`` (an earlier expiry is kept); how many exist."""
 

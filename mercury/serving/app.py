@@ -36,6 +36,7 @@ from mercury.serving.admission import Overloaded
 from mercury.serving.audit import SpoolFull
 from mercury.serving.auth import AccessDenied, authenticate_caller
 from mercury.serving.context import ContextRequest
+from mercury.serving.erasures import ErasureWatch
 from mercury.serving.identity import AssertionRefused
 from mercury.serving.request import (
     MAX_BODY_BYTES,
@@ -193,10 +194,13 @@ def create_app(build_runtime: Callable[[], Runtime]) -> Starlette:
         rt = state["rt"] = build_runtime()
         rt.monitor.start()
         rt.shipper.start()
+        erasures = ErasureWatch(rt.service.features, rt.keys)
+        erasures.start()
         rt.service.start_warm_up(rt)
         try:
             yield
         finally:
+            await erasures.stop()
             rt.monitor.stop()
             await rt.service.aclose()
             rt.shipper.stop()

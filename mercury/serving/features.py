@@ -66,6 +66,13 @@ class SnapshotCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    def forget(self, erased: Callable[[str], bool]) -> int:
+        """Drops every entry of the users ``erased`` says yes to; returns how many users."""
+        users = {user for user, _ in self._entries if erased(user)}
+        for key in [k for k in self._entries if k[0] in users]:
+            del self._entries[key]
+        return len(users)
+
     def get(self, user_id: str, name: str, now_ms: int) -> SetContext | None:
         ctx = self._entries.get((user_id, name))
         if ctx is None or ctx.as_of_ms is None or now_ms - ctx.as_of_ms > self.max_age_ms:

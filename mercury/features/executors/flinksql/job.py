@@ -73,15 +73,18 @@ def _computed_once(t_env: Any, sql: str) -> Any:
         ChangelogMode.insert_only())
 
 
-def build(t_env: Any, plan: JobPlan, feature_sets_json: str, store_json: str) -> Any:
-    """Views and INSERTs of ``plan`` on ``t_env``; returns the statement set to execute."""
+def build(t_env: Any, plan: JobPlan, feature_sets_json: str, store_json: str,
+          settings_json: str | None = None) -> Any:
+    """Views and INSERTs of ``plan`` on ``t_env``; returns the statement set to execute.
+    ``settings_json``: the platform's settings, for the writer's tombstone check (without
+    them, as in tests on literal rows, erased users are not looked up)."""
     from mercury.features.executors.flinksql.udfs import functions
 
     for name, java_class in JAVA_FUNCTIONS.items():
         t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} "
                           f"AS 'com.mercurypay.flink.{java_class}' LANGUAGE JAVA "
                           f"USING JAR '{udf_jar_url()}'")
-    for name, function in functions(feature_sets_json, store_json).items():
+    for name, function in functions(feature_sets_json, store_json, settings_json).items():
         t_env.create_temporary_system_function(name, function)
     for view in plan.views():
         if view.shared:

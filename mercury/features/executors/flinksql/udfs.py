@@ -62,9 +62,11 @@ class ValidateLine(_Once):
 
 
 class WriteOnline(_Once):
-    def __init__(self, feature_sets_json: str, store_json: str) -> None:
+    def __init__(self, feature_sets_json: str, store_json: str,
+                 settings_json: str | None = None) -> None:
         self.feature_sets_json = feature_sets_json
         self.store_json = store_json
+        self.settings_json = settings_json  # for the tombstones of erased users
 
     def open(self, function_context: Any) -> None:
         from pydantic import TypeAdapter
@@ -77,6 +79,12 @@ class WriteOnline(_Once):
         sets = [feature_set_from_dict(d) for d in orjson.loads(self.feature_sets_json)]
         self.writes = OnlineWrites(sets)
         self.store = open_store(TypeAdapter(OnlineStoreConfig).validate_json(self.store_json))
+        self.tombstones = None
+        if self.settings_json:
+            from mercury.config import Settings
+            from mercury.privacy.erasure.tombstones import Tombstones
+
+            self.tombstones = Tombstones.of(Settings.model_validate_json(self.settings_json))
         metrics = function_context.get_metric_group()
         self.batches = metrics.counter("online_write_batches")
         self.retries = metrics.counter("online_write_retries")
@@ -90,7 +98,11 @@ class WriteOnline(_Once):
         size = max(len(c) if isinstance(c, pd.Series) else 1 for c in given)
         columns = [c if isinstance(c, pd.Series) and len(c) == size
                    else [c.iloc[0] if isinstance(c, pd.Series) else c] * size for c in given]
-        writes = self.writes.key_writes(zip(*columns, strict=True))
+        rows = zip(*columns, strict=True)
+        stones = self.tombstones
+        # An erased user's late events write nothing.
+        writes = self.writes.key_writes(
+            rows if stones is None else (row for row in rows if not stones.erased(row[1])))
         self._write(writes)
         self.batches.inc()
         return pd.Series([len(writes)] * size)
@@ -115,10 +127,11 @@ class WriteOnline(_Once):
         self.store.close()
 
 
-def functions(feature_sets_json: str, store_json: str) -> dict[str, Any]:
+def functions(feature_sets_json: str, store_json: str,
+              settings_json: str | None = None) -> dict[str, Any]:
     """The job's Python functions by their SQL name."""
     return {
         "validate_line": udf(ValidateLine(), result_type=VERDICT),
-        "write_online": udf(WriteOnline(feature_sets_json, store_json),
+        "write_online": udf(WriteOnline(feature_sets_json, store_json, settings_json),
                             result_type=DataTypes.BIGINT(), func_type="pandas"),
     }

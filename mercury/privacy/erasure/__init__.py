@@ -1,0 +1,113 @@
+"""GDPR Art. 17 erasure: a user out of every store, with evidence.
+
+The flow, in order (docs/COMPLIANCE.md, "Erasure"):
+
+1. the request is registered (``register``): from then on loaders and the streaming job drop
+   the user's re-arriving data, so the erasure does not chase new copies;
+2. the user's data keys are shredded: their encrypted audit text can never be read again,
+   in any copy or backup;
+3. the online store's keys go, and serving processes are told to drop their caches;
+4. the profile row goes, and its CDC delete is pumped into the event log;
+5. line files: the event log (the raw archive in production) and the streaming job's staged
+   and compacted files;
+6. the lake: row deletes, snapshot expiry, unreferenced files removed;
+7. the warehouse tables;
+8. the evidence is written and the register forgets the user id (the hash stays).
+
+Each step is safe to repeat: a failed run is run again, and finds less to remove.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from mercury.privacy.erasure import evidence, register
+from mercury.privacy.erasure.evidence import Removal
+from mercury.privacy.erasure.files import erase_line_files
+from mercury.privacy.erasure.lake import erase_lake
+from mercury.privacy.erasure.online import erase_online
+from mercury.privacy.erasure.profiles import erase_profiles, pump_deletes
+from mercury.privacy.erasure.subject import Subject, subject
+from mercury.privacy.erasure.warehouse import erase_warehouse
+
+if TYPE_CHECKING:
+    from mercury.config import Settings
+
+# Serving processes keep a user's last values this long at most; an erasure notice outlives it.
+NOTICE_KEEP_MS = 2 * 86_400_000
+
+
+def request_erasure(settings: Settings, ticket: str, user_id: str,
+                    requested_at: datetime | None = None) -> register.Request:
+    from mercury.privacy.keys import load_keys
+
+    found = subject(load_keys(settings), ticket, user_id)
+    return register.submit(settings, ticket, user_id, found.erasure_hash,
+                           requested_at or datetime.now(UTC))
+
+
+def erase_pending(settings: Settings, progress: Callable[[str], None] = print
+                  ) -> list[dict]:
+    """Every registered request not yet completed; returns the evidence rows written."""
+    written: list[dict] = []
+    for request in register.pending(settings):
+        written += erase(settings, request, progress)
+    return written
+
+
+def erase(settings: Settings, request: register.Request,
+          progress: Callable[[str], None] = print) -> list[dict]:
+    from mercury.online.factory import open_store
+    from mercury.privacy.keys import load_keys
+
+    if request.user_id is None:
+        raise ValueError(f"request {request.ticket} is completed: nothing to erase")
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    who = subject(load_keys(settings), request.ticket, request.user_id)
+    batch = [who]
+    removals: list[Removal] = []
+
+    def step(name: str, run: Callable[[], list[Removal]]) -> None:
+        at = time.perf_counter()
+        found = run()
+        removals.extend(found)
+        progress(f"   {request.ticket} {name}: removed {sum(r.removed for r in found):,} "
+                 f"({time.perf_counter() - at:.1f} s)")
+
+    step("data keys", lambda: _shred_keys(settings, who))
+    with open_store(settings) as store:
+        step("online store", lambda: erase_online(store, batch))
+        store.publish_erasures([who.erasure_hash], int(time.time() * 1000), NOTICE_KEEP_MS)
+    step("profiles", lambda: erase_profiles(settings, batch))
+    pump_deletes(settings)
+    if settings.event_log.type == "file":  # Kafka: retention ends it, the archive is the lake
+        root = settings.event_log.root
+        step("event log", lambda: erase_line_files(root, batch, "event_log",
+                                                   offsets_root=root / "_offsets"))
+    step("staged files", lambda: erase_line_files(_staging(settings), batch, "staged_files"))
+    step("lake", lambda: erase_lake(settings, batch, started))
+    step("warehouse", lambda: erase_warehouse(settings, batch))
+    erased_at = datetime.now(UTC)
+    rows = evidence.rows(request.ticket, request.requested_at, request.due_at, erased_at,
+                         removals)
+    evidence.record(settings, rows)
+    register.complete(settings, request.ticket, erased_at)
+    progress(f"   {request.ticket} erased in {time.perf_counter() - clock:.1f} s, "
+             f"{sum(r.removed for r in removals):,} items in {len(removals)} places")
+    return rows
+
+
+def _shred_keys(settings: Settings, who: Subject) -> list[Removal]:
+    from mercury.privacy.keys import shred_user_keys
+
+    return [Removal("keys", "user data keys", shred_user_keys(settings, who.user_id))]
+
+
+def _staging(settings: Settings):
+    from mercury.lake.compact import staging_dir
+
+    return staging_dir(settings)

@@ -1,0 +1,68 @@
+"""``mercury privacy erase|erase-pending|evidence``: GDPR erasure from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import orjson
+
+from mercury.errors import CommandError
+
+
+def register(actions: argparse._SubParsersAction[Any]) -> None:
+    erase = actions.add_parser("erase", help="erase a user from every store now, with evidence")
+    erase.add_argument("--user", required=True, help="the user id")
+    erase.add_argument("--request", required=True, help="the erasure request's ticket id")
+    erase.set_defaults(run=_erase)
+    request = actions.add_parser("request-erasure",
+                                 help="register a request; the gdpr_erasure DAG erases it")
+    request.add_argument("--user", required=True)
+    request.add_argument("--request", required=True)
+    request.set_defaults(run=_request)
+    pending = actions.add_parser("erase-pending", help="erase every registered request")
+    pending.set_defaults(run=_erase_pending)
+    show = actions.add_parser("evidence", help="the deletion evidence of a request, as JSON")
+    show.add_argument("--request", required=True)
+    show.set_defaults(run=_evidence)
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from mercury.config import load_settings
+    from mercury.privacy import erasure
+
+    settings = load_settings()
+    request = erasure.request_erasure(settings, args.request, args.user)
+    if request.user_id is None:
+        raise CommandError(f"request {args.request} was completed already; "
+                           f"`mercury privacy evidence --request {args.request}` shows it")
+    erasure.erase(settings, request)
+    return 0
+
+
+def _request(args: argparse.Namespace) -> int:
+    from mercury.config import load_settings
+    from mercury.privacy import erasure
+
+    request = erasure.request_erasure(load_settings(), args.request, args.user)
+    print(f"request {request.ticket} registered, due {request.due_at:%Y-%m-%d}")
+    return 0
+
+
+def _erase_pending(args: argparse.Namespace) -> int:
+    from mercury.config import load_settings
+    from mercury.privacy import erasure
+
+    erasure.erase_pending(load_settings())
+    return 0
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    from mercury.config import load_settings
+    from mercury.privacy.erasure import evidence
+
+    rows = evidence.read(load_settings(), args.request)
+    if not rows:
+        raise CommandError(f"no evidence for request {args.request}")
+    print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    return 0

@@ -1,0 +1,229 @@
+"""GDPR erasure end to end, on the real local stack, after a demo run.
+
+One module fixture runs the demo itself (`mercury.demo.run_demo`, a smaller world, no
+Airflow) in a private folder, Redis and port: the Flink SQL job, the context API and its
+audit trail, the lake, the dbt marts, the feature history in Spark. Then three users are
+erased (one in the audit trail, one with dead letters, one whose late events keep arriving
+after the erasure) and every store is scanned for their ids, tokens and e-mail addresses:
+nothing may be left, their audit ciphertexts no longer decrypt, and a control user is
+untouched. Postgres is the shared local server; the CDC slot this test creates is dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+from mercury.config import Settings, load_settings
+from tests.conftest import free_port, write_config
+from tests.serving_fixtures import PrivateRedis
+from tests.store_scan import Hit, scan_files, scan_redis
+
+EVENTS, USERS = 20_000, 400
+# Flink's keyed state is binary and leaves with the state TTL (docs/COMPLIANCE.md); the
+# other skipped paths hold no user data (the Flink distribution's own config and uploads).
+NOT_SCANNED = ("/flink/checkpoints", "/flink/savepoints", "/flink/web-upload", "/flink/conf")
+
+
+@dataclass
+class DemoWorld:
+    settings: Settings
+    tmp: Path
+    redis: PrivateRedis
+
+    @property
+    def roots(self) -> list[Path]:
+        s = self.settings
+        return [s.data_dir, s.event_log.root, Path(s.lake.warehouse),
+                s.retrieval.index.path, s.warehouse.duckdb_path.parent]
+
+
+@pytest.fixture(scope="module")
+def demo_world(tmp_path_factory, flink_cluster):
+    from mercury.cdc.profiles import reset
+    from mercury.demo import run_demo
+    from mercury.generator.knobs import Knobs
+
+    tmp = tmp_path_factory.mktemp("erasure")
+    redis = PrivateRedis(tmp)
+    redis.start()
+    path = write_config(tmp, online_store={"port": redis.port, "db": 0},
+                        serving={"port": free_port()})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MERCURY_CONFIG", str(path))
+        settings = load_settings()
+        try:
+            assert run_demo(settings, Knobs(events=EVENTS, users=USERS, seed=11),
+                            with_airflow=False) == 0
+            yield DemoWorld(settings, tmp, redis)
+        finally:
+            reset(settings)
+            redis.stop()
+
+
+def test_erased_users_are_gone_from_every_store(demo_world):
+    from mercury.cdc.profiles import Pump
+    from mercury.lake.load import load_stream
+    from mercury.privacy import erasure
+    from mercury.privacy.erasure import evidence
+    from mercury.privacy.keys import load_keys
+    from mercury.privacy.protect import decrypt, user_token
+    from mercury.serving.demo import busiest_decliners
+
+    settings = demo_world.settings
+    keys = load_keys(settings)
+    with Pump(settings) as pump:  # profiles captured: the erasure's delete travels by CDC
+        pump.run_once()
+    audited = busiest_decliners(settings, 1)[0]  # the user the demo asked questions for
+    lettered = _user_with_dead_letters(settings, not_in={audited})
+    late = _users_with_transactions(settings, not_in={audited, lettered})[0]
+    control = _users_with_transactions(settings, not_in={audited, lettered, late})[0]
+    erased = [audited, lettered, late]
+    ciphertexts = _audit_questions(settings, user_token(keys, audited))
+    assert ciphertexts, "the demo's questions should be in the audit trail"
+    needles = _needles(settings, keys, erased)
+    control_before = _footprint(demo_world, control)
+
+    for n, user in enumerate(erased):
+        erasure.request_erasure(settings, f"GDPR-{n}", user)
+    written = erasure.erase_pending(settings, progress=lambda _line: None)
+
+    # Late data of an erased user, arriving afterwards, is dropped by the loaders.
+    late_file = _write_late_transaction(settings, late)
+    assert load_stream(settings, "transactions").erased == 1
+    assert _compact_staged_line(settings, late).erased == 1
+
+    hits = scan_files(demo_world.roots, needles, skip=NOT_SCANNED)
+    hits += scan_redis(_redis(demo_world), needles)
+    # The raw input topic holds what producers sent after the erasure until its retention
+    # (Kafka in production): only the late event just written may name the user there.
+    residual = [h for h in hits if h.where != str(late_file)]
+    assert residual == [], _describe(residual)
+    for value in ciphertexts:
+        with pytest.raises(ValueError, match="erased"):
+            decrypt(keys, value)
+    assert _footprint(demo_world, control) == control_before
+
+    tickets = {row["ticket"] for row in written}
+    assert tickets == {"GDPR-0", "GDPR-1", "GDPR-2"}
+    rows = evidence.read(settings, "GDPR-0")
+    stores = {row["store"] for row in rows if row["removed"]}
+    assert {"online_store", "lake", "warehouse", "event_log", "keys"} <= stores
+    assert not any(n in orjson.dumps(rows).decode() for n in needles)
+    assert erasure.register.pending(settings) == []
+
+
+def _needles(settings: Settings, keys, users: list[str]) -> list[str]:
+    import psycopg
+
+    from mercury.privacy.protect import user_token
+
+    with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+        emails = [row[0] for row in conn.execute(
+            "select email from mercury.user_profiles where user_id = any(%s)", (users,))]
+    assert len(emails) == len(users)
+    return [*users, *(user_token(keys, u) for u in users), *emails]
+
+
+def _user_with_dead_letters(settings: Settings, not_in: set[str]) -> str:
+    from mercury.eventlog.file_log import FileEventReader
+
+    for message in FileEventReader(settings.event_log.root).read("transactions.dlq"):
+        letter = orjson.loads(message.value)
+        raw = letter.get("raw_payload") or base64.b64decode(
+            letter.get("raw_payload_base64") or b"").decode(errors="replace")
+        try:
+            user = orjson.loads(raw).get("user_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(user, str) and user.startswith("usr_") and user not in not_in:
+            return user
+    raise AssertionError("no dead letter names a user")
+
+
+def _users_with_transactions(settings: Settings, not_in: set[str]) -> list[str]:
+    from mercury.lake.tables import catalog
+
+    users = catalog(settings).load_table("raw.transactions").scan(
+        selected_fields=("user_id",)).to_arrow().column("user_id").to_pylist()
+    return sorted(set(users) - not_in)
+
+
+def _audit_questions(settings: Settings, token: str) -> list[str]:
+    from pyiceberg.expressions import EqualTo
+
+    from mercury.lake.tables import catalog
+
+    table = catalog(settings).load_table("audit.inference_requests")
+    rows = table.scan(row_filter=EqualTo("user_token", token),
+                      selected_fields=("question",)).to_arrow().to_pylist()
+    return [row["question"] for row in rows]
+
+
+def _footprint(world: DemoWorld, user: str) -> dict:
+    """What the stores hold about a user: Redis keys and lake rows per table."""
+    from pyiceberg.expressions import EqualTo
+
+    from mercury.lake.tables import catalog
+
+    client = _redis(world)
+    keys = sorted(k.decode() for k in client.scan_iter(match=f"*{{u:{user}}}*"))
+    lake = catalog(world.settings)
+    rows = {}
+    for name in ("raw.transactions", "raw.user_activity", "features.spending_v1"):
+        column = "entity_id" if name.startswith("features") else "user_id"
+        rows[name] = lake.load_table(name).scan(row_filter=EqualTo(column, user)).count()
+    assert keys and rows["raw.transactions"], "the control user should have data"
+    return {"keys": keys, "rows": rows}
+
+
+def _write_late_transaction(settings: Settings, user: str) -> Path:
+    """A settlement of the user's, produced after the erasure (a late event): a remaining
+    settlement's shape, with a new event id and the erased user's id."""
+    import uuid
+
+    from pyiceberg.expressions import EqualTo
+
+    from mercury.lake.tables import catalog
+
+    table = catalog(settings).load_table("raw.transactions")
+    row = table.scan(row_filter=EqualTo("event_type", "SETTLEMENT"),
+                     limit=1).to_arrow().to_pylist()[0]
+    event = {k: v for k, v in row.items() if v is not None}
+    for name in ("event_ts", "ingest_ts"):
+        event[name] = int(event[name].timestamp() * 1000)
+    return _produce(settings, {**event, "event_id": str(uuid.uuid4()), "user_id": user})
+
+
+def _produce(settings: Settings, event: dict) -> Path:
+    from mercury.eventlog.file_log import FileEventProducer
+
+    producer = FileEventProducer(settings.event_log.root, writer_id="late_after_erasure")
+    producer.send("transactions", orjson.dumps(event), key=event["user_id"])
+    producer.flush()
+    return max((settings.event_log.root / "transactions").glob("part-late_after_erasure-*"))
+
+
+def _compact_staged_line(settings: Settings, user: str):
+    from mercury.lake import compact
+
+    staged = compact.staging_dir(settings) / compact.VALIDATED
+    staged.mkdir(parents=True, exist_ok=True)
+    record = {"event_id": "00000000-0000-4000-8000-000000000001", "user_id": user}
+    (staged / "part-late-after-erasure").write_bytes(orjson.dumps(
+        {"stream": "transactions", "position": "transactions/late:1", "record": record}) + b"\n")
+    return compact.compact(settings)
+
+
+def _redis(world: DemoWorld):
+    import redis
+
+    return redis.Redis(port=world.redis.port)
+
+
+def _describe(hits: list[Hit]) -> str:
+    return "\n".join(f"{h.needle} in {h.where}" for h in hits[:30])

@@ -1,0 +1,223 @@
+"""The erasure's steps one by one, each on a real backend where one runs here (Iceberg on a
+local SqlCatalog, DuckDB, Postgres) and on the in-memory online store (the Redis store's
+``delete``/``publish_erasures`` are exercised end to end in tests/test_erasure.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from mercury.privacy.erasure.subject import Subject, erasure_hash
+from mercury.privacy.keys import Keys
+
+KEYS = Keys(key_id="k1", tokenization=b"t" * 32, encryption=b"e" * 32,
+            service_tokens=b"s" * 32)
+
+
+def _subject(user: str) -> Subject:
+    return Subject(ticket="T-1", user_id=user, tokens=(f"ut_{user}",),
+                   erasure_hash=erasure_hash(KEYS, user))
+
+
+def test_needles_do_not_match_a_longer_id_and_match_avro_bytes():
+    import fastavro
+
+    who = _subject("u_1")
+    line = orjson.dumps({"user_id": "u_10"})
+    assert not any(n in line for n in who.json_needles())
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, {"type": "record", "name": "r", "fields": [
+        {"name": "user_id", "type": "string"}]}, {"user_id": "u_1"})
+    assert who.avro_needles()[0] in out.getvalue()
+    long_id = "u_" + "x" * 200  # a length that takes two varint bytes
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, "string", long_id)
+    assert out.getvalue() == _subject(long_id).avro_needles()[0]
+
+
+def test_erasure_hash_is_not_the_token_and_depends_on_the_key():
+    from mercury.privacy.protect import user_token
+
+    assert erasure_hash(KEYS, "u_1") != user_token(KEYS, "u_1")
+    other = Keys("k2", b"x" * 32, b"e" * 32, b"s" * 32)
+    assert erasure_hash(KEYS, "u_1") != erasure_hash(other, "u_1")
+
+
+def test_line_files_lose_the_users_lines_and_consumers_keep_their_place(tmp_path):
+    from mercury.privacy.erasure.files import erase_line_files
+
+    root = tmp_path / "eventlog"
+    folder = root / "transactions.dlq"
+    folder.mkdir(parents=True)
+    avro_blob = b"\x00\x00\x00\x00\x07" + _subject("u_1").avro_needles()[0]
+    lines = [
+        orjson.dumps({"n": 0, "user_id": "u_2"}),
+        orjson.dumps({"n": 1, "raw_payload": orjson.dumps({"user_id": "u_1"}).decode()}),
+        orjson.dumps({"n": 2, "user_id": "u_10"}),
+        orjson.dumps({"n": 3, "raw_payload_base64": base64.b64encode(avro_blob).decode()}),
+        orjson.dumps({"n": 4, "user_token": "ut_u_1"}),
+        orjson.dumps({"n": 5, "user_id": "u_3"}),
+    ]
+    (folder / "part-w0-00000001.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    offsets = root / "_offsets" / "loader"
+    offsets.mkdir(parents=True)
+    # The group had read 4 lines of the file: 0 and 2 of them were not the user's.
+    (offsets / "transactions.dlq.json").write_bytes(orjson.dumps({"part-w0-00000001.jsonl": 4}))
+
+    removals = erase_line_files(root, [_subject("u_1")], "event_log",
+                                offsets_root=root / "_offsets")
+
+    kept = [orjson.loads(x)["n"] for x in
+            (folder / "part-w0-00000001.jsonl").read_bytes().splitlines()]
+    assert kept == [0, 2, 5]
+    assert [(r.location, r.removed) for r in removals] == [("eventlog/transactions.dlq", 3)]
+    assert orjson.loads((offsets / "transactions.dlq.json").read_bytes()) == {
+        "part-w0-00000001.jsonl": 2}  # the next line read is n=5, as before
+
+
+def test_online_keys_of_every_version_go_and_no_one_elses():
+    from mercury.online.memory_store import MemoryOnlineStore
+    from mercury.online.store import KeyWrite
+    from mercury.privacy.erasure.online import erase_online
+
+    store = MemoryOnlineStore()
+    keys = ["fs:{u:u_1}:spending:v1", "fs:{u:u_1}:spending:v2", "fs:{u:u_1}:risk:v1",
+            "fs:{u:u_10}:spending:v1", "fs:{m:u_1}:merchant:v1"]
+    store.write([KeyWrite(key=k, set_fields={"a": b"1"}, ttl_ms=60_000) for k in keys])
+    [removal] = erase_online(store, [_subject("u_1")])
+    assert removal.removed == 3
+    assert removal.detail == {"by_set": {"spending:v1": 1, "spending:v2": 1, "risk:v1": 1}}
+    assert sorted(store.hashes) == ["fs:{m:u_1}:merchant:v1", "fs:{u:u_10}:spending:v1"]
+
+
+def test_tombstones_reload_and_keep_the_last_list_when_the_register_fails():
+    from mercury.privacy.erasure.tombstones import Tombstones, record_user
+
+    now = [0.0]
+    answers: list = [frozenset({erasure_hash(KEYS, "u_1")}), RuntimeError("postgres down"),
+                     frozenset({erasure_hash(KEYS, "u_1"), erasure_hash(KEYS, "u_2")})]
+
+    def load():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    stones = Tombstones(KEYS, load, refresh_s=60, clock=lambda: now[0])
+    assert stones.erased("u_1") and not stones.erased("u_2")
+    now[0] = 61  # the reload fails: the list as it was stays in force
+    assert stones.erased("u_1") and not stones.erased("u_2")
+    now[0] = 122
+    assert stones.erased("u_2")
+    kept, dropped = stones.keep([{"user_id": "u_1"}, {"user_id": "u_3"},
+                                 {"op": "d", "before": {"user_id": "u_2"}, "after": None}])
+    assert (kept, dropped) == ([{"user_id": "u_3"}], 2)
+    assert record_user({"after": {"user_id": "u_9"}}) == "u_9"
+    failing = Tombstones(KEYS, lambda: (_ for _ in ()).throw(RuntimeError("down")))
+    with pytest.raises(RuntimeError):  # never loaded: no answer is safe
+        failing.erased("u_1")
+
+
+def test_lake_rows_and_their_old_files_are_gone(tmp_settings):
+    import pyarrow.parquet as pq
+
+    from mercury.lake.tables import catalog
+    from mercury.privacy.erasure.lake import erase_lake
+
+    lake = catalog(tmp_settings)
+    lake.create_namespace_if_not_exists("raw")
+    schema = pa.schema([pa.field("event_id", pa.string()), pa.field("user_id", pa.string())])
+    table = lake.create_table("raw.things", schema)
+    for batch in ([("e1", "u_1"), ("e2", "u_2")], [("e3", "u_1"), ("e4", "u_10")]):
+        table.append(pa.Table.from_pylist(
+            [{"event_id": e, "user_id": u} for e, u in batch], schema=schema))
+    letters_schema = pa.schema([pa.field("dlq_id", pa.string()),
+                                pa.field("raw_payload", pa.string())])
+    letters = lake.create_table("raw.letters", letters_schema)
+    letters.append(pa.Table.from_pylist([
+        {"dlq_id": "d1", "raw_payload": '{"user_id": "u_1", "amount": "x"}'},
+        {"dlq_id": "d2", "raw_payload": '{"user_id": "u_2"}'}], schema=letters_schema))
+
+    started = datetime.now(UTC) + timedelta(seconds=1)
+    removals = {r.location: r for r in erase_lake(tmp_settings, [_subject("u_1")], started)}
+
+    assert removals["raw.things"].removed == 2
+    assert removals["raw.letters"].removed == 1
+    things = lake.load_table("raw.things")
+    assert sorted(things.scan().to_arrow().column("user_id").to_pylist()) == ["u_10", "u_2"]
+    assert len(things.snapshots()) == 1  # no time travel to before the erasure
+    assert lake.load_table("raw.letters").scan().to_arrow().column("dlq_id").to_pylist() == ["d2"]
+    warehouse = Path(tmp_settings.lake.warehouse)
+    for path in warehouse.rglob("*.parquet"):
+        assert "u_1\"" not in orjson.dumps(pq.read_table(path).to_pylist()).decode(), path
+
+
+def test_warehouse_tables_lose_the_rows_views_are_left(tmp_settings):
+    import duckdb
+
+    from mercury.privacy.erasure.warehouse import erase_warehouse
+
+    path = tmp_settings.warehouse.duckdb_path
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema marts")
+        con.execute("create table marts.f (user_token text, n int)")
+        con.execute("insert into marts.f values ('ut_u_1', 1), ('ut_u_2', 2)")
+        con.execute("create view marts.v as select * from marts.f")
+    [removal] = erase_warehouse(tmp_settings, [_subject("u_1")])
+    assert (removal.location, removal.removed) == ("marts.f", 1)
+    with duckdb.connect(str(path)) as con:
+        assert con.execute("select user_token from marts.v").fetchall() == [("ut_u_2",)]
+
+
+def test_register_is_idempotent_per_ticket_and_keeps_only_the_hash(tmp_settings):
+    from mercury.errors import CommandError
+    from mercury.privacy.erasure import register
+
+    ticket = f"T-{datetime.now(UTC).timestamp()}"
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    first = register.submit(tmp_settings, ticket, "u_1", erasure_hash(KEYS, "u_1"), at)
+    again = register.submit(tmp_settings, ticket, "u_1", erasure_hash(KEYS, "u_1"), at)
+    assert first == again and first.due_at == at + timedelta(days=30)
+    with pytest.raises(CommandError, match="another user"):
+        register.submit(tmp_settings, ticket, "u_2", erasure_hash(KEYS, "u_2"), at)
+    assert ticket in {r.ticket for r in register.pending(tmp_settings)}
+    register.complete(tmp_settings, ticket, at + timedelta(days=1))
+    assert ticket not in {r.ticket for r in register.pending(tmp_settings)}
+    assert erasure_hash(KEYS, "u_1") in register.erased_hashes(tmp_settings)
+    with register.connect(tmp_settings) as conn:
+        row = conn.execute(f"select user_id from {register.TABLE} where ticket = %s",
+                           (ticket,)).fetchone()
+        conn.execute(f"delete from {register.TABLE} where ticket = %s", (ticket,))
+    assert row == (None,)
+
+
+def test_serving_drops_erased_users_from_its_snapshot_cache():
+    from mercury.online.memory_store import MemoryOnlineStore
+    from mercury.serving.erasures import ErasureWatch
+    from mercury.serving.features import SetContext, SnapshotCache
+
+    snapshots = SnapshotCache(max_users=10, max_age_ms=86_400_000)
+    for user in ("u_1", "u_2"):
+        for name in ("spending", "risk"):
+            snapshots.put(user, SetContext(name, 1, "online", 1_000, 900, {"x": 1}))
+
+    class Fetcher:  # the two parts of FeatureFetcher the watch uses
+        def __init__(self):
+            self.snapshots = snapshots
+            self.reader = type("Reader", (), {"store": MemoryOnlineStore()})()
+
+    fetcher = Fetcher()
+    watch = ErasureWatch(fetcher, KEYS)  # type: ignore[arg-type]
+    fetcher.reader.store.publish_erasures([erasure_hash(KEYS, "u_1")], watch.seen_ms + 1,
+                                          keep_ms=86_400_000)
+    assert asyncio.run(watch.poll()) == 1
+    assert snapshots.get("u_1", "spending", 2_000) is None
+    assert snapshots.get("u_2", "risk", 2_000) is not None
+    assert asyncio.run(watch.poll()) == 0  # each notice is acted on once
