@@ -40,9 +40,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "decrypt", help="decrypt an audit question (role compliance_investigator only)")
     reveal.add_argument("value", help="enc1:<key id>:<data>")
     reveal.set_defaults(run=_decrypt)
-    from mercury.privacy.erasure import cli as erasure_cli
+    from mercury.privacy import cli as privacy_cli
 
-    erasure_cli.register(p_actions)
+    privacy_cli.register(p_actions)
 
 
 def _serve(args: argparse.Namespace) -> int:

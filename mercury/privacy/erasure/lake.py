@@ -55,7 +55,7 @@ def erase_lake(settings: Settings, subjects: list[Subject], started: datetime) -
 def erase_table(table: Table, name: str, subjects: list[Subject],
                 started: datetime) -> Removal | None:
     """The subjects' rows out of one table and its files; None if it holds no user column."""
-    match = _match(table, subjects)
+    match = subject_rows(table, subjects)
     if match is None:
         return None
     doomed = table.scan(row_filter=match).count() if table.current_snapshot() else 0
@@ -70,7 +70,9 @@ def erase_table(table: Table, name: str, subjects: list[Subject],
         "expired_snapshots": expired, "removed_files": removed_files})
 
 
-def _match(table: Table, subjects: list[Subject]) -> BooleanExpression | None:
+def subject_rows(table: Table, subjects: list[Subject]) -> BooleanExpression | None:
+    """The filter of the subjects' rows in ``table``; None if it holds no user column
+    (shared with the access export, ``mercury.privacy.access``)."""
     from pyiceberg.expressions import Or
 
     from mercury.lake.predicates import In

@@ -1,4 +1,5 @@
-"""``mercury privacy erase|erase-pending|evidence``: GDPR erasure from the command line."""
+"""``mercury privacy erase|request-erasure|erase-pending|evidence|export``: the data subject's
+rights (GDPR Art. 15 and 17) from the command line."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def register(actions: argparse._SubParsersAction[Any]) -> None:
     show = actions.add_parser("evidence", help="the deletion evidence of a request, as JSON")
     show.add_argument("--request", required=True)
     show.set_defaults(run=_evidence)
+    export = actions.add_parser("export", help="all that is stored about a user, as JSON")
+    export.add_argument("--user", required=True)
+    export.add_argument("--out", help="a file (default: standard output)")
+    export.set_defaults(run=_export)
 
 
 def _erase(args: argparse.Namespace) -> int:
@@ -65,4 +70,18 @@ def _evidence(args: argparse.Namespace) -> int:
     if not rows:
         raise CommandError(f"no evidence for request {args.request}")
     print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mercury.config import load_settings
+    from mercury.privacy.access import export_subject, to_json
+
+    document = to_json(export_subject(load_settings(), args.user))
+    if args.out:
+        Path(args.out).write_bytes(document)
+    else:
+        print(document.decode())
     return 0
