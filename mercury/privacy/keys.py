@@ -195,9 +195,9 @@ def _legacy(wrapper: KeyWrapper) -> tuple[dict[str, bytes], dict[str, bytes]]:
     'enc1' values."""
     from mercury.privacy.kms import LocalKek
 
-    if not isinstance(wrapper, LocalKek) or "key_id" not in wrapper.legacy:
+    if not isinstance(wrapper, LocalKek) or "key_id" not in wrapper.document:
         return {}, {}
-    old = wrapper.legacy
+    old = wrapper.document
     seeds = {p: base64.b64decode(old[p]) for p in ("tokenization", "service_tokens") if p in old}
     enc1 = {old["key_id"]: base64.b64decode(old["encryption"])} if "encryption" in old else {}
     return seeds, enc1

@@ -49,13 +49,13 @@ class KeyWrapper:
 
 class LocalKek(KeyWrapper):
     """The local stand-in for KMS: AES-256-GCM under a key kept in ``path`` (0600). The file
-    may also hold the keys of the one-file layout before the key ring (``legacy``)."""
+    may also hold the keys of the one-file layout before the key ring (``document``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         document = _read_or_add_kek(self.path)
         self._kek = base64.b64decode(document["kek"])
-        self.legacy = document
+        self.document = document  # may hold the one-file layout's keys (keys._legacy)
 
     def wrap(self, key: bytes, context: dict[str, str]) -> bytes:
         return aead_wrap(self._kek, key, context)
