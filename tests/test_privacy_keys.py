@@ -358,3 +358,18 @@ def test_no_production_process_can_make_an_identity_provider_key(tmp_path, monke
     with pytest.raises(RuntimeError, match="does not run in production"):
         ensure_keys(settings)
     assert not (tmp_path / "d" / "idp").exists()
+
+
+def test_callers_tokens_verify_under_every_retained_version(tmp_settings):
+    from mercury.serving.auth import AccessDenied, authenticate_caller, service_token
+
+    callers = frozenset({"llm-gateway"})
+    old = service_token(load_keys(tmp_settings), "llm-gateway")
+    rotate(tmp_settings, "service_tokens")
+    keys = load_keys(tmp_settings)
+    new = service_token(keys, "llm-gateway")
+    assert new != old
+    for token in (old, new):
+        assert authenticate_caller(keys, callers, f"Bearer {token}") == "llm-gateway"
+    with pytest.raises(AccessDenied):
+        authenticate_caller(keys, callers, f"Bearer {new[:-1]}{'1' if new[-1] == '0' else '0'}")
