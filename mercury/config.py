@@ -196,9 +196,15 @@ class PrivacyConfig(_Section):
     spool_key_max_messages: int = Field(1 << 24, ge=1, le=1 << 32)
 
     def resolved_kms_key_id(self) -> str | None:
+        """The KMS key (id or ARN): configured, or from the variable ``kms_key_id_env``."""
         if self.kms_key_id:
             return self.kms_key_id
-        return os.environ.get(self.kms_key_id_env) if self.kms_key_id_env else None
+        value = os.environ.get(self.kms_key_id_env) if self.kms_key_id_env else None
+        if not value and self.key_source == "kms":
+            raise ConfigError(f"privacy.kms_key_id_env names {self.kms_key_id_env!r}, which is "
+                              "not set in the environment" if self.kms_key_id_env else
+                              "privacy.key_source is 'kms' but privacy.kms_key_id is not set")
+        return value
 
 
 class CallerConfig(_Section):

@@ -373,3 +373,11 @@ def test_callers_tokens_verify_under_every_retained_version(tmp_settings):
         assert authenticate_caller(keys, callers, f"Bearer {token}") == "llm-gateway"
     with pytest.raises(AccessDenied):
         authenticate_caller(keys, callers, f"Bearer {new[:-1]}{'1' if new[-1] == '0' else '0'}")
+
+
+def test_a_kms_key_named_by_an_unset_variable_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.delenv("MERCURY_KMS_KEY_ARN", raising=False)
+    monkeypatch.setenv("MERCURY_CONFIG", str(write_config(tmp_path, privacy={
+        "key_source": "kms", "kms_key_id_env": "MERCURY_KMS_KEY_ARN"})))
+    with pytest.raises(ConfigError, match="'MERCURY_KMS_KEY_ARN', which is not set"):
+        load_keys(load_settings())
