@@ -190,6 +190,9 @@ class PrivacyConfig(_Section):
     kms_key_id: str | None = None
     kms_key_id_env: str | None = None
     keyring_uri: str | None = None
+    # Where the users' wrapped data keys live (privacy.user_keys); None: ``postgres``. In
+    # production its own role, so the CDC user cannot read or delete keys.
+    user_keys_postgres: PostgresConfig | None = None
     # A serving process's spool data key seals at most this many questions before the next
     # one is made: random 96-bit nonces stay far below NIST SP 800-38D's 2^32 per key
     # (mercury/serving/audit_sealing.py has the arithmetic).

@@ -144,7 +144,8 @@ class UserKeyStore:
 def open_user_keys(settings: Settings, keys: Keys | None = None) -> UserKeyStore:
     from mercury.privacy.keys import load_keys
 
-    return UserKeyStore(settings.postgres.conninfo(), keys or load_keys(settings))
+    postgres = settings.privacy.user_keys_postgres or settings.postgres
+    return UserKeyStore(postgres.conninfo(), keys or load_keys(settings))
 
 
 def shred_user_keys(settings: Settings, user_id: str) -> int:
