@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import orjson
@@ -32,8 +31,9 @@ class Envelope:
     blob: bytes
 
 
-@cache
 def _cipher(key: bytes) -> Any:
+    # Not cached: a cache would keep every user's key in memory, shredded ones included
+    # (making an AESGCM object costs about a microsecond).
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     return AESGCM(key)
