@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "config"
@@ -177,15 +177,37 @@ class RetrievalConfig(_Section):
 
 
 class PrivacyConfig(_Section):
-    """Where the keys that protect personal data come from.
+    """Where the keys that protect personal data come from (mercury/privacy/keys.py).
 
-    ``local_file``: one JSON key file under ``<data_dir>/keys/`` (mode 0600, created on first
-    use, never committed); it stands in for KMS. ``kms``: production, data keys wrapped by
-    ``kms_key_id`` (described in docs/SERVING.md, not runnable here).
+    ``local_file``: a key file under ``<data_dir>/keys/`` (mode 0600, created on first use,
+    never committed) stands in for KMS. ``kms``: AWS KMS, the key ``kms_key_id`` (or the
+    variable ``kms_key_id_env`` names). The key ring (wrapped service keys, one document every
+    process reads) is at ``keyring_uri`` (``s3://bucket/key``; locally a file beside the key
+    file when unset).
     """
 
     key_source: Literal["local_file", "kms"] = "local_file"
     kms_key_id: str | None = None
+    kms_key_id_env: str | None = None
+    keyring_uri: str | None = None
+    # Where the users' wrapped data keys live (privacy.user_keys); None: ``postgres``. In
+    # production its own role, so the CDC user cannot read or delete keys.
+    user_keys_postgres: PostgresConfig | None = None
+    # A serving process's spool data key seals at most this many questions before the next
+    # one is made: random 96-bit nonces stay far below NIST SP 800-38D's 2^32 per key
+    # (mercury/serving/audit_sealing.py has the arithmetic).
+    spool_key_max_messages: int = Field(1 << 24, ge=1, le=1 << 32)
+
+    def resolved_kms_key_id(self) -> str | None:
+        """The KMS key (id or ARN): configured, or from the variable ``kms_key_id_env``."""
+        if self.kms_key_id:
+            return self.kms_key_id
+        value = os.environ.get(self.kms_key_id_env) if self.kms_key_id_env else None
+        if not value and self.key_source == "kms":
+            raise ConfigError(f"privacy.kms_key_id_env names {self.kms_key_id_env!r}, which is "
+                              "not set in the environment" if self.kms_key_id_env else
+                              "privacy.key_source is 'kms' but privacy.kms_key_id is not set")
+        return value
 
 
 class CallerConfig(_Section):
@@ -307,6 +329,14 @@ class Settings(_Section):
     spark: SparkConfig = SparkConfig()
     offline: OfflineConfig = OfflineConfig()
 
+    @model_validator(mode="after")
+    def _production_holds_no_local_stand_in(self) -> Settings:
+        if self.profile == "production":
+            problems = production_problems(self)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
+
     @property
     def run_dir(self) -> Path:
         """Pid files of the processes the local stack started (and only those)."""
@@ -320,6 +350,27 @@ class Settings(_Section):
     def key_file(self) -> Path:
         """The local stand-in for KMS (``privacy.key_source: local_file``)."""
         return self.data_dir / "keys" / "privacy.json"
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What in a production profile would run on a local stand-in: each names its setting.
+    A pod on a local key file mints its own user tokens and keeps keys on its volume; one
+    without a published key set would create the local identity provider's signing key."""
+    privacy, problems = settings.privacy, []
+    if privacy.key_source != "kms":
+        problems.append(f"privacy.key_source is {privacy.key_source!r}: production needs "
+                        "'kms' (the key file is the local stand-in for KMS)")
+    if not (privacy.kms_key_id or privacy.kms_key_id_env):
+        problems.append("privacy.kms_key_id (or privacy.kms_key_id_env) is not set: "
+                        "production wraps its keys with KMS")
+    if not (privacy.keyring_uri or "").startswith("s3://"):
+        problems.append("privacy.keyring_uri must be an s3:// object shared by every pod "
+                        "(a file per host gives each pod its own user tokens)")
+    if settings.serving.identity.jwks_path is None:
+        problems.append("serving.identity.jwks_path is not set: production reads the identity "
+                        "provider's published keys (without it the local stand-in's signing "
+                        "key would be created)")
+    return problems
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:

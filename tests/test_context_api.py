@@ -18,8 +18,9 @@ from mercury.features.definition.compile import load_compiled
 from mercury.features.reader import ContextReader
 from mercury.online.factory import open_store
 from mercury.privacy.keys import load_keys
-from mercury.privacy.protect import decrypt, user_token
+from mercury.privacy.protect import user_token
 from mercury.serving.app import create_app
+from mercury.serving.audit_sealing import open_question
 from mercury.serving.auth import service_token
 from mercury.serving.local_idp import issue_assertion
 from mercury.serving.runtime import build_runtime, default_retriever_factory
@@ -360,7 +361,10 @@ def test_every_answer_is_audited_once_with_the_question_protected(world, tmp_pat
         clear = orjson.dumps(record).decode().replace(record["question"], "")
         assert "4111 1111" not in clear and "4111111111111111" not in clear
         assert "jo@example.com" not in clear
-        assert decrypt(api.keys, record["question"]) == question
+        # under the user's own key, bound to this request (tests/test_privacy_keys.py)
+        assert record["question"].startswith("enc2:user:")
+        assert open_question(settings, api.keys, record["question"],
+                             record["request_id"]) == question
         assert record["question_redacted"] == ("why was card [number] declined? mail me at "
                                                "[email]")
         assert record["llm_model_version"] == "assistant-2026-11"

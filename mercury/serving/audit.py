@@ -36,6 +36,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from mercury.serving.spool_keys import forget_owner_keys
+
 if TYPE_CHECKING:
     from mercury.eventlog.base import EventProducer
 
@@ -176,12 +178,15 @@ def _entry(raw: bytes) -> tuple[str, str, dict[str, Any]]:
 
 def ship_file(spool: Path, send: Callable[[str, str, dict[str, Any]], None],
               flush: Callable[[], None], max_lines: int = 5_000,
-              quarantine: Callable[[str, bytes], None] | None = None) -> int:
+              quarantine: Callable[[str, bytes], None] | None = None,
+              prefetch: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None
+              ) -> int:
     """Ship complete lines after the recorded progress; returns how many were shipped.
 
     A line that does not decode (torn by a short write on a full disk, say), is too large, or
     whose record is rejected by ``send`` goes to ``quarantine`` with its reason (by default
-    ``<spool>.quarantine``) and shipping goes on: one bad line never wedges the rest."""
+    ``<spool>.quarantine``) and shipping goes on: one bad line never wedges the rest.
+    ``prefetch`` sees the batch's records before the first is sent (one lookup per batch)."""
     if quarantine is None:
         def quarantine(reason: str, raw: bytes) -> None:
             quarantine_line(spool.with_suffix(".quarantine"), reason, raw)
@@ -198,27 +203,37 @@ def ship_file(spool: Path, send: Callable[[str, str, dict[str, Any]], None],
             quarantine(f"oversized: {length} bytes", chunk[:MAX_LINE_BYTES])
             _write_progress(spool, offset + length + 1)
         return 0
-    shipped, consumed = 0, 0
+    batch: list[tuple[bytes, tuple[str, str, dict[str, Any]] | str | None]] = []
+    good = 0
     for raw in lines:
-        consumed += len(raw) + 1
+        if good >= max_lines:
+            break
         if not raw.strip():
+            batch.append((raw, None))
+        elif len(raw) > MAX_LINE_BYTES:
+            batch.append((raw, f"oversized: {len(raw)} bytes"))
+        else:
+            try:
+                batch.append((raw, _entry(raw)))
+                good += 1
+            except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
+                batch.append((raw, "undecodable spool line"))
+    if prefetch is not None:
+        prefetch([(item[0], item[2]) for _, item in batch if isinstance(item, tuple)])
+    shipped, consumed = 0, 0
+    for raw, item in batch:
+        consumed += len(raw) + 1
+        if isinstance(item, str):
+            quarantine(item, raw[:MAX_LINE_BYTES])
             continue
-        if len(raw) > MAX_LINE_BYTES:
-            quarantine(f"oversized: {len(raw)} bytes", raw[:MAX_LINE_BYTES])
+        if item is None:
             continue
         try:
-            stream, key, record = _entry(raw)
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
-            quarantine("undecodable spool line", raw)
-            continue
-        try:
-            send(stream, key, record)
+            send(*item)
         except RecordRejected as exc:
             quarantine(exc.reason, raw)
             continue
         shipped += 1
-        if shipped >= max_lines:
-            break
     if consumed:
         flush()  # durable on the stream first, then the progress: at-least-once
         _write_progress(spool, offset + consumed)
@@ -257,13 +272,16 @@ class AuditShipper:
                  encode: Callable[[str, dict[str, Any]], bytes],
                  interval_s: float = 1.0, orphans_every_s: float = 10.0,
                  prepare: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
-                 max_message_bytes: int = MAX_LINE_BYTES) -> None:
+                 max_message_bytes: int = MAX_LINE_BYTES,
+                 prefetch: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None
+                 ) -> None:
         self.spool = spool
         self.producer = producer
         self.encode = encode
         # Work that must not run on the request path (the question's redaction, from its
         # ciphertext): done here, on the shipper's thread, before the record is encoded.
         self.prepare = prepare
+        self.prefetch = prefetch  # what ``prepare`` needs for a whole batch (users' keys)
         self.max_message_bytes = max_message_bytes
         self.quarantined = 0
         self.interval_s = interval_s
@@ -319,6 +337,8 @@ class AuditShipper:
                 shipped += self._ship_segments(sorted(folder.glob(f"{owner}.*.jsonl")),
                                                owner=owner)
                 (folder / f"{owner}.lock").unlink(missing_ok=True)
+                if not any(folder.glob(f"{owner}.*.jsonl")):
+                    forget_owner_keys(folder, owner)  # its spool keys seal nothing left
             log.info("audit: shipped the spool of %s, which is gone", owner)
         self.shipped += shipped
         return shipped
@@ -330,7 +350,8 @@ class AuditShipper:
         for segment in segments:
             while True:  # until a round moves the progress no further
                 before = _read_progress(segment)
-                shipped += ship_file(segment, self._send, self.producer.flush, quarantine=keep)
+                shipped += ship_file(segment, self._send, self.producer.flush, quarantine=keep,
+                                     prefetch=self.prefetch)
                 if _read_progress(segment) == before:
                     break
             if segment != current and _read_progress(segment) >= segment.stat().st_size:

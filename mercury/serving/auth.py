@@ -31,9 +31,10 @@ class AccessDenied(Exception):
         self.reason = reason
 
 
-def service_token(keys: Keys, caller: str) -> str:
-    digest = hmac.new(keys.service_tokens, caller.encode(), hashlib.sha256).hexdigest()
-    return f"{caller}.{digest}"
+def service_token(keys: Keys, caller: str, version: int | None = None) -> str:
+    """The caller's token under the active ``service_tokens`` key (or ``version``)."""
+    key = keys.key("service_tokens", version)
+    return f"{caller}.{hmac.new(key, caller.encode(), hashlib.sha256).hexdigest()}"
 
 
 def authenticate_caller(keys: Keys, known_callers: frozenset[str], header: str | None) -> str:
@@ -42,8 +43,11 @@ def authenticate_caller(keys: Keys, known_callers: frozenset[str], header: str |
     token = header[len("Bearer "):].strip()
     caller, _, _ = token.partition(".")
     # Bytes, not str: compare_digest refuses non-ASCII text, and a header is whatever came.
-    if caller not in known_callers or not hmac.compare_digest(
-            token.encode("utf-8", "surrogateescape"), service_token(keys, caller).encode()):
+    # Any retained key version: after a rotation callers move to the new token at their pace.
+    presented = token.encode("utf-8", "surrogateescape")
+    if caller not in known_callers or not any(
+            hmac.compare_digest(presented, service_token(keys, caller, v).encode())
+            for v in keys.versions("service_tokens")):
         raise AccessDenied(401, "unknown or invalid service token")
     return caller
 

@@ -1,5 +1,5 @@
 """``mercury serve`` and the credentials helpers: ``mercury serving token|assertion`` and
-``mercury privacy token|decrypt``."""
+``mercury privacy token|decrypt|rotate``."""
 
 from __future__ import annotations
 
@@ -38,8 +38,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p_token.set_defaults(run=_user_token)
     reveal = p_actions.add_parser(
         "decrypt", help="decrypt an audit question (role compliance_investigator only)")
-    reveal.add_argument("value", help="enc1:<key id>:<data>")
+    reveal.add_argument("value", help="enc2:<purpose>:<key id>:<data> (or enc1:<key id>:<data>)")
+    reveal.add_argument("--request-id", help="the audit row's request_id: an enc2 value is "
+                                             "bound to it (required for enc2)")
+    reveal.add_argument("--field", default="question", help="the column it came from")
     reveal.set_defaults(run=_decrypt)
+    rotate = p_actions.add_parser(
+        "rotate", help="add a version of a key ring key and make it active (security team)")
+    rotate.add_argument("--purpose", required=True,
+                        help="tokenization | service_tokens | spool | user_kek")
+    rotate.set_defaults(run=_rotate)
     from mercury.privacy import cli as privacy_cli
 
     privacy_cli.register(p_actions)
@@ -93,11 +101,28 @@ def _user_token(args: argparse.Namespace) -> int:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
-    from mercury.privacy.protect import decrypt
+    from mercury.privacy.errors import KeyError_
+    from mercury.serving.audit_sealing import open_question
+    from mercury.serving.runtime import spool_dir
 
-    _, keys = _keys()
+    settings, keys = _keys()
     try:
-        print(decrypt(keys, args.value))
-    except ValueError as exc:
+        print(open_question(settings, keys, args.value, args.request_id, args.field,
+                            spool_folder=spool_dir(settings)))
+    except (ValueError, KeyError_) as exc:
         raise CommandError(str(exc)) from exc
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    from mercury.config import load_settings
+    from mercury.privacy.errors import KeyError_
+    from mercury.privacy.keys import rotate
+
+    try:
+        version = rotate(load_settings(), args.purpose)
+    except KeyError_ as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"{args.purpose}: version {version} is active; running processes pick it up at "
+          "their next start (retired versions still decrypt and verify)")
     return 0

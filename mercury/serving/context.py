@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
-from mercury.privacy.protect import decrypt, encrypt, redact, user_token
+from mercury.privacy.protect import user_token
 from mercury.retrieval.index import SearchFilter
+from mercury.serving.audit_sealing import AUDIT_STREAM as AUDIT_STREAM
 from mercury.serving.breaker import CircuitBreaker
 from mercury.serving.documents import DocumentFetcher, Documents
 from mercury.serving.features import ONLINE, UNAVAILABLE, FeatureFetcher, SetContext
@@ -30,12 +31,12 @@ if TYPE_CHECKING:
     from mercury.config import ServingConfig
     from mercury.privacy.keys import Keys
     from mercury.serving.audit import AuditSpool
+    from mercury.serving.audit_sealing import AuditSealer
     from mercury.serving.metrics import Metrics
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-AUDIT_STREAM = "inference_audit"
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,11 @@ def _iso(ms: int | None) -> str | None:
 
 class ContextService:
     def __init__(self, serving: ServingConfig, keys: Keys, features: FeatureFetcher,
-                 documents: DocumentFetcher, spool: AuditSpool, metrics: Metrics) -> None:
+                 documents: DocumentFetcher, spool: AuditSpool, metrics: Metrics,
+                 sealer: AuditSealer) -> None:
         self.cfg = serving
         self.keys = keys
+        self.sealer = sealer
         self.features = features
         self.documents = documents
         self.spool = spool
@@ -210,7 +213,11 @@ class ContextService:
         chunks = docs.chunks if docs else []
         return {
             "request_id": request.request_id, "event_ts": now_ms, "caller": request.caller,
-            "user_token": token, "question": encrypt(self.keys, request.question),
+            "user_token": token,
+            # Under this process's spool key (memory only); the shipper seals it again under
+            # the user's key (audit_sealing.py).
+            "question": self.sealer.seal_for_spool(request.request_id, request.user_id,
+                                                   request.question),
             "intent": plan.intent, "retrieved_chunk_ids": [c["chunk_id"] for c in chunks],
             "feature_set": None, "feature_set_version": None, "features_as_of": as_of_ms,
             "index_version": docs.index_version if docs else None,
@@ -230,10 +237,3 @@ class ContextService:
             "caller_request_id": request.caller_request_id,
         }
 
-
-def finish_audit_record(keys: Keys, stream: str, record: dict[str, Any]) -> dict[str, Any]:
-    """What the audit shipper does to a spooled record before it ships: the question's
-    redacted text, from its ciphertext (redaction is kept off the request path)."""
-    if stream != AUDIT_STREAM or record.get("question_redacted") is not None:
-        return record
-    return {**record, "question_redacted": redact(decrypt(keys, record["question"]))}

@@ -58,7 +58,12 @@ def _write(path: Path, data: dict[str, Any], mode: int) -> None:
 
 def ensure_keys(settings: Settings, rotate: bool = False) -> Path:
     """Create the signing key and its JWKS on first use (or add one: ``rotate``); the JWKS
-    path. Safe when several processes start at once."""
+    path. Safe when several processes start at once. Never in production: no process there
+    may hold an identity provider's private key (the config refuses a production profile
+    without ``serving.identity.jwks_path``; this is the second lock)."""
+    if settings.profile == "production":
+        raise RuntimeError("the local identity provider stand-in does not run in production; "
+                           "set serving.identity.jwks_path to the provider's published keys")
     folder = idp_dir(settings)
     signing, jwks = folder / "signing.json", folder / "jwks.json"
     if not rotate and jwks.exists() and signing.exists():  # the common case: no lock

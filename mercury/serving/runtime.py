@@ -17,12 +17,14 @@ from mercury.features.definition.compile import load_compiled
 from mercury.features.reader import ContextReader
 from mercury.online.factory import open_store
 from mercury.privacy.keys import load_keys
+from mercury.privacy.userkeys import open_user_keys
 from mercury.serving.admission import Admission
 from mercury.serving.app import Runtime
 from mercury.serving.audit import AuditShipper, AuditSpool, RecordRejected
+from mercury.serving.audit_sealing import AuditSealer
 from mercury.serving.auth import RateLimiter
 from mercury.serving.breaker import CircuitBreaker
-from mercury.serving.context import ContextService, finish_audit_record
+from mercury.serving.context import ContextService
 from mercury.serving.documents import DocumentFetcher
 from mercury.serving.exposure import check_exposure
 from mercury.serving.features import FeatureFetcher, SnapshotCache
@@ -30,6 +32,7 @@ from mercury.serving.identity import AssertionVerifier, load_jwks
 from mercury.serving.metrics import Metrics
 from mercury.serving.overload import LoopMonitor
 from mercury.serving.request import Limits
+from mercury.serving.spool_keys import SpoolKeys
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -109,16 +112,18 @@ def build_runtime(settings: Settings, *, store: OnlineStore | None = None,
                                 store_deadline_s=cfg.retrieval_deadline_ms / 1000,
                                 crowded=lambda: admission.crowded)
     spool = AuditSpool(spool_dir(settings), check=contract_check)
+    sealer = AuditSealer(SpoolKeys(spool.folder, spool.owner, keys,
+                                   settings.privacy.spool_key_max_messages),
+                         open_user_keys(settings, keys), keys)
     writer = "audit_" + re.sub(r"[^A-Za-z0-9_]", "_", spool.owner)
     shipper = AuditShipper(spool, open_producer(settings, writer_id=writer),
                            lambda stream, record: encode_record(settings, stream, record),
                            interval_s=cfg.audit_ship_interval_s,
-                           prepare=lambda stream, record: finish_audit_record(keys, stream,
-                                                                              record))
+                           prepare=sealer.finish, prefetch=sealer.prefetch)
     identity = cfg.identity
     return Runtime(
         settings=settings, keys=keys,
-        service=ContextService(cfg, keys, features, documents, spool, metrics),
+        service=ContextService(cfg, keys, features, documents, spool, metrics, sealer),
         verifier=AssertionVerifier(load_jwks(jwks_path(settings)), identity.issuer,
                                    identity.max_lifetime_s, identity.clock_skew_s,
                                    identity.replay_cache_size),
