@@ -70,8 +70,10 @@ def test_erased_users_are_gone_from_every_store(demo_world):
     from mercury.lake.load import load_stream
     from mercury.privacy import erasure
     from mercury.privacy.erasure import evidence
+    from mercury.privacy.errors import KeyErased
     from mercury.privacy.keys import load_keys
-    from mercury.privacy.protect import decrypt, user_token
+    from mercury.privacy.protect import user_token
+    from mercury.serving.audit_sealing import open_question
     from mercury.serving.demo import busiest_decliners
 
     settings = demo_world.settings
@@ -85,6 +87,8 @@ def test_erased_users_are_gone_from_every_store(demo_world):
     erased = [audited, lettered, late]
     ciphertexts = _audit_questions(settings, user_token(keys, audited))
     assert ciphertexts, "the demo's questions should be in the audit trail"
+    for request_id, value in ciphertexts:  # readable before the erasure
+        assert open_question(settings, keys, value, request_id)
     needles = _needles(settings, keys, erased)
     control_before = _footprint(demo_world, control)
 
@@ -103,9 +107,9 @@ def test_erased_users_are_gone_from_every_store(demo_world):
     # (Kafka in production): only the late event just written may name the user there.
     residual = [h for h in hits if h.where != str(late_file)]
     assert residual == [], _describe(residual)
-    for value in ciphertexts:
-        with pytest.raises(ValueError, match="erased"):
-            decrypt(keys, value)
+    for request_id, value in ciphertexts:
+        with pytest.raises(KeyErased, match="erased"):
+            open_question(settings, keys, value, request_id)
     assert _footprint(demo_world, control) == control_before
 
     tickets = {row["ticket"] for row in written}
@@ -153,15 +157,15 @@ def _users_with_transactions(settings: Settings, not_in: set[str]) -> list[str]:
     return sorted(set(users) - not_in)
 
 
-def _audit_questions(settings: Settings, token: str) -> list[str]:
+def _audit_questions(settings: Settings, token: str) -> list[tuple[str, str]]:
     from pyiceberg.expressions import EqualTo
 
     from mercury.lake.tables import catalog
 
     table = catalog(settings).load_table("audit.inference_requests")
     rows = table.scan(row_filter=EqualTo("user_token", token),
-                      selected_fields=("question",)).to_arrow().to_pylist()
-    return [row["question"] for row in rows]
+                      selected_fields=("request_id", "question")).to_arrow().to_pylist()
+    return [(row["request_id"], row["question"]) for row in rows]
 
 
 def _footprint(world: DemoWorld, user: str) -> dict:

@@ -17,8 +17,9 @@ import pytest
 from mercury.privacy.erasure.subject import Subject, erasure_hash
 from mercury.privacy.keys import Keys
 
-KEYS = Keys(key_id="k1", tokenization=b"t" * 32, encryption=b"e" * 32,
-            service_tokens=b"s" * 32)
+PURPOSES = ("tokenization", "service_tokens", "user_index")
+KEYS = Keys(active=dict.fromkeys(PURPOSES, 1),
+            material={(p, 1): p.encode().ljust(32, b"_") for p in PURPOSES})
 
 
 def _subject(user: str) -> Subject:
@@ -46,7 +47,8 @@ def test_erasure_hash_is_not_the_token_and_depends_on_the_key():
     from mercury.privacy.protect import user_token
 
     assert erasure_hash(KEYS, "u_1") != user_token(KEYS, "u_1")
-    other = Keys("k2", b"x" * 32, b"e" * 32, b"s" * 32)
+    other = Keys(active=dict.fromkeys(PURPOSES, 1),
+                 material={(p, 1): p.encode().ljust(32, b"!") for p in PURPOSES})
     assert erasure_hash(KEYS, "u_1") != erasure_hash(other, "u_1")
 
 

@@ -80,18 +80,20 @@ def _lake(settings: Settings, who: Subject, keys) -> dict[str, list[dict[str, An
                 continue
             rows = table.scan(row_filter=match).to_arrow().to_pylist()
             if rows:
-                found[name] = [_readable(row, keys) for row in rows]
+                found[name] = [_readable(settings, keys, row) for row in rows]
     return found
 
 
-def _readable(row: dict[str, Any], keys) -> dict[str, Any]:
-    from mercury.privacy.protect import decrypt
+def _readable(settings: Settings, keys, row: dict[str, Any]) -> dict[str, Any]:
+    from mercury.privacy.errors import KeyError_
+    from mercury.serving.audit_sealing import open_question
 
     question = row.get("question")
     if isinstance(question, str) and question.startswith("enc"):
         try:
-            row = {**row, "question": decrypt(keys, question)}
-        except ValueError as exc:
+            row = {**row, "question": open_question(settings, keys, question,
+                                                     row.get("request_id"))}
+        except (KeyError_, ValueError) as exc:
             row = {**row, "question": f"(cannot be decrypted: {exc})"}
     return row
 

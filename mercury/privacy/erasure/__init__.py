@@ -102,7 +102,7 @@ def erase(settings: Settings, request: register.Request,
 
 
 def _shred_keys(settings: Settings, who: Subject) -> list[Removal]:
-    from mercury.privacy.keys import shred_user_keys
+    from mercury.privacy.userkeys import shred_user_keys
 
     return [Removal("keys", "user data keys", shred_user_keys(settings, who.user_id))]
 

@@ -14,7 +14,7 @@ import hmac
 from dataclasses import dataclass
 
 from mercury.privacy.keys import Keys
-from mercury.privacy.protect import user_token
+from mercury.privacy.protect import user_tokens
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,18 @@ class Subject:
 
 
 def subject(keys: Keys, ticket: str, user_id: str) -> Subject:
-    return Subject(ticket=ticket, user_id=user_id, tokens=(user_token(keys, user_id),),
+    return Subject(ticket=ticket, user_id=user_id,
+                   tokens=tuple(user_tokens(keys, user_id).values()),
                    erasure_hash=erasure_hash(keys, user_id))
 
 
 def erasure_hash(keys: Keys, user_id: str) -> str:
     """The tombstone of an erased user: a keyed hash under its own label, so it equals no
     user token (a scan for the token finds nothing) and cannot be reversed without the key,
-    yet re-arriving data for the user is recognised. It is the one thing kept about them."""
+    yet re-arriving data for the user is recognised. It is the one thing kept about them.
+    Under the ``user_index`` key, which never rotates, so a tombstone outlives rotations."""
     label = b"mercury-erasure\x00" + user_id.encode()
-    return "eh_" + hmac.new(keys.tokenization, label, hashlib.sha256).hexdigest()[:32]
+    return "eh_" + hmac.new(keys.key("user_index"), label, hashlib.sha256).hexdigest()[:32]
 
 
 def _avro_length(n: int) -> bytes:
