@@ -9,7 +9,7 @@ key, names and values. The result names each place a needle was found.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +25,18 @@ class Hit:
 def scan_files(roots: Iterable[Path], needles: list[str],
                skip: tuple[str, ...] = ()) -> list[Hit]:
     encoded = [(n, n.encode()) for n in needles]
-    hits = []
+    return [Hit(where, n) for where, data in file_texts(roots, skip)
+            for n, b in encoded if b in data]
+
+
+def file_texts(roots: Iterable[Path], skip: tuple[str, ...] = ()) -> Iterator[tuple[str, bytes]]:
+    """(path, the file's text as its format stores it) for every file under ``roots``."""
     for root in roots:
         for folder, _dirs, names in os.walk(root):
             for name in names:
                 path = Path(folder) / name
-                if any(part in str(path) for part in skip):
-                    continue
-                data = _text_of(path)
-                hits += [Hit(str(path), n) for n, b in encoded if b in data]
-    return hits
+                if not any(part in str(path) for part in skip):
+                    yield str(path), _text_of(path)
 
 
 def _text_of(path: Path) -> bytes:

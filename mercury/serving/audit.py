@@ -147,7 +147,17 @@ class AuditSpool:
         return sorted(self.folder.glob(f"{self.owner}.*.jsonl"))
 
     def close(self) -> None:
+        """After the shipper's last round: fully shipped segments go (they hold user tokens
+        and sealed questions, nothing left to ship), and with the last of them the lock and
+        the spool keys."""
         os.close(self._fd)
+        for segment in self.segments():
+            if _read_progress(segment) >= segment.stat().st_size:
+                segment.unlink()
+                _shipped_path(segment).unlink(missing_ok=True)
+        if not self.segments():
+            forget_owner_keys(self.folder, self.owner)
+            (self.folder / f"{self.owner}.lock").unlink(missing_ok=True)
         self._lock_file.close()
 
 

@@ -34,3 +34,11 @@ def erase(settings: Settings) -> dict[str, Any]:
     rows = erase_pending(settings, progress=log_line)
     tickets = sorted({row["ticket"] for row in rows})
     return {"erased": tickets, "removed": sum(row["removed"] for row in rows)}
+
+
+def check_deadlines(reviewed: dict[str, Any], erased: dict[str, Any]) -> None:
+    """Raises when a request that was near its deadline is still not erased."""
+    late = sorted(set(reviewed["near_deadline"]) - set(erased["erased"]))
+    if late:
+        raise RuntimeError(f"erasure requests near their deadline not completed: {late} "
+                           "(docs/runbooks: gdpr-erasure)")
