@@ -2,6 +2,9 @@
 
 The id is derived from the stream and the source position, so writing the same failure twice
 (a retried load, a replayed partition) yields the same dead letter, not a second one.
+
+Only ``raw_payload`` (classed personal) holds what the producer sent; every other field is
+classed public, so it names the field and the rule, never a value (``validation``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 import re
 
 from mercury.contracts import registry, schemas
+from mercury.contracts.sensitive import text_rule
 from mercury.contracts.validation import Verdict
 
 _EVENT_ID = re.compile(rb'"(?:event_id|change_id|request_id)"\s*:\s*"([^"]{1,64})"')
@@ -24,6 +28,9 @@ def make_dead_letter(stream_name: str, position: str, raw: bytes, verdict: Verdi
                      failed_at_ms: int) -> dict:
     spec = registry.stream(stream_name)
     found = _EVENT_ID.search(raw)  # even a truncated payload often still names its event
+    event_id = found.group(1).decode("utf-8", errors="replace") if found else None
+    if event_id is not None and text_rule(event_id) is not None:
+        event_id = None  # a producer put card data or an e-mail where the id goes
     try:
         text, as_base64 = raw.decode("utf-8"), False
     except UnicodeDecodeError:  # binary (Confluent Avro): kept exactly, for replay
@@ -39,7 +46,7 @@ def make_dead_letter(stream_name: str, position: str, raw: bytes, verdict: Verdi
         "error_message": verdict.message or verdict.rule,
         "schema_subject": spec.schema_subject,
         "schema_version": schemas.versions(spec.schema_subject)[-1],
-        "event_id": found.group(1).decode("utf-8", errors="replace") if found else None,
+        "event_id": event_id,
         "failed_at": failed_at_ms,
     }
 

@@ -177,7 +177,8 @@ FROM raw_{s}, LATERAL TABLE(JSON_FIELDS(line)) AS parsed(f)""", "view", shared=T
         judged = Statement(f"judged_{s}", f"""SELECT line_position, pt,
   validate_line({sql_literal(self.stream)}, line_position, line) AS v
 FROM checked_{s} WHERE NOT fast""", "view", shared=True)
-        valid = Statement(f"valid_{s}", f"""SELECT line_position, pt, line AS record_json, f
+        valid = Statement(f"valid_{s}", f"""SELECT line_position, pt,
+  {contract.clean_line} AS record_json, f
 FROM checked_{s} WHERE fast
 UNION ALL
 SELECT line_position, pt, v.record AS record_json, v.fields AS f

@@ -1,0 +1,152 @@
+"""Is a field the contract does not know sensitive? A scan of its name, then of its value.
+
+A producer may add any field without a coordinated deploy; most are harmless (``wallet_type``),
+some are not (``pan``). ``classify`` answers with the rule that matched, or None:
+
+- by name: the field's name, split into words (``cardNumber``, ``card_number`` and
+  ``CARD-NUMBER`` alike), names card data, a security code, an expiry, an e-mail, a bank
+  account, a national id, a phone, a person's name or an address;
+- by value: a string (or a number, or any string inside a nested value) holds a card number
+  (13 to 19 digits, spaces or dashes between them allowed, Luhn-valid), an e-mail address, an
+  IBAN whose mod-97 check holds, or, under a name that says so, a 3-4 digit security code.
+
+Hostile input stays cheap: each string is scanned up to ``SCAN_CHARS``, a nested value up to
+``SCAN_NODES`` values, and every scan is one pass (no pattern can backtrack). The rule for
+what then happens to the field is in ``mercury.contracts.validation`` (docs/COMPLIANCE.md,
+"Data classes at the sinks").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SCAN_CHARS = 4096   # a longer string is judged on its first 4,096 characters
+SCAN_NODES = 256    # a nested value is judged on its first 256 values
+
+# Words of a field name -> the rule. Multi-word names are matched on the joined words, so
+# ``card_number`` and ``cardNumber`` both read ``cardnumber``.
+_NAME_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (rule, re.compile(pattern)) for rule, pattern in (
+        ("card_number_name", r"^(pan|fpan|dpan)$|cardnumber|cardno|ccnum|ccnumber|creditcard"
+                             r"|debitcard|primaryaccountnumber|cardpan"),
+        ("security_code_name", r"^(cvv2?|cvc2?|cvn|csc)$|securitycode|cardverification"
+                               r"|^(cvv|cvc)"),
+        ("expiry_name", r"^(exp|expiry|expiration|expdate|expmonth|expyear)$|expiry|expiration"
+                        r"|validthru|validuntil"),
+        ("email_name", r"^e?mail$|email"),
+        ("bank_account_name", r"^(iban|bic|swift)$|iban|bankaccount|accountnumber|routingnumber"
+                              r"|sortcode"),
+        ("national_id_name", r"^(ssn|sin|nin|tin|passport)$|socialsecurity|nationalid|taxid"
+                             r"|passportnumber|driverslicen[cs]e|driverlicen[cs]e"),
+        ("phone_name", r"^(phone|mobile|msisdn|tel|telephone)$|phonenumber|mobilenumber"),
+        ("person_name_name", r"^name$|fullname|firstname|lastname|middlename|surname|givenname"
+                             r"|familyname|maidenname|nickname|cardholder|holdername|nameoncard"),
+        ("address_name", r"^address$|streetaddress|homeaddress|billingaddress|postcode|zipcode"
+                         r"|postalcode|dateofbirth|birthdate|^dob$"),
+    ))
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+# One pass over a bounded string; every quantifier is bounded or over a disjoint class.
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,63}")
+_IBAN = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30})(?![A-Za-z0-9])")
+_SECURITY_CODE = re.compile(r"^\s*[0-9]{3,4}\s*$")
+
+
+def name_rule(name: str) -> str | None:
+    """The rule a field name breaks (its last path segment is read), or None."""
+    leaf = name.rsplit(".", 1)[-1][:SCAN_CHARS]
+    joined = "".join(w.lower() for w in _WORD.findall(leaf))
+    for rule, pattern in _NAME_RULES:
+        if pattern.search(joined):
+            return rule
+    return None
+
+
+def value_rule(value: Any) -> str | None:
+    """The rule a value breaks (strings and numbers, at any depth of a nested value)."""
+    seen = 0
+    pending = [value]
+    while pending and seen < SCAN_NODES:
+        item = pending.pop()
+        seen += 1
+        if isinstance(item, dict):
+            pending.extend(item.values())
+            pending.extend(k for k in item if isinstance(k, str))
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, (str, int)):
+            found = text_rule(str(item)[:SCAN_CHARS] if isinstance(item, str) else str(item))
+            if found:
+                return found
+    return None
+
+
+def classify(name: str, value: Any) -> str | None:
+    """Why the field ``name`` holding ``value`` is sensitive (a rule name), or None. The name
+    is also read as text: a producer may put an e-mail or a card number in a key."""
+    by_name = name_rule(name)
+    if by_name == "security_code_name" and _looks_like_code(value):
+        return "security_code_value"
+    return by_name or text_rule(name[:SCAN_CHARS]) or value_rule(value)
+
+
+def text_rule(text: str) -> str | None:
+    """The rule a piece of text breaks (a card number, an e-mail, an IBAN), or None."""
+    if has_card_number(text):
+        return "card_number_value"
+    if _EMAIL.search(text):
+        return "email_value"
+    if any(iban_checks(m.group(1)) for m in _IBAN.finditer(text)):
+        return "iban_value"
+    return None
+
+
+def has_card_number(text: str) -> bool:
+    """A run of 13-19 digits (single spaces or dashes between digits allowed) whose Luhn
+    check holds. One pass: digits are gathered per run, each run checked once."""
+    digits: list[int] = []
+    gap = False  # the previous character was a separator inside a run
+    for char in text + "x":
+        if "0" <= char <= "9":
+            digits.append(ord(char) - 48)
+            gap = False
+        elif char in " -" and digits and not gap:
+            gap = True
+        else:
+            if 13 <= len(digits) <= 19 and luhn_ok(digits):
+                return True
+            digits, gap = [], False
+    return False
+
+
+def luhn_ok(digits: list[int]) -> bool:
+    total = 0
+    for i, digit in enumerate(reversed(digits)):
+        if i % 2:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def iban_checks(candidate: str) -> bool:
+    """ISO 13616: the country and check digits moved to the end, letters as 10-35, mod 97 = 1."""
+    text = candidate.replace(" ", "")
+    if not 15 <= len(text) <= 34:
+        return False
+    rearranged = text[4:] + text[:4]
+    remainder = 0
+    for char in rearranged:
+        value = int(char, 36)  # 0-9 -> 0-9, A-Z -> 10-35
+        remainder = (remainder * (100 if value > 9 else 10) + value) % 97
+    return remainder == 1
+
+
+def _looks_like_code(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return False
+    return _SECURITY_CODE.match(str(value)[:16]) is not None
