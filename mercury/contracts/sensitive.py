@@ -10,10 +10,11 @@ some are not (``pan``). ``classify`` answers with the rule that matched, or None
   (13 to 19 digits, spaces or dashes between them allowed, Luhn-valid), an e-mail address, an
   IBAN whose mod-97 check holds, or, under a name that says so, a 3-4 digit security code.
 
-Hostile input stays cheap: each string is scanned up to ``SCAN_CHARS``, a nested value up to
-``SCAN_NODES`` values, and every scan is one pass (no pattern can backtrack). The rule for
-what then happens to the field is in ``mercury.contracts.validation`` (docs/COMPLIANCE.md,
-"Data classes at the sinks").
+Hostile input stays cheap: a string is scanned up to ``SCAN_CHARS``, a nested value up to
+``SCAN_NODES`` values, and every scan is one pass (no pattern can backtrack). What is larger
+cannot be cleared, so it fails closed (``too_large_to_scan``): padding must not hide a card
+number. The rule for what then happens to the field is in ``mercury.contracts.validation``
+(docs/COMPLIANCE.md, "Data classes at the sinks").
 """
 
 from __future__ import annotations
@@ -21,28 +22,27 @@ from __future__ import annotations
 import re
 from typing import Any
 
-SCAN_CHARS = 4096   # a longer string is judged on its first 4,096 characters
-SCAN_NODES = 256    # a nested value is judged on its first 256 values
+SCAN_CHARS = 4096   # a longer unknown string is not scanned: it is dropped
+SCAN_NODES = 256    # likewise a nested unknown value of more values than this
+TOO_LARGE = "too_large_to_scan"
 
 # Words of a field name -> the rule. Multi-word names are matched on the joined words, so
 # ``card_number`` and ``cardNumber`` both read ``cardnumber``.
 _NAME_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (rule, re.compile(pattern)) for rule, pattern in (
-        ("card_number_name", r"^(pan|fpan|dpan)$|cardnumber|cardno|ccnum|ccnumber|creditcard"
-                             r"|debitcard|primaryaccountnumber|cardpan"),
-        ("security_code_name", r"^(cvv2?|cvc2?|cvn|csc)$|securitycode|cardverification"
-                               r"|^(cvv|cvc)"),
-        ("expiry_name", r"^(exp|expiry|expiration|expdate|expmonth|expyear)$|expiry|expiration"
-                        r"|validthru|validuntil"),
-        ("email_name", r"^e?mail$|email"),
-        ("bank_account_name", r"^(iban|bic|swift)$|iban|bankaccount|accountnumber|routingnumber"
+        ("name_card_number", r"^[fd]?pan$|cardnum|cardno$|ccnum|cardpan|primaryaccountnumber"),
+        ("name_security_code", r"^(cvv|cvc)|^(cvn|csc)$|securitycode|cardverification"),
+        ("name_expiry", r"^exp$|expiry|expiration|expdate|expmonth|expyear|validthru"
+                        r"|validuntil"),
+        ("name_email", r"^e?mail$|email"),
+        ("name_bank_account", r"iban|^(bic|swift)$|bankaccount|accountnumber|routingnumber"
                               r"|sortcode"),
-        ("national_id_name", r"^(ssn|sin|nin|tin|passport)$|socialsecurity|nationalid|taxid"
-                             r"|passportnumber|driverslicen[cs]e|driverlicen[cs]e"),
-        ("phone_name", r"^(phone|mobile|msisdn|tel|telephone)$|phonenumber|mobilenumber"),
-        ("person_name_name", r"^name$|fullname|firstname|lastname|middlename|surname|givenname"
-                             r"|familyname|maidenname|nickname|cardholder|holdername|nameoncard"),
-        ("address_name", r"^address$|streetaddress|homeaddress|billingaddress|postcode|zipcode"
+        ("name_national_id", r"^(ssn|sin|nin|tin|passport)$|socialsecurity|nationalid|taxid"
+                             r"|passportnumber|driv(er|ers|ing)licen[cs]e"),
+        ("name_phone", r"^(phone|mobile|msisdn|tel|telephone)$|phonenumber|mobilenumber"),
+        ("name_person", r"^name$|fullname|firstname|lastname|middlename|surname|givenname"
+                        r"|familyname|maidenname|nickname|cardholder|holdername|nameoncard"),
+        ("name_address", r"^address$|streetaddress|homeaddress|billingaddress|postcode|zipcode"
                          r"|postalcode|dateofbirth|birthdate|^dob$"),
     ))
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
@@ -55,7 +55,7 @@ _SECURITY_CODE = re.compile(r"^\s*[0-9]{3,4}\s*$")
 
 def name_rule(name: str) -> str | None:
     """The rule a field name breaks (its last path segment is read), or None."""
-    leaf = name.rsplit(".", 1)[-1][:SCAN_CHARS]
+    leaf = name[:SCAN_CHARS].rsplit(".", 1)[-1]
     joined = "".join(w.lower() for w in _WORD.findall(leaf))
     for rule, pattern in _NAME_RULES:
         if pattern.search(joined):
@@ -64,21 +64,26 @@ def name_rule(name: str) -> str | None:
 
 
 def value_rule(value: Any) -> str | None:
-    """The rule a value breaks (strings and numbers, at any depth of a nested value)."""
+    """The rule a value breaks (strings, integers and keys, at any depth of a nested value)."""
     seen = 0
     pending = [value]
-    while pending and seen < SCAN_NODES:
+    while pending:
         item = pending.pop()
         seen += 1
+        if seen > SCAN_NODES:
+            return TOO_LARGE
+        if isinstance(item, (dict, list)) and seen + len(item) > SCAN_NODES:
+            return TOO_LARGE
         if isinstance(item, dict):
             pending.extend(item.values())
-            pending.extend(k for k in item if isinstance(k, str))
+            pending.extend(item.keys())
         elif isinstance(item, list):
             pending.extend(item)
-        elif isinstance(item, bool):
-            continue
-        elif isinstance(item, (str, int)):
-            found = text_rule(str(item)[:SCAN_CHARS] if isinstance(item, str) else str(item))
+        elif isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool)):
+            text = item if isinstance(item, str) else str(item)
+            if len(text) > SCAN_CHARS:
+                return TOO_LARGE
+            found = text_rule(text)
             if found:
                 return found
     return None
@@ -88,25 +93,28 @@ def classify(name: str, value: Any) -> str | None:
     """Why the field ``name`` holding ``value`` is sensitive (a rule name), or None. The name
     is also read as text: a producer may put an e-mail or a card number in a key."""
     by_name = name_rule(name)
-    if by_name == "security_code_name" and _looks_like_code(value):
-        return "security_code_value"
-    return by_name or text_rule(name[:SCAN_CHARS]) or value_rule(value)
+    if by_name == "name_security_code" and _looks_like_code(value):
+        return "value_security_code"
+    if len(name) > SCAN_CHARS:
+        return TOO_LARGE
+    return by_name or text_rule(name) or value_rule(value)
 
 
 def text_rule(text: str) -> str | None:
     """The rule a piece of text breaks (a card number, an e-mail, an IBAN), or None."""
     if has_card_number(text):
-        return "card_number_value"
+        return "value_card_number"
     if _EMAIL.search(text):
-        return "email_value"
+        return "value_email"
     if any(iban_checks(m.group(1)) for m in _IBAN.finditer(text)):
-        return "iban_value"
+        return "value_iban"
     return None
 
 
 def has_card_number(text: str) -> bool:
-    """A run of 13-19 digits (single spaces or dashes between digits allowed) whose Luhn
-    check holds. One pass: digits are gathered per run, each run checked once."""
+    """A run of 13-19 digits (single spaces or dashes between digits allowed) that starts as
+    a payment card does and whose Luhn check holds. One pass: digits are gathered per run,
+    each run checked once."""
     digits: list[int] = []
     gap = False  # the previous character was a separator inside a run
     for char in text + "x":
@@ -116,10 +124,18 @@ def has_card_number(text: str) -> bool:
         elif char in " -" and digits and not gap:
             gap = True
         else:
-            if 13 <= len(digits) <= 19 and luhn_ok(digits):
+            if _card_shaped(digits) and luhn_ok(digits):
                 return True
             digits, gap = [], False
     return False
+
+
+def _card_shaped(digits: list[int]) -> bool:
+    """ISO 7812: cards of the payment networks start with 2-6; only Visa issued 13 digits.
+    Epoch-millisecond times (13 digits, starting with 1 or 2 this century) are not cards."""
+    if len(digits) == 13:
+        return digits[0] == 4
+    return 14 <= len(digits) <= 19 and 2 <= digits[0] <= 6
 
 
 def luhn_ok(digits: list[int]) -> bool:

@@ -18,6 +18,9 @@ from mercury.contracts.sensitive import text_rule
 from mercury.contracts.validation import Verdict
 
 _EVENT_ID = re.compile(rb'"(?:event_id|change_id|request_id)"\s*:\s*"([^"]{1,64})"')
+# An id as producers write them (uuids, ``req_...``): no spaces, no ``@``, so no name or
+# e-mail a producer put where the id goes; digit runs are checked as card numbers.
+_ID_SHAPED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 def dead_letter_id(stream: str, position: str) -> str:
@@ -29,8 +32,8 @@ def make_dead_letter(stream_name: str, position: str, raw: bytes, verdict: Verdi
     spec = registry.stream(stream_name)
     found = _EVENT_ID.search(raw)  # even a truncated payload often still names its event
     event_id = found.group(1).decode("utf-8", errors="replace") if found else None
-    if event_id is not None and text_rule(event_id) is not None:
-        event_id = None  # a producer put card data or an e-mail where the id goes
+    if event_id is not None and (not _ID_SHAPED.match(event_id) or text_rule(event_id)):
+        event_id = None  # the letter's public fields hold no value (module doc)
     try:
         text, as_base64 = raw.decode("utf-8"), False
     except UnicodeDecodeError:  # binary (Confluent Avro): kept exactly, for replay
