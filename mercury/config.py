@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "config"
@@ -47,6 +47,22 @@ class RedisStoreConfig(_Section):
     # The jobs' (blocking) client, e.g. the streaming writer: a store that stops answering
     # (a host gone without a reset) raises after this long, to be retried, never hangs.
     job_timeout_s: float = Field(10.0, gt=0)
+    # TLS (rediss; ElastiCache in-transit encryption). The server's certificate is checked
+    # against ``ssl_ca_certs`` (None: the system's CAs) and its name against ``host``.
+    # Production refuses anything less (``Settings``).
+    ssl: bool = False
+    ssl_ca_certs: Path | None = None
+    ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """What every redis-py client (blocking, asyncio, cluster) is built with."""
+        password = os.environ.get(self.password_env) if self.password_env else None
+        kwargs: dict[str, Any] = dict(host=self.host, port=self.port, password=password)
+        if self.ssl:
+            kwargs.update(ssl=True, ssl_cert_reqs=self.ssl_cert_reqs,
+                          ssl_check_hostname=self.ssl_cert_reqs == "required",
+                          ssl_ca_certs=str(self.ssl_ca_certs) if self.ssl_ca_certs else None)
+        return kwargs
 
 
 class MemoryStoreConfig(_Section):
@@ -64,11 +80,20 @@ class PostgresConfig(_Section):
     user: str = "postgres"
     database: str = "mercury"
     password_env: str | None = None
+    # libpq's TLS modes; ``prefer`` (libpq's own default) keeps the local server plaintext.
+    # Production needs ``verify-full``: encrypted, the certificate chained to ``sslrootcert``
+    # and naming ``host`` (``Settings`` refuses less).
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = \
+        "prefer"
+    sslrootcert: Path | None = None
 
     def conninfo(self, database: str | None = None) -> str:
         password = os.environ.get(self.password_env, "") if self.password_env else ""
         parts = [f"host={self.host}", f"port={self.port}", f"user={self.user}",
-                 f"dbname={database or self.database}", "connect_timeout=5"]
+                 f"dbname={database or self.database}", "connect_timeout=5",
+                 f"sslmode={self.sslmode}"]
+        if self.sslrootcert is not None:
+            parts.append(f"sslrootcert={self.sslrootcert}")
         if password:
             parts.append(f"password={password}")
         return " ".join(parts)
@@ -307,6 +332,22 @@ class Settings(_Section):
     spark: SparkConfig = SparkConfig()
     offline: OfflineConfig = OfflineConfig()
 
+    @model_validator(mode="after")
+    def _production_connections_are_encrypted(self) -> Settings:
+        """Personal and card data cross these connections: production never sends them in
+        clear, nor to a server whose certificate is not checked."""
+        if self.profile != "production":
+            return self
+        store = self.online_store
+        if isinstance(store, RedisStoreConfig) and not store.ssl:
+            raise ValueError("online_store.ssl must be true in production (TLS to Redis)")
+        if isinstance(store, RedisStoreConfig) and store.ssl_cert_reqs != "required":
+            raise ValueError("online_store.ssl_cert_reqs must be 'required' in production")
+        if self.postgres.sslmode != "verify-full":
+            raise ValueError(f"postgres.sslmode must be 'verify-full' in production, "
+                             f"not {self.postgres.sslmode!r}")
+        return self
+
     @property
     def run_dir(self) -> Path:
         """Pid files of the processes the local stack started (and only those)."""
@@ -335,7 +376,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-_PATH_KEYS = {"data_dir", "root", "warehouse", "conf_dir", "home", "duckdb_path", "path"}
+_PATH_KEYS = {"data_dir", "root", "warehouse", "conf_dir", "home", "duckdb_path", "path",
+              "ssl_ca_certs", "sslrootcert"}
 
 
 def _is_uri(value: str) -> bool:
