@@ -15,14 +15,10 @@ from pyflink.table.udf import udf  # noqa: E402
 
 from mercury.features.definitions.assistant import profile, spending  # noqa: E402
 from mercury.features.executors.events import normalise  # noqa: E402
-from mercury.features.executors.flinksql.job import (  # noqa: E402
-    JAVA_FUNCTIONS,
-    UDF_JAR,
-    udf_jar_url,
-)
 from mercury.features.executors.flinksql.plan import StreamPlan  # noqa: E402
 from mercury.features.executors.flinksql.udfs import VERDICT, ValidateLine  # noqa: E402
 from mercury.features.executors.reference import valid_record  # noqa: E402
+from tests.flink.java_functions import register_java_functions  # noqa: E402
 
 PAN = "4111111111111111"
 TX = {"event_id": "0badc0de-0000-4000-8000-000000000001", "user_id": "usr_1",
@@ -44,14 +40,9 @@ def _change(op: str, lsn: int, **fields) -> dict:
 
 @pytest.fixture(scope="module")
 def t_env():
-    if not UDF_JAR.exists():
-        pytest.fail(f"{UDF_JAR} is missing: `make setup` builds it")
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     t_env.get_config().set("parallelism.default", "1")
-    for name, java_class in JAVA_FUNCTIONS.items():
-        t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION {name} AS "
-                          f"'com.mercurypay.flink.{java_class}' LANGUAGE JAVA "
-                          f"USING JAR '{udf_jar_url()}'")
+    register_java_functions(t_env)
     t_env.create_temporary_system_function("validate_line",
                                            udf(ValidateLine(), result_type=VERDICT))
     return t_env
