@@ -239,3 +239,15 @@ def test_the_raw_payload_is_not_classed_public():
     for version in schemas.versions("dead_letter"):
         classes = field_classes(schemas.load("dead_letter", version).schema)
         assert classes["raw_payload"] is not DataClass.PUBLIC
+
+
+def test_our_own_producer_is_refused_a_sensitive_field_not_cleaned_quietly():
+    """The serving process writes audit records itself: an undeclared sensitive field there
+    is a bug, refused before it is spooled (and named by path and rule only)."""
+    from mercury.serving.audit import RecordRejected
+    from mercury.serving.runtime import contract_check
+
+    contract_check("transactions", dict(GOOD_TX, wallet_type="NONE"))
+    with pytest.raises(RecordRejected, match=r"pan \(name_card_number\)") as refused:
+        contract_check("transactions", dict(GOOD_TX, pan=PAN))
+    assert PAN not in str(refused.value)
