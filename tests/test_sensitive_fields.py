@@ -111,6 +111,51 @@ def test_luhn_and_mod97_by_hand():
     assert iban_checks("GB82WEST12345698765432") and not iban_checks("GB82WEST12345698765433")
 
 
+@pytest.mark.parametrize("text", [f"ref 1 {PAN}", f"{PAN} 2027", "1 4111 1111 1111 1111 12",
+                                  f"1-{PAN}-9", f"7 7 {PAN[:8]} {PAN[8:]} 7"])
+def test_digit_groups_around_a_card_number_do_not_hide_it(text):
+    """Catches checking only a whole run (a group before or after joins the run)."""
+    assert has_card_number(text)
+
+
+def _luhn_naive(digits: str) -> bool:
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = int(char) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _has_card_number_naive(text: str) -> bool:
+    """Every window of whole groups of every run, Luhn computed from scratch."""
+    import re
+
+    for run in re.findall(r"[0-9]+(?:[ -][0-9]+)*", text):
+        groups = re.split(r"[ -]", run)
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups) + 1):
+                number = "".join(groups[i:j])
+                shaped = number[0] == "4" if len(number) == 13 else \
+                    14 <= len(number) <= 19 and "2" <= number[0] <= "6"
+                if shaped and _luhn_naive(number):
+                    return True
+    return False
+
+
+def test_the_linear_card_scan_equals_the_naive_one_on_random_text():
+    """Catches an off-by-one in the prefix-sum Luhn (the parity of the window's end)."""
+    import random
+
+    rng = random.Random(7)
+    found = 0
+    for _ in range(3000):
+        text = "".join(rng.choice("0123456789012345678945  -x") for _ in range(rng.randint(0, 60)))
+        expected = _has_card_number_naive(text)
+        assert has_card_number(text) == expected, text
+        found += expected
+    assert found > 50  # the random texts hold card-shaped runs often enough to mean something
+
+
 # ---- the rule: drop sensitive unknown fields, keep clean ones, mask card data ---------------
 
 

@@ -112,41 +112,67 @@ def text_rule(text: str) -> str | None:
 
 
 def has_card_number(text: str) -> bool:
-    """A run of 13-19 digits (single spaces or dashes between digits allowed) that starts as
-    a payment card does and whose Luhn check holds. One pass: digits are gathered per run,
-    each run checked once."""
+    """A card number written in ``text``: 13-19 digits that start as a payment card does and
+    pass the Luhn check, made of whole groups of a run of digits (single spaces or dashes
+    between groups), so neither a digit group before it (``ref 1 4111 1111 1111 1111``) nor
+    one after it (``... 1111 2027``) hides it. Linear: each group start tries at most 19 group
+    ends, each checked in O(1) from prefix sums."""
+    for digits, starts in _digit_runs(text):
+        ends = [*starts[1:], len(digits)]
+        sums = _luhn_prefix_sums(digits)
+        for first, start in enumerate(starts):
+            for end in ends[first:]:
+                if end - start > 19:
+                    break
+                if _card_shaped(digits, start, end) and \
+                        (sums[end % 2][end] - sums[end % 2][start]) % 10 == 0:
+                    return True
+    return False
+
+
+def _digit_runs(text: str) -> list[tuple[list[int], list[int]]]:
+    """Each run of digit groups (single spaces or dashes between them): its digits and the
+    index where each group starts."""
+    runs: list[tuple[list[int], list[int]]] = []
     digits: list[int] = []
+    starts: list[int] = []
     gap = False  # the previous character was a separator inside a run
     for char in text + "x":
         if "0" <= char <= "9":
+            if not digits or gap:
+                starts.append(len(digits))
             digits.append(ord(char) - 48)
             gap = False
         elif char in " -" and digits and not gap:
             gap = True
         else:
-            if _card_shaped(digits) and luhn_ok(digits):
-                return True
-            digits, gap = [], False
-    return False
+            if len(digits) >= 13:
+                runs.append((digits, starts))
+            digits, starts, gap = [], [], False
+    return runs
 
 
-def _card_shaped(digits: list[int]) -> bool:
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a digit doubled, its two digits added (Luhn)
+
+
+def _luhn_prefix_sums(digits: list[int]) -> tuple[list[int], list[int]]:
+    """``sums[p][i]``: the Luhn sum of ``digits[:i]`` with the digits at indices of parity
+    ``p`` doubled. A window ``[s, e)`` doubles every second digit from its right end, i.e.
+    the indices of parity ``e % 2``: its sum is ``sums[e % 2][e] - sums[e % 2][s]``."""
+    even, odd = [0], [0]
+    for i, digit in enumerate(digits):
+        doubled = _DOUBLED[digit]
+        even.append(even[-1] + (doubled if i % 2 == 0 else digit))
+        odd.append(odd[-1] + (doubled if i % 2 == 1 else digit))
+    return even, odd
+
+
+def _card_shaped(digits: list[int], start: int, end: int) -> bool:
     """ISO 7812: cards of the payment networks start with 2-6; only Visa issued 13 digits.
     Epoch-millisecond times (13 digits, starting with 1 or 2 this century) are not cards."""
-    if len(digits) == 13:
-        return digits[0] == 4
-    return 14 <= len(digits) <= 19 and 2 <= digits[0] <= 6
-
-
-def luhn_ok(digits: list[int]) -> bool:
-    total = 0
-    for i, digit in enumerate(reversed(digits)):
-        if i % 2:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
+    if end - start == 13:
+        return digits[start] == 4
+    return 14 <= end - start <= 19 and 2 <= digits[start] <= 6
 
 
 def iban_checks(candidate: str) -> bool:
