@@ -47,6 +47,22 @@ class RedisStoreConfig(_Section):
     # The jobs' (blocking) client, e.g. the streaming writer: a store that stops answering
     # (a host gone without a reset) raises after this long, to be retried, never hangs.
     job_timeout_s: float = Field(10.0, gt=0)
+    # TLS (rediss; ElastiCache in-transit encryption). The server's certificate is checked
+    # against ``ssl_ca_certs`` (None: the system's CAs) and its name against ``host``.
+    # Production refuses anything less (``Settings``).
+    ssl: bool = False
+    ssl_ca_certs: Path | None = None
+    ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """What every redis-py client (blocking, asyncio, cluster) is built with."""
+        password = os.environ.get(self.password_env) if self.password_env else None
+        kwargs: dict[str, Any] = dict(host=self.host, port=self.port, password=password)
+        if self.ssl:
+            kwargs.update(ssl=True, ssl_cert_reqs=self.ssl_cert_reqs,
+                          ssl_check_hostname=self.ssl_cert_reqs == "required",
+                          ssl_ca_certs=str(self.ssl_ca_certs) if self.ssl_ca_certs else None)
+        return kwargs
 
 
 class MemoryStoreConfig(_Section):
@@ -64,11 +80,20 @@ class PostgresConfig(_Section):
     user: str = "postgres"
     database: str = "mercury"
     password_env: str | None = None
+    # libpq's TLS modes; ``prefer`` (libpq's own default) keeps the local server plaintext.
+    # Production needs ``verify-full``: encrypted, the certificate chained to ``sslrootcert``
+    # and naming ``host`` (``Settings`` refuses less).
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = \
+        "prefer"
+    sslrootcert: Path | None = None
 
     def conninfo(self, database: str | None = None) -> str:
         password = os.environ.get(self.password_env, "") if self.password_env else ""
         parts = [f"host={self.host}", f"port={self.port}", f"user={self.user}",
-                 f"dbname={database or self.database}", "connect_timeout=5"]
+                 f"dbname={database or self.database}", "connect_timeout=5",
+                 f"sslmode={self.sslmode}"]
+        if self.sslrootcert is not None:
+            parts.append(f"sslrootcert={self.sslrootcert}")
         if password:
             parts.append(f"password={password}")
         return " ".join(parts)
@@ -370,6 +395,16 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("serving.identity.jwks_path is not set: production reads the identity "
                         "provider's published keys (without it the local stand-in's signing "
                         "key would be created)")
+    # Personal and card data cross these connections: never in clear, never to a server
+    # whose certificate is not checked.
+    store = settings.online_store
+    if isinstance(store, RedisStoreConfig) and not store.ssl:
+        problems.append("online_store.ssl must be true in production (TLS to Redis)")
+    if isinstance(store, RedisStoreConfig) and store.ssl_cert_reqs != "required":
+        problems.append("online_store.ssl_cert_reqs must be 'required' in production")
+    if settings.postgres.sslmode != "verify-full":
+        problems.append(f"postgres.sslmode must be 'verify-full' in production, "
+                        f"not {settings.postgres.sslmode!r}")
     return problems
 
 
@@ -386,7 +421,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
-_PATH_KEYS = {"data_dir", "root", "warehouse", "conf_dir", "home", "duckdb_path", "path"}
+_PATH_KEYS = {"data_dir", "root", "warehouse", "conf_dir", "home", "duckdb_path", "path",
+              "ssl_ca_certs", "sslrootcert"}
 
 
 def _is_uri(value: str) -> bool:

@@ -63,15 +63,20 @@ class ServedWorld:
     config_path: Path
     redis: PrivateRedis
     users: list[str]
-    records: dict  # stream -> valid records (for scans of what must never be served)
+    records: dict  # stream -> valid records as sent (for scans of what must never be served)
 
 
 def _valid(stream: str, payload: bytes):
+    """The record as its producer sent it, if it is valid: the card digits and personal
+    values in it are what must never be served (the validator's own record has them masked
+    or dropped)."""
+    import orjson
+
     from mercury.contracts import registry
     from mercury.contracts.validation import validator
 
     verdict = validator(registry.stream(stream).schema_subject).validate_bytes(payload)
-    return verdict.record if verdict.ok else None
+    return orjson.loads(payload) if verdict.ok else None
 
 
 def build_served_world(tmp: Path) -> ServedWorld:

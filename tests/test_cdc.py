@@ -141,18 +141,23 @@ def test_change_decoder_builds_the_envelope():
         "source": {"connector": "postgresql", "db": "mercury", "schema": "mercury",
                    "table": "user_profiles", "lsn": 100, "tx_id": 853,
                    "ts_ms": 1_795_296_568_023},
-        "ts_ms": 1_795_296_568_023}
+        "ts_ms": 1_795_296_568_023, "key": {"user_id": "usr_1"}}
     assert validator("user_profile_cdc").validate(created).ok
     newer = {**ROW, "risk_tier": "HIGH"}
     [updated] = dec.feed(180, b"U\x00\x00\x00\x09O" + _tuple(ROW) + b"N" + _tuple(newer))
     assert (updated["op"], updated["before"]["risk_tier"], updated["after"]["risk_tier"],
             updated["source"]["lsn"]) == ("u", "LOW", "HIGH", 180)
     [deleted] = dec.feed(260, b"D\x00\x00\x00\x09O" + _tuple(newer))
-    assert (deleted["op"], deleted["after"], deleted["before"]["risk_tier"]) == ("d", None, "HIGH")
+    # A delete carries the key only: no value of the old row (a name, an e-mail) travels on.
+    assert {k: deleted[k] for k in ("op", "before", "after", "key")} == {
+        "op": "d", "before": None, "after": None, "key": {"user_id": "usr_1"}}
+    assert validator("user_profile_cdc").validate(deleted).ok
+    for value in (ROW["full_name"], ROW["email"]):
+        assert value.encode() not in orjson.dumps(deleted)
     renamed = {**ROW, "user_id": "usr_2"}
     gone, born = dec.feed(300, b"U\x00\x00\x00\x09O" + _tuple(ROW) + b"N" + _tuple(renamed))
-    assert (gone["op"], gone["before"]["user_id"], born["op"], born["after"]["user_id"]) == (
-        "d", "usr_1", "c", "usr_2")
+    assert (gone["op"], gone["before"], gone["key"], born["op"], born["after"]["user_id"]) == (
+        "d", None, {"user_id": "usr_1"}, "c", "usr_2")
     assert dec.feed(400, COMMIT) == [] and dec.last_commit.end_lsn == 0x2212078
 
 
@@ -272,7 +277,7 @@ def test_snapshot_then_insert_update_delete_in_order(pg, target, tmp_settings):
     assert second.last_lsn == _slot_lsns(pg, target)[1] and second.last_lsn > confirmed
     raws = _events(tmp_settings)[2:]
     changes = [orjson.loads(raw) for raw in raws]
-    assert [(r["op"], (r["after"] or r["before"])["user_id"]) for r in changes] == [
+    assert [(r["op"], r["key"]["user_id"]) for r in changes] == [
         ("c", "usr_c"), ("u", "usr_a"), ("d", "usr_b"), ("u", "usr_c"), ("u", "usr_c")]
     lsns = [r["source"]["lsn"] for r in changes]
     assert lsns == sorted(lsns) and len(set(lsns)) == 5 and lsns[0] > restart
@@ -284,7 +289,9 @@ def test_snapshot_then_insert_update_delete_in_order(pg, target, tmp_settings):
     assert (updated["before"]["kyc_status"], updated["after"]["kyc_status"]) == ("VERIFIED",
                                                                                  "EXPIRED")
     assert updated["before"]["notification_prefs"] == {"sms": True}
-    assert deleted["after"] is None and deleted["before"]["email"] == "usr_b@example.com"
+    assert (deleted["after"], deleted["before"], deleted["key"]) == (
+        None, None, {"user_id": "usr_b"})
+    assert b"usr_b@example.com" not in raws[2]
     assert (medium["before"]["risk_tier"], medium["after"]["risk_tier"],
             high["before"]["risk_tier"], high["after"]["risk_tier"]) == ("LOW", "MEDIUM",
                                                                          "MEDIUM", "HIGH")

@@ -3,6 +3,7 @@
 import orjson
 
 from mercury.eventlog.file_log import FileEventReader
+from mercury.generator.anomalies import TEST_PAN as PAN
 from mercury.generator.knobs import Knobs
 from mercury.generator.run import generate
 from mercury.lake import tables
@@ -34,8 +35,14 @@ def test_dead_letters_match_the_manifest_and_reloading_changes_nothing(tmp_setti
         assert not broken & set(ids)
         assert reports[stream].read == run.manifest.lines[stream]
 
-    # Schema-evolved records went in; their unknown fields were reported, not fatal.
+    # Schema-evolved records went in; their unknown fields were reported, not fatal. The pan
+    # a producer added was dropped before the lake, reported by path and rule only.
     assert reports["transactions"].unknown_fields["wallet_type"] > 0
+    assert reports["transactions"].dropped_fields["pan (name_card_number)"] > 0
+    lake = tables.read(tmp_settings, "transactions")
+    assert "pan" not in lake.column_names
+    assert set(lake.column("card_last4").to_pylist()) <= {None, "****"}  # card data masked
+    assert PAN not in reports["transactions"].summary()
 
     # A second load reads nothing new; a fresh consumer group re-reading everything
     # (a replay) adds no rows and no second dead letter per position.

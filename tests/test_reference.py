@@ -86,12 +86,14 @@ def profile_row(kyc_status, updated_at):
             "updated_at": updated_at}
 
 
-def change(op, lsn, commit_ts, before=None, after=None, emitted=None):
+def change(op, lsn, commit_ts, before=None, after=None, emitted=None, key=None):
     record = {"before": before, "after": after, "op": op,
               "source": {"connector": "postgresql", "db": "mercury", "schema": "mercury",
                          "table": "user_profiles", "lsn": lsn, "tx_id": None,
                          "ts_ms": commit_ts},
               "ts_ms": commit_ts + 500 if emitted is None else emitted}
+    if key is not None:  # v2: every change names its key; a delete carries nothing else
+        record["key"] = {"user_id": key}
     return "user_profile_cdc", orjson.dumps(record)
 
 
@@ -408,3 +410,16 @@ def test_profile_from_cdc_follows_lsn_not_arrival_and_a_delete_clears_it():
     assert values(arrivals, T0 + 90 * MINUTE_MS, profile) == {
         "profile": {**expected, "ts": T0 + HOUR_MS}}
     assert values(arrivals, T0 + 3 * HOUR_MS, profile) == {"profile": None}
+
+
+def test_a_key_only_delete_clears_the_profile_as_a_full_one_does():
+    """Catches a reader that still looks for the entity in ``before`` (a v2 delete has none:
+    its event would vanish and the profile would stay served)."""
+    pending, verified = profile_row("PENDING", T0), profile_row("VERIFIED", T0 + HOUR_MS)
+    head = [change("c", 100, T0, after=pending, key=USER),
+            change("u", 200, T0 + HOUR_MS, before=pending, after=verified, key=USER)]
+    v1 = [*head, change("d", 300, T0 + 2 * HOUR_MS, before=verified)]
+    v2 = [*head, change("d", 300, T0 + 2 * HOUR_MS, key=USER)]
+    for as_of in (T0 + 90 * MINUTE_MS, T0 + 3 * HOUR_MS):
+        assert reference_values(ALL_SETS, v2, as_of) == reference_values(ALL_SETS, v1, as_of)
+    assert values(v2, T0 + 3 * HOUR_MS, profile) == {"profile": None}

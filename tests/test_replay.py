@@ -172,3 +172,21 @@ def test_progress_printer_writes_at_most_every_interval():
     quiet = progress_printer(out, every_s=3600)
     quiet(ReplayResult("transactions", dry_run=False))
     assert out.getvalue().count("\n") == 1
+
+
+def test_a_replayed_record_comes_back_without_its_sensitive_fields(tmp_settings, monkeypatch):
+    """Catches replay re-sending the raw bytes of a record whose pan the contract drops: the
+    dead letter keeps it (raw_payload is classed personal), the stream must not again."""
+    pan = "4111111111111111"
+    leaky = orjson.dumps(transaction(20, currency="ZWG", country="ZW", pan=pan))
+    with open_producer(tmp_settings, writer_id="src") as producer:
+        producer.send("transactions", leaky)
+    load_stream(tmp_settings, "transactions")
+    fix_zwg(monkeypatch)
+    try:
+        assert replay_dead_letters(tmp_settings, "transactions").replayed == 1
+    finally:
+        validation.validator.cache_clear()
+    [replayed] = _stream(tmp_settings, "dlqreplay")
+    assert pan.encode() not in replayed
+    assert orjson.loads(replayed)["event_id"] == orjson.loads(leaky)["event_id"]

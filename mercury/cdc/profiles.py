@@ -108,11 +108,16 @@ def profile_fields(stream: str = "user_profile_cdc") -> tuple[str, ...]:
 
 def change_record(op: str, before: dict | None, after: dict | None, *, db: str, schema: str,
                   table: str, lsn: int, tx_id: int | None, ts_ms: int) -> dict:
-    """The envelope, with a fixed key order so the same change always has the same bytes."""
+    """The envelope, with a fixed key order so the same change always has the same bytes.
+    A delete carries the key only: its old row (``before``) is dropped here, so no personal
+    value of a deleted profile reaches the stream or any sink behind it."""
+    user_id = (after or before or {})["user_id"]
+    if op == "d":
+        before = None
     return {"before": before, "after": after, "op": op,
             "source": {"connector": CONNECTOR, "db": db, "schema": schema, "table": table,
                        "lsn": lsn, "tx_id": tx_id, "ts_ms": ts_ms},
-            "ts_ms": ts_ms}
+            "ts_ms": ts_ms, "key": {"user_id": user_id}}
 
 
 def project(columns: Iterable[tuple[str, int]], values: Iterable, fields: tuple[str, ...]
@@ -301,7 +306,7 @@ class Pump:
         return result
 
     def _emit(self, record: dict, result: PumpResult) -> None:
-        key = (record["after"] or record["before"])["user_id"]
+        key = record["key"]["user_id"]
         verdict = self.check.validate(record)
         if verdict.ok:
             self.producer.send(self.target.stream,

@@ -31,7 +31,8 @@ def decode(raw: bytes | str, writer_schemas: wire.WriterSchemas | None = None) -
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise UndecodablePayload("not_json", f"not JSON: {exc}") from exc
+        # orjson's message names the position, never the text; kept to that
+        raise UndecodablePayload("not_json", f"not JSON: {exc.msg} (char {exc.pos})") from exc
     if not isinstance(record, dict):
         raise UndecodablePayload("not_an_object",
                                  f"expected a JSON object, got {type(record).__name__}")
@@ -49,5 +50,7 @@ def _avro(raw: bytes, writer_schemas: wire.WriterSchemas | None) -> dict[str, An
     # What a damaged body makes fastavro raise. Anything else (the registry unreachable) is
     # not the record's fault: it propagates, and the batch is retried instead of dead-lettered.
     except (EOFError, ValueError, IndexError, TypeError, OverflowError) as exc:
-        raise UndecodablePayload("bad_avro", f"not a readable Avro body: {exc!r}") from exc
+        # The exception's kind only: fastavro may quote the bytes it could not read.
+        raise UndecodablePayload("bad_avro",
+                                 f"not a readable Avro body ({type(exc).__name__})") from exc
     return record

@@ -2,8 +2,13 @@
 
 A verdict names the rule a bad record broke and the field, so a dead letter says exactly what
 to fix. Fields the schema does not know yet (producers add optional fields without a
-coordinated deploy) are allowed and reported in ``unknown_fields``; missing optional fields get
-their schema default.
+coordinated deploy) are allowed and reported in ``unknown_fields``, unless the classifier
+(``sensitive``) finds card or personal data in one: then it is dropped from the record and
+reported in ``dropped_fields`` as (path, rule). Fields classed ``card_data`` leave masked
+(``CARD_DATA_MASK``). So every sink behind a validator (event log, staged files, late events,
+lake) gets the cleaned record (docs/COMPLIANCE.md, "Data classes at the sinks"). Messages name
+the field and the rule, never the value: they are classed public in a dead letter. Missing
+optional fields get their schema default.
 
 Rules, in the order they are checked: not_json, not_an_object (or, for Confluent Avro
 payloads, unknown_schema_id and bad_avro: ``payloads``), missing_required_field,
@@ -27,6 +32,8 @@ from typing import Any
 from mercury.contracts import payloads, schemas
 from mercury.contracts.avro_walk import PRIMITIVES, Node, Schema, named_types, resolve
 from mercury.contracts.code_lists import COUNTRIES, CURRENCIES, LANGUAGES
+from mercury.contracts.data_classes import DataClass
+from mercury.contracts.sensitive import classify, text_rule
 from mercury.contracts.wire import WriterSchemas
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -45,6 +52,11 @@ INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 # fast still counts; beyond, the record is a dead letter (``event_after_arrival``).
 EVENT_AHEAD_OF_ARRIVAL_MS = 3_600_000
 EVENT_TIME, ARRIVAL_TIME = "event_ts", "ingest_ts"
+# What a card_data field holds after validation: its presence survives (the lake's
+# has_card_last4), its digits do not leave the ingest boundary.
+CARD_DATA_MASK = "****"
+_SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_Found = tuple[list[str], list[tuple[str, str]]]  # unknown field paths, (dropped path, rule)
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class Verdict:
     field: str | None = None
     message: str | None = None
     unknown_fields: tuple[str, ...] = ()
+    dropped_fields: tuple[tuple[str, str], ...] = ()  # (path, rule): sensitive unknown fields
 
 
 @dataclass
@@ -87,8 +100,9 @@ class Validator:
 
     def validate(self, record: dict[str, Any]) -> Verdict:
         unknown: list[str] = []
+        dropped: list[tuple[str, str]] = []
         try:
-            clean = self._record(self.schema, record, "", unknown)
+            clean = self._record(self.schema, record, "", (unknown, dropped))
         except _Violation as bad:
             return Verdict(False, rule=bad.rule, field=bad.field, message=bad.message)
         if self.checks_time:
@@ -99,10 +113,10 @@ class Validator:
                                message=f"event_ts is {(event - arrival) / 3_600_000:.1f} h "
                                        f"after ingest_ts (at most "
                                        f"{EVENT_AHEAD_OF_ARRIVAL_MS // 60_000} min)")
-        return Verdict(True, record=clean, unknown_fields=tuple(unknown))
+        return Verdict(True, record=clean, unknown_fields=tuple(unknown),
+                       dropped_fields=tuple(dropped))
 
-    def _record(self, schema: Schema, value: Any, path: str,
-                unknown: list[str]) -> dict[str, Any]:
+    def _record(self, schema: Schema, value: Any, path: str, found: _Found) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise _Violation("wrong_type", path, f"{path}: expected an object")
         out: dict[str, Any] = {}
@@ -117,45 +131,53 @@ class Validator:
                                      f"required field {where!r} is missing")
                 out[name] = spec["default"]
                 continue
-            out[name] = self._value(spec["type"], value[name], where, spec.get("format"), unknown)
-        for name in value:
+            checked = self._value(spec["type"], value[name], where, spec.get("format"), found)
+            if checked is not None and spec.get("data_class") == DataClass.CARD_DATA:
+                checked = CARD_DATA_MASK if isinstance(checked, str) else None
+            out[name] = checked
+        for i, name in enumerate(value):
             if name not in known:
-                unknown.append(f"{path}{name}")
-                out[name] = value[name]
+                where = _key_path(path, name, i)
+                rule = classify(name, value[name])
+                if rule is None:
+                    found[0].append(where)
+                    out[name] = value[name]
+                else:  # never stored: only its path and the rule are reported
+                    found[1].append((where, rule))
         return out
 
     def _value(self, node: Node, value: Any, path: str, fmt: str | None,
-               unknown: list[str]) -> Any:
+               found: _Found) -> Any:
         node = resolve(node, self.names)
         if isinstance(node, list):
-            return self._union(node, value, path, fmt, unknown)
+            return self._union(node, value, path, fmt, found)
         kind = node if isinstance(node, str) else node["type"]
         if kind == "record":
-            return self._record(node, value, f"{path}.", unknown)
+            return self._record(node, value, f"{path}.", found)
         if kind == "enum":
             if not isinstance(value, str):
                 raise _Violation("wrong_type", path, f"{path}: expected a string enum symbol, "
                                                      f"got {_describe(value)}")
             if value not in node["symbols"]:
-                raise _Violation("unknown_enum", path, f"{path}: {value!r} is not one of "
+                raise _Violation("unknown_enum", path, f"{path}: not one of "
                                                        f"{', '.join(node['symbols'])}")
             return value
         if kind == "array":
             if not isinstance(value, list):
                 raise _Violation("wrong_type", path, f"{path}: expected an array")
-            return [self._value(node["items"], v, f"{path}[{i}]", None, unknown)
+            return [self._value(node["items"], v, f"{path}[{i}]", None, found)
                     for i, v in enumerate(value)]
         if kind == "map":
             if not isinstance(value, dict):
                 raise _Violation("wrong_type", path, f"{path}: expected an object (map)")
-            return {k: self._value(node["values"], v, f"{path}.{k}", None, unknown)
-                    for k, v in value.items()}
+            return {k: self._value(node["values"], v, _key_path(f"{path}.", k, i), None, found)
+                    for i, (k, v) in enumerate(value.items())}
         if kind in PRIMITIVES:
             return self._primitive(kind, value, path, fmt)
         raise _Violation("wrong_type", path, f"{path}: unsupported schema type {kind!r}")
 
     def _union(self, branches: list[Node], value: Any, path: str, fmt: str | None,
-               unknown: list[str]) -> Any:
+               found: _Found) -> Any:
         if value is None:
             if "null" in branches:
                 return None
@@ -165,7 +187,7 @@ class Validator:
             if branch == "null":
                 continue
             try:
-                return self._value(branch, value, path, fmt, unknown)
+                return self._value(branch, value, path, fmt, found)
             except _Violation as bad:
                 if best is None or bad.rule != "wrong_type":
                     best = bad
@@ -181,7 +203,7 @@ class Validator:
             if fmt in FORMAT_RULES:
                 rule, check = FORMAT_RULES[fmt]
                 if not check(value):
-                    raise _Violation(rule, path, f"{path}: {value!r} is not a valid {fmt} code")
+                    raise _Violation(rule, path, f"{path}: not a valid {fmt} code")
             return value
         if kind in ("int", "long"):
             if isinstance(value, bool) or not isinstance(value, int):
@@ -189,14 +211,14 @@ class Validator:
                                                      f"got {_describe(value)}")
             low, high = INT_RANGE[kind]
             if not low <= value <= high:
-                raise _Violation("wrong_type", path, f"{path}: {value} does not fit in {kind}")
+                raise _Violation("wrong_type", path, f"{path}: does not fit in {kind}")
             return value
         if kind in ("float", "double"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise _Violation("wrong_type", path, f"{path}: expected a number ({kind}), "
                                                      f"got {_describe(value)}")
             if not math.isfinite(value):
-                raise _Violation("wrong_type", path, f"{path}: {value} is not a finite number")
+                raise _Violation("wrong_type", path, f"{path}: not a finite number")
             return float(value)
         if kind == "boolean":
             if not isinstance(value, bool):
@@ -215,8 +237,17 @@ class Validator:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40]}"
+    """What was found instead, by JSON kind only: the value itself may be card data."""
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            dict: "an object", list: "an array", type(None): "null"}.get(type(value), "a value")
+
+
+def _key_path(path: str, key: str, index: int) -> str:
+    """A field path through a key a producer chose: the key when it reads as a field name,
+    else its position (a key may itself hold an e-mail or a card number)."""
+    if _SAFE_KEY.match(key) and text_rule(key) is None:
+        return f"{path}{key}"
+    return f"{path}[key {index}]"
 
 
 @cache

@@ -34,10 +34,21 @@ _BREAKERS = {
     },
 }
 
+# A card number that passes the Luhn check (the networks' well-known test number).
+TEST_PAN = "4111111111111111"
+
+
+def _evolved_transaction(rng: random.Random) -> dict:
+    extra = {"installment_plan_id": f"plan_{rng.getrandbits(40):010x}",
+             "wallet_type": rng.choice(("APPLE_PAY", "GOOGLE_PAY", "NONE"))}
+    if extra["wallet_type"] == "NONE":  # a careless producer sends the keyed-in card number:
+        extra["pan"] = TEST_PAN         # the contract drops it before any sink
+    return extra
+
+
 # Fields producers started sending before every consumer knew them.
 _EVOLVED_FIELDS = {
-    "transactions": lambda rng: {"installment_plan_id": f"plan_{rng.getrandbits(40):010x}",
-                                 "wallet_type": rng.choice(("APPLE_PAY", "GOOGLE_PAY", "NONE"))},
+    "transactions": _evolved_transaction,
     "user_activity": lambda rng: {"experiment_bucket": rng.choice(("A", "B", "control"))},
     "risk_signals": lambda rng: {"model_version": rng.choice(("fraud-v7.2", "fraud-v8.0"))},
 }

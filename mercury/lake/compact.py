@@ -237,9 +237,10 @@ def _archive(path: Path) -> None:
 
 
 def _cdc_change_id(record: dict) -> str | None:
-    """``<source.lsn>:<user_id>`` of a profile change (user id from ``after``, else ``before``);
-    works on a staged record and on the same columns read back from the table."""
-    row = record.get("after") or record.get("before") or {}
+    """``<source.lsn>:<user_id>`` of a profile change (user id from ``after``, else ``key``,
+    else ``before`` (v1 deletes)); works on a staged record and on the same columns read back
+    from the table."""
+    row = record.get("after") or record.get("key") or record.get("before") or {}
     lsn = (record.get("source") or {}).get("lsn")
     user_id = row.get("user_id")
     return None if lsn is None or user_id is None else f"{lsn}:{user_id}"
@@ -262,7 +263,8 @@ def _cdc_probe(records: list[dict]) -> BooleanExpression:
 
 DERIVED_IDS: dict[str, DerivedId] = {
     "user_profile_cdc": DerivedId(_cdc_change_id,
-                                  ("source.lsn", "after.user_id", "before.user_id"), _cdc_probe),
+                                  ("source.lsn", "after.user_id", "key.user_id",
+                                   "before.user_id"), _cdc_probe),
 }
 
 

@@ -33,15 +33,18 @@ class LoadReport:
     inserted: int = 0
     dead_letters: Counter = field(default_factory=Counter)
     unknown_fields: Counter = field(default_factory=Counter)
+    dropped_fields: Counter = field(default_factory=Counter)  # "<path> (<rule>)": never stored
     erased: int = 0  # records of erased users, dropped (late data must not bring them back)
 
     def summary(self) -> str:
         rules = ", ".join(f"{rule} {n}" for rule, n in sorted(self.dead_letters.items()))
         extra = ", ".join(f"{name} {n}" for name, n in self.unknown_fields.most_common(5))
+        dropped = ", ".join(f"{name} {n}" for name, n in self.dropped_fields.most_common(5))
         return (f"{self.stream}: read {self.read:,}, valid {self.valid:,}, new in lake "
                 f"{self.inserted:,}, dead-lettered {sum(self.dead_letters.values()):,}"
                 f"{f' ({rules})' if rules else ''}"
                 f"{f'; unknown fields passed: {extra}' if extra else ''}"
+                f"{f'; sensitive fields dropped: {dropped}' if dropped else ''}"
                 f"{f'; {self.erased:,} of erased users dropped' if self.erased else ''}")
 
 
@@ -65,6 +68,8 @@ def load_stream(settings: Settings, stream_name: str, batch_size: int = 50_000,
                 if verdict.ok:
                     good.append(cast("dict[str, Any]", verdict.record))  # the verdict is ok
                     report.unknown_fields.update(verdict.unknown_fields)
+                    report.dropped_fields.update(f"{path} ({rule})"
+                                                 for path, rule in verdict.dropped_fields)
                     continue
                 letter = make_dead_letter(stream_name, message.position, message.value,
                                           verdict, now_ms())

@@ -11,7 +11,6 @@ node.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -69,17 +68,12 @@ class RedisOnlineStore(OnlineStore):
         self._async_client = async_client
         self._prune_script: Any = None
 
-    def _connection_kwargs(self) -> dict[str, Any]:
-        cfg = self.config
-        password = os.environ.get(cfg.password_env) if cfg.password_env else None
-        return dict(host=cfg.host, port=cfg.port, password=password)
-
     @property
     def client(self) -> Client:
         if self._client is None:
             import redis
 
-            kwargs = dict(self._connection_kwargs(), socket_timeout=self.config.job_timeout_s,
+            kwargs = dict(self.config.connection_kwargs(), socket_timeout=self.config.job_timeout_s,
                           socket_connect_timeout=self.config.job_timeout_s)
             self._client = redis.RedisCluster(**kwargs) if self.config.cluster \
                 else redis.Redis(db=self.config.db, **kwargs)
@@ -99,7 +93,7 @@ class RedisOnlineStore(OnlineStore):
             import redis.asyncio as aioredis
 
             cfg = self.config
-            kwargs = dict(self._connection_kwargs(), socket_timeout=cfg.read_timeout_s,
+            kwargs = dict(self.config.connection_kwargs(), socket_timeout=cfg.read_timeout_s,
                           socket_connect_timeout=cfg.connect_timeout_s, retry_on_timeout=False)
             self._async_client = aioredis.RedisCluster(**kwargs) if cfg.cluster else \
                 aioredis.Redis(db=cfg.db, max_connections=cfg.max_connections, **kwargs)

@@ -2,6 +2,9 @@
 
 The id is derived from the stream and the source position, so writing the same failure twice
 (a retried load, a replayed partition) yields the same dead letter, not a second one.
+
+Only ``raw_payload`` (classed personal) holds what the producer sent; every other field is
+classed public, so it names the field and the rule, never a value (``validation``).
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ import hashlib
 import re
 
 from mercury.contracts import registry, schemas
+from mercury.contracts.sensitive import text_rule
 from mercury.contracts.validation import Verdict
 
 _EVENT_ID = re.compile(rb'"(?:event_id|change_id|request_id)"\s*:\s*"([^"]{1,64})"')
+# An id as producers write them (uuids, ``req_...``): no spaces, no ``@``, so no name or
+# e-mail a producer put where the id goes; digit runs are checked as card numbers.
+_ID_SHAPED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 def dead_letter_id(stream: str, position: str) -> str:
@@ -24,6 +31,9 @@ def make_dead_letter(stream_name: str, position: str, raw: bytes, verdict: Verdi
                      failed_at_ms: int) -> dict:
     spec = registry.stream(stream_name)
     found = _EVENT_ID.search(raw)  # even a truncated payload often still names its event
+    event_id = found.group(1).decode("utf-8", errors="replace") if found else None
+    if event_id is not None and (not _ID_SHAPED.match(event_id) or text_rule(event_id)):
+        event_id = None  # the letter's public fields hold no value (module doc)
     try:
         text, as_base64 = raw.decode("utf-8"), False
     except UnicodeDecodeError:  # binary (Confluent Avro): kept exactly, for replay
@@ -39,7 +49,7 @@ def make_dead_letter(stream_name: str, position: str, raw: bytes, verdict: Verdi
         "error_message": verdict.message or verdict.rule,
         "schema_subject": spec.schema_subject,
         "schema_version": schemas.versions(spec.schema_subject)[-1],
-        "event_id": found.group(1).decode("utf-8", errors="replace") if found else None,
+        "event_id": event_id,
         "failed_at": failed_at_ms,
     }
 

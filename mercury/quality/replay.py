@@ -22,7 +22,7 @@ from mercury.config import FileEventLogConfig, Settings
 from mercury.contracts import registry
 from mercury.contracts.payloads import decode
 from mercury.contracts.validation import validator
-from mercury.eventlog import open_consumer, open_producer, writer_schemas
+from mercury.eventlog import encode_record, open_consumer, open_producer, writer_schemas
 from mercury.quality.dead_letters import raw_payload
 
 
@@ -95,7 +95,11 @@ def replay_dead_letters(settings: Settings, stream: str, *, dry_run: bool = Fals
                     result.replayed += 1
                     if producer is not None:
                         record = cast("dict[str, Any]", verdict.record)  # the verdict is ok
-                        position = producer.send(stream, raw, key=_key(record, spec.key))
+                        # Exactly the bytes received, unless the contract dropped a sensitive
+                        # field: then the cleaned record, so the log never holds it again.
+                        payload = encode_record(settings, stream, record) \
+                            if verdict.dropped_fields else raw
+                        position = producer.send(stream, payload, key=_key(record, spec.key))
                         entries.append({"dlq_id": dlq_id, "event_id": letter.get("event_id"),
                                         "rule": letter["rule"], "position": position,
                                         "replayed_at": now_ms()})

@@ -88,6 +88,9 @@ def contract_check(stream: str, record: dict[str, Any]) -> None:
     verdict = validator(registry.stream(stream).schema_subject).validate(record)
     if not verdict.ok:
         raise RecordRejected(f"breaks the {stream} contract: {verdict.rule} at {verdict.field}")
+    if verdict.dropped_fields:  # our own record: a bug to fix, not a field to drop quietly
+        found = ", ".join(f"{path} ({rule})" for path, rule in verdict.dropped_fields)
+        raise RecordRejected(f"carries undeclared sensitive fields: {found}")
 
 
 def build_runtime(settings: Settings, *, store: OnlineStore | None = None,

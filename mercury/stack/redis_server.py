@@ -24,7 +24,7 @@ class RedisServer(Component):
         where = f"{cfg.host}:{cfg.port}"
         try:
             info: dict[str, Any] = cast(dict[str, Any], redis.Redis(
-                host=cfg.host, port=cfg.port, socket_timeout=2).info("server"))
+                **cfg.connection_kwargs(), socket_timeout=2).info("server"))
         except redis.RedisError as exc:
             return Health(self.name, False, f"no answer at {where}: {exc}")
         return Health(self.name, True, f"{where} redis {info.get('redis_version')}")

@@ -12,23 +12,14 @@ pytest.importorskip("pyflink.table", reason="PyFlink lives in the Flink env "
 
 from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment  # noqa: E402
 
-from mercury.features.executors.flinksql.job import (  # noqa: E402
-    JAVA_FUNCTIONS,
-    UDF_JAR,
-    udf_jar_url,
-)
+from tests.flink.java_functions import register_java_functions  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def t_env():
-    if not UDF_JAR.exists():
-        pytest.fail(f"{UDF_JAR} is missing: `make setup` builds it")
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     t_env.get_config().set("parallelism.default", "1")
-    for name, java_class in JAVA_FUNCTIONS.items():
-        t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION {name} AS "
-                          f"'com.mercurypay.flink.{java_class}' LANGUAGE JAVA "
-                          f"USING JAR '{udf_jar_url()}'")
+    register_java_functions(t_env)
     return t_env
 
 

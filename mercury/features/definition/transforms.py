@@ -67,7 +67,8 @@ def apply_derived(source: _Source, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def unwrap_debezium(record: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """(row, deleted) of a Debezium change event: ``after``, or ``before`` for a delete."""
+    """(row, deleted) of a Debezium change event: ``after``; for a delete its ``key`` (a v2
+    delete carries nothing else), or ``before`` (v1)."""
     if record.get("op") == "d":
-        return dict(record.get("before") or {}), True
+        return dict(record.get("key") or record.get("before") or {}), True
     return dict(record.get("after") or {}), False

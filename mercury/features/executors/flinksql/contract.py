@@ -10,6 +10,11 @@ no nested records, integers of at most 18 digits): whatever it does not pass goe
 validator itself, which names the rule, so the job's verdicts are the validator's by
 construction (docs/STREAMING.md, "Validation in the job"). ``tests/flink/test_sql_contract.py``
 holds the check to the validator over the generator's malformed and evolved records.
+
+The validator's cleaning holds on the fast path too (docs/COMPLIANCE.md, "Data classes at the
+sinks"): a line with any field the contract does not declare goes to the validator, whose
+classifier drops the sensitive ones; ``clean_line`` masks the card-data fields as the
+validator does, and ``typed`` gives them masked.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Any
 
 from mercury.contracts import schemas
 from mercury.contracts.avro_walk import named_types, resolve
+from mercury.contracts.data_classes import DataClass
 from mercury.contracts.validation import (
     ARRIVAL_TIME,
+    CARD_DATA_MASK,
     EVENT_AHEAD_OF_ARRIVAL_MS,
     EVENT_TIME,
 )
@@ -44,6 +51,7 @@ class Column:
     name: str     # the field's name, also the typed column's name
     sql_type: str  # STRING, BIGINT, DOUBLE, BOOLEAN
     kind: str      # the Avro kind it came from
+    card_data: bool = False  # classed card_data: leaves masked
 
 
 def sql_literal(value: Any) -> str:
@@ -136,11 +144,14 @@ class StreamContract:
     subject: str
     fast_check: str           # SQL over the tagged map ``f``; FALSE when nothing is fast
     columns: tuple[Column, ...]
+    clean_line: str = "line"  # SQL: a fast line as the validator's record leaves it
 
     def typed(self, name: str, source: str = "f") -> str:
         """SQL of field ``name`` (a path ``after.user_id`` for nested records) as its type."""
         column = self.column(name)
         ref = _field(name, source)
+        if column.card_data:  # the validator's mask; non-string card data is never fast
+            return f"CASE WHEN {ref} LIKE '{STRING}%' THEN {sql_literal(CARD_DATA_MASK)} END"
         if column.sql_type == "STRING" and column.kind != "json":
             return f"CASE WHEN {ref} LIKE '{STRING}%' THEN SUBSTR({ref}, 2) END"
         if column.sql_type == "BIGINT":
@@ -170,6 +181,9 @@ def compile_contract(subject: str) -> StreamContract:
     for spec in schema["fields"]:
         name = spec["name"]
         check = _value_check(spec["type"], names, _field(name), spec.get("format"))
+        if spec.get("data_class") == DataClass.CARD_DATA and \
+                _sql_type(spec["type"], names)[1] != "string":
+            check = None  # ``clean_line`` masks strings only
         if check is None:
             fast = False
         elif "default" in spec:
@@ -177,17 +191,37 @@ def compile_contract(subject: str) -> StreamContract:
             checks.append(f"({_field(name)} IS NULL OR {check})" if default_null else check)
         else:
             checks.append(f"{_field(name)} IS NOT NULL AND {check}")
-        columns.extend(_columns(name, spec["type"], names))
+        columns.extend(_columns(name, spec["type"], names,
+                                spec.get("data_class") == DataClass.CARD_DATA))
+    # Only declared fields: an unknown one may be card data, which only the validator's
+    # classifier can tell (schema evolution's cost: such lines take the Python path until
+    # the contract declares the field).
+    declared = " + ".join(f"CASE WHEN {_field(spec['name'])} IS NULL THEN 0 ELSE 1 END"
+                          for spec in schema["fields"])
+    checks.append(f"CARDINALITY(f) = {declared}")
     top = {c.name for c in columns}
     if {EVENT_TIME, ARRIVAL_TIME} <= top:
         checks.append(f"TRY_CAST(SUBSTR({_field(EVENT_TIME)}, 2) AS BIGINT) - "
                       f"TRY_CAST(SUBSTR({_field(ARRIVAL_TIME)}, 2) AS BIGINT) "
                       f"<= {EVENT_AHEAD_OF_ARRIVAL_MS}")
     fast_check = "\n    AND ".join(checks) if fast else "FALSE"
-    return StreamContract(subject, fast_check, tuple(columns))
+    return StreamContract(subject, fast_check, tuple(columns), _clean_line(schema))
 
 
-def _columns(name: str, node: Any, names: dict) -> list[Column]:
+def _clean_line(schema: dict) -> str:
+    """SQL masking each top-level card-data string of a fast line. Exact there: a fast line
+    has no escapes and only declared, flat fields, so ``"name":"..."`` is that field."""
+    line = "line"
+    for spec in schema["fields"]:
+        if spec.get("data_class") == DataClass.CARD_DATA:
+            name = spec["name"]  # Flink's REGEXP_REPLACE takes no group reference
+            found = sql_literal(f'"{name}"\\s*:\\s*"[^"]*"')
+            masked = sql_literal(f'"{name}":"{CARD_DATA_MASK}"')
+            line = f"REGEXP_REPLACE({line}, {found}, {masked})"
+    return line
+
+
+def _columns(name: str, node: Any, names: dict, card_data: bool = False) -> list[Column]:
     """The typed column of a field; a nested record (a CDC envelope's ``after``) also gives
     one column per field of its own, named by path."""
     resolved = resolve(node, names)
@@ -197,9 +231,10 @@ def _columns(name: str, node: Any, names: dict) -> list[Column]:
     if len(records) == 1:
         return [Column(name, "STRING", "json")] + [
             c for spec in records[0]["fields"]
-            for c in _columns(f"{name}.{spec['name']}", spec["type"], names)]
+            for c in _columns(f"{name}.{spec['name']}", spec["type"], names,
+                              spec.get("data_class") == DataClass.CARD_DATA)]
     sql_type, kind = _sql_type(node, names)
-    return [Column(name, sql_type, kind)]
+    return [Column(name, sql_type, kind, card_data=card_data)]
 
 
 def tagged_fields(record: dict[str, Any]) -> dict[str, str]:

@@ -177,7 +177,8 @@ FROM raw_{s}, LATERAL TABLE(JSON_FIELDS(line)) AS parsed(f)""", "view", shared=T
         judged = Statement(f"judged_{s}", f"""SELECT line_position, pt,
   validate_line({sql_literal(self.stream)}, line_position, line) AS v
 FROM checked_{s} WHERE NOT fast""", "view", shared=True)
-        valid = Statement(f"valid_{s}", f"""SELECT line_position, pt, line AS record_json, f
+        valid = Statement(f"valid_{s}", f"""SELECT line_position, pt,
+  {contract.clean_line} AS record_json, f
 FROM checked_{s} WHERE fast
 UNION ALL
 SELECT line_position, pt, v.record AS record_json, v.fields AS f
@@ -198,10 +199,13 @@ FROM valid_{self.name}""", "view")
         s, names = self.name, {c.name for c in self.contract.columns}
         entity_key = self.feature_sets[0].entity.join_key
         if self.debezium:
-            # A delete's row is ``before`` and its time the commit's; else ``after`` and the
-            # row's business time (updated_at). Ordered by the log position (lsn).
+            # A delete's row is its ``key`` (v2: nothing else) or ``before`` (v1), and its time
+            # the commit's; else ``after`` and the row's business time (updated_at). Ordered
+            # by the log position (lsn). As ``transforms.unwrap_debezium``.
             def column(name: str) -> str:
-                return f"CASE WHEN deleted THEN `before.{name}` ELSE `after.{name}` END"
+                old = (f"COALESCE(`key.{name}`, `before.{name}`)" if f"key.{name}" in names
+                       else f"`before.{name}`")
+                return f"CASE WHEN deleted THEN {old} ELSE `after.{name}` END"
             event_ts = ("CASE WHEN deleted THEN `source.ts_ms` ELSE `after.updated_at` END"
                         if "after.updated_at" in names else "`source.ts_ms`")
             inner = "SELECT *, `op` = 'd' AS deleted FROM records_" + s

@@ -1,7 +1,8 @@
 """The two Python steps of the SQL job, as PyFlink functions (Flink env only).
 
 - ``validate_line``: the contract's validator on the lines the SQL fast check did not pass;
-  a dead letter with its rule and position, or the record (as JSON and as tagged fields).
+  a dead letter with its rule and position, or the cleaned record (as JSON and as tagged
+  fields): sensitive unknown fields dropped, card data masked, drops counted.
 - ``write_online``: a vectorized function over batches of ``writes`` rows: one pipelined
   round trip to the online store per batch. Flink finishes a Python batch before each
   checkpoint barrier, so every write of a checkpoint's changes is done before it completes.
@@ -42,6 +43,8 @@ class ValidateLine(_Once):
         self.validators: dict[str, Any] = {}
         self.registry = registry
         self.validator = validator
+        self.dropped_fields = function_context.get_metric_group().counter(
+            "sensitive_fields_dropped")
 
     def eval(self, stream: str, position: str, line: str) -> Any:
         from pyflink.common import Row
@@ -57,7 +60,9 @@ class ValidateLine(_Once):
         if not verdict.ok:
             letter = make_dead_letter(stream, position, raw, verdict, int(time.time() * 1000))
             return Row(orjson.dumps(letter).decode(), None, None)
-        record = verdict.record
+        record = verdict.record  # without the sensitive fields the contract dropped
+        if verdict.dropped_fields:
+            self.dropped_fields.inc(len(verdict.dropped_fields))
         return Row(None, orjson.dumps(record).decode(), tagged_fields(record))
 
 

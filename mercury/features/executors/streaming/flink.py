@@ -75,6 +75,7 @@ class ValidateAndRoute(ProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self.dead_letters = metrics.counter("dead_letters")
         self.unknown_fields = metrics.counter("records_with_unknown_fields")
+        self.dropped_fields = metrics.counter("sensitive_fields_dropped")
 
     def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
         stream, line = value.stream, value.line
@@ -89,6 +90,8 @@ class ValidateAndRoute(ProcessFunction):
             return
         if verdict.unknown_fields:
             self.unknown_fields.inc()
+        if verdict.dropped_fields:  # the record below is already without them
+            self.dropped_fields.inc(len(verdict.dropped_fields))
         record = orjson.dumps(verdict.record).decode()
         yield VALIDATED, Row(stream, orjson.dumps(
             {"stream": stream, "position": position, "record": verdict.record}).decode())
