@@ -51,6 +51,9 @@ def progress(client, job_id: str) -> Progress:
     return Progress(lines, routed)
 
 
+FAILING_IN_A_LOOP = 5  # restarts while waiting for a job to catch up: a failure that returns
+
+
 def wait_caught_up(client, job_id: str, expected_lines: int | None, timeout_s: float = 300.0,
                    settle_s: float = 3.0, report=None) -> Progress:
     """Block until the job has processed ``expected_lines`` and committed a checkpoint.
@@ -63,6 +66,11 @@ def wait_caught_up(client, job_id: str, expected_lines: int | None, timeout_s: f
         state = client.job_state(job_id)
         if state in ("FAILED", "CANCELED", "FINISHED"):
             raise RuntimeError(f"job {job_id} is {state}: {client.failure(job_id)}")
+        # A job that fails at every restart never reaches FAILED under an unbounded restart
+        # strategy: waiting out the timeout would hide the cause for twenty minutes.
+        if state == "RESTARTING" and len(client.failure_traces(job_id)) >= FAILING_IN_A_LOOP:
+            raise RuntimeError(f"job {job_id} keeps failing ({FAILING_IN_A_LOOP} restarts): "
+                               f"{client.failure(job_id)}")
         now = progress(client, job_id)
         if report:
             report(now)

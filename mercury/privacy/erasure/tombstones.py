@@ -60,10 +60,11 @@ class Tombstones:
 
 
 def record_user(record: dict[str, Any]) -> str | None:
-    """The user a record is about: ``user_id``, or the key of a CDC change."""
+    """The user a record is about: ``user_id``, or the key of a CDC change (``key`` since
+    contract v2, where a delete carries nothing else; ``after``/``before`` in v1)."""
     if user := record.get("user_id"):
         return user
-    for image in ("after", "before"):
+    for image in ("key", "after", "before"):
         if isinstance(record.get(image), dict) and (user := record[image].get("user_id")):
             return user
     return None
