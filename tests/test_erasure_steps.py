@@ -23,7 +23,7 @@ KEYS = Keys(active=dict.fromkeys(PURPOSES, 1),
 
 
 def _subject(user: str) -> Subject:
-    return Subject(ticket="T-1", user_id=user, tokens=(f"ut_{user}",),
+    return Subject(ticket=f"T-{user}", user_id=user, tokens=(f"ut_{user}",),
                    erasure_hash=erasure_hash(KEYS, user))
 
 
@@ -79,7 +79,8 @@ def test_line_files_lose_the_users_lines_and_consumers_keep_their_place(tmp_path
     kept = [orjson.loads(x)["n"] for x in
             (folder / "part-w0-00000001.jsonl").read_bytes().splitlines()]
     assert kept == [0, 2, 5]
-    assert [(r.location, r.removed) for r in removals] == [("eventlog/transactions.dlq", 3)]
+    assert [(r.ticket, r.location, r.removed) for r in removals] == [
+        ("T-u_1", "eventlog/transactions.dlq", 3)]
     assert orjson.loads((offsets / "transactions.dlq.json").read_bytes()) == {
         "part-w0-00000001.jsonl": 2}  # the next line read is n=5, as before
 
@@ -93,9 +94,10 @@ def test_online_keys_of_every_version_go_and_no_one_elses():
     keys = ["fs:{u:u_1}:spending:v1", "fs:{u:u_1}:spending:v2", "fs:{u:u_1}:risk:v1",
             "fs:{u:u_10}:spending:v1", "fs:{m:u_1}:merchant:v1"]
     store.write([KeyWrite(key=k, set_fields={"a": b"1"}, ttl_ms=60_000) for k in keys])
-    [removal] = erase_online(store, [_subject("u_1")])
-    assert removal.removed == 3
-    assert removal.detail == {"by_set": {"spending:v1": 1, "spending:v2": 1, "risk:v1": 1}}
+    one, none = erase_online(store, [_subject("u_1"), _subject("u_404")])
+    assert (one.ticket, one.removed) == ("T-u_1", 3)
+    assert one.detail == {"by_set": {"spending:v1": 1, "spending:v2": 1, "risk:v1": 1}}
+    assert (none.ticket, none.removed) == ("T-u_404", 0)  # checked, nothing there
     assert sorted(store.hashes) == ["fs:{m:u_1}:merchant:v1", "fs:{u:u_10}:spending:v1"]
 
 
@@ -148,17 +150,20 @@ def test_lake_rows_and_their_old_files_are_gone(tmp_settings):
         {"dlq_id": "d2", "raw_payload": '{"user_id": "u_2"}'}], schema=letters_schema))
 
     started = datetime.now(UTC) + timedelta(seconds=1)
-    removals = {r.location: r for r in erase_lake(tmp_settings, [_subject("u_1")], started)}
+    batch = [_subject("u_1"), _subject("u_2")]
+    removals = {(r.ticket, r.location): r.removed for r in erase_lake(tmp_settings, batch,
+                                                                       started)}
 
-    assert removals["raw.things"].removed == 2
-    assert removals["raw.letters"].removed == 1
+    assert removals == {("T-u_1", "raw.things"): 2, ("T-u_2", "raw.things"): 1,
+                        ("T-u_1", "raw.letters"): 1, ("T-u_2", "raw.letters"): 1}
     things = lake.load_table("raw.things")
-    assert sorted(things.scan().to_arrow().column("user_id").to_pylist()) == ["u_10", "u_2"]
+    assert things.scan().to_arrow().column("user_id").to_pylist() == ["u_10"]
     assert len(things.snapshots()) == 1  # no time travel to before the erasure
-    assert lake.load_table("raw.letters").scan().to_arrow().column("dlq_id").to_pylist() == ["d2"]
+    assert lake.load_table("raw.letters").scan().to_arrow().num_rows == 0
     warehouse = Path(tmp_settings.lake.warehouse)
-    for path in warehouse.rglob("*.parquet"):
-        assert "u_1\"" not in orjson.dumps(pq.read_table(path).to_pylist()).decode(), path
+    for path in warehouse.rglob("*.parquet"):  # the old files are gone, not only unlisted
+        text = orjson.dumps(pq.read_table(path).to_pylist()).decode()
+        assert '"u_1"' not in text and '"u_2"' not in text, path
 
 
 def test_warehouse_tables_lose_the_rows_views_are_left(tmp_settings):
@@ -173,7 +178,7 @@ def test_warehouse_tables_lose_the_rows_views_are_left(tmp_settings):
         con.execute("insert into marts.f values ('ut_u_1', 1), ('ut_u_2', 2)")
         con.execute("create view marts.v as select * from marts.f")
     [removal] = erase_warehouse(tmp_settings, [_subject("u_1")])
-    assert (removal.location, removal.removed) == ("marts.f", 1)
+    assert (removal.ticket, removal.location, removal.removed) == ("T-u_1", "marts.f", 1)
     with duckdb.connect(str(path)) as con:
         assert con.execute("select user_token from marts.v").fetchall() == [("ut_u_2",)]
 

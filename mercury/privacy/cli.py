@@ -41,7 +41,7 @@ def _erase(args: argparse.Namespace) -> int:
     if request.user_id is None:
         raise CommandError(f"request {args.request} was completed already; "
                            f"`mercury privacy evidence --request {args.request}` shows it")
-    erasure.erase(settings, request)
+    erasure.erase(settings, [request])
     return 0
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from mercury.config import FileEventLogConfig
 from mercury.privacy.erasure import evidence, register
 from mercury.privacy.erasure.evidence import Removal
 from mercury.privacy.erasure.files import erase_line_files
@@ -49,42 +50,48 @@ def request_erasure(settings: Settings, ticket: str, user_id: str,
                            requested_at or datetime.now(UTC))
 
 
-def erase_pending(settings: Settings, progress: Callable[[str], None] = print
-                  ) -> list[dict]:
-    """Every registered request not yet completed; returns the evidence rows written."""
+def erase_pending(settings: Settings, progress: Callable[[str], None] = print,
+                  batch_size: int = 100) -> list[dict]:
+    """Every registered request not yet completed, the oldest first, ``batch_size`` at a
+    time (each store is scanned once per batch); returns the evidence rows written."""
+    pending = register.pending(settings)
     written: list[dict] = []
-    for request in register.pending(settings):
-        written += erase(settings, request, progress)
+    for start in range(0, len(pending), batch_size):
+        written += erase(settings, pending[start:start + batch_size], progress)
     return written
 
 
-def erase(settings: Settings, request: register.Request,
+def erase(settings: Settings, requests: list[register.Request],
           progress: Callable[[str], None] = print) -> list[dict]:
+    """Erases the requests' users from every store, as one batch; evidence per ticket."""
     from mercury.online.factory import open_store
     from mercury.privacy.keys import load_keys
 
-    if request.user_id is None:
-        raise ValueError(f"request {request.ticket} is completed: nothing to erase")
+    done = [r.ticket for r in requests if r.user_id is None]
+    if done:
+        raise ValueError(f"requests {done} are completed: nothing to erase")
     started = datetime.now(UTC)
     clock = time.perf_counter()
-    who = subject(load_keys(settings), request.ticket, request.user_id)
-    batch = [who]
+    keys = load_keys(settings)
+    batch = [subject(keys, r.ticket, cast(str, r.user_id)) for r in requests]
     removals: list[Removal] = []
 
     def step(name: str, run: Callable[[], list[Removal]]) -> None:
         at = time.perf_counter()
         found = run()
         removals.extend(found)
-        progress(f"   {request.ticket} {name}: removed {sum(r.removed for r in found):,} "
+        progress(f"   {name}: removed {sum(r.removed for r in found):,} "
                  f"({time.perf_counter() - at:.1f} s)")
 
-    step("data keys", lambda: _shred_keys(settings, who))
+    progress(f"erasing {len(batch)} user(s): {', '.join(r.ticket for r in requests)}")
+    step("data keys", lambda: _shred_keys(settings, batch))
     with open_store(settings) as store:
         step("online store", lambda: erase_online(store, batch))
-        store.publish_erasures([who.erasure_hash], int(time.time() * 1000), NOTICE_KEEP_MS)
+        store.publish_erasures([s.erasure_hash for s in batch], int(time.time() * 1000),
+                               NOTICE_KEEP_MS)
     step("profiles", lambda: erase_profiles(settings, batch))
     pump_deletes(settings)
-    if settings.event_log.type == "file":  # Kafka: retention ends it, the archive is the lake
+    if isinstance(settings.event_log, FileEventLogConfig):  # Kafka: retention, see the docs
         root = settings.event_log.root
         step("event log", lambda: erase_line_files(root, batch, "event_log",
                                                    offsets_root=root / "_offsets"))
@@ -92,19 +99,20 @@ def erase(settings: Settings, request: register.Request,
     step("lake", lambda: erase_lake(settings, batch, started))
     step("warehouse", lambda: erase_warehouse(settings, batch))
     erased_at = datetime.now(UTC)
-    rows = evidence.rows(request.ticket, request.requested_at, request.due_at, erased_at,
-                         removals)
+    rows = evidence.rows({r.ticket: r for r in requests}, erased_at, removals)
     evidence.record(settings, rows)
-    register.complete(settings, request.ticket, erased_at)
-    progress(f"   {request.ticket} erased in {time.perf_counter() - clock:.1f} s, "
-             f"{sum(r.removed for r in removals):,} items in {len(removals)} places")
+    for request in requests:
+        register.complete(settings, request.ticket, erased_at)
+    progress(f"   erased {len(batch)} user(s) in {time.perf_counter() - clock:.1f} s, "
+             f"{sum(r.removed for r in removals):,} items")
     return rows
 
 
-def _shred_keys(settings: Settings, who: Subject) -> list[Removal]:
+def _shred_keys(settings: Settings, batch: list[Subject]) -> list[Removal]:
     from mercury.privacy.userkeys import shred_user_keys
 
-    return [Removal("keys", "user data keys", shred_user_keys(settings, who.user_id))]
+    return [Removal(who.ticket, "keys", "user data keys", shred_user_keys(settings, who.user_id))
+            for who in batch]
 
 
 def _staging(settings: Settings):

@@ -34,26 +34,28 @@ EVIDENCE_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class Removal:
-    """One store's share of one erasure."""
+    """What one store gave up for one request (``removed`` may be 0: the place was checked)."""
 
+    ticket: str
     store: str
     location: str
     removed: int
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def rows(ticket: str, requested_at: datetime, due_at: datetime, erased_at: datetime,
+def rows(requests: dict[str, Any], erased_at: datetime,
          removals: list[Removal]) -> list[dict[str, Any]]:
-    return [{"ticket": ticket, "requested_at": requested_at, "due_at": due_at,
-             "erased_at": erased_at, "store": r.store, "location": r.location,
-             "removed": r.removed,
+    """Evidence rows; ``requests``: ticket -> its register entry (for the dates)."""
+    return [{"ticket": r.ticket, "requested_at": requests[r.ticket].requested_at,
+             "due_at": requests[r.ticket].due_at, "erased_at": erased_at, "store": r.store,
+             "location": r.location, "removed": r.removed,
              "detail_json": orjson.dumps(r.detail).decode() if r.detail else None}
             for r in removals]
 
 
 def record(settings: Settings, evidence_rows: list[dict[str, Any]]) -> None:
-    """Appends the rows (an erasure run once: a re-run of the same ticket adds its own
-    rows, with the removals it still found, usually zero)."""
+    """Appends the rows (a re-run of a ticket that failed half-way adds its own rows, with
+    what it still found)."""
     from mercury.lake.tables import catalog
 
     if not evidence_rows:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -26,25 +27,52 @@ from mercury.privacy.erasure.subject import Subject
 
 def erase_line_files(folder: Path, subjects: list[Subject], store: str,
                      offsets_root: Path | None = None) -> list[Removal]:
-    """Every file under ``folder`` (one removal per sub-folder that had lines removed)."""
-    needles = [n for s in subjects for n in s.json_needles()]
-    escaped = [n.replace(b'"', b'\\"') for n in needles]  # the id inside a JSON string
-    decoded = needles + [n for s in subjects for n in s.avro_needles()]
-    removed: dict[str, int] = {}
+    """Every file under ``folder``: a removal per subject and sub-folder that lost lines."""
+    finders = [_Finder(s) for s in subjects]
+    quick = [n for f in finders for n in f.text]
+    removed: Counter[tuple[str, str]] = Counter()
     for path in sorted(_files(folder)):
         data = path.read_bytes()
-        if not any(n in data for n in (*needles, *escaped)) and b"raw_payload_base64" not in data:
+        if not any(n in data for n in quick) and b"raw_payload_base64" not in data:
             continue
         lines = data.splitlines(keepends=True)
-        keep = [not _quotes(line, needles, escaped, decoded) for line in lines]
-        if all(keep):
+        owners = [next((f.ticket for f in finders if f.quoted_in(line)), None) for line in lines]
+        if not any(owners):
             continue
+        keep = [owner is None for owner in owners]
         _rewrite(path, [line for line, k in zip(lines, keep, strict=True) if k])
         if offsets_root is not None:
             _shift_offsets(offsets_root, path, keep)
         where = str(path.parent.relative_to(folder)) if path.parent != folder else "."
-        removed[where] = removed.get(where, 0) + keep.count(False)
-    return [Removal(store, f"{folder.name}/{where}", count) for where, count in removed.items()]
+        removed.update((owner, where) for owner in owners if owner)
+    out = []
+    for who in subjects:  # each subject: its folders that lost lines, or one "checked: 0"
+        mine = sorted((where, n) for (ticket, where), n in removed.items() if ticket == who.ticket)
+        out += [Removal(who.ticket, store, f"{folder.name}/{where}", n) for where, n in mine] \
+            or [Removal(who.ticket, store, folder.name, 0)]
+    return out
+
+
+class _Finder:
+    """One subject's ids as a line may hold them: a JSON string, the same inside a JSON
+    string (escaped quotes), or, in a dead letter's base64 payload, JSON or Avro bytes."""
+
+    def __init__(self, who: Subject) -> None:
+        self.ticket = who.ticket
+        plain = list(who.json_needles())
+        self.text = plain + [n.replace(b'"', b'\\"') for n in plain]
+        self.decoded = plain + list(who.avro_needles())
+
+    def quoted_in(self, line: bytes) -> bool:
+        if any(n in line for n in self.text):
+            return True
+        if b"raw_payload_base64" not in line:
+            return False
+        try:
+            blob = base64.b64decode(orjson.loads(line).get("raw_payload_base64") or "")
+        except (orjson.JSONDecodeError, ValueError, AttributeError):
+            return False
+        return any(n in blob for n in self.decoded)
 
 
 def _files(folder: Path):
@@ -55,18 +83,6 @@ def _files(folder: Path):
     for root, dirs, names in os.walk(folder):
         dirs[:] = [d for d in dirs if d != "_offsets"]
         yield from (Path(root) / n for n in names if not n.startswith("."))
-
-
-def _quotes(line: bytes, needles: list[bytes], escaped: list[bytes], decoded: list[bytes]) -> bool:
-    if any(n in line for n in (*needles, *escaped)):
-        return True
-    if b"raw_payload_base64" not in line:
-        return False
-    try:
-        blob = base64.b64decode(orjson.loads(line).get("raw_payload_base64") or "")
-    except (orjson.JSONDecodeError, ValueError, AttributeError):
-        return False
-    return any(n in blob for n in decoded)
 
 
 def _rewrite(path: Path, lines: list[bytes]) -> None:

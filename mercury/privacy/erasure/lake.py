@@ -17,6 +17,7 @@ Tables are scanned once per batch of subjects, which is why the DAG erases in da
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -44,77 +45,107 @@ def erase_lake(settings: Settings, subjects: list[Subject], started: datetime) -
     for namespace in lake.list_namespaces():
         for identifier in lake.list_tables(namespace):
             name = ".".join(identifier)
-            if name == EVIDENCE_TABLE:
-                continue
-            removal = erase_table(lake.load_table(identifier), name, subjects, started)
-            if removal is not None:
-                removals.append(removal)
+            if name != EVIDENCE_TABLE:
+                removals += erase_table(lake.load_table(identifier), name, subjects, started)
     return removals
 
 
 def erase_table(table: Table, name: str, subjects: list[Subject],
-                started: datetime) -> Removal | None:
-    """The subjects' rows out of one table and its files; None if it holds no user column."""
-    match = subject_rows(table, subjects)
-    if match is None:
-        return None
-    doomed = table.scan(row_filter=match).count() if table.current_snapshot() else 0
-    if doomed:
-        table.delete(match)
+                started: datetime) -> list[Removal]:
+    """The subjects' rows out of one table and its files: one removal per subject (none if
+    the table holds no user column). One scan finds the rows of the whole batch."""
+    found = _Found.of(table, subjects)
+    if found is None:
+        return []
+    if found.match is not None:
+        table.delete(found.match)
         table = table.refresh()
     expired = _expire_history(table)
     removed_files = _remove_unreferenced(table.refresh(), started)
     current = table.current_snapshot()
-    return Removal("lake", name, doomed, {
-        "snapshot_id": current.snapshot_id if current else None,
-        "expired_snapshots": expired, "removed_files": removed_files})
+    detail = {"snapshot_id": current.snapshot_id if current else None,
+              "expired_snapshots": expired, "removed_files": removed_files}
+    return [Removal(who.ticket, "lake", name, found.rows[who.ticket], detail)
+            for who in subjects]
 
 
 def subject_rows(table: Table, subjects: list[Subject]) -> BooleanExpression | None:
-    """The filter of the subjects' rows in ``table``; None if it holds no user column
-    (shared with the access export, ``mercury.privacy.access``)."""
+    """The filter of the subjects' rows in ``table``; None if it holds none of them, or no
+    user column (shared with the access export, ``mercury.privacy.access``)."""
+    found = _Found.of(table, subjects)
+    return found.match if found else None
+
+
+class _Found:
+    """The batch's rows in a table: how many per ticket, and the filter that selects them."""
+
+    def __init__(self, rows: Counter[str], match: BooleanExpression | None) -> None:
+        self.rows = rows
+        self.match = match
+
+    @classmethod
+    def of(cls, table: Table, subjects: list[Subject]) -> _Found | None:
+        from mercury.lake.predicates import In
+
+        schema = table.schema()
+        present = [c for c in ID_COLUMNS if _has(schema, c)]
+        payloads = [c for c in PAYLOAD_COLUMNS if _has(schema, c)]
+        if not present and not payloads:
+            return None
+        rows: Counter[str] = Counter()
+        if table.current_snapshot() is None:
+            return cls(rows, None)
+        owner = {value: s.ticket for s in subjects for value in s.ids}
+        terms: list[BooleanExpression] = []
+        if present:
+            by_id = _any([In(c, sorted(owner)) for c in present])
+            for row in table.scan(row_filter=by_id, selected_fields=tuple(present)).to_arrow(
+                    ).to_pylist():
+                rows[next(owner[v] for c in present if (v := _get(row, c)) in owner)] += 1
+            if rows:
+                terms.append(by_id)
+        if payloads:
+            key = next((k for k in ROW_KEYS if _has(schema, k)), None)
+            if key is None:
+                raise ValueError(f"{'.'.join(table.name())} keeps payloads but has none of the "
+                                 f"row keys {ROW_KEYS}: its rows cannot be deleted one by one")
+            quoting = _rows_quoting(table, key, payloads, subjects)
+            rows.update(quoting.values())
+            if quoting:
+                terms.append(In(key, sorted(quoting)))
+        return cls(rows, _any(terms) if terms else None)
+
+
+def _any(terms: list[BooleanExpression]) -> BooleanExpression:
     from pyiceberg.expressions import Or
 
-    from mercury.lake.predicates import In
-
-    schema = table.schema()
-    present = [c for c in ID_COLUMNS if _has(schema, c)]
-    payloads = [c for c in PAYLOAD_COLUMNS if _has(schema, c)]
-    if not present and not payloads:
-        return None
-    ids = sorted({value for s in subjects for value in s.ids})
-    terms: list[BooleanExpression] = [In(column, ids) for column in present]
-    if payloads:
-        key = next((k for k in ROW_KEYS if _has(schema, k)), None)
-        if key is None:
-            raise ValueError(f"{'.'.join(table.name())} keeps payloads but has none of the row "
-                             f"keys {ROW_KEYS}: its rows cannot be deleted one by one")
-        keys = _rows_quoting(table, key, payloads, subjects)
-        if keys:
-            terms.append(In(key, keys))
-    if not terms:
-        return None
-    expression = terms[0]
+    found = terms[0]
     for term in terms[1:]:
-        expression = Or(expression, term)
-    return expression
+        found = Or(found, term)
+    return found
+
+
+def _get(row: dict[str, Any], column: str) -> Any:
+    value: Any = row
+    for part in column.split("."):  # after.user_id: a field of a struct column
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def _rows_quoting(table: Table, key: str, columns: list[str],
-                  subjects: list[Subject]) -> list[Any]:
-    """Keys of rows whose payload holds a subject (a full scan of these columns: payload
-    tables are the small ones, dead letters and late events)."""
-    if table.current_snapshot() is None:
-        return []
-    json_needles = [n for s in subjects for n in s.json_needles()]
-    avro_needles = [n for s in subjects for n in s.avro_needles()]
-    found: list[Any] = []
+                  subjects: list[Subject]) -> dict[Any, str]:
+    """Row key -> ticket of the rows whose payload holds a subject (a full scan of these
+    columns: payload tables are the small ones, dead letters and late events)."""
+    needles = [(s.ticket, [*s.json_needles(), *s.avro_needles()]) for s in subjects]
+    found: dict[Any, str] = {}
     for batch in table.scan(selected_fields=(key, *columns)).to_arrow_batch_reader():
         data = batch.to_pydict()
         for i, row_key in enumerate(data[key]):
             blobs = _payload_bytes(data, columns, i)
-            if any(n in blob for blob in blobs for n in (*json_needles, *avro_needles)):
-                found.append(row_key)
+            for ticket, mine in needles:
+                if any(n in blob for blob in blobs for n in mine):
+                    found[row_key] = ticket
+                    break
     return found
 
 

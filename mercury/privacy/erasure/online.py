@@ -17,13 +17,19 @@ USER_TAG = "u"
 
 
 def erase_online(store: OnlineStore, subjects: list[Subject]) -> list[Removal]:
-    tags = {f"{{{USER_TAG}:{s.user_id}}}" for s in subjects}
-    doomed = sorted({key for key in store.scan(f"*{{{USER_TAG}:*")
-                     if _tag(key) in tags})
-    removed = store.delete(doomed)
-    # What kinds of keys went, without the ids: "<set>:v<n>" after the tag.
-    kinds = Counter(key.split("}:", 1)[-1] for key in doomed)
-    return [Removal("online_store", "user keys", removed, {"by_set": dict(kinds)})]
+    by_tag = {f"{{{USER_TAG}:{s.user_id}}}": s for s in subjects}
+    doomed: dict[str, set[str]] = {s.ticket: set() for s in subjects}
+    for key in store.scan(f"*{{{USER_TAG}:*"):
+        if (who := by_tag.get(_tag(key))) is not None:
+            doomed[who.ticket].add(key)
+    removals = []
+    for ticket, keys in doomed.items():
+        removed = store.delete(sorted(keys))
+        # What kinds of keys went, without the ids: "<set>:v<n>" after the tag.
+        kinds = Counter(key.split("}:", 1)[-1] for key in keys)
+        removals.append(Removal(ticket, "online_store", "user keys", removed,
+                                {"by_set": dict(kinds)} if kinds else {}))
+    return removals
 
 
 def _tag(key: str) -> str:

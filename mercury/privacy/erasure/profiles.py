@@ -23,9 +23,10 @@ def erase_profiles(settings: Settings, subjects: list[Subject]) -> list[Removal]
         exists = conn.execute("select to_regclass(%s)", (TABLE,)).fetchone()
         if not exists or exists[0] is None:
             return []
-        removed = conn.execute(f"delete from {TABLE} where user_id = any(%s)",
-                               ([s.user_id for s in subjects],)).rowcount
-    return [Removal("postgres", TABLE, removed)]
+        gone = {row[0] for row in conn.execute(
+            f"delete from {TABLE} where user_id = any(%s) returning user_id",
+            ([s.user_id for s in subjects],))}
+    return [Removal(s.ticket, "postgres", TABLE, int(s.user_id in gone)) for s in subjects]
 
 
 def pump_deletes(settings: Settings) -> int:

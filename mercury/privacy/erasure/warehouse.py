@@ -25,7 +25,6 @@ def erase_warehouse(settings: Settings, subjects: list[Subject]) -> list[Removal
     path = settings.warehouse.duckdb_path
     if path is None or not path.exists():
         return []
-    ids = sorted({v for s in subjects for v in s.ids})
     removals = []
     with duckdb.connect(str(path)) as con:
         columns = con.execute(
@@ -39,10 +38,10 @@ def erase_warehouse(settings: Settings, subjects: list[Subject]) -> list[Removal
             by_table.setdefault((schema, table), []).append(column)
         for (schema, table), cols in sorted(by_table.items()):
             where = " or ".join(f'"{c}" in (select unnest(?))' for c in cols)
-            count = con.execute(f'delete from "{schema}"."{table}" where {where}',
-                                [ids] * len(cols)).fetchone()
-            removed = int(count[0]) if count else 0
-            if removed:
-                removals.append(Removal("warehouse", f"{schema}.{table}", removed))
+            for who in subjects:
+                count = con.execute(f'delete from "{schema}"."{table}" where {where}',
+                                    [list(who.ids)] * len(cols)).fetchone()
+                removed = int(count[0]) if count else 0
+                removals.append(Removal(who.ticket, "warehouse", f"{schema}.{table}", removed))
         con.execute("checkpoint")  # deleted rows leave the file, not only the WAL's view
     return removals
