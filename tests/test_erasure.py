@@ -12,6 +12,7 @@ untouched. Postgres is the shared local server; the CDC slot this test creates i
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 from mercury.config import Settings, load_settings
 from tests.conftest import free_port, write_config
 from tests.serving_fixtures import PrivateRedis
-from tests.store_scan import Hit, scan_files, scan_redis
+from tests.store_scan import Hit, file_texts, scan_files, scan_redis
 
 EVENTS, USERS = 20_000, 400
 # Flink's keyed state is binary and leaves with the state TTL (docs/COMPLIANCE.md); the
@@ -37,9 +38,10 @@ class DemoWorld:
 
     @property
     def roots(self) -> list[Path]:
-        s = self.settings
-        return [s.data_dir, s.event_log.root, Path(s.lake.warehouse),
-                s.retrieval.index.path, s.warehouse.duckdb_path.parent]
+        """The run's folder (data, event log, lake, warehouse, index: write_config puts them
+        all there) and the local Flink cluster's logs (the job ran there: a record quoted in
+        an exception would land in them)."""
+        return [self.tmp, load_settings("local").log_dir / "flink"]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,56 @@ def demo_world(tmp_path_factory, flink_cluster):
         finally:
             reset(settings)
             redis.stop()
+
+
+# Where a person's name and e-mail may be stored: the profile stream (data class personal:
+# the event log, its staged and archived copies, its lake table and dead letters). Card
+# numbers and CVVs: only in the raw input topics, where producers put them and which are the
+# ingest boundary (the contract drops such fields before any sink: mercury.contracts.sensitive).
+PERSONAL_ALLOWED = ("/eventlog/user_profile_cdc/", "/lake_staging/",
+                    "/raw/user_profile_changes/", "/quality/user_profile_cdc_dead_letters/")
+CARD_ALLOWED = ("/eventlog/transactions/", "/eventlog/user_activity/", "/eventlog/risk_signals/")
+_PAN = re.compile(rb"(?<![\w-])[2-6]\d{3}(?:([ -]?)\d{4}\1\d{4}\1\d{4}|\d{11})(?![\w-])")
+_CVV = re.compile(rb"(?i)(?<![a-z])(?:cvv2?|cvc2?|security code)\W{0,3}\d{3,4}(?!\d)")
+_IBAN = re.compile(rb"(?<![A-Z0-9])[A-Z]{2}\d{2}[A-Z0-9]{11,30}(?![A-Z0-9])")
+
+
+def test_a_demo_run_stores_no_card_or_personal_data_outside_its_class(demo_world):
+    """Everything the demo run wrote (files decoded by format, Redis keys and values): no card
+    number (Luhn-valid), CVV or IBAN (mod-97) anywhere past the ingest boundary, and no
+    user's name or e-mail outside the profile stream's own places."""
+    import psycopg
+
+    settings = demo_world.settings
+    with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+        people = [value.encode() for row in conn.execute(
+            "select full_name, email from mercury.user_profiles") for value in row]
+    assert len(people) >= 2 * USERS
+    found = []
+    for where, text in file_texts(demo_world.roots, skip=NOT_SCANNED):
+        if not any(part in where for part in CARD_ALLOWED):
+            found += [f"card number in {where}" for m in _PAN.finditer(text)
+                      if _luhn(re.sub(rb"\D", b"", m.group()))]
+            found += [f"CVV in {where}" for _ in _CVV.finditer(text)]
+            found += [f"IBAN in {where}" for m in _IBAN.finditer(text) if _iban_ok(m.group())]
+        if not any(part in where for part in PERSONAL_ALLOWED):
+            found += [f"name or e-mail {p.decode()!r} in {where}" for p in people if p in text]
+    found += [f"{h.needle} in {h.where}" for h in scan_redis(_redis(demo_world),
+                                                             [p.decode() for p in people])]
+    assert found == [], "\n".join(found[:30])
+
+
+def _luhn(digits: bytes) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits.decode())):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def _iban_ok(text: bytes) -> bool:
+    moved = (text[4:] + text[:4]).decode()
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
 
 
 def test_erased_users_are_gone_from_every_store(demo_world):
