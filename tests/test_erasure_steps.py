@@ -124,6 +124,8 @@ def test_tombstones_reload_and_keep_the_last_list_when_the_register_fails():
                                  {"op": "d", "before": {"user_id": "u_2"}, "after": None}])
     assert (kept, dropped) == ([{"user_id": "u_3"}], 2)
     assert record_user({"after": {"user_id": "u_9"}}) == "u_9"
+    assert record_user({"op": "d", "key": {"user_id": "u_8"}, "before": None}) == "u_8"
+    assert record_user({"request_id": "r1", "user_token": "ut_7"}) == "ut_7"  # audit records
     failing = Tombstones(KEYS, lambda: (_ for _ in ()).throw(RuntimeError("down")))
     with pytest.raises(RuntimeError):  # never loaded: no answer is safe
         failing.erased("u_1")
@@ -189,7 +191,9 @@ def test_register_is_idempotent_per_ticket_and_keeps_only_the_hash(tmp_settings)
 
     ticket = f"T-{datetime.now(UTC).timestamp()}"
     at = datetime(2026, 12, 1, tzinfo=UTC)
-    first = register.submit(tmp_settings, ticket, "u_1", erasure_hash(KEYS, "u_1"), at)
+    token_hash = erasure_hash(KEYS, "ut_u_1")
+    first = register.submit(tmp_settings, ticket, "u_1", erasure_hash(KEYS, "u_1"), at,
+                            (token_hash,))
     again = register.submit(tmp_settings, ticket, "u_1", erasure_hash(KEYS, "u_1"), at)
     assert first == again and first.due_at == at + timedelta(days=30)
     with pytest.raises(CommandError, match="another user"):
@@ -197,7 +201,7 @@ def test_register_is_idempotent_per_ticket_and_keeps_only_the_hash(tmp_settings)
     assert ticket in {r.ticket for r in register.pending(tmp_settings)}
     register.complete(tmp_settings, ticket, at + timedelta(days=1))
     assert ticket not in {r.ticket for r in register.pending(tmp_settings)}
-    assert erasure_hash(KEYS, "u_1") in register.erased_hashes(tmp_settings)
+    assert {erasure_hash(KEYS, "u_1"), token_hash} <= register.erased_hashes(tmp_settings)
     with register.connect(tmp_settings) as conn:
         row = conn.execute(f"select user_id from {register.TABLE} where ticket = %s",
                            (ticket,)).fetchone()

@@ -47,7 +47,7 @@ def request_erasure(settings: Settings, ticket: str, user_id: str,
 
     found = subject(load_keys(settings), ticket, user_id)
     return register.submit(settings, ticket, user_id, found.erasure_hash,
-                           requested_at or datetime.now(UTC))
+                           requested_at or datetime.now(UTC), found.token_hashes)
 
 
 def erase_pending(settings: Settings, progress: Callable[[str], None] = print,

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     completed_at  timestamptz,
     CHECK ((completed_at IS NULL) = (user_id IS NOT NULL))
 );
+-- The same hash of each of the user's tokens: audit records name users by token only.
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS token_hashes text[] NOT NULL DEFAULT '{{}}';
 CREATE INDEX IF NOT EXISTS erasure_requests_hash ON {TABLE} (erasure_hash);
 """
 
@@ -54,14 +56,15 @@ def connect(settings: Settings) -> psycopg.Connection:
 
 
 def submit(settings: Settings, ticket: str, user_id: str, erasure_hash: str,
-           requested_at: datetime) -> Request:
+           requested_at: datetime, token_hashes: tuple[str, ...] = ()) -> Request:
     """Records the request (idempotent per ticket: a completed one comes back with no user
     id); a ticket reused for another user fails."""
     with connect(settings) as conn:
         conn.execute(
-            f"INSERT INTO {TABLE} (ticket, user_id, erasure_hash, requested_at, due_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (ticket) DO NOTHING",
-            (ticket, user_id, erasure_hash, requested_at, requested_at + DEADLINE))
+            f"INSERT INTO {TABLE} (ticket, user_id, erasure_hash, requested_at, due_at, "
+            "token_hashes) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (ticket) DO NOTHING",
+            (ticket, user_id, erasure_hash, requested_at, requested_at + DEADLINE,
+             list(token_hashes)))
         row = conn.execute(f"SELECT user_id, erasure_hash, requested_at, due_at FROM {TABLE} "
                            "WHERE ticket = %s", (ticket,)).fetchone()
     assert row is not None  # inserted or already there
@@ -86,7 +89,9 @@ def complete(settings: Settings, ticket: str, completed_at: datetime) -> None:
 
 
 def erased_hashes(settings: Settings) -> frozenset[str]:
-    """Every tombstone: hashes of users erased or being erased (a pending request already
-    stops new data, so the erasure does not chase data arriving while it runs)."""
+    """Every tombstone: hashes of users (by id and by token) erased or being erased (a
+    pending request already stops new data, so the erasure does not chase data arriving
+    while it runs)."""
     with connect(settings) as conn:
-        return frozenset(r[0] for r in conn.execute(f"SELECT erasure_hash FROM {TABLE}"))
+        return frozenset(r[0] for r in conn.execute(
+            f"SELECT erasure_hash FROM {TABLE} UNION SELECT unnest(token_hashes) FROM {TABLE}"))

@@ -23,6 +23,7 @@ class Subject:
     user_id: str
     tokens: tuple[str, ...]  # under every retained tokenization key version
     erasure_hash: str  # what stays in the tombstone list (``erasure_hash``)
+    token_hashes: tuple[str, ...] = ()  # the same of each token (audit records carry tokens)
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -39,9 +40,10 @@ class Subject:
 
 
 def subject(keys: Keys, ticket: str, user_id: str) -> Subject:
-    return Subject(ticket=ticket, user_id=user_id,
-                   tokens=tuple(user_tokens(keys, user_id).values()),
-                   erasure_hash=erasure_hash(keys, user_id))
+    tokens = tuple(user_tokens(keys, user_id).values())
+    return Subject(ticket=ticket, user_id=user_id, tokens=tokens,
+                   erasure_hash=erasure_hash(keys, user_id),
+                   token_hashes=tuple(erasure_hash(keys, token) for token in tokens))
 
 
 def erasure_hash(keys: Keys, user_id: str) -> str:

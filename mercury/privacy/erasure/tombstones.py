@@ -38,6 +38,7 @@ class Tombstones:
         return cls(load_keys(settings), lambda: register.erased_hashes(settings), refresh_s)
 
     def erased(self, user_id: str | None) -> bool:
+        """Whether this user id (or user token: both are hashed alike) is tombstoned."""
         if self._clock() - self._loaded_at >= self._refresh_s:
             self._reload()
         return bool(user_id) and bool(self._hashes) and self._hash(user_id) in self._hashes
@@ -60,9 +61,10 @@ class Tombstones:
 
 
 def record_user(record: dict[str, Any]) -> str | None:
-    """The user a record is about: ``user_id``, or the key of a CDC change (``key`` since
-    contract v2, where a delete carries nothing else; ``after``/``before`` in v1)."""
-    if user := record.get("user_id"):
+    """The user a record is about: ``user_id``, the ``user_token`` of an audit record, or
+    the key of a CDC change (``key`` since contract v2, where a delete carries nothing else;
+    ``after``/``before`` in v1)."""
+    if user := record.get("user_id") or record.get("user_token"):
         return user
     for image in ("key", "after", "before"):
         if isinstance(record.get(image), dict) and (user := record[image].get("user_id")):
