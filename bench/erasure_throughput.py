@@ -51,12 +51,13 @@ def main() -> int:
     one_by_one, batch = users[:args.users], users[args.users:]
     stamp = f"{int(time.time())}"
     sides = {}
-    for name, group, batch_size in (("one request at a time", one_by_one, 1),
-                                    ("one batch", batch, len(batch))):
+    for name, label, group, batch_size in (("one request at a time", "single", one_by_one, 1),
+                                           ("one batch", "batch", batch, len(batch))):
+        prefix = f"BENCH-{stamp}-{label}-"
         for n, user in enumerate(group):
-            erasure.request_erasure(settings, f"BENCH-{stamp}-{name[:3]}-{n}", user)
+            erasure.request_erasure(settings, f"{prefix}{n}", user)
         started = time.perf_counter()
-        pending = [r for r in register.pending(settings) if r.ticket.startswith(f"BENCH-{stamp}")]
+        pending = [r for r in register.pending(settings) if r.ticket.startswith(prefix)]
         for start in range(0, len(pending), batch_size):
             erasure.erase(settings, pending[start:start + batch_size],
                           progress=lambda line: print(line, flush=True))
