@@ -43,8 +43,8 @@ def main() -> int:
         return 2
 
     from mercury.config import load_settings
-    from mercury.privacy import erasure
-    from mercury.privacy.erasure import register
+    from mercury.gdpr import erasure
+    from mercury.privacy import erasure_register as register
 
     settings = load_settings()
     users = _users(settings, 2 * args.users)

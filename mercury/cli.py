@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from mercury.cdc import cli as cdc_cli
     from mercury.features import cli as features_cli
+    from mercury.gdpr import cli as gdpr_cli
     from mercury.lake import compact_cli
     from mercury.quality import replay_cli
     from mercury.retrieval import cli as knowledge_cli
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     compact_cli.register(commands)
     replay_cli.register(commands)
     knowledge_cli.register(commands)
-    serving_cli.register(commands)
+    gdpr_cli.register(serving_cli.register(commands))  # erase, export: privacy actions
 
     demo = commands.add_parser("demo", help="the main job end to end on the local defaults")
     _generator_options(demo, default_events=200_000)

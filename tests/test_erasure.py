@@ -143,7 +143,8 @@ class Chosen:
 
 
 def test_erased_users_are_gone_from_every_store(demo_world):
-    from mercury.privacy import erasure
+    from mercury.gdpr import erasure
+    from mercury.privacy import erasure_register as register
 
     settings = demo_world.settings
     chosen = _choose_users(demo_world)
@@ -155,8 +156,8 @@ def test_erased_users_are_gone_from_every_store(demo_world):
         written = erasure.erase(settings, requests, progress=lambda _line: None)
         _assert_erased(demo_world, chosen, tickets, written)
     finally:
-        with erasure.register.connect(settings) as conn:
-            conn.execute(f"delete from {erasure.register.TABLE} where ticket = any(%s)",
+        with register.connect(settings) as conn:
+            conn.execute(f"delete from {register.TABLE} where ticket = any(%s)",
                          (tickets,))
 
 
@@ -185,8 +186,9 @@ def _choose_users(world: DemoWorld) -> Chosen:
 
 def _assert_erased(world: DemoWorld, chosen: Chosen, tickets: list[str],
                    written: list[dict]) -> None:
+    from mercury.gdpr import evidence
     from mercury.lake.load import load_stream
-    from mercury.privacy.erasure import evidence, register
+    from mercury.privacy import erasure_register as register
     from mercury.privacy.errors import KeyErased
     from mercury.privacy.keys import load_keys
     from mercury.serving.audit_sealing import open_question

@@ -14,8 +14,9 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from mercury.privacy.erasure.subject import Subject, erasure_hash
+from mercury.gdpr.subject import Subject
 from mercury.privacy.keys import Keys
+from mercury.privacy.tombstones import erasure_hash
 
 PURPOSES = ("tokenization", "service_tokens", "user_index")
 KEYS = Keys(active=dict.fromkeys(PURPOSES, 1),
@@ -53,7 +54,7 @@ def test_erasure_hash_is_not_the_token_and_depends_on_the_key():
 
 
 def test_line_files_lose_the_users_lines_and_consumers_keep_their_place(tmp_path):
-    from mercury.privacy.erasure.files import erase_line_files
+    from mercury.gdpr.files import erase_line_files
 
     root = tmp_path / "eventlog"
     folder = root / "transactions.dlq"
@@ -86,9 +87,9 @@ def test_line_files_lose_the_users_lines_and_consumers_keep_their_place(tmp_path
 
 
 def test_online_keys_of_every_version_go_and_no_one_elses():
+    from mercury.gdpr.online import erase_online
     from mercury.online.memory_store import MemoryOnlineStore
     from mercury.online.store import KeyWrite
-    from mercury.privacy.erasure.online import erase_online
 
     store = MemoryOnlineStore()
     keys = ["fs:{u:u_1}:spending:v1", "fs:{u:u_1}:spending:v2", "fs:{u:u_1}:risk:v1",
@@ -102,7 +103,7 @@ def test_online_keys_of_every_version_go_and_no_one_elses():
 
 
 def test_tombstones_reload_and_keep_the_last_list_when_the_register_fails():
-    from mercury.privacy.erasure.tombstones import Tombstones, record_user
+    from mercury.privacy.tombstones import Tombstones, record_user
 
     now = [0.0]
     answers: list = [frozenset({erasure_hash(KEYS, "u_1")}), RuntimeError("postgres down"),
@@ -134,8 +135,8 @@ def test_tombstones_reload_and_keep_the_last_list_when_the_register_fails():
 def test_lake_rows_and_their_old_files_are_gone(tmp_settings):
     import pyarrow.parquet as pq
 
+    from mercury.gdpr.lake import erase_lake
     from mercury.lake.tables import catalog
-    from mercury.privacy.erasure.lake import erase_lake
 
     lake = catalog(tmp_settings)
     lake.create_namespace_if_not_exists("raw")
@@ -171,7 +172,7 @@ def test_lake_rows_and_their_old_files_are_gone(tmp_settings):
 def test_warehouse_tables_lose_the_rows_views_are_left(tmp_settings):
     import duckdb
 
-    from mercury.privacy.erasure.warehouse import erase_warehouse
+    from mercury.gdpr.warehouse import erase_warehouse
 
     path = tmp_settings.warehouse.duckdb_path
     with duckdb.connect(str(path)) as con:
@@ -187,7 +188,7 @@ def test_warehouse_tables_lose_the_rows_views_are_left(tmp_settings):
 
 def test_register_is_idempotent_per_ticket_and_keeps_only_the_hash(tmp_settings):
     from mercury.errors import CommandError
-    from mercury.privacy.erasure import register
+    from mercury.privacy import erasure_register as register
 
     ticket = f"T-{datetime.now(UTC).timestamp()}"
     at = datetime(2026, 12, 1, tzinfo=UTC)

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from mercury.contracts import registry
 from mercury.lake import tables
-from mercury.privacy.erasure.tombstones import Tombstones, record_user
+from mercury.privacy.tombstones import Tombstones, record_user
 
 if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
@@ -309,7 +309,7 @@ def compact(settings: Settings, progress: Callable[[CompactResult], None] | None
             batch = [line for line in staged
                      if not tombstones.erased(record_user(line.entry["record"]))]
             # Lines of erased users: neither committed nor archived (late data must not
-            # bring an erased user back, mercury.privacy.erasure.tombstones).
+            # bring an erased user back, mercury.privacy.tombstones).
             done.erased = len(staged) - len(batch)
             held = commit(settings, batch, done)
             for path in dict.fromkeys(line.path for line in staged):

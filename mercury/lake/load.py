@@ -21,7 +21,7 @@ from mercury.contracts import registry
 from mercury.contracts.validation import validator
 from mercury.eventlog import encode_record, open_consumer, open_producer, writer_schemas
 from mercury.lake import tables
-from mercury.privacy.erasure.tombstones import Tombstones
+from mercury.privacy.tombstones import Tombstones
 from mercury.quality.dead_letters import make_dead_letter
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mercury.errors import CommandError
 
@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from mercury.privacy.keys import Keys
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> argparse._SubParsersAction[Any]:
+    """Adds serve, serving and privacy; returns the privacy actions (more are added there)."""
     serve = subparsers.add_parser("serve", help="run the context API (uvicorn)")
     serve.add_argument("--port", type=int, help="default: serving.port")
     serve.add_argument("--workers", type=int, help="default: serving.workers")
@@ -48,9 +49,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     rotate.add_argument("--purpose", required=True,
                         help="tokenization | service_tokens | spool | user_kek")
     rotate.set_defaults(run=_rotate)
-    from mercury.privacy import cli as privacy_cli
-
-    privacy_cli.register(p_actions)
+    return cast("argparse._SubParsersAction[Any]", p_actions)
 
 
 def _serve(args: argparse.Namespace) -> int:

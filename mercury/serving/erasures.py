@@ -13,8 +13,8 @@ import contextlib
 import logging
 import time
 
-from mercury.privacy.erasure.subject import erasure_hash
 from mercury.privacy.keys import Keys
+from mercury.privacy.tombstones import erasure_hash
 from mercury.serving.features import FeatureFetcher
 
 log = logging.getLogger(__name__)

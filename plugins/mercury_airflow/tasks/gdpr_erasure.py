@@ -17,7 +17,7 @@ DEADLINE_MARGIN = timedelta(days=5)
 
 def review(settings: Settings, now: datetime) -> dict[str, Any]:
     """Pending requests and how close each is to its deadline (tickets only, no user ids)."""
-    from mercury.privacy.erasure import register
+    from mercury.privacy import erasure_register as register
 
     pending = register.pending(settings)
     for request in pending:
@@ -29,7 +29,7 @@ def review(settings: Settings, now: datetime) -> dict[str, Any]:
 
 def erase(settings: Settings) -> dict[str, Any]:
     """Every pending request, oldest first; each is complete (evidence written) or raises."""
-    from mercury.privacy.erasure import erase_pending
+    from mercury.gdpr.erasure import erase_pending
 
     rows = erase_pending(settings, progress=log_line)
     tickets = sorted({row["ticket"] for row in rows})

@@ -87,7 +87,7 @@ class WriteOnline(_Once):
         self.tombstones = None
         if self.settings_json:
             from mercury.config import Settings
-            from mercury.privacy.erasure.tombstones import Tombstones
+            from mercury.privacy.tombstones import Tombstones
 
             self.tombstones = Tombstones.of(Settings.model_validate_json(self.settings_json))
         metrics = function_context.get_metric_group()

@@ -25,14 +25,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
 from mercury.config import FileEventLogConfig
-from mercury.privacy.erasure import evidence, register
-from mercury.privacy.erasure.evidence import Removal
-from mercury.privacy.erasure.files import erase_line_files
-from mercury.privacy.erasure.lake import erase_lake
-from mercury.privacy.erasure.online import erase_online
-from mercury.privacy.erasure.profiles import erase_profiles, pump_deletes
-from mercury.privacy.erasure.subject import Subject, subject
-from mercury.privacy.erasure.warehouse import erase_warehouse
+from mercury.gdpr import evidence
+from mercury.gdpr.evidence import Removal
+from mercury.gdpr.files import erase_line_files
+from mercury.gdpr.lake import erase_lake
+from mercury.gdpr.online import erase_online
+from mercury.gdpr.profiles import erase_profiles, pump_deletes
+from mercury.gdpr.subject import Subject, subject
+from mercury.gdpr.warehouse import erase_warehouse
+from mercury.privacy import erasure_register as register
 
 if TYPE_CHECKING:
     from mercury.config import Settings

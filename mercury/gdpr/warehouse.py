@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mercury.privacy.erasure.evidence import Removal
-from mercury.privacy.erasure.subject import Subject
+from mercury.gdpr.evidence import Removal
+from mercury.gdpr.subject import Subject
 
 if TYPE_CHECKING:
     from mercury.config import Settings

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from mercury.gdpr.evidence import Removal
+from mercury.gdpr.subject import Subject
 from mercury.online.store import OnlineStore
-from mercury.privacy.erasure.evidence import Removal
-from mercury.privacy.erasure.subject import Subject
 
 USER_TAG = "u"
 

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mercury.privacy.erasure.evidence import EVIDENCE_TABLE, Removal
-from mercury.privacy.erasure.subject import Subject
+from mercury.gdpr.evidence import EVIDENCE_TABLE, Removal
+from mercury.gdpr.subject import Subject
 
 if TYPE_CHECKING:
     from pyiceberg.expressions import BooleanExpression
@@ -71,7 +71,7 @@ def erase_table(table: Table, name: str, subjects: list[Subject],
 
 def subject_rows(table: Table, subjects: list[Subject]) -> BooleanExpression | None:
     """The filter of the subjects' rows in ``table``; None if it holds none of them, or no
-    user column (shared with the access export, ``mercury.privacy.access``)."""
+    user column (shared with the access export, ``mercury.gdpr.access``)."""
     found = _Found.of(table, subjects)
     return found.match if found else None
 

@@ -8,16 +8,26 @@ letter replayed, a spooled audit record). The register's hashes are reloaded eve
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from mercury.privacy.erasure.subject import erasure_hash
+from mercury.privacy.keys import Keys
 
 if TYPE_CHECKING:
     from mercury.config import Settings
-    from mercury.privacy.keys import Keys
+
+
+def erasure_hash(keys: Keys, user_id: str) -> str:
+    """The tombstone of an erased user: a keyed hash under its own label, so it equals no
+    user token (a scan for the token finds nothing) and cannot be reversed without the key,
+    yet re-arriving data for the user is recognised. It is the one thing kept about them.
+    Under the ``user_index`` key, which never rotates, so a tombstone outlives rotations."""
+    label = b"mercury-erasure\x00" + user_id.encode()
+    return "eh_" + hmac.new(keys.key("user_index"), label, hashlib.sha256).hexdigest()[:32]
 
 
 class Tombstones:
@@ -32,7 +42,7 @@ class Tombstones:
 
     @classmethod
     def of(cls, settings: Settings, refresh_s: float = 60.0) -> Tombstones:
-        from mercury.privacy.erasure import register
+        from mercury.privacy import erasure_register as register
         from mercury.privacy.keys import load_keys
 
         return cls(load_keys(settings), lambda: register.erased_hashes(settings), refresh_s)

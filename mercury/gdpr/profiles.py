@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mercury.gdpr.evidence import Removal
+from mercury.gdpr.subject import Subject
 from mercury.generator.profiles_pg import TABLE
-from mercury.privacy.erasure.evidence import Removal
-from mercury.privacy.erasure.subject import Subject
 
 if TYPE_CHECKING:
     from mercury.config import Settings

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import orjson
 
-from mercury.privacy.erasure.evidence import Removal
-from mercury.privacy.erasure.subject import Subject
+from mercury.gdpr.evidence import Removal
+from mercury.gdpr.subject import Subject
 
 
 def erase_line_files(folder: Path, subjects: list[Subject], store: str,

@@ -34,7 +34,7 @@ def register(actions: argparse._SubParsersAction[Any]) -> None:
 
 def _erase(args: argparse.Namespace) -> int:
     from mercury.config import load_settings
-    from mercury.privacy import erasure
+    from mercury.gdpr import erasure
 
     settings = load_settings()
     request = erasure.request_erasure(settings, args.request, args.user)
@@ -47,7 +47,7 @@ def _erase(args: argparse.Namespace) -> int:
 
 def _request(args: argparse.Namespace) -> int:
     from mercury.config import load_settings
-    from mercury.privacy import erasure
+    from mercury.gdpr import erasure
 
     request = erasure.request_erasure(load_settings(), args.request, args.user)
     print(f"request {request.ticket} registered, due {request.due_at:%Y-%m-%d}")
@@ -56,7 +56,7 @@ def _request(args: argparse.Namespace) -> int:
 
 def _erase_pending(args: argparse.Namespace) -> int:
     from mercury.config import load_settings
-    from mercury.privacy import erasure
+    from mercury.gdpr import erasure
 
     erasure.erase_pending(load_settings())
     return 0
@@ -64,7 +64,7 @@ def _erase_pending(args: argparse.Namespace) -> int:
 
 def _evidence(args: argparse.Namespace) -> int:
     from mercury.config import load_settings
-    from mercury.privacy.erasure import evidence
+    from mercury.gdpr import evidence
 
     rows = evidence.read(load_settings(), args.request)
     if not rows:
@@ -77,7 +77,7 @@ def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mercury.config import load_settings
-    from mercury.privacy.access import export_subject, to_json
+    from mercury.gdpr.access import export_subject, to_json
 
     document = to_json(export_subject(load_settings(), args.user))
     if args.out:

@@ -9,12 +9,11 @@ them, so each store's step only asks "which of these do you hold".
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 
 from mercury.privacy.keys import Keys
 from mercury.privacy.protect import user_tokens
+from mercury.privacy.tombstones import erasure_hash
 
 
 @dataclass(frozen=True)
@@ -44,15 +43,6 @@ def subject(keys: Keys, ticket: str, user_id: str) -> Subject:
     return Subject(ticket=ticket, user_id=user_id, tokens=tokens,
                    erasure_hash=erasure_hash(keys, user_id),
                    token_hashes=tuple(erasure_hash(keys, token) for token in tokens))
-
-
-def erasure_hash(keys: Keys, user_id: str) -> str:
-    """The tombstone of an erased user: a keyed hash under its own label, so it equals no
-    user token (a scan for the token finds nothing) and cannot be reversed without the key,
-    yet re-arriving data for the user is recognised. It is the one thing kept about them.
-    Under the ``user_index`` key, which never rotates, so a tombstone outlives rotations."""
-    label = b"mercury-erasure\x00" + user_id.encode()
-    return "eh_" + hmac.new(keys.key("user_index"), label, hashlib.sha256).hexdigest()[:32]
 
 
 def _avro_length(n: int) -> bytes:

@@ -1,7 +1,7 @@
 """The data-subject access export (GDPR Art. 15): all that is stored about a user, as one
 JSON document.
 
-It reads the places the erasure clears (``mercury.privacy.erasure``), by the same rules: the
+It reads the places the erasure clears (``mercury.gdpr.erasure``), by the same rules: the
 profile row, the online store's keys (every set and version), and every lake table's rows
 that name the user by id or token or quote them in a kept payload (dead letters, late events).
 The warehouse marts and the event log are built from, or archived as, these rows and are
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mercury.privacy.erasure.subject import Subject, subject
+from mercury.gdpr.subject import Subject, subject
 
 if TYPE_CHECKING:
     from mercury.config import Settings
@@ -54,8 +54,8 @@ def _profile(settings: Settings, user_id: str) -> dict[str, Any] | None:
 
 
 def _online(settings: Settings, who: Subject) -> dict[str, dict[str, str]]:
+    from mercury.gdpr.online import USER_TAG
     from mercury.online.factory import open_store
-    from mercury.privacy.erasure.online import USER_TAG
 
     with open_store(settings) as store:
         keys = sorted(set(store.scan(f"*{{{USER_TAG}:{_glob_escape(who.user_id)}}}*")))
@@ -65,9 +65,9 @@ def _online(settings: Settings, who: Subject) -> dict[str, dict[str, str]]:
 
 
 def _lake(settings: Settings, who: Subject, keys) -> dict[str, list[dict[str, Any]]]:
+    from mercury.gdpr.evidence import EVIDENCE_TABLE
+    from mercury.gdpr.lake import subject_rows
     from mercury.lake.tables import catalog
-    from mercury.privacy.erasure.evidence import EVIDENCE_TABLE
-    from mercury.privacy.erasure.lake import subject_rows
 
     lake = catalog(settings)
     found: dict[str, list[dict[str, Any]]] = {}
