@@ -4,7 +4,7 @@ A delete in Iceberg only writes a new snapshot; the old data files (and the mani
 column bounds quote values) stay readable by time travel. So, per table:
 
 1. delete the subjects' rows: by id columns (``user_id``, ``entity_id``, ``user_token``,
-   ``before/after.user_id``) and, in columns that keep a whole payload (dead letters, late
+   ``key/before/after.user_id``) and, in columns that keep a whole payload (dead letters, late
    events), by the id found inside it (JSON or Avro), through the row's key;
 2. expire every snapshot but the current one: erasure cannot keep time travel to before it;
 3. remove every data, delete and manifest file that no retained snapshot references and that
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
     from mercury.config import Settings
 
-ID_COLUMNS = ("user_id", "entity_id", "user_token", "after.user_id", "before.user_id")
+ID_COLUMNS = ("user_id", "entity_id", "user_token", "key.user_id", "after.user_id",
+              "before.user_id")  # key.user_id: a CDC delete (contract v2) carries only that
 PAYLOAD_COLUMNS = ("raw_payload", "payload", "raw_payload_base64")
 ROW_KEYS = ("dlq_id", "event_id", "request_id", "change_id")
 _DATA_SUFFIXES = (".parquet", ".avro", ".orc", ".puffin")  # never *.metadata.json: no rows
