@@ -233,3 +233,26 @@ def test_serving_drops_erased_users_from_its_snapshot_cache():
     assert snapshots.get("u_1", "spending", 2_000) is None
     assert snapshots.get("u_2", "risk", 2_000) is not None
     assert asyncio.run(watch.poll()) == 0  # each notice is acted on once
+
+
+def test_warehouse_erasure_runs_on_the_snowflake_dialect(fakesnow_server, tmp_settings):
+    """The same dbt operation on Snowflake's dialect (a fakesnow server: Snowflake cannot run
+    here): upper-case identifiers from its information_schema, counts from its DELETE."""
+    from mercury.gdpr.warehouse import erase_warehouse
+
+    db = fakesnow_server.database
+    with fakesnow_server.connect() as con:
+        cur = con.cursor()
+        cur.execute(f"create database if not exists {db}")
+        cur.execute(f"create schema if not exists {db}.marts")
+        cur.execute(f"create or replace table {db}.marts.f (user_token varchar, n int)")
+        cur.execute(f"insert into {db}.marts.f values ('ut_u_1', 1), ('ut_u_2', 2), "
+                    "('ut_u_1', 3)")
+    settings = tmp_settings.model_copy(update={"warehouse": tmp_settings.warehouse.model_copy(
+        update={"dbt_target": "snowflake"})})
+    removals = erase_warehouse(settings, [_subject("u_1")], env_extra=fakesnow_server.dbt_env)
+    assert [(r.ticket, r.location.lower(), r.removed) for r in removals
+            if r.removed] == [("T-u_1", "marts.f", 2)]
+    with fakesnow_server.connect() as con:
+        rows = con.cursor().execute(f"select user_token from {db}.marts.f").fetchall()
+    assert rows == [("ut_u_2",)]

@@ -1,4 +1,5 @@
-"""Erasure in the warehouse: DuckDB locally (Snowflake in production).
+"""Erasure in the warehouse: one dbt operation (``dbt/macros/erase_subjects.sql``), so the
+same statements run on DuckDB locally and on Snowflake in production.
 
 Tables (not views: a view shows what its tables hold) with a user column lose the subjects'
 rows. The marts are rebuilt from the lake every run anyway; deleting now means the warehouse
@@ -8,7 +9,10 @@ these schemas) and then Fail-safe (7 days): docs/COMPLIANCE.md counts both in th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+import orjson
 
 from mercury.gdpr.evidence import Removal
 from mercury.gdpr.subject import Subject
@@ -16,32 +20,26 @@ from mercury.gdpr.subject import Subject
 if TYPE_CHECKING:
     from mercury.config import Settings
 
-USER_COLUMNS = ("user_id", "user_token", "entity_id")
+MARKER = "mercury-erased "  # the macro's log line per ticket and table
 
 
-def erase_warehouse(settings: Settings, subjects: list[Subject]) -> list[Removal]:
-    import duckdb
+def erase_warehouse(settings: Settings, subjects: list[Subject],
+                    env_extra: Mapping[str, str] | None = None) -> list[Removal]:
+    from mercury.warehouse.dbt_runner import run_dbt
 
-    path = settings.warehouse.duckdb_path
-    if path is None or not path.exists():
-        return []
-    removals = []
-    with duckdb.connect(str(path)) as con:
-        columns = con.execute(
-            "select c.table_schema, c.table_name, c.column_name "
-            "from information_schema.columns c join information_schema.tables t "
-            "  on t.table_schema = c.table_schema and t.table_name = c.table_name "
-            "where t.table_type = 'BASE TABLE' and c.column_name in ?",
-            [list(USER_COLUMNS)]).fetchall()
-        by_table: dict[tuple[str, str], list[str]] = {}
-        for schema, table, column in columns:
-            by_table.setdefault((schema, table), []).append(column)
-        for (schema, table), cols in sorted(by_table.items()):
-            where = " or ".join(f'"{c}" in (select unnest(?))' for c in cols)
-            for who in subjects:
-                count = con.execute(f'delete from "{schema}"."{table}" where {where}',
-                                    [list(who.ids)] * len(cols)).fetchone()
-                removed = int(count[0]) if count else 0
-                removals.append(Removal(who.ticket, "warehouse", f"{schema}.{table}", removed))
-        con.execute("checkpoint")  # deleted rows leave the file, not only the WAL's view
-    return removals
+    target = settings.warehouse.dbt_target
+    duckdb_path = settings.warehouse.duckdb_path
+    if target == "local" and (duckdb_path is None or not duckdb_path.exists()):
+        return []  # no warehouse built yet: nothing in it
+    args = {"subjects": {s.ticket: list(s.ids) for s in subjects}}
+    result = run_dbt(["run-operation", "erase_subjects", "--args",
+                      orjson.dumps(args).decode()], target=target, settings=settings,
+                     env_extra=env_extra)
+    return [Removal(line["ticket"], "warehouse", line["table"], line["removed"])
+            for line in _logged(result.output)]
+
+
+def _logged(output: str) -> list[dict]:
+    return [orjson.loads(line[line.index(MARKER) + len(MARKER):])
+            for line in output.splitlines() if MARKER in line]
+
