@@ -331,7 +331,7 @@ def measure_served(spark: SparkSession, settings: Settings, since_ms: int, until
     definition against what was served, or, in tests, to break one side on purpose)."""
     from mercury.features.definition.compile import load_compiled
     from mercury.privacy.keys import load_keys
-    from mercury.privacy.protect import user_token
+    from mercury.privacy.protect import user_tokens
 
     overrides = dict(executor_feature_sets or {})
     report = ConsistencyReport("served", {"since_ms": since_ms, "until_ms": until_ms,
@@ -349,8 +349,10 @@ def measure_served(spark: SparkSession, settings: Settings, since_ms: int, until
     lake = _Lake(settings)
     events = {ref: lake.events(fs) for ref, fs in definitions.items()}
     keys = load_keys(settings)
-    ids_by_token = {user_token(keys, entity): entity
-                    for table in events.values() for entity in _entities(table)}
+    # Every retained tokenization version: served records from before a rotation carry the
+    # token of their day.
+    ids_by_token = {token: entity for table in events.values() for entity in _entities(table)
+                    for token in user_tokens(keys, entity).values()}
     report.unmapped_tokens = len({s.request_id for served in by_ref.values() for s in served
                                   if s.token not in ids_by_token})
 
