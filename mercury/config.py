@@ -402,9 +402,12 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("online_store.ssl must be true in production (TLS to Redis)")
     if isinstance(store, RedisStoreConfig) and store.ssl_cert_reqs != "required":
         problems.append("online_store.ssl_cert_reqs must be 'required' in production")
-    if settings.postgres.sslmode != "verify-full":
-        problems.append(f"postgres.sslmode must be 'verify-full' in production, "
-                        f"not {settings.postgres.sslmode!r}")
+    databases = {"postgres": settings.postgres,
+                 "privacy.user_keys_postgres": settings.privacy.user_keys_postgres}
+    for name, database in databases.items():
+        if database is not None and database.sslmode != "verify-full":
+            problems.append(f"{name}.sslmode must be 'verify-full' in production, "
+                            f"not {database.sslmode!r}")
     return problems
 
 

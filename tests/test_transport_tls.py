@@ -52,6 +52,9 @@ def test_production_encrypts_and_verifies_both(monkeypatch):
     ({"online_store": {"ssl_cert_reqs": "none"}}, "online_store.ssl_cert_reqs"),
     ({"postgres": {"sslmode": "require"}}, "postgres.sslmode"),
     ({"postgres": {"sslmode": "disable"}}, "postgres.sslmode"),
+    # The users' data keys have their own connection: it is held to the same rule.
+    ({"privacy": {"user_keys_postgres": {"host": "keys.db.internal", "sslmode": "require"}}},
+     "privacy.user_keys_postgres.sslmode"),
 ])
 def test_production_refuses_plaintext_naming_the_setting(tmp_path, monkeypatch, changes,
                                                          setting):
