@@ -184,6 +184,9 @@ def test_warehouse_tables_lose_the_rows_views_are_left(tmp_settings):
     assert (removal.ticket, removal.location, removal.removed) == ("T-u_1", "marts.f", 1)
     with duckdb.connect(str(path)) as con:
         assert con.execute("select user_token from marts.v").fetchall() == [("ut_u_2",)]
+    # dbt's own files (run results, logs, parse cache) do not keep the erased ids
+    for leftover in (Path(tmp_settings.data_dir) / "dbt").rglob("*"):
+        assert not leftover.is_file() or b"u_1" not in leftover.read_bytes(), leftover
 
 
 def test_register_is_idempotent_per_ticket_and_keeps_only_the_hash(tmp_settings):

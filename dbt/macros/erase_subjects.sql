@@ -1,6 +1,7 @@
 {#-
   GDPR erasure in the warehouse (mercury.gdpr.warehouse runs it: `dbt run-operation
-  erase_subjects --args '{subjects: {<ticket>: [<user id>, <token>, ...]}}'`).
+  erase_subjects` with MERCURY_ERASE_SUBJECTS='{"<ticket>": ["<user id>", "<token>", ...]}'
+  in the environment, so the ids stay out of dbt's run results).
 
   Every base table of the target database with a user column (user_id, user_token,
   entity_id) loses the rows of each ticket's ids; views are left alone (they show what the
@@ -8,7 +9,8 @@
   for the evidence. The same statements run on DuckDB (local) and Snowflake (production, where
   Time Travel and Fail-safe then keep the deleted rows for their retention: docs/COMPLIANCE.md).
 -#}
-{% macro erase_subjects(subjects) %}
+{% macro erase_subjects() %}
+  {% set subjects = fromjson(env_var('MERCURY_ERASE_SUBJECTS')) %}
   {% set found = run_query(
       "select c.table_schema, c.table_name, lower(c.column_name) "
       ~ "from information_schema.columns c join information_schema.tables t "
