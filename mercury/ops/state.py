@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS {schema}.dlq_replay_ledger (
     dlq_id      text NOT NULL,
     event_id    text,
     rule        text NOT NULL,
-    position    text NOT NULL,
+    position    text,  -- NULL where the producer does not report one (Kafka)
     replayed_at timestamptz NOT NULL,
     PRIMARY KEY (stream, dlq_id)
 );
