@@ -120,6 +120,29 @@ def test_a_dead_letter_written_twice_is_replayed_once(tmp_settings, dead_lettere
     assert (result.read, result.replayed, result.repeated) == (12, 3, 6)
 
 
+def test_a_wiped_and_refilled_log_starts_a_fresh_ledger(tmp_settings, dead_lettered, zwg_fixed,
+                                                        monkeypatch):
+    """Dead-letter ids come from log positions, which a new local log reuses (the demo wipes
+    it every run). Catches a ledger keyed by id alone: the new log's fixed dead letters, at
+    the same positions, would count as replayed already and never come back."""
+    import shutil
+
+    assert replay_dead_letters(tmp_settings, "transactions").replayed == 3
+    shutil.rmtree(tmp_settings.event_log.root)
+    shutil.rmtree(tmp_settings.lake.warehouse)
+    monkeypatch.setattr(validation, "CURRENCIES", validation.CURRENCIES - {"ZWG"})
+    validation.validator.cache_clear()
+    with open_producer(tmp_settings, writer_id="src") as producer:  # the same records again
+        for kind in ("valid", "zwg", "not_json", "unknown_enum"):
+            for raw in dead_lettered[kind]:
+                producer.send("transactions", raw)
+    assert load_stream(tmp_settings, "transactions").dead_letters["bad_currency"] == 3
+    fix_zwg(monkeypatch)
+    result = replay_dead_letters(tmp_settings, "transactions")
+    assert (result.replayed, result.already_replayed) == (3, 0)
+    assert len(entries(tmp_settings, "transactions")) == 3  # this log's only
+
+
 def test_a_record_produced_but_not_recorded_is_replayed_again(
         tmp_settings, dead_lettered, zwg_fixed):
     """A worker that died between the flush and the ledger's commit: its record is produced

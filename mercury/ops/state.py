@@ -36,13 +36,14 @@ CREATE TABLE IF NOT EXISTS {schema}.flink_deployments (
 );
 CREATE TABLE IF NOT EXISTS {schema}.dlq_replay_ledger (
     seq         bigint GENERATED ALWAYS AS IDENTITY,
+    log_id      text NOT NULL,  -- which event log: a wiped local log reuses positions
     stream      text NOT NULL,
     dlq_id      text NOT NULL,
     event_id    text,
     rule        text NOT NULL,
     position    text,  -- NULL where the producer does not report one (Kafka)
     replayed_at timestamptz NOT NULL,
-    PRIMARY KEY (stream, dlq_id)
+    PRIMARY KEY (log_id, stream, dlq_id)
 );
 """
 # Concurrent "CREATE ... IF NOT EXISTS" can still collide in the catalog: one at a time.
