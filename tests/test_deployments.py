@@ -72,6 +72,19 @@ def test_a_record_left_on_disk_by_an_earlier_release_is_imported_once(tmp_settin
     assert deployments.load(tmp_settings, "features") == newer
 
 
+def test_cli_prints_the_record_every_worker_sees(tmp_settings, capsys):
+    from mercury.cli import main
+
+    record = _record(last_savepoint="file:/s/sp-2", last_savepoint_job_id="j2")
+    deployments.save(tmp_settings, record)
+    assert main(["flink", "deployment", "features"]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert (shown["job_id"], shown["last_savepoint"], shown["args"]) == (
+        "j2", "file:/s/sp-2", ["--job-name", "features"])
+    assert main(["flink", "deployment", "nothing-here"]) == 1
+    assert "no deployment of 'nothing-here' is recorded" in capsys.readouterr().err
+
+
 def test_restore_point_prefers_the_stop_savepoint_then_checkpoint_then_last_restore():
     stopped = _record(last_savepoint="file:/s/sp-2", last_savepoint_job_id="j2")
     assert deployments.restore_point(stopped, "file:/c/j2/chk-9") == "file:/s/sp-2"
