@@ -25,12 +25,13 @@ variable "log_retention_days" {
 }
 
 variable "node_groups" {
-  description = "Node group name -> instance type, autoscaling bounds, dedicated (tainted) or shared."
+  description = "Node group name -> instance type, autoscaling bounds, dedicated (tainted) or shared, local NVMe RAID0 for the kubelet."
   type = map(object({
     instance_type = string
     min_size      = number
     max_size      = number
     dedicated     = bool
+    local_nvme    = bool
   }))
   validation {
     # Spread over three AZs: fewer than three nodes leaves an AZ without one.

@@ -187,6 +187,12 @@ resource "kubernetes_manifest" "session_cluster" {
         podTemplate = {
           spec = {
             nodeSelector = { "mercury/workload" = "flink" }
+            # RocksDB's working directory: an emptyDir, on the node's NVMe RAID0 (modules/eks).
+            containers = [{
+              name         = "flink-main-container"
+              volumeMounts = [{ name = "rocksdb", mountPath = "/mnt/nvme" }]
+            }]
+            volumes = [{ name = "rocksdb", emptyDir = {} }]
             tolerations = [{
               key = "mercury/workload", operator = "Equal", value = "flink", effect = "NoSchedule"
             }]
