@@ -39,8 +39,11 @@ resource "aws_eks_cluster" "this" {
     endpoint_public_access  = false
   }
 
+  # Access entries only (no aws-auth ConfigMap); the role that applies this stack is admin, so
+  # the kubernetes and helm providers can install the Flink operator in the same apply.
   access_config {
-    authentication_mode = "API"
+    authentication_mode                         = "API"
+    bootstrap_cluster_creator_admin_permissions = true
   }
 
   encryption_config {
