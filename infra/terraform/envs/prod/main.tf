@@ -192,6 +192,13 @@ module "mwaa" {
   emr_job_role_arn     = module.emr_serverless.job_role_arn
   secrets_prefix       = "${var.name}/airflow"
   secrets_kms_key_arn  = module.kms.key_arns["platform"]
+  table_prefix_arns = [
+    "${module.storage.bucket_arns["audit"]}/warehouse/audit",
+    "${module.storage.bucket_arns["audit"]}/warehouse/compliance",
+    "${module.storage.bucket_arns["lake"]}/warehouse/quality",
+  ]
+  glue_database_names = ["audit", "compliance", "quality"]
+  table_kms_key_arns  = [module.kms.key_arns["audit"], module.kms.key_arns["lake"]]
 }
 
 module "redis" {

@@ -125,6 +125,38 @@ resource "aws_iam_role_policy" "execution" {
         Resource = "${var.artifacts_bucket_arn}/spark/*"
       },
       {
+        # Tasks that still run on the worker write Iceberg tables: the hourly audit load
+        # (audit.*), dead letters (quality.*), erasure evidence (compliance.*).
+        Sid      = "WorkerTables"
+        Effect   = "Allow"
+        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+        Resource = [for prefix in var.table_prefix_arns : "${prefix}/*"]
+      },
+      {
+        Sid      = "WorkerTablesList"
+        Effect   = "Allow"
+        Action   = "s3:ListBucket"
+        Resource = distinct([for prefix in var.table_prefix_arns : split("/", prefix)[0]])
+      },
+      {
+        Sid    = "WorkerCatalog"
+        Effect = "Allow"
+        Action = [
+          "glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable",
+        ]
+        Resource = concat(
+          ["arn:aws:glue:${var.region}:${local.account_id}:catalog"],
+          [for db in var.glue_database_names : "arn:aws:glue:${var.region}:${local.account_id}:database/${db}"],
+          [for db in var.glue_database_names : "arn:aws:glue:${var.region}:${local.account_id}:table/${db}/*"],
+        )
+      },
+      {
+        Sid      = "WorkerTableKeys"
+        Effect   = "Allow"
+        Action   = ["kms:Decrypt", "kms:GenerateDataKey"]
+        Resource = var.table_kms_key_arns
+      },
+      {
         # Connections and variables (Snowflake, Kafka SCRAM) come from Secrets Manager.
         Sid      = "Secrets"
         Effect   = "Allow"

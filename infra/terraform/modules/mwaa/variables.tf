@@ -67,3 +67,17 @@ variable "secrets_prefix" {
 variable "secrets_kms_key_arn" {
   type = string
 }
+
+variable "table_prefix_arns" {
+  description = "S3 ARNs (bucket/prefix) of the Iceberg tables tasks on the workers write."
+  type        = list(string)
+}
+
+variable "glue_database_names" {
+  description = "Glue databases of those tables."
+  type        = list(string)
+}
+
+variable "table_kms_key_arns" {
+  type = list(string)
+}
