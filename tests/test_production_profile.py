@@ -14,10 +14,13 @@ What stands in for what, and why:
 - knowledge index: OpenSearch at request level (it cannot run here): the real client with
   only the socket replaced (``tests.test_opensearch_index.FakeCluster``).
 
-Not exercised here, and where instead: Postgres with ``verify-full`` (the local server runs
-without TLS; tests/test_transport_tls.py shows the settings reach libpq), the Glue catalog over
-S3 (moto would need its server mode for pyarrow's S3 client), the Flink cluster on RocksDB and
-Spark on EMR (their own tests).
+- Postgres (profiles, the users' data keys, operational state): a private postgres server
+  with TLS only (its certificate from the test CA), so ``sslmode: verify-full`` is held as in
+  production. Real, not mocked; it needs root to run the server as the postgres user.
+
+Not exercised here, and where instead: the Glue catalog over S3 (moto would need its server
+mode for pyarrow's S3 client), the Flink cluster on RocksDB and Spark on EMR (their own
+tests).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -51,8 +55,7 @@ def production(tmp_path, monkeypatch):
     def load(**changes: dict):
         raw = yaml.safe_load((CONFIG_DIR / "production.yaml").read_text())
         raw["data_dir"] = str(tmp_path / "data")  # /var/lib/mercury is the pods' volume
-        for section, values in changes.items():
-            raw[section].update(values)
+        _merge(raw, changes)
         path = tmp_path / "production.yaml"
         path.write_text(yaml.safe_dump(raw))
         monkeypatch.setenv("MERCURY_CONFIG", str(path))
@@ -61,6 +64,14 @@ def production(tmp_path, monkeypatch):
         return settings
 
     return load
+
+
+def _merge(into: dict, changes: dict) -> None:
+    for name, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(name), dict):
+            _merge(into[name], value)
+        else:
+            into[name] = value
 
 
 # ---- online store: Redis cluster mode over TLS ------------------------------------------------
@@ -81,7 +92,7 @@ class TlsRedisCluster:
     def start(self) -> None:
         import redis
 
-        _issue_certificates(self.folder)
+        _issue_certificates(self.folder, "server")
         self.port = _cluster_port()
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", "0", "--tls-port", str(self.port),
@@ -133,7 +144,8 @@ def _cluster_port() -> int:
     raise RuntimeError("no free port pair for a Redis cluster node")
 
 
-def _issue_certificates(folder: Path) -> None:
+def _issue_certificates(folder: Path, name_prefix: str) -> None:
+    """``ca.pem`` and ``<name_prefix>.pem``/``.key``: a server certificate for 127.0.0.1."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -156,8 +168,8 @@ def _issue_certificates(folder: Path) -> None:
                   [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
               .sign(ca_key, hashes.SHA256()))
     (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (folder / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    (folder / "server.key").write_bytes(key.private_bytes(
+    (folder / f"{name_prefix}.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{name_prefix}.key").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
 
@@ -222,6 +234,115 @@ def test_online_store_runs_on_a_redis_cluster_over_tls(production, tls_redis):
         untrusting.fetch([key])
 
 
+# ---- Postgres: TLS with the certificate verified (verify-full) ------------------------------
+
+ROLES = ("mercury_cdc", "mercury_keys", "mercury_ops")  # production.yaml's users
+DATABASES = ("profiles", "mercury_ops")
+
+
+@dataclass
+class TlsPostgres:
+    """A private postgres server accepting only TLS connections on 127.0.0.1 (pg_hba rejects
+    plaintext), with the roles and databases that production.yaml names."""
+    folder: Path
+    port: int = 0
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    def _as_postgres(self, *argv: str) -> None:
+        done = subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True,
+                              text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        import shutil
+
+        import psycopg
+
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        if os.geteuid() != 0 or not binaries or shutil.which("runuser") is None:
+            pytest.skip("a private postgres server needs root (to run it as postgres) and "
+                        "the server binaries under /usr/lib/postgresql")
+        bin_dir, data = binaries[-1], self.folder / "data"
+        _issue_certificates(self.folder, "server")
+        shutil.chown(self.folder, "postgres")
+        for name in ("server.pem", "server.key"):
+            shutil.chown(self.folder / name, "postgres")
+        (self.folder / "server.key").chmod(0o600)
+        self._as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
+                          "--auth=trust")
+        (data / "pg_hba.conf").write_text("local all all trust\n"
+                                          "hostssl all all 127.0.0.1/32 trust\n"
+                                          "hostnossl all all 127.0.0.1/32 reject\n")
+        self.port = _cluster_port()
+        options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+                   f"-c unix_socket_directories={self.folder} -c ssl=on "
+                   f"-c ssl_cert_file={self.folder / 'server.pem'} "
+                   f"-c ssl_key_file={self.folder / 'server.key'}")
+        self._as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
+                          "-l", str(self.folder / "postgres.log"), "-w", "start")
+        with psycopg.connect(host=str(self.folder), port=self.port, user="postgres",
+                             dbname="postgres", autocommit=True) as conn:
+            for role in ROLES:
+                conn.execute(f"create role {role} login superuser")
+            for database in DATABASES:
+                conn.execute(f"create database {database}")
+
+    def stop(self) -> None:
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+        self._as_postgres(str(binaries[-1] / "pg_ctl"), "-D", str(self.folder / "data"),
+                          "-m", "immediate", "stop")
+
+    def address(self) -> dict:
+        return {"host": "127.0.0.1", "port": self.port, "sslrootcert": str(self.ca)}
+
+
+@pytest.fixture(scope="module")
+def tls_postgres():
+    import shutil
+    import tempfile
+
+    # Not under pytest's base folder: its 0700 parents keep the postgres user out
+    folder = Path(tempfile.mkdtemp(prefix="mercury-tls-postgres-"))
+    server = TlsPostgres(folder)
+    try:
+        server.start()
+        yield server
+    finally:
+        if server.port:
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _encrypted(conn) -> bool:
+    return conn.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()"
+                        ).fetchone() == (True,)
+
+
+def test_postgres_bindings_hold_verify_full(production, tls_postgres):
+    import psycopg
+
+    from mercury.ops import state
+    from mercury.privacy import erasure_register
+
+    address = tls_postgres.address()
+    settings = production(postgres=address, ops_state={"postgres": address})
+    assert settings.postgres.sslmode == "verify-full"
+    with erasure_register.connect(settings) as conn:  # the profiles database
+        assert _encrypted(conn)
+    with state.connect(settings) as conn:  # operational state, its own database and role
+        assert _encrypted(conn)
+        assert conn.execute("select current_database(), current_user").fetchone() == \
+            ("mercury_ops", "mercury_ops")
+    # verify-full checks the server's certificate: without the CA that issued it, refused
+    untrusted = settings.postgres.model_copy(update={"sslrootcert": None})
+    with pytest.raises(psycopg.OperationalError, match="certificate|root"):
+        psycopg.connect(untrusted.conninfo()).close()
+
+
 # ---- event log: Kafka, Confluent Avro through the Schema Registry --------------------------
 
 def test_event_log_runs_on_kafka_with_avro_through_the_registry(production, tmp_path):
@@ -255,10 +376,12 @@ def test_event_log_runs_on_kafka_with_avro_through_the_registry(production, tmp_
 
 # ---- keys: AWS KMS and the key ring on S3 -----------------------------------------------------
 
-def test_keys_come_from_kms_and_the_shared_s3_ring(production, monkeypatch):
+def test_keys_come_from_kms_and_the_shared_s3_ring(production, tls_postgres, monkeypatch):
+    """KMS and S3 are moto's (no AWS here); the users' data keys are in the TLS Postgres."""
     moto = pytest.importorskip("moto")
     from mercury.privacy.keys import forget_loaded_keys, load_keys
     from mercury.privacy.protect import user_token
+    from mercury.privacy.userkeys import open_user_keys
 
     for name, value in {"AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing",
                         "AWS_SECRET_ACCESS_KEY": "testing"}.items():
@@ -271,9 +394,15 @@ def test_keys_come_from_kms_and_the_shared_s3_ring(production, monkeypatch):
         boto3.client("s3").create_bucket(
             Bucket="mercurypay-privacy-keys",
             CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        settings = production()
+        settings = production(privacy={"user_keys_postgres": tls_postgres.address()})
         forget_loaded_keys()
         token = user_token(load_keys(settings), "usr_1")
+        user_keys = open_user_keys(settings)
+        created = user_keys.keys_for(["usr_1"])["usr_1"]
+        assert user_keys.get(created.key_id) == created
+        assert _encrypted(user_keys._connection())
+        assert user_keys.shred("usr_1") == 1
+        user_keys.close()
         forget_loaded_keys()  # another pod: it reads the same ring, mints the same token
         assert user_token(load_keys(settings), "usr_1") == token
         listed = boto3.client("s3").list_objects_v2(Bucket="mercurypay-privacy-keys")
