@@ -355,6 +355,23 @@ class OfflineConfig(_Section):
     retire_after_s: int = Field(86_400, ge=0)
 
 
+class MonitoringConfig(_Section):
+    """Prometheus (local stack) and the freshness probe (``mercury monitor probe``)."""
+    prometheus_port: int = Field(9090, ge=1, le=65535)
+    # How often Prometheus scrapes and evaluates the rules (the rules' windows are >= 5 min,
+    # so once a minute is enough in production; a drill test shortens both).
+    scrape_interval_s: int = Field(15, ge=1)
+    evaluation_interval_s: int = Field(60, ge=1)
+    # The probe writes a canary transaction through the real pipeline this often and exports
+    # how long it took to be readable in the online store (the freshness SLI).
+    probe_port: int = Field(9464, ge=1, le=65535)
+    probe_interval_s: float = Field(5.0, gt=0)
+    # A canary not readable by then counts as lost (and as this late in the histogram).
+    probe_timeout_s: float = Field(30.0, gt=0)
+    # Canaries are AUTHs of users of their own, so that no real user's context holds them.
+    canary_user_prefix: str = "usr_canary_"
+
+
 class Settings(_Section):
     profile: Literal["local", "production"]
     data_dir: Path
@@ -371,6 +388,7 @@ class Settings(_Section):
     spark: SparkConfig = SparkConfig()
     offline: OfflineConfig = OfflineConfig()
     ops_state: OpsStateConfig = OpsStateConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _production_holds_no_local_stand_in(self) -> Settings:
