@@ -362,6 +362,9 @@ class MonitoringConfig(_Section):
     # so once a minute is enough in production; a drill test shortens both).
     scrape_interval_s: int = Field(15, ge=1)
     evaluation_interval_s: int = Field(60, ge=1)
+    # Where Prometheus sends alerts and Airflow's failure callback pages (the local stack
+    # runs Alertmanager here when the host is local).
+    alertmanager_url: str = "http://127.0.0.1:9093"
     # The probe writes a canary transaction through the real pipeline this often and exports
     # how long it took to be readable in the online store (the freshness SLI).
     probe_port: int = Field(9464, ge=1, le=65535)

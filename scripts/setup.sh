@@ -42,17 +42,22 @@ if command -v javac >/dev/null; then
 else
   echo "setup: warning: javac is not installed; the SQL streaming job needs it (apt-get install openjdk-17-jdk-headless)" >&2
 fi
-# promtool checks the Prometheus config and unit-tests the alert rules
-# (tests/test_monitoring_rules.py); Debian's prometheus package ships it. Where systemd runs
-# services, that package also starts a Prometheus server on :9090: stop it if unwanted.
-if ! command -v promtool >/dev/null; then
+# The monitoring stack: Prometheus (with promtool, which checks the config and unit-tests the
+# alert rules: tests/test_monitoring_rules.py) and Alertmanager, both Debian packages; `mercury
+# stack up` runs them. Where systemd runs services, the packages also start their own servers
+# on :9090 / :9093: stop those if unwanted.
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
+  || missing+=(prometheus-alertmanager)
+if (( ${#missing[@]} )); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
-    echo "setup: installing promtool (Debian package prometheus)"
-    apt_install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+    echo "setup: installing ${missing[*]} (Debian)"
+    apt_install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}")
     "${apt_install[@]}" >/dev/null 2>&1 || { apt-get update -qq && "${apt_install[@]}" >/dev/null; } \
-      || echo "setup: warning: could not install prometheus; the monitoring tests need promtool" >&2
+      || echo "setup: warning: could not install ${missing[*]}; the monitoring tests need them" >&2
   else
-    echo "setup: warning: promtool is not installed; the monitoring tests need it (apt-get install prometheus)" >&2
+    echo "setup: warning: ${missing[*]} not installed; the monitoring tests need them (apt-get install ${missing[*]})" >&2
   fi
 fi
 echo "setup: done"

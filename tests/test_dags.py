@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,12 @@ def dagbag(tmp_path_factory):
         # Airflow adds the plugins folder to sys.path when it loads its settings; if another
         # test imported airflow first, with other settings, do it here.
         patch.syspath_prepend(env["AIRFLOW__CORE__PLUGINS_FOLDER"])
+        from airflow import settings
         from airflow.dag_processing.dagbag import DagBag
+
+        # Likewise the cluster policies of plugins/airflow_local_settings.py
+        if "airflow_local_settings" not in sys.modules:
+            settings.import_local_settings()
 
         yield DagBag(dag_folder=DAGS_FOLDER)
 
@@ -51,6 +57,18 @@ def test_dag_policy(dagbag):
             if task.retries < 1:
                 problems.append(f"{dag_id}.{task.task_id}: retries={task.retries}")
     assert not problems, "\n".join(problems)
+
+
+def test_every_task_pages_when_it_fails(dagbag):
+    """The cluster policy (plugins/airflow_local_settings.py) gives every task of every DAG
+    the Alertmanager page, keeping a callback a DAG set itself."""
+    from mercury_airflow.alerting import page_on_failure
+
+    assert dagbag.dags
+    unpaged = [f"{dag_id}.{task.task_id}" for dag_id, dag in dagbag.dags.items()
+               for task in dag.tasks
+               if page_on_failure not in (task.on_failure_callback or [])]
+    assert not unpaged, unpaged
 
 
 def test_streaming_features_actions_pick_their_tasks(dagbag):

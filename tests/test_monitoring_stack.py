@@ -1,5 +1,6 @@
-"""A real Prometheus (the local stack's component, Debian's binary) scraping the freshness
-probe, with the committed SLO rules loaded: a freshness drill.
+"""The local stack's monitoring, real (Debian's binaries): Prometheus scraping the freshness
+probe with the committed SLO rules loaded (a freshness drill), and Alertmanager receiving
+Airflow's failure pages.
 
 The probe writes canaries into the real file event log and reads the real Redis. What stands
 in for the Flink job here is the platform's own Python streaming executor, run in a thread
@@ -81,7 +82,7 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
     from mercury.eventlog import open_producer
     from mercury.monitoring.probe import FreshnessProbe
     from mercury.online.factory import open_store
-    from mercury.stack.prometheus_server import PrometheusServer
+    from mercury.stack.monitoring_servers import PrometheusServer
     from tests.serving_fixtures import PrivateRedis
 
     redis = PrivateRedis(tmp_path)
@@ -138,3 +139,37 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
         producer.close()
         prometheus.stop()
         redis.stop()
+
+
+def test_a_failed_task_pages_through_alertmanager(tmp_path, monkeypatch):
+    """The failure callback every task gets, called as Airflow calls it (a context with the
+    task instance and the exception), against the stack's real Alertmanager."""
+    from types import SimpleNamespace
+
+    from mercury.config import REPO_ROOT
+    from mercury.stack.monitoring_servers import AlertmanagerServer
+
+    path = write_config(tmp_path, monitoring={
+        "alertmanager_url": f"http://127.0.0.1:{free_port()}"})
+    monkeypatch.setenv("MERCURY_CONFIG", str(path))
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
+    from mercury_airflow.alerting import page_on_failure
+
+    alertmanager = AlertmanagerServer(load_settings())
+    try:
+        assert alertmanager.ensure_up().ok
+        ti = SimpleNamespace(dag_id="gdpr_erasure", task_id="erase_pending",
+                             run_id="scheduled__2026-12-07T00:00:00+00:00")
+        page_on_failure({"ti": ti, "exception": ValueError("user usr_42 card 4242")})
+        alerts = requests.get(f"{alertmanager.url}/api/v2/alerts", timeout=5).json()
+        [alert] = alerts
+        assert {k: alert["labels"][k] for k in ("alertname", "severity", "dag_id", "task_id")} \
+            == {"alertname": "AirflowTaskFailed", "severity": "page",
+                "dag_id": "gdpr_erasure", "task_id": "erase_pending"}
+        assert alert["status"]["state"] == "active"
+        assert "ValueError" in alert["annotations"]["summary"]
+        assert "usr_42" not in str(alert) and "4242" not in str(alert)  # no record quoted
+        assert (REPO_ROOT / alert["annotations"]["runbook_url"]).is_file()
+    finally:
+        alertmanager.stop()
+    page_on_failure({"ti": ti, "exception": None})  # Alertmanager gone: logged, never raised

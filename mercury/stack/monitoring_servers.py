@@ -1,5 +1,6 @@
-"""Prometheus: scrapes the context API, Flink's reporter and the freshness probe, and evaluates
-the SLO rules of infra/monitoring/rules (the same files production loads).
+"""Prometheus and Alertmanager. Prometheus scrapes the context API, Flink's reporter and the
+freshness probe, evaluates the SLO rules of infra/monitoring/rules (the same files production
+loads) and sends what fires to Alertmanager, where Airflow's failure pages also go.
 
 The committed ``infra/monitoring/prometheus.yml`` is the source; the running config is written
 under the run dir with this config's ports and absolute rule paths, so a test's stack on other
@@ -11,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import yaml
@@ -31,6 +33,9 @@ def scrape_config(settings: Settings) -> dict[str, Any]:
     config["rule_files"] = [str(MONITORING_DIR / path) for path in config["rule_files"]]
     ports = {"context-api": [settings.serving.port],
              "freshness-probe": [settings.monitoring.probe_port]}
+    alertmanager = urlsplit(monitoring.alertmanager_url)
+    config["alerting"] = {"alertmanagers": [{"scheme": alertmanager.scheme, "static_configs": [
+        {"targets": [alertmanager.netloc]}]}]}
     for job in config["scrape_configs"]:
         if job["job_name"] in ports:
             job["static_configs"] = [{"targets": [f"127.0.0.1:{p}"
@@ -71,3 +76,38 @@ class PrometheusServer(Component):
                     f"--web.listen-address=127.0.0.1:{self.settings.monitoring.prometheus_port}",
                     "--web.enable-lifecycle", "--storage.tsdb.retention.time=7d"],
                    "prometheus.log")
+
+
+class AlertmanagerServer(Component):
+    name = "alertmanager"
+    start_timeout_s = 30.0
+
+    @property
+    def url(self) -> str:
+        return self.settings.monitoring.alertmanager_url
+
+    def health(self) -> Health:
+        try:
+            ready = requests.get(f"{self.url}/-/ready", timeout=2)
+        except requests.RequestException as exc:
+            return Health(self.name, False, f"no answer at {self.url}: {type(exc).__name__}")
+        if ready.status_code != 200:
+            return Health(self.name, False, f"{self.url} is not ready")
+        return Health(self.name, True, f"{self.url} ready")
+
+    def launch(self) -> None:
+        where = urlsplit(self.url)
+        if where.hostname not in ("127.0.0.1", "localhost"):
+            raise StackError(f"alertmanager at {self.url} is down and is not local: fix "
+                             "monitoring.alertmanager_url or start it there")
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if binary is None:
+            raise StackError("alertmanager is not installed: apt-get install "
+                             "prometheus-alertmanager (`make setup` does)")
+        folder = Path(self.settings.data_dir) / "alertmanager"
+        folder.mkdir(parents=True, exist_ok=True)
+        # --cluster.listen-address= (empty): one local instance, no gossip port to collide on
+        self.spawn([binary, f"--config.file={MONITORING_DIR / 'alertmanager.yml'}",
+                    f"--storage.path={folder}",
+                    f"--web.listen-address={where.hostname}:{where.port or 9093}",
+                    "--cluster.listen-address="], "alertmanager.log")

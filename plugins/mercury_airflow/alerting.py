@@ -1,0 +1,48 @@
+"""Paging when a task fails for good: every task's ``on_failure_callback`` (set on every DAG by
+the cluster policy in ``plugins/airflow_local_settings.py``) posts an alert to Alertmanager,
+which routes it like the Prometheus alerts (to the on-call pager in production; locally its
+API and UI at ``monitoring.alertmanager_url``). Airflow calls it after the last retry.
+
+The alert names the DAG, task and run and the exception's type, not its message: a message may
+quote a record, and alerts leave the platform (docs/COMPLIANCE.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+log = logging.getLogger(__name__)
+RUNBOOK = "docs/runbooks/AirflowTaskFailed.md"
+# Alertmanager resolves an alert at its end time; a failed task stays a page this long
+# unless a rerun succeeds and on-call silences it first.
+PAGE_FOR = timedelta(hours=4)
+
+
+def failure_alert(dag_id: str, task_id: str, run_id: str, error_type: str,
+                  at: datetime) -> dict[str, Any]:
+    return {
+        "labels": {"alertname": "AirflowTaskFailed", "severity": "page",
+                   "dag_id": dag_id, "task_id": task_id},
+        "annotations": {"summary": f"{dag_id}.{task_id} failed after its retries ({error_type})",
+                        "run_id": run_id, "runbook_url": RUNBOOK},
+        "startsAt": at.isoformat(), "endsAt": (at + PAGE_FOR).isoformat(),
+    }
+
+
+def page_on_failure(context: Any) -> None:
+    """The callback. It never raises: a callback that fails would hide the task's failure."""
+    try:
+        import requests
+
+        from mercury_airflow.tasks import settings
+
+        ti = context["ti"]
+        error = context.get("exception")
+        alert = failure_alert(ti.dag_id, ti.task_id, ti.run_id,
+                              type(error).__name__ if error else "unknown", datetime.now(UTC))
+        url = settings().monitoring.alertmanager_url
+        requests.post(f"{url}/api/v2/alerts", json=[alert], timeout=5).raise_for_status()
+    except Exception:  # noqa: BLE001 - logged, never raised (see above)
+        log.exception("could not page for the failed task")
