@@ -69,7 +69,7 @@ def check_nodes(settings: Settings, path: Path = NODES_FILE) -> int:
     """Raise MartsError naming the nodes that differ when the file is not what dbt lists now;
     else how many nodes it lists."""
     want = _by_id(list_nodes(settings))
-    have = _by_id(path.read_text()) if path.is_file() else {}
+    have = load_nodes(path) if path.is_file() else {}
     added = sorted(set(want) - set(have))
     removed = sorted(set(have) - set(want))
     changed = sorted(i for i in set(want) & set(have) if want[i] != have[i])
@@ -81,6 +81,11 @@ def check_nodes(settings: Settings, path: Path = NODES_FILE) -> int:
     return len(want)
 
 
+def load_nodes(path: Path = NODES_FILE) -> dict[str, dict]:
+    """The nodes file: unique id -> the node as dbt listed it."""
+    return _by_id(path.read_text())
+
+
 def _by_id(text: str) -> dict[str, dict]:
     nodes = (json.loads(line) for line in text.splitlines() if line.strip())
     return {node["unique_id"]: node for node in nodes}
@@ -89,7 +94,7 @@ def _by_id(text: str) -> dict[str, dict]:
 def rendered_names(path: Path = NODES_FILE) -> dict[str, list[str]]:
     """Node names per resource type in the nodes file (model, test, source, unit_test)."""
     names: dict[str, list[str]] = {}
-    for node in _by_id(path.read_text()).values():
+    for node in load_nodes(path).values():
         names.setdefault(node["resource_type"], []).append(node["name"])
     return {kind: sorted(found) for kind, found in names.items()}
 
