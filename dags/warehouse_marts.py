@@ -64,7 +64,7 @@ with DAG(
             test_behavior=TestBehavior.AFTER_EACH,
             source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
             should_detach_multiple_parents_tests=True, emit_datasets=False),
-        operator_args={"interceptors": [steps.bind_dbt], "install_deps": False},
+        operator_args={"interceptors": [steps.bind_dbt]},
         default_args=DEFAULT_ARGS,
     )
     feature_versions() >> dbt

@@ -123,6 +123,7 @@ def test_nodes_file_is_what_dbt_lists_and_a_stale_one_is_refused(tmp_settings, t
     assert marts.check_nodes(tmp_settings) == len(lines)
     names = marts.rendered_names()
     assert set(names["model"]) == _project_models()
+    assert set(names) == {"model", "test", "source"}
     dropped = json.loads(lines[0])["unique_id"]
     stale = tmp_path / "stale.jsonl"
     stale.write_text("\n".join(lines[1:]) + "\n")
@@ -313,6 +314,8 @@ def test_stale_lake_fails_the_run_at_the_gate_and_the_marts_follow_the_pointer(w
     assert len(built) == 2 * (len(_project_models()) - 1) + 2  # + relationships, versions
     assert set(built.values()) == {"success"}, built
     assert "marts read the active versions: declines v1, spending v2" in output
+    # dbt unit tests have no task of their own: the model's test task runs them.
+    assert "PASS fct_user_daily_spending::fct_user_daily_spending_flattens_the_history" in output
     assert world.query("select distinct spending_version, declines_version "
                        "from analytics_features.fct_user_daily_spending") == [(2, 1)]
     # Only v2 has 90 d windows: staging read spending_v2's table, not only the var's number.

@@ -48,7 +48,10 @@ class MartsError(Exception):
 
 def list_nodes(settings: Settings) -> str:
     """``dbt ls`` of the selection as JSON lines (the project's default vars)."""
-    result = run_dbt(["ls", "--quiet", "--select", *SELECTION, "--output", "json",
+    # Unit tests are left out: cosmos has no task for them, and `dbt test --select <model>`
+    # (the model's test task) runs them anyway.
+    result = run_dbt(["ls", "--quiet", "--select", *SELECTION, "--exclude",
+                      "resource_type:unit_test", "--output", "json",
                       "--output-keys", *LS_KEYS], settings=settings)
     lines = [line for line in result.output.splitlines() if line.startswith("{")]
     if not lines:
@@ -92,7 +95,7 @@ def _by_id(text: str) -> dict[str, dict]:
 
 
 def rendered_names(path: Path = NODES_FILE) -> dict[str, list[str]]:
-    """Node names per resource type in the nodes file (model, test, source, unit_test)."""
+    """Node names per resource type in the nodes file (model, test, source)."""
     names: dict[str, list[str]] = {}
     for node in load_nodes(path).values():
         names.setdefault(node["resource_type"], []).append(node["name"])
