@@ -5,12 +5,13 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup lock demo test lint contracts up down status bench clean
 
-setup:             ## install uv and both locked environments
+setup:             ## install uv and the locked environments
 	@bash scripts/setup.sh
 
-lock:              ## re-lock both envs after a dependency change (honours PIP_FIND_LINKS)
+lock:              ## re-lock the envs after a dependency change (honours PIP_FIND_LINKS)
 	@uv lock $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
 	@cd infra/envs/flink && uv lock $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+	@cd infra/envs/checkov && uv lock
 
 demo: setup        ## the main job end to end on the local defaults
 	@$(VENV)/mercury demo $(ARGS)

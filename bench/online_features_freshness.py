@@ -26,20 +26,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 REDIS_DB = 9
-
-
-def transaction(user_id: str, now_ms: int) -> dict:
-    return {"event_id": str(uuid.uuid4()), "user_id": user_id, "account_id": "acc_fresh",
-            "merchant_id": "mch_fresh", "amount": 10.0, "currency": "EUR",
-            "event_type": "AUTH", "event_ts": now_ms, "ingest_ts": now_ms, "risk_score": 0.1,
-            "mcc_code": "5411", "country": "DE", "purchase_id": f"pur_{user_id}",
-            "auth_decision": "APPROVED"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -68,6 +59,7 @@ def main() -> None:
     from mercury.config import load_settings
     from mercury.eventlog.file_log import FileEventProducer
     from mercury.features.definition.compile import load_compiled
+    from mercury.monitoring.probe import canary_record
     from mercury.online import layout
     from mercury.ops import online_job
     from mercury.ops.flink_rest import FlinkRestClient
@@ -118,7 +110,7 @@ def main() -> None:
             users = [f"usr_fresh_{n + i:08d}" for i in range(per_tick)]
             now_ms = int(time.time() * 1000)
             for user in users:
-                producer.send("transactions", orjson.dumps(transaction(user, now_ms)))
+                producer.send("transactions", orjson.dumps(canary_record(user, now_ms)))
             producer.flush()  # renamed into place: visible to Flink from now
             written = time.monotonic()
             with lock:

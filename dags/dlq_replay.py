@@ -2,8 +2,9 @@
 
 First a dry run (what would come back, what still fails per rule; in the log and as XCom),
 then the replay itself: dead letters that pass the current contract are produced again to
-the stream with their original bytes, once (``mercury.quality.replay``: a ledger makes a
-retry or a second run a no-op). Deploy the fix (contract, code list) before triggering.
+the stream with their original bytes, once (``mercury.quality.replay``: a ledger in the
+shared operational store, Postgres, makes a retry on any worker or a second run a no-op).
+Deploy the fix (contract, code list) before triggering.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
     stack = commands.add_parser("stack", help="start, check or stop the local stack")
     stack.add_argument("action", choices=("up", "down", "status"))
-    stack.add_argument("--only", help="comma-separated: redis,postgres,flink,airflow")
+    stack.add_argument("--only", help="comma-separated: redis,postgres,flink,airflow,prometheus")
     stack.set_defaults(run=_stack)
 
     gen = commands.add_parser("generate", help="write a seeded MercuryPay world to the event log")
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     from mercury.features import cli as features_cli
     from mercury.gdpr import cli as gdpr_cli
     from mercury.lake import compact_cli
+    from mercury.monitoring import cli as monitoring_cli
+    from mercury.ops import cli as flink_cli
     from mercury.quality import replay_cli
     from mercury.retrieval import cli as knowledge_cli
     from mercury.serving import cli as serving_cli
@@ -62,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     cdc_cli.register(commands)
     compact_cli.register(commands)
     replay_cli.register(commands)
+    flink_cli.register(commands)
     knowledge_cli.register(commands)
+    monitoring_cli.register(commands)
     warehouse_cli.register(commands)
     gdpr_cli.register(serving_cli.register(commands))  # erase, export: privacy actions
 

@@ -99,6 +99,23 @@ class PostgresConfig(_Section):
         return " ".join(parts)
 
 
+class OpsStateConfig(_Section):
+    """Where the records an Airflow retry on another worker must see live: Flink deployment
+    records and dead-letter replay ledgers (``mercury.ops.state``). Postgres, the local server
+    here and RDS/Aurora in production; never a worker's disk."""
+
+    type: Literal["postgres"] = "postgres"
+    postgres: PostgresConfig | None = None  # None: the top-level ``postgres`` connection
+    # Tests give each run its own schema; one name per deployment otherwise.
+    schema_name: str = Field("ops", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # How long a deploy, stop or replay waits for another worker holding the same job's or
+    # stream's lock before it gives up (a stop with savepoint of a large state takes minutes).
+    lock_wait_s: float = Field(900.0, gt=0)
+
+    def connection(self, default: PostgresConfig) -> PostgresConfig:
+        return self.postgres or default
+
+
 class FileEventLogConfig(_Section):
     """The local event log: one folder per stream of newline-delimited JSON files."""
 
@@ -338,6 +355,23 @@ class OfflineConfig(_Section):
     retire_after_s: int = Field(86_400, ge=0)
 
 
+class MonitoringConfig(_Section):
+    """Prometheus (local stack) and the freshness probe (``mercury monitor probe``)."""
+    prometheus_port: int = Field(9090, ge=1, le=65535)
+    # How often Prometheus scrapes and evaluates the rules (the rules' windows are >= 5 min,
+    # so once a minute is enough in production; a drill test shortens both).
+    scrape_interval_s: int = Field(15, ge=1)
+    evaluation_interval_s: int = Field(60, ge=1)
+    # The probe writes a canary transaction through the real pipeline this often and exports
+    # how long it took to be readable in the online store (the freshness SLI).
+    probe_port: int = Field(9464, ge=1, le=65535)
+    probe_interval_s: float = Field(5.0, gt=0)
+    # A canary not readable by then counts as lost (and as this late in the histogram).
+    probe_timeout_s: float = Field(30.0, gt=0)
+    # Canaries are AUTHs of users of their own, so that no real user's context holds them.
+    canary_user_prefix: str = "usr_canary_"
+
+
 class Settings(_Section):
     profile: Literal["local", "production"]
     data_dir: Path
@@ -353,6 +387,8 @@ class Settings(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     spark: SparkConfig = SparkConfig()
     offline: OfflineConfig = OfflineConfig()
+    ops_state: OpsStateConfig = OpsStateConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _production_holds_no_local_stand_in(self) -> Settings:
@@ -403,7 +439,8 @@ def production_problems(settings: Settings) -> list[str]:
     if isinstance(store, RedisStoreConfig) and store.ssl_cert_reqs != "required":
         problems.append("online_store.ssl_cert_reqs must be 'required' in production")
     databases = {"postgres": settings.postgres,
-                 "privacy.user_keys_postgres": settings.privacy.user_keys_postgres}
+                 "privacy.user_keys_postgres": settings.privacy.user_keys_postgres,
+                 "ops_state.postgres": settings.ops_state.postgres}
     for name, database in databases.items():
         if database is not None and database.sslmode != "verify-full":
             problems.append(f"{name}.sslmode must be 'verify-full' in production, "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One-command set-up from a fresh clone: uv, then the two locked environments.
+# One-command set-up from a fresh clone: uv, then the locked environments.
 #   .venv                     main env: Airflow, dbt, Spark, Great Expectations, pyiceberg, ...
 #   infra/envs/flink/.venv    Flink env: apache-flink 2.3 (its pins cannot share the main env)
+#   infra/envs/checkov/.venv  checkov, the Terraform scan (its pins cannot share it either)
 # Safe to re-run: uv only installs what the lock files say is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,9 @@ echo "setup: main env (.venv)"
 "${UV}" sync --locked --quiet --python "${PYTHON_VERSION}" "${find_links[@]}"
 echo "setup: Flink env (infra/envs/flink/.venv)"
 (cd infra/envs/flink && "${UV}" sync --locked --quiet --python "${PYTHON_VERSION}" "${find_links[@]}")
+# checkov scans infra/terraform in the tests; its pins (cachetools<6) cannot share the main env.
+echo "setup: checkov env (infra/envs/checkov/.venv)"
+(cd infra/envs/checkov && "${UV}" sync --locked --quiet --python "${PYTHON_VERSION}")
 
 if ! command -v java >/dev/null; then
   echo "setup: warning: java is not installed; the Flink cluster needs JDK 17 (apt-get install openjdk-17-jdk-headless)" >&2

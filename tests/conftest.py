@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,23 @@ import yaml
 from mercury.config import CONFIG_DIR, load_settings
 
 pytest_plugins = ["tests.stack_fixtures", "tests.lake_fixtures"]
+OPS_SCHEMAS: list[str] = []  # handed out by write_config, dropped when the session ends
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_ops_schemas():
+    yield
+    if not OPS_SCHEMAS:
+        return
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(load_settings("local").postgres.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.SQL(", ").join(map(sql.Identifier, OPS_SCHEMAS))))
+    except psycopg.OperationalError:
+        pass  # no Postgres in this run: no schema was made either
 
 
 def write_config(tmp_path: Path, **overrides) -> Path:
@@ -23,6 +41,10 @@ def write_config(tmp_path: Path, **overrides) -> Path:
     raw["warehouse"]["duckdb_path"] = str(tmp_path / "warehouse.duckdb")
     raw["airflow"]["home"] = str(tmp_path / "airflow")
     raw["retrieval"]["index"]["path"] = str(tmp_path / "vectors")
+    # The operational store is a shared Postgres: each config gets a schema of its own.
+    schema = f"ops_test_{uuid.uuid4().hex[:12]}"
+    raw.setdefault("ops_state", {})["schema_name"] = schema
+    OPS_SCHEMAS.append(schema)
     for section, values in overrides.items():
         if isinstance(values, dict):
             raw.setdefault(section, {}).update(values)

@@ -22,6 +22,10 @@ def test_production_profile_binds_kafka_and_glue_without_secrets(monkeypatch):
     assert isinstance(settings.event_log, KafkaEventLogConfig)
     assert settings.lake.catalog_type == "glue" and settings.online_store.cluster
     assert settings.event_log.sasl_password_env == "MERCURY_KAFKA_PASSWORD"
+    # Deployment records and replay ledgers in the shared database, under a role of their own.
+    ops = settings.ops_state.connection(settings.postgres)
+    assert (ops.user, ops.database, ops.password_env) == (
+        "mercury_ops", "mercury_ops", "MERCURY_OPS_PG_PASSWORD")
 
 
 def test_unknown_profile_is_refused_with_the_choices(monkeypatch):

@@ -1,19 +1,23 @@
-"""Deploying streaming jobs: the restore choice and health rules on literal REST answers, then
+"""Deploying streaming jobs: the records in the shared store (the real local Postgres), two
+workers deploying at once, the restore choice and health rules on literal REST answers, then
 the whole life of a deployment on the real local cluster with the smoke job as stand-in."""
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
-from mercury.config import REPO_ROOT
-from mercury.ops import deployments
+from mercury.config import REPO_ROOT, load_settings
+from mercury.ops import deployments, state
 from mercury.ops.deployments import Deployment, DeploymentError, UnhealthyJob
-from mercury.ops.flink_rest import FlinkRestError
+from mercury.ops.flink_rest import FlinkRestError, JobSummary
+from tests.conftest import write_config
 
 SMOKE_JOB = REPO_ROOT / "flink_jobs" / "smoke.py"
 NOW = 1_800_000_000_000
@@ -40,12 +44,45 @@ def _checkpoints(acked_ms=None, restored=None) -> dict:
 # -- the record and the restore point -----------------------------------------------------------
 def test_record_round_trips_and_rejects_path_like_names(tmp_settings):
     record = _record(restored_from="file:/s/savepoint-1")
-    path = deployments.save(tmp_settings, record)
-    assert path == tmp_settings.data_dir / "flink" / "deployments" / "features.json"
+    deployments.save(tmp_settings, record)
     assert deployments.load(tmp_settings, "features") == record
     assert deployments.load(tmp_settings, "other") is None
+    changed = _record(job_id="j3", args=("--a", "1"), last_savepoint="file:/s/sp-3",
+                      last_savepoint_job_id="j2", stopped_at_ms=NOW)
+    deployments.save(tmp_settings, changed)
+    assert deployments.load(tmp_settings, "features") == changed
     with pytest.raises(DeploymentError, match="may use only"):
-        deployments.record_path(tmp_settings, "../escape")
+        deployments.load(tmp_settings, "../escape")
+
+
+def test_a_record_left_on_disk_by_an_earlier_release_is_imported_once(tmp_settings):
+    """Catches an upgrade deploying from scratch: the record a worker kept on its disk
+    before the shared store is moved into it, and never overwrites a newer stored one."""
+    folder = tmp_settings.data_dir / "flink" / "deployments"
+    folder.mkdir(parents=True)
+    on_disk = _record(last_savepoint="file:/s/sp-1", last_savepoint_job_id="j2")
+    (folder / "features.json").write_bytes(orjson.dumps({**on_disk.__dict__}))
+    assert deployments.load(tmp_settings, "features") == on_disk
+    assert not (folder / "features.json").exists()
+    assert (folder / "features.json.imported").is_file()
+    # Another worker still holding an old file for a job the store knows: the store wins.
+    newer = _record(job_id="j9", restored_from="file:/s/sp-1")
+    deployments.save(tmp_settings, newer)
+    (folder / "features.json").write_bytes(orjson.dumps({**on_disk.__dict__}))
+    assert deployments.load(tmp_settings, "features") == newer
+
+
+def test_cli_prints_the_record_every_worker_sees(tmp_settings, capsys):
+    from mercury.cli import main
+
+    record = _record(last_savepoint="file:/s/sp-2", last_savepoint_job_id="j2")
+    deployments.save(tmp_settings, record)
+    assert main(["flink", "deployment", "features"]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert (shown["job_id"], shown["last_savepoint"], shown["args"]) == (
+        "j2", "file:/s/sp-2", ["--job-name", "features"])
+    assert main(["flink", "deployment", "nothing-here"]) == 1
+    assert "no deployment of 'nothing-here' is recorded" in capsys.readouterr().err
 
 
 def test_restore_point_prefers_the_stop_savepoint_then_checkpoint_then_last_restore():
@@ -97,6 +134,90 @@ def test_retained_snapshots_skip_discarded_ones_newest_first(tmp_path):
     assert _paths(forgot, "other") == []
     remote = _FakeClient(config={"execution.checkpointing.dir": "s3://bucket/checkpoints"})
     assert _paths(remote) == []
+
+
+# -- two workers at once ------------------------------------------------------------------------
+class _FakeFlink:
+    """A stand-in for the Flink REST client (a cluster of our own would take a slot and 15 s
+    a submit): it keeps jobs by name like the JobManager, and a submit takes ``submit_s``
+    before the job is listed, as ``bin/flink run`` does. Thread-safe."""
+
+    def __init__(self, previous: Deployment, submit_s: float = 0.5):
+        self.submit_s = submit_s
+        self.submits: list[str | None] = []          # the savepoint each submit restored
+        self.submitting = threading.Event()
+        self._jobs = {previous.job_id: JobSummary(previous.job_id, previous.job_name,
+                                                  "FINISHED", NOW - 90_000, NOW - 60_000)}
+        self._savepoint = {"id": 3, "external_path": previous.last_savepoint,
+                           "is_savepoint": True}
+        self._lock = threading.Lock()
+
+    def jobs(self):
+        with self._lock:
+            return list(self._jobs.values())
+
+    def job(self, job_id):
+        return {"jid": job_id, "start-time": self._jobs[job_id].start_time_ms}
+
+    def checkpoints(self, job_id):
+        return {"latest": {"completed": None, "savepoint": self._savepoint, "restored": None}}
+
+    def run_python(self, py_file, args, *, savepoint_path=None, allow_non_restored_state=False):
+        self.submitting.set()
+        time.sleep(self.submit_s)
+        with self._lock:
+            self.submits.append(savepoint_path)
+            job_id = f"job-{len(self.submits)}"
+            name = args[args.index("--job-name") + 1]
+            self._jobs[job_id] = JobSummary(job_id, name, "RUNNING", NOW + len(self.submits), -1)
+        return job_id
+
+
+def test_two_workers_deploying_at_once_make_one_deploy_from_the_shared_savepoint(tmp_settings):
+    """Two Airflow workers (threads here, each with its own Postgres connection, as two
+    workers have) run the same deploy task at once, after a stop recorded a savepoint in the
+    shared store. Catches a record on a worker's disk (the second worker would find none and
+    deploy from empty state) and an unlocked deploy (both would submit: two jobs)."""
+    stopped = _record(job_name="online-features", job_id="j-old",
+                      last_savepoint="file:/s/sp-1", last_savepoint_job_id="j-old",
+                      stopped_at_ms=NOW - 60_000)
+    deployments.save(tmp_settings, stopped)
+    flink = _FakeFlink(stopped)
+    results: dict[str, Deployment] = {}
+
+    def worker(name: str) -> None:
+        results[name] = deployments.deploy(flink, tmp_settings, "online-features", "job.py",
+                                           ["--engine", "sql"])
+
+    first = threading.Thread(target=worker, args=("first",))
+    first.start()
+    assert flink.submitting.wait(10)       # the first worker is mid-submit, holding the lock
+    second = threading.Thread(target=worker, args=("second",))
+    second.start()
+    first.join(20)
+    second.join(20)
+
+    assert flink.submits == ["file:/s/sp-1"]   # one deploy, restored from the savepoint
+    assert results["first"] == results["second"]
+    assert results["second"].job_id == "job-1"
+    assert deployments.load(tmp_settings, "online-features") == results["first"]
+    assert results["first"].restored_from == "file:/s/sp-1"
+    assert results["first"].last_savepoint_job_id == "j-old"
+
+
+def test_a_deploy_waits_for_the_lock_no_longer_than_configured(tmp_path, monkeypatch):
+    monkeypatch.setenv("MERCURY_CONFIG",
+                       str(write_config(tmp_path, ops_state={"lock_wait_s": 0.3})))
+    settings = load_settings()
+    flink = _FakeFlink(_record(last_savepoint="file:/s/sp", last_savepoint_job_id="j2"))
+    with state.connect(settings) as other, state.held(other, settings, "deployment",
+                                                      "features"):
+        started = time.monotonic()
+        with pytest.raises(state.LockWaitTimeout,
+                           match=r"deployment lock of 'features' for over 0.3s"):
+            deployments.deploy(flink, settings, "features", "job.py")
+        assert 0.25 < time.monotonic() - started < 5
+    assert flink.submits == []
 
 
 # -- health rules --------------------------------------------------------------------------------

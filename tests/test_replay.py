@@ -1,5 +1,6 @@
 """Replaying dead letters: after the cause is fixed exactly the fixed records come back, with
-their original bytes, once; the rest stay and are counted per rule.
+their original bytes, once (also when two replays run at once); the rest stay and are counted
+per rule. The ledger is in the real local Postgres (a schema per test).
 
 The story: ISO 4217 added ZWG (Zimbabwe Gold) in 2024 and the code list lacked it, so
 transactions in ZWG were dead-lettered as bad_currency until the list was fixed.
@@ -9,17 +10,23 @@ from __future__ import annotations
 
 import argparse
 import io
+import threading
+import time
 
 import orjson
 import pytest
 
+from mercury.config import load_settings
 from mercury.contracts import validation
 from mercury.eventlog import open_producer
 from mercury.eventlog.file_log import FileEventReader
 from mercury.lake import tables
 from mercury.lake.load import load_stream
+from mercury.ops import state
 from mercury.quality import replay_cli
-from mercury.quality.replay import ReplayError, ledger_path, replay_dead_letters
+from mercury.quality.replay import ReplayError, replay_dead_letters
+from mercury.quality.replay_ledger import entries
+from tests.conftest import write_config
 from tests.lake_fixtures import transaction
 
 
@@ -77,8 +84,7 @@ def test_fixed_records_come_back_byte_identical_once(tmp_settings, dead_lettered
     before = _stream(tmp_settings)
     dry = replay_dead_letters(tmp_settings, "transactions", dry_run=True)
     assert (dry.replayed, dry.still_failing) == (3, {"not_json": 2, "unknown_enum": 1})
-    assert _stream(tmp_settings) == before and not ledger_path(tmp_settings,
-                                                               "transactions").exists()
+    assert _stream(tmp_settings) == before and entries(tmp_settings, "transactions") == []
 
     seen = []
     result = replay_dead_letters(tmp_settings, "transactions", batch_size=2,
@@ -89,8 +95,7 @@ def test_fixed_records_come_back_byte_identical_once(tmp_settings, dead_lettered
     after = _stream(tmp_settings)
     assert len(after) == len(before) + 3
     assert _stream(tmp_settings, "dlqreplay") == dead_lettered["zwg"]  # original bytes, in order
-    ledger = [orjson.loads(line) for line in
-              ledger_path(tmp_settings, "transactions").read_bytes().splitlines()]
+    ledger = entries(tmp_settings, "transactions")
     assert [entry["rule"] for entry in ledger] == ["bad_currency"] * 3
     assert [entry["event_id"] for entry in ledger] == [
         orjson.loads(raw)["event_id"] for raw in dead_lettered["zwg"]]
@@ -115,30 +120,103 @@ def test_a_dead_letter_written_twice_is_replayed_once(tmp_settings, dead_lettere
     assert (result.read, result.replayed, result.repeated) == (12, 3, 6)
 
 
-def test_a_torn_ledger_line_is_dropped_and_its_record_replayed_again(
+def test_a_wiped_and_refilled_log_starts_a_fresh_ledger(tmp_settings, dead_lettered, zwg_fixed,
+                                                        monkeypatch):
+    """Dead-letter ids come from log positions, which a new local log reuses (the demo wipes
+    it every run). Catches a ledger keyed by id alone: the new log's fixed dead letters, at
+    the same positions, would count as replayed already and never come back."""
+    import shutil
+
+    assert replay_dead_letters(tmp_settings, "transactions").replayed == 3
+    shutil.rmtree(tmp_settings.event_log.root)
+    shutil.rmtree(tmp_settings.lake.warehouse)
+    monkeypatch.setattr(validation, "CURRENCIES", validation.CURRENCIES - {"ZWG"})
+    validation.validator.cache_clear()
+    with open_producer(tmp_settings, writer_id="src") as producer:  # the same records again
+        for kind in ("valid", "zwg", "not_json", "unknown_enum"):
+            for raw in dead_lettered[kind]:
+                producer.send("transactions", raw)
+    assert load_stream(tmp_settings, "transactions").dead_letters["bad_currency"] == 3
+    fix_zwg(monkeypatch)
+    result = replay_dead_letters(tmp_settings, "transactions")
+    assert (result.replayed, result.already_replayed) == (3, 0)
+    assert len(entries(tmp_settings, "transactions")) == 3  # this log's only
+
+
+def test_a_record_produced_but_not_recorded_is_replayed_again(
         tmp_settings, dead_lettered, zwg_fixed):
+    """A worker that died between the flush and the ledger's commit: its record is produced
+    again by the next replay (at least once), and the lake's upsert keeps one delivery."""
     replay_dead_letters(tmp_settings, "transactions")
-    path = ledger_path(tmp_settings, "transactions")
-    lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(b"".join(lines[:2]) + lines[2][:20])  # a crash mid-write of the last line
+    last = entries(tmp_settings, "transactions")[-1]
+    with state.connect(tmp_settings) as conn:
+        conn.execute(f"DELETE FROM {tmp_settings.ops_state.schema_name}.dlq_replay_ledger "
+                     "WHERE dlq_id = %s", (last["dlq_id"],))
     result = replay_dead_letters(tmp_settings, "transactions")
     assert (result.replayed, result.already_replayed) == (1, 2)
-    assert len(path.read_bytes().splitlines()) == 3
-    # Two deliveries of that event id: the lake's upsert keeps one.
+    assert [e["dlq_id"] for e in entries(tmp_settings, "transactions")][-1] == last["dlq_id"]
     load_stream(tmp_settings, "transactions")
     assert tables.read(tmp_settings, "transactions").num_rows == 6
 
 
-def test_two_replays_of_a_stream_do_not_run_at_once(tmp_settings, dead_lettered):
-    import fcntl
-
-    path = ledger_path(tmp_settings, "transactions")
+def test_a_ledger_left_on_disk_by_an_earlier_release_is_imported_once(
+        tmp_settings, dead_lettered, zwg_fixed):
+    """Catches an upgrade replaying everything again: the file ledger of the release before
+    the shared store is moved into it (a torn last line dropped: that record comes back)."""
+    replay_dead_letters(tmp_settings, "transactions")
+    recorded = entries(tmp_settings, "transactions")
+    with state.connect(tmp_settings) as conn:
+        conn.execute(f"DELETE FROM {tmp_settings.ops_state.schema_name}.dlq_replay_ledger")
+    path = tmp_settings.event_log.root / "_replays" / "transactions.jsonl"
     path.parent.mkdir(parents=True)
-    with open(path, "ab") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(ReplayError, match="another replay"):
-            replay_dead_letters(tmp_settings, "transactions")
-        replay_dead_letters(tmp_settings, "transactions", dry_run=True)  # reads only
+    lines = [orjson.dumps(entry) + b"\n" for entry in recorded]
+    path.write_bytes(b"".join(lines[:2]) + lines[2][:20])  # a crash mid-write of the last
+    result = replay_dead_letters(tmp_settings, "transactions")
+    assert (result.replayed, result.already_replayed) == (1, 2)
+    assert entries(tmp_settings, "transactions")[:2] == recorded[:2]
+    assert not path.exists() and path.with_name("transactions.jsonl.imported").is_file()
+
+
+def test_two_replays_at_once_replay_each_record_once(tmp_settings, dead_lettered, zwg_fixed):
+    """Two workers (threads, each with its own Postgres connection) replay the stream at the
+    same time: the second starts while the first is between batches, waits for the stream's
+    lock, then finds all three recorded. Catches an unlocked ledger (six produced) and a lock
+    that refuses instead of waiting (the second worker's task would fail)."""
+    first_started = threading.Event()
+    results = {}
+
+    def slow_progress(result) -> None:
+        first_started.set()
+        time.sleep(0.3)            # a batch's worth of work while holding the lock
+
+    def first() -> None:
+        results["first"] = replay_dead_letters(tmp_settings, "transactions", batch_size=1,
+                                               progress=slow_progress)
+
+    def second() -> None:
+        results["second"] = replay_dead_letters(tmp_settings, "transactions")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert first_started.wait(20)
+    threads[1].start()
+    for thread in threads:
+        thread.join(60)
+    assert (results["first"].replayed, results["first"].already_replayed) == (3, 0)
+    assert (results["second"].replayed, results["second"].already_replayed) == (0, 3)
+    assert _stream(tmp_settings, "dlqreplay") == dead_lettered["zwg"]
+    assert len(entries(tmp_settings, "transactions")) == 3
+
+
+def test_a_replay_waits_for_another_no_longer_than_configured(tmp_path, monkeypatch):
+    monkeypatch.setenv("MERCURY_CONFIG",
+                       str(write_config(tmp_path, ops_state={"lock_wait_s": 0.3})))
+    settings = load_settings()
+    with state.connect(settings) as other, state.held(other, settings, "replay",
+                                                      "transactions"):
+        with pytest.raises(ReplayError, match=r"replay lock of 'transactions' for over 0.3s"):
+            replay_dead_letters(settings, "transactions")
+        replay_dead_letters(settings, "transactions", dry_run=True)  # reads only
 
 
 def test_a_stream_without_dead_letters_is_refused(tmp_settings):

@@ -43,8 +43,9 @@ def test_production_encrypts_and_verifies_both(monkeypatch):
     kwargs = settings.online_store.connection_kwargs()
     assert (kwargs["ssl"], kwargs["ssl_cert_reqs"], kwargs["ssl_check_hostname"]) == \
         (True, "required", True)
-    info = conninfo_to_dict(settings.postgres.conninfo())
-    assert info["sslmode"] == "verify-full" and info["sslrootcert"].endswith(".pem")
+    for database in (settings.postgres, settings.ops_state.connection(settings.postgres)):
+        info = conninfo_to_dict(database.conninfo())
+        assert info["sslmode"] == "verify-full" and info["sslrootcert"].endswith(".pem")
 
 
 @pytest.mark.parametrize("changes, setting", [
@@ -55,6 +56,9 @@ def test_production_encrypts_and_verifies_both(monkeypatch):
     # The users' data keys have their own connection: it is held to the same rule.
     ({"privacy": {"user_keys_postgres": {"host": "keys.db.internal", "sslmode": "require"}}},
      "privacy.user_keys_postgres.sslmode"),
+    # So have the operational records (deployments, replay ledgers).
+    ({"ops_state": {"postgres": {"host": "ops.db.internal", "sslmode": "prefer"}}},
+     "ops_state.postgres.sslmode"),
 ])
 def test_production_refuses_plaintext_naming_the_setting(tmp_path, monkeypatch, changes,
                                                          setting):

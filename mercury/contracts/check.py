@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mercury.contracts import compatibility, registry, schemas
+from mercury.contracts import compatibility, kafka_topics, registry, schemas
 from mercury.contracts.data_classes import missing_data_classes
 
 
@@ -15,4 +15,5 @@ def check_everything() -> list[str]:
                          for path in missing_data_classes(schema)]
     problems += compatibility.check_all()
     problems += registry.check()
+    problems += kafka_topics.check()  # Terraform's topic list follows the registry
     return problems

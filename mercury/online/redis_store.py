@@ -66,7 +66,6 @@ class RedisOnlineStore(OnlineStore):
         self.config = config
         self._client = client
         self._async_client = async_client
-        self._prune_script: Any = None
 
     @property
     def client(self) -> Client:
@@ -79,11 +78,6 @@ class RedisOnlineStore(OnlineStore):
                 else redis.Redis(db=self.config.db, **kwargs)
         return self._client
 
-    def _prune_tiles(self, keys: list[str], args: list[Any], client: Client) -> None:
-        if self._prune_script is None:
-            self._prune_script = self.client.register_script(_PRUNE_TILES)
-        self._prune_script(keys=keys, args=args, client=client)
-
     @property
     def async_client(self) -> Client:
         """The event loop's client: a short connect timeout, so a dead store fails fast.
@@ -94,9 +88,11 @@ class RedisOnlineStore(OnlineStore):
 
             cfg = self.config
             kwargs = dict(self.config.connection_kwargs(), socket_timeout=cfg.read_timeout_s,
-                          socket_connect_timeout=cfg.connect_timeout_s, retry_on_timeout=False)
+                          socket_connect_timeout=cfg.connect_timeout_s,
+                          max_connections=cfg.max_connections)
+            # The cluster client has no retry_on_timeout (it retries by its own rules)
             self._async_client = aioredis.RedisCluster(**kwargs) if cfg.cluster else \
-                aioredis.Redis(db=cfg.db, max_connections=cfg.max_connections, **kwargs)
+                aioredis.Redis(db=cfg.db, retry_on_timeout=False, **kwargs)
         return self._async_client
 
     # ---- reads ------------------------------------------------------------------------------
@@ -104,8 +100,8 @@ class RedisOnlineStore(OnlineStore):
     def _read_pipeline(self, client: Client, keys: Sequence[str],
                        pointer_sets: Sequence[str]) -> Any:  # the client's pipeline
         pipe = client.pipeline(transaction=False)
-        if pointer_sets:
-            pipe.mget([layout.active_key(n) for n in pointer_sets])
+        for name in pointer_sets:  # a GET each: a cluster pipeline refuses MGET
+            pipe.get(layout.active_key(name))
         for key in keys:
             pipe.hgetall(key)
         return pipe
@@ -116,8 +112,10 @@ class RedisOnlineStore(OnlineStore):
                 for n, v in zip(pointer_sets, values, strict=True)}
 
     def _replies(self, replies: list[Any], pointer_sets: Sequence[str]) -> tuple[Hashes, Versions]:
-        versions = self._versions(pointer_sets, replies.pop(0)) if pointer_sets else {}
-        return [{k.decode(): v for k, v in fields.items()} for fields in replies], versions
+        pointers = len(pointer_sets)
+        versions = self._versions(pointer_sets, replies[:pointers])
+        return [{k.decode(): v for k, v in fields.items()} for fields in replies[pointers:]], \
+            versions
 
     def fetch(self, keys: Sequence[str], pointer_sets: Sequence[str] = ()
               ) -> tuple[Hashes, Versions]:
@@ -154,7 +152,9 @@ class RedisOnlineStore(OnlineStore):
             if w.prune_tiles:
                 args = [a for hop, first in w.prune_tiles
                         for a in (layout.hop_label(hop), first)]
-                self._prune_tiles(keys=[w.key], args=args, client=pipe)
+                # EVAL by hand: a cluster pipeline has no eval() and refuses EVALSHA; it
+                # routes EVAL by its key like any command (Redis caches the compiled script)
+                pipe.execute_command("EVAL", _PRUNE_TILES, 1, w.key, *args)
             if w.ttl_ms:
                 pipe.pexpire(w.key, w.ttl_ms)
         pipe.execute()

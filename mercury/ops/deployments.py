@@ -2,10 +2,13 @@
 
 A streaming job's state (dedup keys, feature tiles) is the truth the online store is rebuilt
 from, so a new deployment must start from the last state of the previous one, never from
-scratch by accident. Each job name has a small deployment record,
-``<data_dir>/flink/deployments/<job-name>.json``: the running job's id and arguments, what it
-restored from, and the last savepoint and checkpoint seen. The restore point of a deploy is,
-in order:
+scratch by accident. Each job name has a deployment record, one row of the shared
+operational store (``mercury.ops.state``: Postgres, table ``<ops schema>.flink_deployments``)
+so that a retry on another Airflow worker sees it: the running job's id and arguments, what
+it restored from, and the last savepoint and checkpoint seen. ``deploy`` and ``stop`` hold
+the job name's lock while they work, so two workers deploying at once make one deployment:
+the second waits, then finds the first's job live and keeps it. The restore point of a
+deploy is, in order:
 
 1. the savepoint the previous job was stopped with (``stop``);
 2. else the previous job's newest retained checkpoint (or savepoint): asked from the REST API,
@@ -24,14 +27,17 @@ is read here: record times are Flink's own, and ``health`` takes ``now_ms``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from mercury.config import Settings
+from mercury.ops import state
 from mercury.ops.flink_rest import (
     TERMINAL_STATES,
     FlinkRestClient,
@@ -39,6 +45,9 @@ from mercury.ops.flink_rest import (
     JobSummary,
     tasks_not_running,
 )
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -96,29 +105,81 @@ class UnhealthyJob(Exception):
 
 
 # -- the record --------------------------------------------------------------------------------
-def record_path(settings: Settings, job_name: str) -> Path:
+_TABLE = "flink_deployments"
+_FIELDS = tuple(field.name for field in dataclasses.fields(Deployment))
+
+
+def check_job_name(job_name: str) -> str:
     if not _JOB_NAME.match(job_name):
         raise DeploymentError(f"job name {job_name!r} may use only letters, digits, '_', '.' "
                               "and '-'")
-    return settings.data_dir / "flink" / "deployments" / f"{job_name}.json"
+    return job_name
 
 
 def load(settings: Settings, job_name: str) -> Deployment | None:
-    path = record_path(settings, job_name)
+    """The job's record as every worker sees it; None if it was never deployed."""
+    with state.connect(settings) as conn:
+        return _read(conn, settings, check_job_name(job_name))
+
+
+def save(settings: Settings, record: Deployment) -> None:
+    """Write the record, holding the job's lock (``deploy`` and ``stop`` write their own)."""
+    with _exclusive(settings, record.job_name) as conn:
+        _write(conn, settings, record)
+
+
+@contextmanager
+def _exclusive(settings: Settings, job_name: str) -> Iterator[Connection]:
+    """A connection holding the job name's lock: one deploy or stop of a job at a time,
+    whichever worker runs it."""
+    check_job_name(job_name)
+    with state.connect(settings) as conn, state.held(conn, settings, "deployment", job_name):
+        yield conn
+
+
+def _read(conn: Connection, settings: Settings, job_name: str) -> Deployment | None:
+    return _select(conn, settings, job_name) or _import_file_record(conn, settings, job_name)
+
+
+def _select(conn: Connection, settings: Settings, job_name: str) -> Deployment | None:
+    from psycopg import sql
+    from psycopg.rows import dict_row
+
+    query = sql.SQL("SELECT {} FROM {} WHERE job_name = %s").format(
+        sql.SQL(", ").join(map(sql.Identifier, _FIELDS)), state.table(settings, _TABLE))
+    row = conn.cursor(row_factory=dict_row).execute(query, (job_name,)).fetchone()
+    return None if row is None else Deployment(**{**row, "args": tuple(row["args"])})
+
+
+def _write(conn: Connection, settings: Settings, record: Deployment, *,
+           replace: bool = True) -> None:
+    from psycopg import sql
+
+    on_conflict = "DO UPDATE SET ({columns}, updated_at) = ({excluded}, now())" if replace \
+        else "DO NOTHING"
+    values = {**dataclasses.asdict(record), "args": list(record.args)}
+    conn.execute(sql.SQL(
+        "INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT (job_name) "
+        + on_conflict).format(
+            table=state.table(settings, _TABLE),
+            columns=sql.SQL(", ").join(map(sql.Identifier, _FIELDS)),
+            values=sql.SQL(", ").join(map(sql.Placeholder, _FIELDS)),
+            excluded=sql.SQL(", ").join(sql.Identifier("excluded", f) for f in _FIELDS)),
+        values)
+
+
+def _import_file_record(conn: Connection, settings: Settings, job_name: str
+                        ) -> Deployment | None:
+    """A record an earlier release kept on a worker's disk (``<data_dir>/flink/deployments``),
+    moved into the store once unless the store has one already; the file is renamed
+    ``.imported``. Remove once no worker has such files."""
+    path = settings.data_dir / "flink" / "deployments" / f"{job_name}.json"
     if not path.is_file():
         return None
     raw = orjson.loads(path.read_bytes())
-    return Deployment(**{**raw, "args": tuple(raw["args"])})
-
-
-def save(settings: Settings, record: Deployment) -> Path:
-    """Write the record atomically (hidden file, then rename)."""
-    path = record_path(settings, record.job_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    hidden = path.with_name(f".{path.name}.tmp")
-    hidden.write_bytes(orjson.dumps(dataclasses.asdict(record), option=orjson.OPT_INDENT_2))
-    os.replace(hidden, path)
-    return path
+    _write(conn, settings, Deployment(**{**raw, "args": tuple(raw["args"])}), replace=False)
+    path.rename(path.with_name(f"{path.name}.imported"))
+    return _select(conn, settings, job_name)
 
 
 # -- deploy and stop ---------------------------------------------------------------------------
@@ -128,20 +189,31 @@ def deploy(client: FlinkRestClient, settings: Settings, job_name: str, py_file: 
     """Submit the job (restoring the previous deployment's state unless ``restore`` is False);
     return its new record. Returns before the job runs: follow with ``wait_until_running``.
 
-    Safe to retry: if a job of this name is already live with the same arguments it is kept
-    (and recorded, if a crashed deploy never wrote its record). With other arguments it is an
-    error: ``stop`` first (a redeploy), so the new job restores from a savepoint.
+    Safe to retry, and to run on two workers at once (the second waits for the first): if a
+    job of this name is already live with the same arguments it is kept (and recorded, if a
+    crashed deploy never wrote its record). With other arguments it is an error: ``stop``
+    first (a redeploy), so the new job restores from a savepoint.
     ``allow_non_restored_state`` lets a job that dropped operators (e.g. a feature set) start
     from a savepoint that still holds their state.
     """
     args = tuple(str(arg) for arg in args)
     if "--job-name" not in args:
         args += ("--job-name", job_name)
-    previous = load(settings, job_name)
-    live = _live_job(client, job_name)
-    if live is not None:
-        return _keep_live(client, settings, previous, live, job_name, str(py_file), args)
+    with _exclusive(settings, job_name) as conn:
+        previous = _read(conn, settings, job_name)
+        live = _live_job(client, job_name)
+        if live is not None:
+            record = _keep_live(client, previous, live, job_name, str(py_file), args)
+        else:
+            record = _submit(client, previous, job_name, str(py_file), args, restore,
+                             allow_non_restored_state)
+        if record != previous:
+            _write(conn, settings, record)
+    return record
 
+
+def _submit(client: FlinkRestClient, previous: Deployment | None, job_name: str, py_file: str,
+            args: tuple[str, ...], restore: bool, allow_non_restored_state: bool) -> Deployment:
     restore_from = last_checkpoint = None
     if restore and previous is not None:
         kept = retained_snapshots(client, previous.job_id)
@@ -149,14 +221,12 @@ def deploy(client: FlinkRestClient, settings: Settings, job_name: str, py_file: 
         restore_from = restore_point(previous, kept[0].path if kept else None)
     job_id = client.run_python(py_file, args, savepoint_path=restore_from,
                                allow_non_restored_state=allow_non_restored_state)
-    record = Deployment(
-        job_name=job_name, job_id=job_id, py_file=str(py_file), args=args,
+    return Deployment(
+        job_name=job_name, job_id=job_id, py_file=py_file, args=args,
         deployed_at_ms=client.job(job_id)["start-time"], restored_from=restore_from,
         last_savepoint=previous.last_savepoint if previous else None,
         last_savepoint_job_id=previous.last_savepoint_job_id if previous else None,
         last_checkpoint=last_checkpoint)
-    save(settings, record)
-    return record
 
 
 def stop(client: FlinkRestClient, settings: Settings, job_name: str) -> Deployment:
@@ -165,20 +235,21 @@ def stop(client: FlinkRestClient, settings: Settings, job_name: str) -> Deployme
     left as it is and its record returned unchanged: stopped already (a retried stop), or
     ended otherwise, and then the next deploy restores from its retained checkpoints. Tell
     them apart with ``last_savepoint_job_id == job_id``."""
-    record = load(settings, job_name)
-    if record is None:
-        raise DeploymentError(f"no deployment of {job_name!r} is recorded "
-                              f"(looked for {record_path(settings, job_name)})")
-    if record.last_savepoint_job_id == record.job_id:
-        return record
-    state = _state_or_none(client, record.job_id)
-    if state is None or state in TERMINAL_STATES:
-        return record  # no savepoint taken: the next deploy uses its retained checkpoints
-    savepoint = client.stop_with_savepoint(record.job_id)
-    record = dataclasses.replace(
-        record, last_savepoint=savepoint, last_savepoint_job_id=record.job_id,
-        stopped_at_ms=client.job(record.job_id)["end-time"])
-    save(settings, record)
+    with _exclusive(settings, job_name) as conn:
+        record = _read(conn, settings, job_name)
+        if record is None:
+            raise DeploymentError(f"no deployment of {job_name!r} is recorded (in "
+                                  f"{settings.ops_state.schema_name}.{_TABLE})")
+        if record.last_savepoint_job_id == record.job_id:
+            return record
+        state_now = _state_or_none(client, record.job_id)
+        if state_now is None or state_now in TERMINAL_STATES:
+            return record  # no savepoint taken: the next deploy uses its retained checkpoints
+        savepoint = client.stop_with_savepoint(record.job_id)
+        record = dataclasses.replace(
+            record, last_savepoint=savepoint, last_savepoint_job_id=record.job_id,
+            stopped_at_ms=client.job(record.job_id)["end-time"])
+        _write(conn, settings, record)
     return record
 
 
@@ -232,7 +303,8 @@ def _live_job(client: FlinkRestClient, job_name: str) -> JobSummary | None:
     return live[0] if live else None
 
 
-def _keep_live(client, settings, previous, live, job_name, py_file, args) -> Deployment:
+def _keep_live(client: FlinkRestClient, previous: Deployment | None, live: JobSummary,
+               job_name: str, py_file: str, args: tuple[str, ...]) -> Deployment:
     if previous is not None and previous.job_id == live.job_id:
         if previous.args != args:
             raise DeploymentError(
@@ -241,13 +313,11 @@ def _keep_live(client, settings, previous, live, job_name, py_file, args) -> Dep
         return previous
     # A live job nobody recorded: a deploy that died between submit and save. Adopt it.
     restored = ((client.checkpoints(live.job_id).get("latest") or {}).get("restored") or {})
-    record = Deployment(job_name=job_name, job_id=live.job_id, py_file=py_file, args=args,
-                        deployed_at_ms=live.start_time_ms,
-                        restored_from=restored.get("external_path"),
-                        last_savepoint=previous.last_savepoint if previous else None,
-                        last_savepoint_job_id=previous.last_savepoint_job_id if previous else None)
-    save(settings, record)
-    return record
+    return Deployment(job_name=job_name, job_id=live.job_id, py_file=py_file, args=args,
+                      deployed_at_ms=live.start_time_ms,
+                      restored_from=restored.get("external_path"),
+                      last_savepoint=previous.last_savepoint if previous else None,
+                      last_savepoint_job_id=previous.last_savepoint_job_id if previous else None)
 
 
 def _state_or_none(client: FlinkRestClient, job_id: str) -> str | None:

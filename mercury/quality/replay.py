@@ -1,29 +1,27 @@
 """Replaying dead letters once their cause is fixed, idempotently.
 
-Design notes: docs/STREAMING.md, "Replaying dead letters".
+Design notes: docs/STREAMING.md, "Replaying dead letters". The ledger of what was replayed
+is in the shared operational store (``mercury.quality.replay_ledger``).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from io import BufferedRandom
-from pathlib import Path
 from typing import Any, cast
 
-import orjson
-
-from mercury.config import FileEventLogConfig, Settings
+from mercury.config import Settings
 from mercury.contracts import registry
 from mercury.contracts.payloads import decode
 from mercury.contracts.validation import validator
 from mercury.eventlog import encode_record, open_consumer, open_producer, writer_schemas
+from mercury.ops.state import LockWaitTimeout
 from mercury.quality.dead_letters import raw_payload
+from mercury.quality.replay_ledger import Ledger, open_ledger
 
 
 class ReplayError(Exception):
@@ -70,7 +68,7 @@ def replay_dead_letters(settings: Settings, stream: str, *, dry_run: bool = Fals
     schemas_by_id = writer_schemas(settings)
     result = ReplayResult(stream, dry_run)
     seen: set[str] = set()
-    with _Ledger(ledger_path(settings, stream), writable=not dry_run) as ledger:
+    with _ledger(settings, stream, writable=not dry_run) as ledger:
         done = ledger.replayed_ids()
         producer = None if dry_run else open_producer(settings, writer_id="dlqreplay")
         # Never committed: every run reads the whole dead-letter stream.
@@ -112,12 +110,6 @@ def replay_dead_letters(settings: Settings, stream: str, *, dry_run: bool = Fals
     return result
 
 
-def ledger_path(settings: Settings, stream: str) -> Path:
-    if isinstance(settings.event_log, FileEventLogConfig):
-        return settings.event_log.root / "_replays" / f"{stream}.jsonl"
-    return settings.data_dir / "replays" / f"{stream}.jsonl"
-
-
 def progress_printer(out=sys.stderr, every_s: float = 2.0) -> Callable[[ReplayResult], None]:
     """A progress line at most every ``every_s`` seconds (appended: fine in logs too)."""
     last = time.perf_counter()
@@ -139,39 +131,16 @@ def _key(record: dict, path: str) -> str | None:
     return None if value is None else str(value)
 
 
-class _Ledger:
-    """The append-only ledger file, locked exclusively while a replay writes it."""
+@contextmanager
+def _ledger(settings: Settings, stream: str, writable: bool) -> Iterator[Ledger]:
+    """The stream's ledger in the shared store; a writable one holds the stream's lock, so a
+    second replay (another worker's retry) waits and then finds this one's records."""
+    def waiting() -> None:
+        print(f"another replay of {stream} is running: waiting for it to finish",
+              file=sys.stderr, flush=True)
 
-    def __init__(self, path: Path, writable: bool):
-        self.path, self.writable = path, writable
-        self._file: BufferedRandom | None = None
-
-    def __enter__(self) -> _Ledger:
-        if self.writable:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a+b")  # noqa: SIM115 - closed in __exit__
-            try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                self._file.close()
-                raise ReplayError(f"another replay holds {self.path}; try again later") from exc
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            self._file.close()  # releases the lock
-
-    def replayed_ids(self) -> set[str]:
-        if not self.path.is_file():
-            return set()
-        data = self.path.read_bytes()
-        complete = data[:data.rfind(b"\n") + 1]
-        if self._file is not None and len(complete) < len(data):
-            os.truncate(self.path, len(complete))  # a torn line from a crash mid-write
-        return {orjson.loads(line)["dlq_id"] for line in complete.splitlines() if line}
-
-    def append(self, entries: list[dict]) -> None:
-        file = cast(BufferedRandom, self._file)  # only a writable ledger is appended to
-        file.write(b"".join(orjson.dumps(entry) + b"\n" for entry in entries))
-        file.flush()
-        os.fsync(file.fileno())
+    try:
+        with open_ledger(settings, stream, writable=writable, on_wait=waiting) as ledger:
+            yield ledger
+    except LockWaitTimeout as exc:
+        raise ReplayError(f"{exc}; try again later") from exc

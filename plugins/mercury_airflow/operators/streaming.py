@@ -6,7 +6,9 @@
 - WaitStreamingJobRunningOperator: wait until the job and all its tasks run.
 - StreamingJobHealthOperator: fail, naming the problem, unless the job runs and checkpoints.
 
-The deployment records live under the data dir of the worker's mercury settings.
+The deployment records live in the shared operational store (``ops_state`` in the mercury
+settings: Postgres), so a retry on another worker restores from the same savepoint, and two
+deploys of one job at once make one deployment.
 """
 
 from __future__ import annotations

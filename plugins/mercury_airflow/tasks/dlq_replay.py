@@ -15,8 +15,8 @@ REPLAYABLE = ("assistant_safety_outcomes", "inference_audit", "knowledge_documen
 
 def replay(settings: Settings, stream: str, *, dry_run: bool) -> dict[str, Any]:
     """Replay ``stream``'s dead letters that pass the current contract (``dry_run``: only
-    count what would come back and what still fails, per rule). Idempotent: a ledger makes a
-    retry or a second run a no-op."""
+    count what would come back and what still fails, per rule). Idempotent: the ledger, in
+    the shared operational store, makes a retry on any worker or a second run a no-op."""
     from mercury.quality.replay import progress_printer, replay_dead_letters
 
     result = replay_dead_letters(settings, stream, dry_run=dry_run,

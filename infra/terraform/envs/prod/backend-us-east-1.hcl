@@ -1,0 +1,7 @@
+# terraform init -backend-config=backend-us-east-1.hcl (the state bucket and its KMS key are made once,
+# by hand or a bootstrap stack, before the first init).
+bucket       = "mercurypay-terraform-state-us-east-1"
+key          = "prod/terraform.tfstate"
+region       = "us-east-1"
+encrypt      = true
+use_lockfile = true

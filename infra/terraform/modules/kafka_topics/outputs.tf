@@ -1,0 +1,3 @@
+output "topic_names" {
+  value = sort(keys(kafka_topic.this))
+}

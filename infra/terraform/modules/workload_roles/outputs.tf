@@ -1,0 +1,3 @@
+output "role_arns" {
+  value = { for name, role in aws_iam_role.this : name => role.arn }
+}

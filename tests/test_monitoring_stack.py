@@ -1,0 +1,140 @@
+"""A real Prometheus (the local stack's component, Debian's binary) scraping the freshness
+probe, with the committed SLO rules loaded: a freshness drill.
+
+The probe writes canaries into the real file event log and reads the real Redis. What stands
+in for the Flink job here is the platform's own Python streaming executor, run in a thread
+(consume the log, fold, write the store): starting the Flink job would add a minute and a
+second cluster's worth of memory to this test, and the drill is about the probe, the scrape
+and the rules. Stopping that thread is the outage.
+
+Not asserted: the alert reaching ``firing`` (its ``for: 2m`` would add two minutes to the
+suite) and resolving (its 5-minute window must fill with good canaries again); the rules'
+own timing is unit-tested by promtool (tests/test_monitoring_rules.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from mercury.config import load_settings
+from tests.conftest import free_port, write_config
+
+RULE = "slo:transaction_freshness:error_ratio_rate5m"
+
+
+class PythonStreamingJob:
+    """The Python executor folding the log's transactions into the store, until stopped."""
+
+    def __init__(self, settings):
+        from mercury.eventlog import open_consumer
+        from mercury.features.definition.compile import load_compiled
+        from mercury.features.executors.streaming.executor import OnlineExecutor
+        from mercury.online.factory import open_store
+
+        self.executor = OnlineExecutor(load_compiled(["purchases"])[-1:])
+        self.consumer = open_consumer(settings, "drill-job", ["transactions"])
+        self.store = open_store(settings)
+        self.states: dict = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from mercury.features.executors.reference import valid_record
+        from mercury.features.executors.streaming.executor import DictState
+
+        while not self.stop.is_set():
+            writes = []
+            for message in self.consumer.poll(max_messages=100, timeout_s=0.05):
+                record = valid_record(message.stream, message.value)
+                for key, _ in self.executor.route(message.stream, record or {}):
+                    writes += self.executor.process(key, message.stream, record,
+                                                    self.states.setdefault(key, DictState())
+                                                    ).writes
+            self.store.write(writes)
+            self.consumer.commit()
+
+
+def _query(url: str, expr: str) -> list[dict]:
+    answer = requests.get(f"{url}/api/v1/query", params={"query": expr}, timeout=5).json()
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def _wait_for(what: str, check, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout_s:.0f} s")
+        time.sleep(1)
+
+
+def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monkeypatch):
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from mercury.eventlog import open_producer
+    from mercury.monitoring.probe import FreshnessProbe
+    from mercury.online.factory import open_store
+    from mercury.stack.prometheus_server import PrometheusServer
+    from tests.serving_fixtures import PrivateRedis
+
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    path = write_config(tmp_path, online_store={"port": redis.port},
+                        serving={"port": free_port()},
+                        monitoring={"prometheus_port": free_port(), "probe_port": free_port(),
+                                    "probe_interval_s": 0.5, "probe_timeout_s": 6.0,
+                                    "scrape_interval_s": 1, "evaluation_interval_s": 1})
+    monkeypatch.setenv("MERCURY_CONFIG", str(path))
+    settings = load_settings()
+    prometheus = PrometheusServer(settings)
+    registry, stop_probe = CollectorRegistry(), threading.Event()
+    server, _ = start_http_server(settings.monitoring.probe_port, addr="127.0.0.1",
+                                  registry=registry)
+    job = PythonStreamingJob(settings)
+    job.thread.start()
+    producer = open_producer(settings, writer_id="canary")
+    probe = FreshnessProbe(settings, producer, open_store(settings), registry)
+    prober = threading.Thread(target=probe.run, args=(stop_probe, lambda lags: None),
+                              daemon=True)
+    try:
+        assert prometheus.ensure_up().ok
+        rules = requests.get(f"{prometheus.url}/api/v1/rules", timeout=5).json()
+        names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
+        assert {RULE, "TransactionFreshnessBurn"} <= names  # the committed rules, loaded
+        prober.start()
+
+        # Healthy: canaries land within a second; the scraped SLI says no error.
+        _wait_for("the probe's target up and canaries scraped", lambda: _query(
+            prometheus.url, 'sum(mercury_online_write_lag_seconds_count'
+                            '{job="freshness-probe",stream="transactions"}) >= 5'), 60)
+        [healthy] = _wait_for("the SLI recorded", lambda: _query(prometheus.url, RULE), 30)
+        assert float(healthy["value"][1]) == 0.0
+        assert not _query(prometheus.url, 'ALERTS{alertname="TransactionFreshnessBurn"}')
+
+        # The outage: the job stops. Canaries stop landing and count as late at the timeout.
+        job.stop.set()
+        job.thread.join(10)
+        _wait_for("lost canaries scraped", lambda: _query(
+            prometheus.url, "mercury_freshness_probe_lost_total >= 3"), 60)
+        [burning] = _wait_for("the SLI over the fast-burn threshold", lambda: _query(
+            prometheus.url, f"{RULE} > 0.144"), 60)
+        assert float(burning["value"][1]) > 0.144
+        [alert] = _wait_for("the freshness alert pending", lambda: _query(
+            prometheus.url,
+            'ALERTS{alertname="TransactionFreshnessBurn",window="fast"}'), 60)
+        assert alert["metric"]["alertstate"] in ("pending", "firing")
+    finally:
+        stop_probe.set()
+        job.stop.set()
+        prober.join(10)
+        server.shutdown()
+        producer.close()
+        prometheus.stop()
+        redis.stop()

@@ -1,0 +1,294 @@
+"""infra/terraform is well-formed, consistent with the repository, and passes checkov.
+
+No ``terraform`` runs here (it is not installed and its providers cannot be downloaded), so
+``plan``/``apply`` are unproven; what is checked instead:
+
+- every ``.tf`` and ``.tfvars`` file parses (python-hcl2);
+- in every directory, each ``var.X`` used is declared and each declared variable is used;
+- each module call passes only variables the module declares and every one it requires, and
+  each ``module.M.O`` used names a module called there and an output that module defines;
+- each region's tfvars sets only declared variables, every required one, and three distinct
+  AZ IDs of its own region;
+- the topic list (``modules/kafka_topics/topics.json``) is what the stream registry renders,
+  the Glue databases cover every lake namespace the code writes, and the Snowflake masking
+  policy covers exactly the personal fields of the audit tables' contracts;
+- ``checkov`` (its own env, infra/envs/checkov) finds nothing, and every skip says why.
+
+The checkov run takes ~10-25 s on this 2-core machine; a passing result is cached in
+``.local/cache/checkov`` under a hash of every file in infra/terraform and checkov's lock, so
+reruns without a change cost nothing. A failure is never cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from mercury.config import load_settings
+from mercury.contracts import kafka_topics, registry, schemas
+from mercury.contracts.avro_walk import iter_fields
+
+REPO = Path(__file__).resolve().parents[1]
+TERRAFORM = REPO / "infra" / "terraform"
+PROD = TERRAFORM / "envs" / "prod"
+CHECKOV_ENV = REPO / "infra" / "envs" / "checkov"
+CHECKOV = CHECKOV_ENV / ".venv" / "bin" / "checkov"
+CACHE = REPO / ".local" / "cache" / "checkov"
+# Module-call arguments that are Terraform's, not the module's variables.
+META_ARGUMENTS = {"source", "version", "providers", "depends_on", "count", "for_each"}
+VAR_REF = re.compile(r"(?<![\w.])var\.([A-Za-z_][\w-]*)")
+MODULE_REF = re.compile(r"(?<![\w.])module\.([A-Za-z_][\w-]*)\.([A-Za-z_][\w-]*)")
+REGION_AZ_PREFIX = {"eu-west-1": "euw1-az", "us-east-1": "use1-az"}
+
+
+def unquote(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+@functools.cache
+def parse(path: Path) -> dict[str, Any]:
+    with path.open() as handle:
+        parsed: dict[str, Any] = hcl2.load(handle)
+    return parsed
+
+
+def tf_dirs() -> list[Path]:
+    return sorted({path.parent for path in TERRAFORM.rglob("*.tf")})
+
+
+def strings(node: Any) -> Iterator[str]:
+    """Every expression and string of a parsed file; comments left out (they may name vars)."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if not key.startswith("__"):
+                yield key
+                yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+
+
+def blocks(parsed: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """Labelled blocks (variable, output, module) of a parsed file: label -> body."""
+    found: dict[str, dict[str, Any]] = {}
+    for entry in parsed.get(kind, []):
+        for label, body in entry.items():
+            found[unquote(label)] = body
+    return found
+
+
+class TfDir:
+    """One Terraform directory (a module or the environment) read as a whole."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files = {p.name: parse(p) for p in sorted(path.glob("*.tf"))}
+        self.variables: dict[str, dict[str, Any]] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.modules: dict[str, dict[str, Any]] = {}
+        for parsed in self.files.values():
+            self.variables |= blocks(parsed, "variable")
+            self.outputs |= blocks(parsed, "output")
+            self.modules |= blocks(parsed, "module")
+
+    def texts(self) -> Iterator[str]:
+        for parsed in self.files.values():
+            yield from strings(parsed)
+
+    def var_refs(self) -> set[str]:
+        return {m for text in self.texts() for m in VAR_REF.findall(text)}
+
+    def module_refs(self) -> set[tuple[str, str]]:
+        return {m for text in self.texts() for m in MODULE_REF.findall(text)}
+
+    def required_variables(self) -> set[str]:
+        return {name for name, body in self.variables.items() if "default" not in body}
+
+    def child(self, module: str) -> TfDir:
+        return tf_dir((self.path / unquote(self.modules[module]["source"])).resolve())
+
+
+@functools.cache
+def tf_dir(path: Path) -> TfDir:
+    return TfDir(path)
+
+
+def tfvars_files() -> list[Path]:
+    return sorted(PROD.glob("*.tfvars"))
+
+
+def test_every_terraform_file_parses() -> None:
+    files = sorted(TERRAFORM.rglob("*.tf")) + tfvars_files()
+    assert len(files) >= 30, "the modules and the prod environment are missing"
+    for path in files:
+        try:
+            parsed = parse(path)
+        except Exception as error:  # the parser's own errors: name the file
+            pytest.fail(f"{path.relative_to(REPO)} does not parse: {error}")
+        assert parsed, f"{path.relative_to(REPO)} is empty"
+
+
+@pytest.mark.parametrize("directory", tf_dirs(), ids=lambda p: str(p.relative_to(TERRAFORM)))
+def test_variables_used_are_declared_and_declared_ones_used(directory: Path) -> None:
+    tf = tf_dir(directory)
+    used, declared = tf.var_refs(), set(tf.variables)
+    where = directory.relative_to(REPO)
+    assert not used - declared, f"{where}: used but not declared: {sorted(used - declared)}"
+    assert not declared - used, f"{where}: declared but never used: {sorted(declared - used)}"
+
+
+@pytest.mark.parametrize("directory", [d for d in tf_dirs() if tf_dir(d).modules],
+                         ids=lambda p: str(p.relative_to(TERRAFORM)))
+def test_module_calls_match_the_modules(directory: Path) -> None:
+    tf = tf_dir(directory)
+    for name, body in tf.modules.items():
+        child = tf.child(name)
+        assert child.files, f"module {name}: source {body['source']} has no .tf files"
+        passed = {key for key in body if not key.startswith("__")} - META_ARGUMENTS
+        assert not passed - set(child.variables), (
+            f"module {name} passes undeclared variables {sorted(passed - set(child.variables))}")
+        missing = child.required_variables() - passed
+        assert not missing, f"module {name} misses required variables {sorted(missing)}"
+    for module, output in tf.module_refs():
+        assert module in tf.modules, f"module.{module}.{output}: no module {module!r} here"
+        assert output in tf.child(module).outputs, (
+            f"module.{module}.{output}: {tf.modules[module]['source']} has no output {output!r}")
+
+
+@pytest.mark.parametrize("tfvars", tfvars_files(), ids=lambda p: p.name)
+def test_region_tfvars(tfvars: Path) -> None:
+    env = tf_dir(PROD)
+    values = {k: v for k, v in parse(tfvars).items() if not k.startswith("__")}
+    assert not set(values) - set(env.variables), (
+        f"{tfvars.name} sets undeclared variables {sorted(set(values) - set(env.variables))}")
+    assert not env.required_variables() - set(values), (
+        f"{tfvars.name} misses {sorted(env.required_variables() - set(values))}")
+    region = unquote(values["region"])
+    assert tfvars.stem == region, f"{tfvars.name} deploys {region}"
+    azs = [unquote(a) for a in values["az_ids"]]
+    assert len(set(azs)) == 3, f"{tfvars.name}: az_ids must be three distinct zones, got {azs}"
+    assert all(a.startswith(REGION_AZ_PREFIX[region]) for a in azs), (
+        f"{tfvars.name}: az_ids {azs} are not zones of {region}")
+
+
+def test_both_regions_are_described() -> None:
+    assert {p.stem for p in tfvars_files()} == {"eu-west-1", "us-east-1"}
+    assert {p.name for p in PROD.glob("backend-*.hcl")} == {
+        "backend-eu-west-1.hcl", "backend-us-east-1.hcl"}
+
+
+def test_topics_are_the_registry() -> None:
+    assert kafka_topics.check() == []
+    topics = json.loads(kafka_topics.TOPICS_FILE.read_text())["topics"]
+    assert set(topics) == {s.name for s in registry.STREAMS}
+    for stream in registry.STREAMS:
+        topic = topics[stream.name]
+        assert topic["partitions"] == stream.partitions, stream.name
+        assert topic["replication_factor"] == 3
+        config = topic["config"]
+        assert int(config["retention.ms"]) == stream.retention_hours * 3_600_000, stream.name
+        assert config["min.insync.replicas"] == "2"
+        # Kafka cannot tier compacted topics; everything else keeps only a day on the brokers.
+        if stream.compacted:
+            assert config["cleanup.policy"] == "compact,delete"
+            assert "remote.storage.enable" not in config
+        else:
+            assert config["cleanup.policy"] == "delete"
+            assert config["remote.storage.enable"] == "true"
+            assert int(config["local.retention.ms"]) <= int(config["retention.ms"])
+    # The Terraform module creates exactly the file's topics.
+    module = tf_dir(TERRAFORM / "modules" / "kafka_topics")
+    assert any("topics.json" in text for text in module.texts())
+
+
+def test_a_stale_topic_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stale = json.loads(kafka_topics.rendered_text())
+    stale["topics"]["transactions"]["partitions"] = 12
+    path = tmp_path / "topics.json"
+    path.write_text(json.dumps(stale, indent=2, sort_keys=True) + "\n")
+    monkeypatch.setattr(kafka_topics, "TOPICS_FILE", path)
+    assert kafka_topics.check() == [
+        f"{path} differs from the stream registry: run python -m mercury.contracts.kafka_topics "
+        "--write"]
+    assert kafka_topics.main(["--write"]) == 0
+    assert kafka_topics.check() == []
+
+
+def glue_databases() -> set[str]:
+    env = tf_dir(PROD)
+    return set(env.modules["glue"]["databases"])
+
+
+def test_glue_databases_cover_every_lake_namespace() -> None:
+    written = {s.lake_table.split(".")[0] for s in registry.STREAMS if s.lake_table}
+    written |= {"quality", "compliance"}  # quality.late_events, compliance.erasure_evidence
+    written.add(load_settings().offline.namespace)  # the feature history
+    assert written <= glue_databases(), f"no Glue database for {sorted(written - glue_databases())}"
+
+
+def test_masked_columns_are_the_audit_tables_personal_fields() -> None:
+    expected: dict[str, list[str]] = {}
+    for stream in registry.STREAMS:
+        if not stream.lake_table or not stream.lake_table.startswith("audit."):
+            continue
+        schema = schemas.load(stream.schema_subject).schema
+        personal = sorted(path for path, field in iter_fields(schema)
+                          if field.get("data_class") == "personal" and "." not in path)
+        if personal:
+            expected[stream.lake_table.upper()] = personal
+    masked = tf_dir(PROD).modules["snowflake"]["masked_columns"]
+    actual = {unquote(table): sorted(unquote(c) for c in columns)
+              for table, columns in masked.items() if not table.startswith("__")}
+    assert actual == expected
+
+
+def terraform_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in TERRAFORM.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(TERRAFORM)).encode())
+        digest.update(path.read_bytes())
+    digest.update((CHECKOV_ENV / "uv.lock").read_bytes())
+    return digest.hexdigest()
+
+
+def test_every_checkov_skip_says_why() -> None:
+    skips = [(path, line) for path in TERRAFORM.rglob("*.tf")
+             for line in path.read_text().splitlines() if "checkov:skip=" in line]
+    assert skips, "expected the justified skips (access-log bucket, secrets rotation...)"
+    for path, line in skips:
+        match = re.search(r"checkov:skip=(CKV2?_\w+):(.+)", line)
+        assert match and len(match.group(2).strip()) >= 30, (
+            f"{path.relative_to(REPO)}: a skip needs its check id and a reason: {line.strip()}")
+
+
+def test_checkov_is_clean() -> None:
+    if not CHECKOV.exists():
+        pytest.fail("checkov is not installed: run `make setup` (infra/envs/checkov)")
+    marker = CACHE / f"{terraform_digest()}.pass"
+    if marker.exists():
+        return
+    done = subprocess.run(
+        [str(CHECKOV), "-d", str(TERRAFORM), "--framework", "terraform", "secrets",
+         "--skip-download", "--compact", "-o", "json"],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    reports = json.loads(done.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}"
+              for report in reports for c in report["results"]["failed_checks"]]
+    assert not failed, "checkov:\n" + "\n".join(failed)
+    terraform = next(r for r in reports if r["check_type"] == "terraform")
+    assert terraform["summary"]["passed"] > 200, "checkov scanned less than the whole tree"
+    assert done.returncode == 0, done.stderr[-2000:]
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(terraform["summary"]))
