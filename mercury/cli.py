@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     from mercury.quality import replay_cli
     from mercury.retrieval import cli as knowledge_cli
     from mercury.serving import cli as serving_cli
+    from mercury.warehouse import cli as warehouse_cli
 
     features_cli.register(commands)
     cdc_cli.register(commands)
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     flink_cli.register(commands)
     knowledge_cli.register(commands)
     monitoring_cli.register(commands)
+    warehouse_cli.register(commands)
     gdpr_cli.register(serving_cli.register(commands))  # erase, export: privacy actions
 
     demo = commands.add_parser("demo", help="the main job end to end on the local defaults")

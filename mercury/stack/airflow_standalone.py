@@ -52,6 +52,10 @@ def airflow_env(settings: Settings, home: Path | None = None) -> dict[str, str]:
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": api_url,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        # astronomer-cosmos (the warehouse_marts DAG): no usage telemetry leaves the machine,
+        # and its caches (partial parse) stay under data_dir with the rest of the run.
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "AIRFLOW__COSMOS__CACHE_DIR": str(Path(settings.data_dir) / "cosmos"),
         # Connections come from the environment, never from the metadata database.
         "AIRFLOW_CONN_FLINK_DEFAULT": settings.flink.rest_url,
         # `airflow standalone` starts its components as `airflow ...` found on PATH.

@@ -100,13 +100,19 @@ class DbtResult:
 def dbt_env(settings: Settings, target: str = "local",
             env_extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment a dbt run gets: the caller's, plus the project, target and bindings."""
+    return {**os.environ, **dbt_bindings(settings, target), **(env_extra or {})}
+
+
+def dbt_bindings(settings: Settings, target: str = "local") -> dict[str, str]:
+    """Only what this config adds to the caller's environment (no secrets): the project,
+    target, artefact folders and, for the local target, the DuckDB file and lake catalog.
+    Airflow's dbt tasks (cosmos) get these on top of the worker's own environment."""
     from mercury.lake.tables import catalog_properties
 
     if target not in TARGETS:
         raise ValueError(f"dbt target {target!r} is not one of {', '.join(TARGETS)}")
     run_root = Path(settings.data_dir) / "dbt" / target
-    env = dict(os.environ)
-    env.update({
+    env = {
         "DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
         "DBT_TARGET": target,
@@ -114,7 +120,7 @@ def dbt_env(settings: Settings, target: str = "local",
         "DBT_LOG_PATH": str(run_root / "logs"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DBT_USE_COLORS": "false",
-    })
+    }
     if target == "local":
         duckdb_path = settings.warehouse.duckdb_path
         if duckdb_path is None:
@@ -129,7 +135,6 @@ def dbt_env(settings: Settings, target: str = "local",
             "MERCURY_LAKE_CATALOG_URI": lake.get("uri", ""),
             "MERCURY_LAKE_WAREHOUSE": lake["warehouse"],
         })
-    env.update(env_extra or {})
     return env
 
 
