@@ -1,0 +1,44 @@
+"""AWS for the batch submission tests, mocked by moto (S3, EMR Serverless, Glue): nothing
+here reaches AWS. ``aws_world`` makes the code bucket and an EMR Serverless application and
+hands its ids over the environment variables the production profile names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+REGION = "eu-west-1"
+ROLE_ARN = "arn:aws:iam::123456789012:role/mercury-emr-jobs"
+
+
+@dataclass
+class AwsWorld:
+    emr: Any
+    s3: Any
+    application_id: str
+    bucket: str
+
+    def job_runs(self) -> list[dict]:
+        listed = self.emr.list_job_runs(applicationId=self.application_id)["jobRuns"]
+        return [self.emr.get_job_run(applicationId=self.application_id,
+                                     jobRunId=run["id"])["jobRun"] for run in listed]
+
+
+def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+
+
+def make_world(bucket: str) -> AwsWorld:
+    """Bucket and application in whatever moto is active (decorator or server)."""
+    import boto3
+
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    emr = boto3.client("emr-serverless", region_name=REGION)
+    application = emr.create_application(name="mercury-batch", releaseLabel="emr-7.9.0",
+                                         type="SPARK")
+    return AwsWorld(emr, s3, application["applicationId"], bucket)
