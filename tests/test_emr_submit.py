@@ -238,6 +238,20 @@ def test_the_local_binding_runs_the_step_here_on_local2(tmp_settings, monkeypatc
     assert ran == {"here": True}
 
 
+def test_a_local_job_runs_its_entry_point_and_a_failure_names_it():
+    """``mercury batch submit`` on the local binding: ``python -m spark_jobs.<job>`` here; an
+    unknown set exits 2 before Spark starts, and the failure names the job and exit code."""
+    from mercury.batch import local
+    from mercury.batch.errors import SparkJobFailed
+
+    job = jobs.backfill("nope.v9", date(2026, 11, 1), date(2026, 11, 1))
+    lines: list[str] = []
+    with pytest.raises(SparkJobFailed, match=r"-m spark_jobs\.backfill --feature-set nope\.v9 "
+                                             r".* exited 2"):
+        local.run(job, log=lines.append)
+    assert any("'nope.v9' is not a compiled feature set" in line for line in lines)
+
+
 def test_production_refuses_a_local_spark_binding(tmp_path, monkeypatch):
     raw = yaml.safe_load((CONFIG_DIR / "production.yaml").read_text())
     raw["spark"] = {"master": "local[2]"}

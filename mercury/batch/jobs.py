@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-ENTRY_POINTS = ("backfill", "warm_start", "training_set", "consistency")
+ENTRY_POINTS = ("backfill", "warm_start", "training_set", "point_in_time", "consistency")
 _REF = re.compile(r"^[a-z][a-z0-9_]*\.v[1-9][0-9]*(:[a-z][a-z0-9_]*)?$")
 
 

@@ -61,7 +61,8 @@ def build(root: Path = REPO_ROOT) -> CodePackage:
             entry.external_attr = 0o644 << 16
             entry.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(entry, data)
-            if name.startswith("spark_jobs/") and name.count("/") == 1 and name.endswith(".py"):
+            if name.startswith("spark_jobs/") and name.count("/") == 1 \
+                    and name.endswith(".py") and not name.startswith("spark_jobs/__"):
                 scripts[name] = data
     data = buffer.getvalue()
     return CodePackage(data, hashlib.sha256(data).hexdigest(), scripts)
