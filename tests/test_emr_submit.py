@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 from datetime import date
-from pathlib import Path
 
 import moto
 import pytest
@@ -163,7 +162,6 @@ def test_a_run_is_polled_until_it_succeeds(aws, production, monkeypatch):
 def test_a_failed_run_fails_the_task_naming_the_run_and_its_reason(aws, production,
                                                                    monkeypatch):
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
     from mercury_airflow.tasks import feature_backfill as steps
 
     reason = "Job failed, ExitCode: 1. Last few exceptions: LakeBehind: spending.v1"

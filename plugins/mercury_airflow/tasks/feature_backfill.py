@@ -208,19 +208,19 @@ def backfill_history(settings: Settings, plan: Mapping[str, Any], *,
     the last run, so a retry after a partial run finishes the rest and writes nothing twice."""
     from mercury.batch import jobs
 
-    plan = BackfillPlan.from_xcom(plan)
+    pinned = BackfillPlan.from_xcom(plan)
 
     def here() -> dict[str, Any]:
         from mercury.features.offline import history
 
         result = history.backfill(spark or spark_session(settings), settings,
-                                  plan.definition(), plan.start_date, plan.end_date,
+                                  pinned.definition(), pinned.start_date, pinned.end_date,
                                   progress=log)
-        return {"ref": plan.ref, "days_written": result.days_written, "rows": result.rows,
+        return {"days_written": result.days_written, "rows": result.rows,
                 "skipped_days": result.skipped_days}
 
-    job = jobs.backfill(plan.ref, plan.start_date, plan.end_date, digest=plan.digest)
-    return {"ref": plan.ref, **run_spark(settings, job, here, log=log)}
+    job = jobs.backfill(pinned.ref, pinned.start_date, pinned.end_date, digest=pinned.digest)
+    return {"ref": pinned.ref, **run_spark(settings, job, here, log=log)}
 
 
 def check_history_range(settings: Settings, plan: Mapping[str, Any], *,
@@ -249,18 +249,20 @@ def warm_start_online(settings: Settings, plan: Mapping[str, Any], *,
     that arrived by the cut, overwriting the version's keys, so a retry writes the same."""
     from mercury.batch import jobs
 
-    plan = BackfillPlan.from_xcom(plan)
+    pinned = BackfillPlan.from_xcom(plan)
 
     def here() -> dict[str, Any]:
         from mercury.features.lifecycle import warm_start
 
         with _store(settings) as store:
             result = warm_start.backfill_online(spark or spark_session(settings), settings,
-                                                plan.definition(), plan.cut_ms, store, log=log)
+                                                pinned.definition(), pinned.cut_ms, store,
+                                                log=log)
         return {"entities": result.entities, "events": result.events}
 
-    job = jobs.warm_start(plan.ref, plan.cut_ms, digest=plan.digest)
-    return {"ref": plan.ref, "cut_ms": plan.cut_ms, **run_spark(settings, job, here, log=log)}
+    job = jobs.warm_start(pinned.ref, pinned.cut_ms, digest=pinned.digest)
+    return {"ref": pinned.ref, "cut_ms": pinned.cut_ms,
+            **run_spark(settings, job, here, log=log)}
 
 
 def _executor_feature_set(plan: BackfillPlan, log: Log) -> FeatureSet | None:
