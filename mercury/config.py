@@ -348,11 +348,12 @@ class EmrServerlessSubmitConfig(_Section):
     # mercury's own dependencies (pydantic, pyiceberg, redis ...), packed as a Python
     # environment by CI on the EMR image (venv-pack); None: the application's image has them.
     python_env_archive: str | None = None
-    # The Iceberg Spark runtime and the AWS bundle (S3FileIO, GlueCatalog); Spark resolves them
-    # (spark.jars.packages) when a job run starts.
+    # The Iceberg Spark runtime and the AWS bundle (S3FileIO, GlueCatalog), for the Spark and
+    # Scala of the application's release (emr-spark-8.0.0: Spark 4.0, Scala 2.13, Iceberg
+    # 1.10.1); Spark resolves them (spark.jars.packages) when a job run starts.
     iceberg_packages: tuple[str, ...] = (
-        "org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:1.9.2",
-        "org.apache.iceberg:iceberg-aws-bundle:1.9.2",
+        "org.apache.iceberg:iceberg-spark-runtime-4.0_2.13:1.10.1",
+        "org.apache.iceberg:iceberg-aws-bundle:1.10.1",
     )
     glue_catalog_name: str = Field("glue", pattern=r"^[a-z_][a-z0-9_]*$")
     spark_conf: dict[str, str] = Field(default_factory=dict)  # sizes, passed through

@@ -39,6 +39,6 @@ def make_world(bucket: str) -> AwsWorld:
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     emr = boto3.client("emr-serverless", region_name=REGION)
-    application = emr.create_application(name="mercury-batch", releaseLabel="emr-7.9.0",
+    application = emr.create_application(name="mercury-batch", releaseLabel="emr-spark-8.0.0",
                                          type="SPARK")
     return AwsWorld(emr, s3, application["applicationId"], bucket)
