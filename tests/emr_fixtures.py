@@ -42,3 +42,18 @@ def make_world(bucket: str) -> AwsWorld:
     application = emr.create_application(name="mercury-batch", releaseLabel="emr-spark-8.0.0",
                                          type="SPARK")
     return AwsWorld(emr, s3, application["applicationId"], bucket)
+
+
+def fail_new_job_runs(monkeypatch: pytest.MonkeyPatch, reason: str) -> None:
+    """moto's job runs made from now on end FAILED at once, with ``reason`` as stateDetails
+    (moto's models live in this process, also when moto runs as a thread server)."""
+    from moto.emrserverless import models
+
+    monkeypatch.setattr(models, "JOB_STATUS", "FAILED")
+    original = models.JobRun.__init__
+
+    def failed_with_reason(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.state_details = reason
+
+    monkeypatch.setattr(models.JobRun, "__init__", failed_with_reason)

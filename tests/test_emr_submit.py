@@ -20,7 +20,7 @@ import yaml
 
 from mercury.batch import emr_serverless, jobs, package
 from mercury.config import CONFIG_DIR, REPO_ROOT, ConfigError, load_settings
-from tests.emr_fixtures import REGION, ROLE_ARN, fake_credentials, make_world
+from tests.emr_fixtures import REGION, ROLE_ARN, fail_new_job_runs, fake_credentials, make_world
 
 BUCKET = "mercurypay-artifacts"
 
@@ -165,16 +165,7 @@ def test_a_failed_run_fails_the_task_naming_the_run_and_its_reason(aws, producti
     from mercury_airflow.tasks import feature_backfill as steps
 
     reason = "Job failed, ExitCode: 1. Last few exceptions: LakeBehind: spending.v1"
-    from moto.emrserverless import models
-
-    monkeypatch.setattr(models, "JOB_STATUS", "FAILED")
-    original = models.JobRun.__init__
-
-    def failed_with_reason(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.state_details = reason
-
-    monkeypatch.setattr(models.JobRun, "__init__", failed_with_reason)
+    fail_new_job_runs(monkeypatch, reason)
     with pytest.raises(AirflowException) as failure:
         steps.backfill_history(production, _plan(), log=lambda _: None)
     (run,) = aws.job_runs()

@@ -36,7 +36,7 @@ from mercury.config import CONFIG_DIR
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
 from tests.conftest import free_port
-from tests.emr_fixtures import REGION, ROLE_ARN, make_world
+from tests.emr_fixtures import REGION, ROLE_ARN, fail_new_job_runs, make_world
 
 pytestmark = pytest.mark.slow
 
@@ -120,18 +120,8 @@ def _run_state(output: str) -> str | None:
 
 
 def test_a_failed_job_run_fails_the_backfill_task(world, monkeypatch):
-    from moto.emrserverless import models
-
-    aws, airflow, folder, config = world
-    # moto's server runs in this process: its new job runs end FAILED, with a reason.
-    monkeypatch.setattr(models, "JOB_STATUS", "FAILED")
-    original = models.JobRun.__init__
-
-    def failed_with_reason(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.state_details = REASON
-
-    monkeypatch.setattr(models.JobRun, "__init__", failed_with_reason)
+    aws, airflow, folder, _config = world
+    fail_new_job_runs(monkeypatch, REASON)  # moto's server thread shares this process's models
     output = _trigger(airflow, folder, "failed")
 
     # The DAG's one retry submits a second run; each attempt fails naming its own run.
