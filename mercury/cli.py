@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     lake.add_argument("--stream", default="transactions")
     lake.set_defaults(run=_lake)
 
+    from mercury.batch import cli as batch_cli
     from mercury.cdc import cli as cdc_cli
     from mercury.features import cli as features_cli
     from mercury.gdpr import cli as gdpr_cli
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     from mercury.warehouse import cli as warehouse_cli
 
     features_cli.register(commands)
+    batch_cli.register(commands)
     cdc_cli.register(commands)
     compact_cli.register(commands)
     replay_cli.register(commands)

@@ -343,6 +343,56 @@ class SparkConfig(_Section):
     conf: dict[str, str] = Field(default_factory=dict)  # anything else, passed through
 
 
+class LocalSparkSubmitConfig(_Section):
+    """Batch jobs run in the calling process on ``spark`` (``local[2]``): the local default."""
+
+    type: Literal["local"] = "local"
+
+
+class EmrServerlessSubmitConfig(_Section):
+    """Batch jobs run as EMR Serverless job runs (``mercury.batch``; docs/BATCH.md says why
+    Serverless). Ids come from Terraform outputs through the environment (``*_env``): the
+    file names where they are, never what they are."""
+
+    type: Literal["emr_serverless"] = "emr_serverless"
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    application_id_env: str = "MERCURY_EMR_APPLICATION_ID"
+    execution_role_arn_env: str = "MERCURY_EMR_EXECUTION_ROLE_ARN"
+    # Where the job's code goes: s3://<code_bucket>/<code_prefix>/<content hash>/...
+    code_bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    code_prefix: str = "spark/code"
+    logs_uri: str | None = None  # s3:// folder for the driver's and executors' logs
+    # mercury's own dependencies (pydantic, pyiceberg, redis ...), packed as a Python
+    # environment by CI on the EMR image (venv-pack); None: the application's image has them.
+    python_env_archive: str | None = None
+    # The Iceberg Spark runtime and the AWS bundle (S3FileIO, GlueCatalog), for the Spark and
+    # Scala of the application's release (emr-spark-8.0.0: Spark 4.0, Scala 2.13, Iceberg
+    # 1.10.1); Spark resolves them (spark.jars.packages) when a job run starts.
+    iceberg_packages: tuple[str, ...] = (
+        "org.apache.iceberg:iceberg-spark-runtime-4.0_2.13:1.10.1",
+        "org.apache.iceberg:iceberg-aws-bundle:1.10.1",
+    )
+    glue_catalog_name: str = Field("glue", pattern=r"^[a-z_][a-z0-9_]*$")
+    spark_conf: dict[str, str] = Field(default_factory=dict)  # sizes, passed through
+    aws_conn_id: str = "aws_default"  # the Airflow connection (MWAA: its execution role)
+    poll_interval_s: float = Field(30.0, gt=0)
+    max_wait_s: int = Field(6 * 3600, ge=1)
+    execution_timeout_minutes: int = Field(360, ge=1)
+
+    def resolved(self, field: Literal["application_id", "execution_role_arn"]) -> str:
+        """The id the environment variable named by ``<field>_env`` holds."""
+        variable = getattr(self, f"{field}_env")
+        value = os.environ.get(variable, "")
+        if not value:
+            raise ConfigError(f"spark_submit.{field}_env names {variable!r}, which is not set in "
+                              "the environment (a Terraform output of the EMR module)")
+        return value
+
+
+SparkSubmitConfig = Annotated[LocalSparkSubmitConfig | EmrServerlessSubmitConfig,
+                              Field(discriminator="type")]
+
+
 class OfflineConfig(_Section):
     """The batch path: feature history tables, training sets, consistency and blue/green."""
     namespace: str = "features"  # Iceberg namespace of the feature history tables
@@ -392,6 +442,7 @@ class Settings(_Section):
     offline: OfflineConfig = OfflineConfig()
     ops_state: OpsStateConfig = OpsStateConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    spark_submit: SparkSubmitConfig = LocalSparkSubmitConfig()
 
     @model_validator(mode="after")
     def _production_holds_no_local_stand_in(self) -> Settings:
@@ -448,6 +499,19 @@ def production_problems(settings: Settings) -> list[str]:
         if database is not None and database.sslmode != "verify-full":
             problems.append(f"{name}.sslmode must be 'verify-full' in production, "
                             f"not {database.sslmode!r}")
+    problems.extend(_batch_problems(settings))
+    return problems
+
+
+def _batch_problems(settings: Settings) -> list[str]:
+    """A production backfill on the Airflow worker's own Spark would run 2 PB on MWAA."""
+    problems = []
+    if settings.spark_submit.type != "emr_serverless":
+        problems.append("spark_submit.type must be 'emr_serverless' in production (local runs "
+                        "Spark inside the Airflow worker)")
+    if settings.spark.master is not None and settings.spark.master.startswith("local"):
+        problems.append(f"spark.master is {settings.spark.master!r}: production leaves the "
+                        "master to EMR (spark.master: null)")
     return problems
 
 

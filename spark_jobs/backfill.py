@@ -36,12 +36,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true",
                         help="recompute every day of the range, changed or not")
     parser.add_argument("--config", default=None, help="a mercury settings file (else the profile)")
+    parser.add_argument("--spec-digest", default=None,
+                        help="refuse to run unless the compiled spec has this SHA-256 (the "
+                             "digest a DAG run pinned)")
     return parser.parse_args(argv)
 
 
 def checked(args: argparse.Namespace):
     """(feature set, start, end), or UsageError naming what is wrong; before Spark starts."""
-    from mercury.features.definition.compile import CompileError, load_one
+    from mercury.features.definition.compile import CompileError, digest, load_one
 
     days = []
     for flag, text in (("--start", args.start), ("--end", args.end)):
@@ -57,6 +60,10 @@ def checked(args: argparse.Namespace):
         feature_set = load_one(ref)
     except CompileError as exc:
         raise UsageError(f"--feature-set {ref!r} is not a compiled feature set: {exc}") from None
+    # A package built from other sources than the run planned with must not write history.
+    if args.spec_digest and digest(feature_set) != args.spec_digest:
+        raise UsageError(f"--spec-digest {args.spec_digest[:12]}: the packaged {ref} has "
+                         f"digest {digest(feature_set)[:12]}; rebuild the package or re-plan")
     return feature_set, start, end
 
 

@@ -8,6 +8,10 @@ One run takes one feature-set version from "defined" to "serving" (``dags/featur
    version active before the run (to shadow-compare with, and to retire after the flip).
 2. ``backfill_history``: ``history.backfill`` in Spark for [start, end] (incremental: only days
    whose values can have changed since the last run are rewritten).
+
+The Spark steps (2, 4 and 5) run where ``spark_submit`` says (``mercury_airflow.hooks.
+spark_submit``): in this process on ``local[2]`` locally, as EMR Serverless job runs of the
+``spark_jobs`` entry points in production, pinned to the plan's spec digest.
 3. ``check_history_range``: the Great Expectations checkpoint on the history rows of the range
    (``mercury.features.offline.history_checks``). Before the warm start, so a bad history never
    writes an online key.
@@ -46,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from mercury_airflow.hooks.spark_submit import run_spark
 from mercury_airflow.tasks import log_line
 
 if TYPE_CHECKING:
@@ -201,14 +206,21 @@ def backfill_history(settings: Settings, plan: Mapping[str, Any], *,
                      spark: SparkSession | None = None, log: Log = log_line) -> dict[str, Any]:
     """``history.backfill`` of the range: rewrites only the days whose values changed since
     the last run, so a retry after a partial run finishes the rest and writes nothing twice."""
-    from mercury.features.offline import history
+    from mercury.batch import jobs
 
-    plan = BackfillPlan.from_xcom(plan)
-    result = history.backfill(spark or spark_session(settings), settings,
-                              plan.definition(), plan.start_date, plan.end_date,
-                              progress=log)
-    return {"ref": plan.ref, "days_written": result.days_written, "rows": result.rows,
-            "skipped_days": result.skipped_days}
+    pinned = BackfillPlan.from_xcom(plan)
+
+    def here() -> dict[str, Any]:
+        from mercury.features.offline import history
+
+        result = history.backfill(spark or spark_session(settings), settings,
+                                  pinned.definition(), pinned.start_date, pinned.end_date,
+                                  progress=log)
+        return {"days_written": result.days_written, "rows": result.rows,
+                "skipped_days": result.skipped_days}
+
+    job = jobs.backfill(pinned.ref, pinned.start_date, pinned.end_date, digest=pinned.digest)
+    return {"ref": pinned.ref, **run_spark(settings, job, here, log=log)}
 
 
 def check_history_range(settings: Settings, plan: Mapping[str, Any], *,
@@ -235,14 +247,22 @@ def warm_start_online(settings: Settings, plan: Mapping[str, Any], *,
                       spark: SparkSession | None = None, log: Log = log_line) -> dict[str, Any]:
     """``warm_start.backfill_online`` at the plan's cut: every entity's state from lake events
     that arrived by the cut, overwriting the version's keys, so a retry writes the same."""
-    from mercury.features.lifecycle import warm_start
+    from mercury.batch import jobs
 
-    plan = BackfillPlan.from_xcom(plan)
-    with _store(settings) as store:
-        result = warm_start.backfill_online(spark or spark_session(settings), settings,
-                                            plan.definition(), plan.cut_ms, store, log=log)
-    return {"ref": plan.ref, "cut_ms": plan.cut_ms, "entities": result.entities,
-            "events": result.events}
+    pinned = BackfillPlan.from_xcom(plan)
+
+    def here() -> dict[str, Any]:
+        from mercury.features.lifecycle import warm_start
+
+        with _store(settings) as store:
+            result = warm_start.backfill_online(spark or spark_session(settings), settings,
+                                                pinned.definition(), pinned.cut_ms, store,
+                                                log=log)
+        return {"entities": result.entities, "events": result.events}
+
+    job = jobs.warm_start(pinned.ref, pinned.cut_ms, digest=pinned.digest)
+    return {"ref": pinned.ref, "cut_ms": pinned.cut_ms,
+            **run_spark(settings, job, here, log=log)}
 
 
 def _executor_feature_set(plan: BackfillPlan, log: Log) -> FeatureSet | None:
@@ -263,10 +283,18 @@ def consistency_gate(settings: Settings, plan: Mapping[str, Any], *,
     """The version's online hashes against the Spark recompute as of the cut; raises
     ``GateFailed`` naming every feature below ``settings.offline.consistency_min_share``.
     Only reads."""
-    from mercury.features.lifecycle.consistency import measure_online
+    from mercury.batch import jobs
 
     plan = BackfillPlan.from_xcom(plan)
     min_share = settings.offline.consistency_min_share
+    if settings.spark_submit.type != "local":
+        # The job run exits 1 below the share, so a failing gate fails the run and the task.
+        job = jobs.consistency_online(plan.ref, as_of_ms=plan.cut_ms, min_share=min_share,
+                                      sample=settings.offline.consistency_sample_entities)
+        outcome = run_spark(settings, job, dict, log=log)
+        return {"ref": plan.ref, "min_share": min_share, **outcome}
+    from mercury.features.lifecycle.consistency import measure_online
+
     with _store(settings) as store:
         report = measure_online(spark or spark_session(settings), settings, plan.definition(),
                                 store, as_of_ms=plan.cut_ms,

@@ -7,7 +7,8 @@ time zone), moves data to and from Python through Arrow, and logs only errors.
 
 There is no Iceberg runtime jar here, so nothing Iceberg is configured: jobs read the lake
 through pyiceberg scan planning and hand Arrow to Spark
-(``mercury.features.executors.spark.executor``).
+(``mercury.features.executors.spark.executor``). On EMR Serverless the job run's submit
+parameters add the runtime and a Glue catalog (``mercury.batch.emr_serverless``).
 
 pyspark is imported inside ``session``: importing this module stays cheap.
 """
