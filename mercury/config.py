@@ -148,7 +148,8 @@ class LakeConfig(_Section):
 
     catalog_type: Literal["sql", "glue"] = "sql"
     warehouse: str
-    catalog_uri: str | None = None
+    catalog_uri: str | None = None  # glue: the Glue endpoint, when not AWS's own
+    s3_endpoint: str | None = None  # glue: the S3 endpoint of the data files, likewise
     namespace: str = "raw"
 
 

@@ -18,9 +18,12 @@ What stands in for what, and why:
   with TLS only (its certificate from the test CA), so ``sslmode: verify-full`` is held as in
   production. Real, not mocked; it needs root to run the server as the postgres user.
 
-Not exercised here, and where instead: the Glue catalog over S3 (moto would need its server
-mode for pyarrow's S3 client), the Flink cluster on RocksDB and Spark on EMR (their own
-tests).
+- lake: the Glue catalog and S3 through moto in server mode (pyarrow's S3 client is not
+  Python, so only a server on a port reaches it): ``lake.catalog_uri`` and ``lake.s3_endpoint``
+  are the addresses changed.
+
+Not exercised here, and where instead: the Flink cluster on RocksDB (tests/flink) and Spark on
+EMR Serverless (tests/test_emr_submit.py, tests/test_feature_backfill_emr_dag.py).
 """
 
 from __future__ import annotations
@@ -441,3 +444,50 @@ def test_knowledge_index_talks_to_the_configured_opensearch(production):
     assert connection.host == "https://vpc-mercury-knowledge.eu-west-1.es.amazonaws.com:443"
     credentials = base64.b64encode(b"mercury:opensearch-secret").decode()
     assert connection.headers["authorization"] == f"Basic {credentials}"
+
+
+# ---- lake: Iceberg tables in the Glue catalog, data files on S3 --------------------------------
+
+@pytest.fixture
+def aws_server(monkeypatch):
+    """moto as a server on a local port: S3 and Glue for every client, pyarrow's included."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1",
+                        "AWS_ENDPOINT_URL": url}.items():
+        monkeypatch.setenv(name, value)
+    yield url
+    server.stop()
+
+
+def test_lake_runs_on_glue_and_s3(production, aws_server):
+    import boto3
+
+    from mercury.lake import tables
+    from tests.lake_fixtures import transaction
+
+    boto3.client("s3").create_bucket(Bucket="mercurypay-lake", CreateBucketConfiguration={
+        "LocationConstraint": "eu-west-1"})
+    settings = production(lake={"catalog_uri": aws_server, "s3_endpoint": aws_server})
+    assert (settings.lake.catalog_type, settings.lake.warehouse) == \
+        ("glue", "s3://mercurypay-lake/warehouse")
+
+    records = [transaction(n) for n in range(6)]
+    tables.upsert(settings, "transactions", records)
+    tables.upsert(settings, "transactions", records[:3])  # a retried load: no duplicates
+    stored = tables.read(settings, "transactions").to_pylist()
+    assert sorted(r["event_id"] for r in stored) == sorted(r["event_id"] for r in records)
+
+    glue = boto3.client("glue").get_table(DatabaseName="raw", Name="transactions")["Table"]
+    assert glue["Parameters"]["table_type"].upper() == "ICEBERG"
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
+        Bucket="mercurypay-lake")["Contents"]]
+    assert any(k.startswith("warehouse/raw.db/transactions/data/") and k.endswith(".parquet")
+               for k in keys)

@@ -187,6 +187,8 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
     props = {"type": "glue", "warehouse": lake.warehouse}
     if lake.catalog_uri:
         props["glue.endpoint"] = lake.catalog_uri
+    if lake.s3_endpoint:
+        props["s3.endpoint"] = lake.s3_endpoint
     return props
 
 
