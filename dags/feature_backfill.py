@@ -29,13 +29,14 @@ at a time, so two runs never race on one pointer.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, Param, task
 from mercury_airflow.tasks import feature_backfill as steps
 from mercury_airflow.tasks import settings
 
-DEFAULT_ARGS = {"owner": "data-platform", "retries": 1, "retry_delay": timedelta(minutes=1)}
+# The retry waits airflow.default_retry_delay_s (Airflow's [core] default_task_retry_delay).
+DEFAULT_ARGS = {"owner": "data-platform", "retries": 1}
 
 
 @task

@@ -169,6 +169,9 @@ class AirflowConfig(_Section):
     home: Path
     api_port: int = Field(8080, ge=1, le=65535)
     parallelism: int = Field(4, ge=1, le=32)
+    # The wait before a retry, for DAGs that do not set their own ([core]
+    # default_task_retry_delay); MWAA takes the same value in its Airflow configuration.
+    default_retry_delay_s: int = Field(60, ge=0)
 
 
 class WarehouseConfig(_Section):

@@ -80,6 +80,8 @@ def world(tmp_path_factory):
             settings = load_settings()
         env = {**os.environ, **airflow_env(settings, home=folder / "airflow"), **aws_env,
                "MERCURY_PROFILE": "production", "MERCURY_CONFIG": str(config),
+               # The DAG's retries wait Airflow's default delay: 1 s here, not a minute.
+               "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
                "MERCURY_EMR_APPLICATION_ID": aws.application_id,
                "MERCURY_EMR_EXECUTION_ROLE_ARN": ROLE_ARN,
                # The provider's default connection: no keys, the region; boto3 finds the rest.

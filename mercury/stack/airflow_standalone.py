@@ -45,6 +45,7 @@ def airflow_env(settings: Settings, home: Path | None = None) -> dict[str, str]:
         # The LocalExecutor starts one worker process per parallelism slot (32 by default):
         # far too many for a laptop that also runs Flink and Spark.
         "AIRFLOW__CORE__PARALLELISM": str(settings.airflow.parallelism),
+        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": str(settings.airflow.default_retry_delay_s),
         # Local use only: loopback, no login, everyone is admin.
         "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
