@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     from mercury.gdpr import cli as gdpr_cli
     from mercury.lake import compact_cli
     from mercury.ops import cli as flink_cli
-    from mercury.quality import replay_cli
+    from mercury.quality import gate_cli, replay_cli
     from mercury.retrieval import cli as knowledge_cli
     from mercury.serving import cli as serving_cli
 
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     cdc_cli.register(commands)
     compact_cli.register(commands)
     replay_cli.register(commands)
+    gate_cli.register(commands)
     flink_cli.register(commands)
     knowledge_cli.register(commands)
     gdpr_cli.register(serving_cli.register(commands))  # erase, export: privacy actions
