@@ -55,6 +55,9 @@ class Verdict:
     breaches: tuple[Breach, ...]
     baseline: str  # hour_of_week (N weeks) | hour_of_day (N days) | none (...)
     notes: tuple[str, ...] = field(default_factory=tuple)  # rules skipped, and why
+    # What each ratio rule measured, breached or not (``volume``, ``psi(currency)``...): how
+    # far a normal hour stays from its threshold.
+    measures: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -97,26 +100,27 @@ def evaluate(hour: HourProfile, history: Mapping[int, HourProfile],
     kind, seasonal = seasonal_baseline(hour.hour_ms, history, config)
     breaches: list[Breach] = []
     notes: list[str] = []
+    measures: dict[str, float] = {}
     if seasonal:
-        breaches += _volume(hour, seasonal, config, notes)
+        breaches += _volume(hour, seasonal, config, notes, measures)
         breaches += _rates(hour, seasonal, config)
     else:
         notes.append(f"volume, null and unknown-field rates not checked: baseline {kind}")
     window = [history[h] for h in range(hour.hour_ms - config.psi_window_hours * HOUR_MS,
                                         hour.hour_ms, HOUR_MS) if h in history]
-    breaches += _distributions(hour, merged(window, hour.stream), config, notes)
+    breaches += _distributions(hour, merged(window, hour.stream), config, notes, measures)
     breaches += _ceilings(hour, config)
-    return Verdict(hour.stream, hour.hour_ms, tuple(breaches), kind, tuple(notes))
+    return Verdict(hour.stream, hour.hour_ms, tuple(breaches), kind, tuple(notes), measures)
 
 
 def _volume(hour: HourProfile, seasonal: list[HourProfile], config: AnomalyConfig,
-            notes: list[str]) -> list[Breach]:
+            notes: list[str], measures: dict[str, float]) -> list[Breach]:
     expected = statistics.median(p.records for p in seasonal)
     if expected < config.volume_min_expected:
         notes.append(f"volume not checked: baseline {expected:g} records < "
                      f"volume_min_expected {config.volume_min_expected}")
         return []
-    ratio = hour.records / expected
+    ratio = measures["volume"] = hour.records / expected
     if ratio < config.volume_min_ratio:
         return [Breach("volume", None, ratio, config.volume_min_ratio,
                        f"{hour.records} records, {ratio:.0%} of the baseline median "
@@ -163,7 +167,7 @@ def _ceilings(hour: HourProfile, config: AnomalyConfig) -> list[Breach]:
 
 
 def _distributions(hour: HourProfile, reference: HourProfile, config: AnomalyConfig,
-                   notes: list[str]) -> list[Breach]:
+                   notes: list[str], measures: dict[str, float]) -> list[Breach]:
     if hour.records < config.psi_min_records or reference.records < config.psi_min_reference:
         notes.append(f"psi not checked: {hour.records} records in the hour (min "
                      f"{config.psi_min_records}), {reference.records} in the trailing window "
@@ -173,14 +177,15 @@ def _distributions(hour: HourProfile, reference: HourProfile, config: AnomalyCon
     for column, counts in sorted(hour.categories.items()):
         ref = reference.categories.get(column, {})
         keys = sorted(set(counts) | set(ref))
-        value = psi([ref.get(k, 0) for k in keys], [counts.get(k, 0) for k in keys])
+        value = measures[f"psi({column})"] = psi([ref.get(k, 0) for k in keys],
+                                                 [counts.get(k, 0) for k in keys])
         if value > config.psi_max:
             found.append(_psi_breach(column, value, config, _top_moves(ref, counts)))
     for column, bins in sorted(hour.histograms.items()):
         ref_bins = reference.histograms.get(column, [0] * len(bins))
         groups = quantile_groups(ref_bins, config.psi_bins)
-        value = psi([sum(ref_bins[i] for i in g) for g in groups],
-                    [sum(bins[i] for i in g) for g in groups])
+        value = measures[f"psi({column})"] = psi([sum(ref_bins[i] for i in g) for g in groups],
+                                                 [sum(bins[i] for i in g) for g in groups])
         if value > config.psi_max:
             found.append(_psi_breach(column, value, config, f"over {len(groups)} quantile bins"))
     return found
