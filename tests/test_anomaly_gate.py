@@ -295,3 +295,28 @@ def _gauge(text: str, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{series} not in\n{text}")
+
+
+def test_the_dag_gates_every_configured_stream_through_its_step(hours, gated, capsys):
+    """The quality_gate DAG maps its task over a constant (no mercury at parse time): held
+    here to the configured streams; its step promotes a normal hour and says so."""
+    import sys
+
+    from mercury.config import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "plugins"))
+    try:
+        from mercury_airflow.tasks.quality_gate import GATED_STREAMS, gate
+    finally:
+        sys.path.remove(str(REPO_ROOT / "plugins"))
+    assert GATED_STREAMS == AnomalyConfig().streams
+    settings, _ = gated
+    hour = DAY5 + 15 * HOUR_MS  # written to the event log by the test above, or now
+    if not (settings.event_log.root / "transactions").exists():
+        with open_producer(settings, writer_id="gate_test") as producer:
+            for record in hours["transactions"][hour]:
+                producer.send("transactions", orjson.dumps(record))
+    done = gate(settings, "transactions", hour)
+    assert done["status"] == "promoted" and 0.5 < done["measures"]["volume"] < 2
+    assert f"transactions {hour_label(hour)}: promoted (baseline hour_of_day (4 days); volume" \
+        in capsys.readouterr().out
