@@ -128,6 +128,7 @@ def test_an_hour_with_80_percent_fewer_events_is_quarantined_by_the_volume_rule(
     assert result.status == "quarantined"
     assert _rules(result) == {("volume", None)}
     [breach] = result.verdict.breaches
+    print(f"\n80% fewer transactions in {hour_label(DROPPED)}: {breach.line()}")
     assert breach.observed == pytest.approx(0.2, abs=0.05)
     assert breach.threshold == settings.anomaly.volume_min_ratio
     with pytest.raises(HourQuarantined, match=r"volume: \d+ records, 2\d% of the baseline"):
@@ -143,6 +144,7 @@ def test_a_shifted_currency_mix_is_quarantined_by_psi_naming_the_column(hours, g
     assert result.status == "quarantined"
     assert _rules(result) == {("psi", "currency")}
     [breach] = result.verdict.breaches
+    print(f"\ncurrency mix shifted in {hour_label(SHIFTED)}: {breach.line()}")
     assert breach.observed > settings.anomaly.psi_max
     assert "USD" in breach.detail  # the value that moved most is named
     # The same hour unshifted passes: it is the mix, not the hour, that broke the rule.
