@@ -23,6 +23,7 @@ from mercury_airflow.tasks import settings
 def gate(stream: str, data_interval_start=None) -> dict:
     """Promote or quarantine the stream's hour starting at the data interval's start."""
     from airflow.sdk.exceptions import AirflowFailException
+
     from mercury.quality.hour_gate import HourQuarantined
 
     hour_ms = int(data_interval_start.timestamp() * 1000)

@@ -362,11 +362,10 @@ class AnomalyConfig(_Section):
     relative compares with the seasonal baseline of hours that were promoted before."""
     streams: tuple[str, ...] = ("transactions", "user_activity")
     # Columns whose value mix is compared with the trailing week by PSI.
-    categorical: dict[str, tuple[str, ...]] = Field(default_factory=lambda: {
+    categorical: dict[str, tuple[str, ...]] = {
         "transactions": ("currency", "event_type", "country"),
-        "user_activity": ("event_type", "platform")})
-    numeric: dict[str, tuple[str, ...]] = Field(default_factory=lambda: {
-        "transactions": ("amount",)})
+        "user_activity": ("event_type", "platform")}
+    numeric: dict[str, tuple[str, ...]] = {"transactions": ("amount",)}
     # Volume: the median of the same hour-of-week over the trailing weeks once
     # ``min_weeks`` of them were promoted, else of the same hour-of-day over trailing days.
     baseline_weeks: int = Field(4, ge=1)

@@ -175,7 +175,7 @@ def _distributions(hour: HourProfile, reference: HourProfile, config: AnomalyCon
         return []
     found = []
     for column, counts in sorted(hour.categories.items()):
-        ref = reference.categories.get(column, {})
+        ref: Mapping[str, int] = reference.categories.get(column, {})
         keys = sorted(set(counts) | set(ref))
         value = measures[f"psi({column})"] = psi([ref.get(k, 0) for k in keys],
                                                  [counts.get(k, 0) for k in keys])

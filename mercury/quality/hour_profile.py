@@ -83,7 +83,7 @@ def profile_hour(stream: str, hour_ms: int, records: Iterable[dict],
     profile = HourProfile(stream, hour_ms,
                           categories={c: Counter() for c in categorical},
                           histograms={c: [0] * (len(NUMERIC_EDGES) + 1) for c in numeric})
-    seen: set[str] = set()
+    seen: set[object] = set()  # event ids, as the records carry them
     for n, record in enumerate(records):
         arrived = record.get("ingest_ts")
         if not isinstance(arrived, int) or hour_start(arrived) != hour_ms:
