@@ -1,13 +1,14 @@
 """quality_gate: the hourly anomaly gate of the raw streams, one mapped task per stream.
 
-Each run judges the arrival hour its data interval covers (records whose ``ingest_ts`` lies
-in it) against the hours promoted before: volume against the seasonal baseline, null and
-unknown-field rates, PSI of the value mix against the trailing week, duplicate and late
-rates (``mercury.quality.anomaly``; thresholds in ``anomaly`` of the settings). A breach
-quarantines the hour in the ledger (Postgres), sets ``mercury_quality_quarantined_hours``
-(alert AnomalyHourQuarantined) and fails the task without retries, naming the rules. The
-override, after checking: ``mercury quality release --stream S --hour H --reason ...``
-(docs/QUALITY.md, docs/runbooks/AnomalyHourQuarantined.md).
+Each run judges the last arrival hour closed at its data interval's end (records whose
+``ingest_ts`` lies in it) against the hours promoted before: volume against the seasonal
+baseline, null and unknown-field rates, PSI of the value mix against the trailing week,
+duplicate and late rates (``mercury.quality.anomaly``; thresholds in ``anomaly`` of the
+settings). A breach quarantines the hour in the ledger (Postgres), sets
+``mercury_quality_quarantined_hours`` (alert AnomalyHourQuarantined) and fails the task
+without retries, naming the rules. The override, after checking:
+``mercury quality release --stream S --hour H --reason ...`` (docs/QUALITY.md,
+docs/runbooks/AnomalyHourQuarantined.md).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from mercury_airflow.tasks import settings
 
 
 @task
-def gate(stream: str, data_interval_start=None) -> dict:
-    """Promote or quarantine the stream's hour starting at the data interval's start."""
+def gate(stream: str, data_interval_end=None) -> dict:
+    """Promote or quarantine the stream's last hour closed at the data interval's end (a
+    manual run's interval is empty, at its logical date: it gates the hour before it)."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from mercury.quality.hour_gate import HourQuarantined
 
-    hour_ms = int(data_interval_start.timestamp() * 1000)
+    end_ms = int(data_interval_end.timestamp() * 1000)
+    hour_ms = end_ms - end_ms % 3_600_000 - 3_600_000
     try:
         return steps.gate(settings(), stream, hour_ms)
     except HourQuarantined as exc:

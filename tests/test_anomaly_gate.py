@@ -322,3 +322,47 @@ def test_the_dag_gates_every_configured_stream_through_its_step(hours, gated, ca
     assert done["status"] == "promoted" and 0.5 < done["measures"]["volume"] < 2
     assert f"transactions {hour_label(hour)}: promoted (baseline hour_of_day (4 days); volume" \
         in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_dag_run_fails_on_a_quarantined_hour_without_retrying(hours, gated, tmp_path):
+    """`airflow dags test quality_gate <hour>`: the run's data interval is the hour gated; a
+    held hour fails its task at once (no retries: the same hour would be judged the same),
+    naming the rule and the release command."""
+    import os
+    import subprocess
+    from datetime import UTC, datetime
+
+    from mercury.stack.airflow_standalone import airflow_binary, airflow_env
+    from mercury.stack.base import StackError
+
+    try:
+        binary = airflow_binary()
+    except StackError as exc:
+        pytest.skip(str(exc))
+    settings, _ = gated
+    held = DAY5 + 17 * HOUR_MS
+    with open_producer(settings, writer_id="gate_dag") as producer:
+        for record in hours["transactions"][held][::5] + hours["user_activity"][held]:
+            stream = "transactions" if "account_id" in record else "user_activity"
+            producer.send(stream, orjson.dumps(record))
+    env = {**os.environ, **airflow_env(settings, home=tmp_path / "airflow"),
+           "MERCURY_CONFIG": str(settings.data_dir.parent / "mercury.yaml")}
+
+    def airflow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+
+    assert (migrated := airflow("db", "migrate")).returncode == 0, migrated.stderr[-3000:]
+    logical = datetime.fromtimestamp((held + HOUR_MS) / 1000, UTC).isoformat()
+    run = airflow("dags", "test", "quality_gate", logical)
+    output = run.stdout + run.stderr
+    assert f"transactions hour {hour_label(held)} is quarantined: volume: " in output, \
+        output[-5000:]
+    assert f"user_activity {hour_label(held)}: promoted (baseline hour_of_day" in output, \
+        output[-5000:]
+    assert "state=failed" in output or run.returncode != 0, output[-3000:]
+    assert "up_for_retry" not in output.lower()
+    with quarantine.connect(settings) as conn:
+        assert quarantine.get(conn, settings, "transactions", held).status == "quarantined"
+        assert quarantine.get(conn, settings, "user_activity", held).status == "promoted"

@@ -27,8 +27,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     _hour_options(release)
     release.add_argument("--reason", required=True,
                          help="why the hour is fine after all (kept with the release)")
-    release.add_argument("--by", default=os.environ.get("MERCURY_OPERATOR") or getpass.getuser(),
-                         help="who releases it (default: $MERCURY_OPERATOR, else the login)")
+    release.add_argument("--by", help="who releases it (default: $MERCURY_OPERATOR, else "
+                                      "the login name)")
     release.set_defaults(run=_release)
     held = actions.add_parser("held", help="list quarantined hours and their rules")
     held.add_argument("--stream", help="only this stream")
@@ -83,13 +83,21 @@ def _release(args) -> int:
     from mercury.quality.hour_gate import hour_label, release_hour
     from mercury.quality.quarantine import NotQuarantined
 
+    by = args.by or os.environ.get("MERCURY_OPERATOR") or _login()
     try:
-        done = release_hour(load_settings(), args.stream, args.hour, args.reason, args.by)
+        done = release_hour(load_settings(), args.stream, args.hour, args.reason, by)
     except (NotQuarantined, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     rules = ", ".join(b["rule"] for b in done.breaches)
-    print(f"{args.stream} {hour_label(args.hour)}: released by {args.by} over {rules}")
+    print(f"{args.stream} {hour_label(args.hour)}: released by {by} over {rules}")
     return 0
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError) as exc:  # a container user without a passwd entry
+        raise CommandError("say who releases the hour: --by NAME (or MERCURY_OPERATOR)") from exc
 
 
 def _held(args) -> int:
