@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     from mercury.lake import compact_cli
     from mercury.monitoring import cli as monitoring_cli
     from mercury.ops import cli as flink_cli
-    from mercury.quality import replay_cli
+    from mercury.quality import gate_cli, replay_cli
     from mercury.retrieval import cli as knowledge_cli
     from mercury.serving import cli as serving_cli
     from mercury.warehouse import cli as warehouse_cli
@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     cdc_cli.register(commands)
     compact_cli.register(commands)
     replay_cli.register(commands)
+    gate_cli.register(commands)
     flink_cli.register(commands)
     knowledge_cli.register(commands)
     monitoring_cli.register(commands)

@@ -429,6 +429,46 @@ class MonitoringConfig(_Section):
     canary_user_prefix: str = "usr_canary_"
 
 
+class AnomalyConfig(_Section):
+    """The hourly anomaly gate of the raw streams (mercury/quality/anomaly.py, docs/QUALITY.md).
+
+    An hour is the records of a stream that arrived in it (``ingest_ts``). A threshold that is
+    relative compares with the seasonal baseline of hours that were promoted before."""
+    streams: tuple[str, ...] = ("transactions", "user_activity")
+    # Columns whose value mix is compared with the trailing week by PSI.
+    categorical: dict[str, tuple[str, ...]] = {
+        "transactions": ("currency", "event_type", "country"),
+        "user_activity": ("event_type", "platform")}
+    numeric: dict[str, tuple[str, ...]] = {"transactions": ("amount",)}
+    # Volume: the median of the same hour-of-week over the trailing weeks once
+    # ``min_weeks`` of them were promoted, else of the same hour-of-day over trailing days.
+    baseline_weeks: int = Field(4, ge=1)
+    min_weeks: int = Field(2, ge=1)
+    baseline_days: int = Field(7, ge=1)
+    min_days: int = Field(3, ge=1)
+    volume_min_ratio: float = Field(0.5, gt=0, lt=1)  # an hour below half its baseline
+    volume_max_ratio: float = Field(3.0, gt=1)  # paydays double volume; tripling is not one
+    volume_min_expected: int = Field(50, ge=1)  # below this, Poisson noise alone breaks ratios
+    # Distributions: PSI of the hour against the trailing ``psi_window_hours``.
+    psi_max: float = Field(0.2, gt=0)
+    psi_bins: int = Field(10, ge=2)  # numeric columns: quantile bins of the reference
+    psi_window_hours: int = Field(168, ge=1)
+    psi_min_records: int = Field(200, ge=1)  # in the hour; fewer: sampling noise dominates
+    psi_min_reference: int = Field(2_000, ge=1)
+    # Rates: absolute rise over the baseline hours' rate, per column / field.
+    null_rate_max_rise: float = Field(0.10, gt=0, le=1)
+    unknown_field_rate_max_rise: float = Field(0.10, gt=0, le=1)
+    duplicate_rate_max: float = Field(0.15, ge=0, le=1)
+    late_rate_max: float = Field(0.10, ge=0, le=1)
+    late_after_ms: int = Field(3_600_000, ge=1)  # arrival this long after event time: late
+
+    @model_validator(mode="after")
+    def _weeks_fit(self) -> AnomalyConfig:
+        if self.min_weeks > self.baseline_weeks or self.min_days > self.baseline_days:
+            raise ValueError("anomaly.min_weeks/min_days cannot exceed baseline_weeks/days")
+        return self
+
+
 class Settings(_Section):
     profile: Literal["local", "production"]
     data_dir: Path
@@ -447,6 +487,7 @@ class Settings(_Section):
     ops_state: OpsStateConfig = OpsStateConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     spark_submit: SparkSubmitConfig = LocalSparkSubmitConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
 
     @model_validator(mode="after")
     def _production_holds_no_local_stand_in(self) -> Settings:
