@@ -13,7 +13,9 @@ the model version that used them, as PSI per feature (docs/DRIFT.md).
 - A "feature" here is one scalar leaf of a feature's value, ``<set ref>:<path>``
   (``spending.v1:settled_count.7d``, ``spending.v1:settled_amount.7d.EUR``): a list counts by
   its length (``...recent_purchases.length``). A leaf a row lacks (a currency the user never
-  paid in) falls in the ``missing`` bin.
+  paid in) falls in the ``missing`` bin. Instants (``ts``, ``*_ts``, ``*_at``) and identifiers
+  (``*_id``) are left out: a served instant is always later than a training one and an id is
+  new by nature, so their PSI would be large on every day and mean nothing.
 """
 
 from __future__ import annotations
@@ -39,14 +41,20 @@ TOO_FEW, ABSENT, NOT_SERVED = "too_few", "absent_from_training", "not_served"
 
 
 def leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    """The scalar leaves of a feature value: maps by key, lists by length."""
+    """The scalar leaves of a feature value: maps by key, lists by length; instants and
+    identifiers left out."""
     if isinstance(value, dict):
         for key, inner in value.items():
-            yield from leaves(inner, f"{path}.{key}")
+            if not _not_a_distribution(key):
+                yield from leaves(inner, f"{path}.{key}")
     elif isinstance(value, list):
         yield f"{path}.length", len(value)
     else:
         yield path, value
+
+
+def _not_a_distribution(key: str) -> bool:
+    return key == "ts" or key.endswith(("_ts", "_at", "_id"))
 
 
 @dataclass(frozen=True)
