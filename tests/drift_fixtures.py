@@ -9,7 +9,9 @@ API ships them. ``shift`` moves one feature of the served side on purpose.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import orjson
@@ -98,3 +100,32 @@ def audit_records(requests: int, seed: int, shift: bool = False, *,
             "degraded_parts": [],
         })
     return records
+
+
+def make_world(tmp: Path) -> Path:
+    """A settings file with ``MODEL`` registered, its training set (3,000 users), and two
+    days of its served values in the audit lake (3,000 requests each): 2026-12-01 from the
+    training distribution, 2026-12-02 with the daily approvals shifted. Also five requests
+    of another model version and one of another declines version, to be left out."""
+    from mercury.config import load_settings
+    from mercury.eventlog import encode_record, open_producer
+    from mercury.lake.load import load_stream
+    from tests.conftest import write_config
+
+    training = write_training_set(tmp / "training" / MODEL, users=3000, seed=1)
+    path = write_config(tmp, drift={"models": {MODEL: {"training_set": str(training),
+                                                       "feature_sets": list(SETS)}}})
+    with mock.patch.dict(os.environ, {"MERCURY_CONFIG": str(path)}):
+        settings = load_settings()
+    same = audit_records(3000, seed=2)
+    shifted = audit_records(3000, seed=3, shift=True, start_ms=DAY0_MS + DAY_MS)
+    other_model = audit_records(5, seed=4, model="assistant-llm-2026-10")
+    other_version = audit_records(1, seed=5)[0] | {"request_id": "req-v2",
+                                                   "feature_versions": {"declines": 2}}
+    with open_producer(settings, writer_id="drift_test") as producer:
+        for record in [*same, *shifted, *other_model, other_version]:
+            producer.send("inference_audit", encode_record(settings, "inference_audit", record),
+                          key=record["request_id"])
+    report = load_stream(settings, "inference_audit")
+    assert report.inserted == 3000 + 3000 + 5 + 1, report.summary()
+    return path

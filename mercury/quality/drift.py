@@ -41,7 +41,7 @@ TOO_FEW, ABSENT, NOT_SERVED = "too_few", "absent_from_training", "not_served"
 
 
 def leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    """The scalar leaves of a feature value: maps by key, lists by length; instants and
+    """The scalar leaves of a feature value: maps by key, lists by length; nulls, instants and
     identifiers left out."""
     if isinstance(value, dict):
         for key, inner in value.items():
@@ -49,7 +49,7 @@ def leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
                 yield from leaves(inner, f"{path}.{key}")
     elif isinstance(value, list):
         yield f"{path}.length", len(value)
-    else:
+    elif value is not None:  # a null is the leaf missing: counted as such by the callers
         yield path, value
 
 
@@ -161,6 +161,8 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        for name in ("compared", "other_version", "degraded"):
+            out[name] = dict(getattr(self, name))  # asdict would rebuild a Counter from pairs
         out["drifted"] = [f.feature for f in self.with_status(DRIFTED)]
         return out
 
