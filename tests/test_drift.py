@@ -195,3 +195,18 @@ def test_drift_config_rules():
     with pytest.raises(ValidationError, match=r"\['spending'\] are not refs"):
         DriftModelConfig(training_set="x", feature_sets=("spending",))
     assert (DriftConfig().psi_warn, DriftConfig().psi_drift) == (0.1, 0.2)
+
+
+def test_the_alert_rule_fires_at_the_configured_drift_threshold():
+    """The rule cannot read the settings: its number is held to ``drift.psi_drift`` here."""
+    import re
+
+    import yaml
+
+    from mercury.config import REPO_ROOT
+
+    rules = yaml.safe_load((REPO_ROOT / "infra/monitoring/rules/drift.yml").read_text())
+    (expr,) = [r["expr"] for g in rules["groups"] for r in g["rules"]
+               if r.get("alert") == "FeatureDriftDetected"]
+    threshold = re.fullmatch(r".*mercury_feature_drift_psi\) > ([0-9.]+)\s*", expr, re.S)
+    assert threshold and float(threshold.group(1)) == DriftConfig().psi_drift
