@@ -2,7 +2,7 @@
 
 - ``measure``: for every model version in the registry (``drift.models`` in the settings:
   model version -> training set), yesterday's served values from the audit lake table
-  against the training distribution, PSI per feature (``mercury.quality.drift``). Writes a
+  against the training distribution, PSI per feature (``mercury.drift.measure``). Writes a
   JSON report per model under ``<data_dir>/drift/`` and the metrics file that
   ``FeatureDriftDetected`` alerts on.
 - ``signal_retraining``: when a feature drifted (PSI above ``drift.psi_drift``), updates the

@@ -376,7 +376,7 @@ class DriftModelConfig(_Section):
 
 class DriftConfig(_Section):
     """Served feature values against the training distribution of the model that used them
-    (``mercury.quality.drift``; docs/DRIFT.md). PSI below ``psi_warn`` is stable, from it to
+    (``mercury.drift.measure``; docs/DRIFT.md). PSI below ``psi_warn`` is stable, from it to
     ``psi_drift`` a moderate shift worth a look, above ``psi_drift`` drifted (alert and the
     retraining asset)."""
 

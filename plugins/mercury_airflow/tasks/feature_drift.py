@@ -1,4 +1,4 @@
-"""The feature_drift DAG's steps: thin glue over ``mercury.quality.drift``.
+"""The feature_drift DAG's steps: thin glue over ``mercury.drift.measure``.
 
 - ``measure_drift``: every registered model version's served values in the run's day
   against its training set; writes one JSON report per model under
@@ -30,8 +30,8 @@ def measure_drift(settings: Settings, since: datetime, until: datetime, *,
     {model: [feature, ...]}}`` for XCom."""
     import orjson
 
-    from mercury.quality.drift import DRIFTED, measure
-    from mercury.quality.drift_metrics import metrics_path, write_metrics
+    from mercury.drift.measure import DRIFTED, measure
+    from mercury.drift.metrics import metrics_path, write_metrics
 
     if since.tzinfo is None or until <= since:
         raise ValueError(f"measure_drift: [{since}, {until}) is not a zoned, non-empty range")

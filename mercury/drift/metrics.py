@@ -17,11 +17,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mercury.quality.drift import DRIFTED, MODERATE, STABLE
+from mercury.drift.measure import DRIFTED, MODERATE, STABLE
 
 if TYPE_CHECKING:
     from mercury.config import Settings
-    from mercury.quality.drift import DriftReport
+    from mercury.drift.measure import DriftReport
 
 JUDGED = (STABLE, MODERATE, DRIFTED)
 
