@@ -389,7 +389,7 @@ class DriftConfig(_Section):
     # Fewer served values than this in the day: reported, not judged (PSI on a handful of
     # values is noise).
     min_served: int = Field(100, ge=1)
-    # The Prometheus text file the daily job (re)writes (None: <data_dir>/metrics/feature_drift.prom).
+    # The Prometheus text file the daily job rewrites; None: <data_dir>/metrics/feature_drift.prom.
     metrics_file: Path | None = None
     # The registry: model version -> its training set.
     models: dict[str, DriftModelConfig] = Field(default_factory=dict)

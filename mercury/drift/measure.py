@@ -155,9 +155,9 @@ class DriftReport:
 
     def summary(self) -> str:
         day = datetime.fromtimestamp(self.since_ms / 1000, tz=UTC).isoformat(timespec="minutes")
-        counts = Counter(f.status for f in self.features)
+        counts = sorted(Counter(f.status for f in self.features).items())
         return (f"{self.model_version} since {day}: {self.requests} requests, compared "
-                f"{dict(self.compared)}; " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+                f"{dict(self.compared)}; " + ", ".join(f"{n} {s}" for s, n in counts))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
