@@ -25,9 +25,11 @@ DAY0_MS = 1_796_083_200_000  # 2026-12-01T00:00:00Z
 REASONS = ("INSUFFICIENT_FUNDS", "DO_NOT_HONOR", "EXPIRED_CARD", "SUSPECTED_FRAUD")
 
 
-def user_values(rng: np.random.Generator, shift: bool = False) -> dict[str, dict | None]:
+def user_values(rng: np.random.Generator, shift: bool = False,
+                shift_lock: bool = False) -> dict[str, dict | None]:
     """One user's values, ``{set: {feature: value}}``; a set is None when the user had no
-    counting event (a tenth of users have no declines history)."""
+    counting event (a tenth of users have no declines history). ``shift`` moves the daily
+    approvals up, ``shift_lock`` makes frozen cards five times as common."""
     declined_1d = int(rng.poisson(0.8))
     reasons = {r: int(n) for r, n in zip(REASONS, rng.multinomial(declined_1d, [.5, .3, .1, .1]),
                                          strict=True) if n}
@@ -40,7 +42,8 @@ def user_values(rng: np.random.Generator, shift: bool = False) -> dict[str, dict
         "declined_by_reason": {"1d": reasons, "7d": reasons},
         "approved_count": {"1d": approved},
     }
-    lock = rng.choice(["none", "CARD_FREEZE", "CARD_UNFREEZE"], p=[.7, .1, .2])
+    lock = rng.choice(["none", "CARD_FREEZE", "CARD_UNFREEZE"],
+                      p=[.3, .5, .2] if shift_lock else [.7, .1, .2])
     engagement = {
         "card_lock": None if lock == "none" else {"event_type": str(lock),
                                                  "ts": DAY0_MS - int(rng.integers(DAY_MS))},
@@ -80,13 +83,13 @@ def empty_declines() -> dict:
             "declined_by_reason": {"1d": {}, "7d": {}}, "approved_count": {"1d": 0}}
 
 
-def audit_records(requests: int, seed: int, shift: bool = False, *,
+def audit_records(requests: int, seed: int, shift: bool = False, *, shift_lock: bool = False,
                   model: str = MODEL, start_ms: int = DAY0_MS) -> list[dict]:
     """inference_audit records of one day, each serving both sets at version 1."""
     rng = np.random.default_rng(seed)
     records = []
     for i in range(requests):
-        values = user_values(rng, shift=shift)
+        values = user_values(rng, shift=shift, shift_lock=shift_lock)
         values["declines"] = values["declines"] or empty_declines()
         at = start_ms + i * (DAY_MS // requests)
         records.append({

@@ -115,12 +115,24 @@ def test_the_same_distribution_drifts_nowhere(world):
     assert report.requests == 3000 + 1  # the other set version is read, then left out
     assert report.other_version == {"declines.v2": 1}
     worst = max(report.features, key=lambda f: f.psi or 0.0)
+    print(f"worst PSI of a day from the training distribution: {worst}")
     assert worst.psi < 0.1, worst
     assert report.with_status(drift.DRIFTED, drift.MODERATE) == []
     # Instants are not distributions: the card lock's time is left out, its state compared.
     names = {f.feature for f in report.features}
     assert "engagement.v1:card_lock.event_type" in names
     assert not any(name.endswith(".ts") for name in names)
+
+
+def test_a_shifted_category_drifts_and_the_rest_stay_stable(tmp_path):
+    """The card lock's state (a category, and its absence in the missing bin) shifted."""
+    report = drift.compare(_profile(tmp_path, users=3000),
+                           audit_records(3000, seed=7, shift_lock=True), DriftConfig())
+    assert [f.feature for f in report.with_status(drift.DRIFTED)] == [
+        "engagement.v1:card_lock.event_type"]
+    lock = next(f for f in report.features if f.feature == "engagement.v1:card_lock.event_type")
+    assert lock.kind == "categorical" and lock.psi > 0.2
+    assert max(f.psi or 0.0 for f in report.features if f is not lock) < 0.1
 
 
 def test_a_day_nobody_was_served_reports_every_feature_not_served(world):
