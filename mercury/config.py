@@ -469,6 +469,53 @@ class AnomalyConfig(_Section):
         return self
 
 
+class DriftModelConfig(_Section):
+    """One model version the audit names (``llm_model_version``) and the training set it was
+    built on: the Parquet folder ``spark_jobs.training_set`` wrote (one folder per model
+    version, never rewritten) and the feature set refs it was built from, whose served
+    versions are the ones comparable with it."""
+
+    training_set: str  # a local folder or an s3:// URI
+    feature_sets: tuple[str, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _refs_are_versioned(self) -> DriftModelConfig:
+        import re
+
+        bad = [r for r in self.feature_sets if not re.fullmatch(r"[a-z][a-z0-9_]*\.v[0-9]+", r)]
+        if bad:
+            raise ValueError(f"feature_sets: {bad} are not refs '<set>.v<version>'")
+        return self
+
+
+class DriftConfig(_Section):
+    """Served feature values against the training distribution of the model that used them
+    (``mercury.drift.measure``; docs/DRIFT.md). PSI below ``psi_warn`` is stable, from it to
+    ``psi_drift`` a moderate shift worth a look, above ``psi_drift`` drifted (alert and the
+    retraining asset)."""
+
+    psi_warn: float = Field(0.1, gt=0)
+    psi_drift: float = Field(0.2, gt=0)
+    # Numeric features: this many quantile bins of the training values.
+    bins: int = Field(10, ge=2, le=100)
+    # An empty bin's share is floored at this, so ln(actual/expected) stays finite.
+    epsilon: float = Field(1e-4, gt=0, lt=0.01)
+    # Fewer served values than this in the day: reported, not judged (PSI on a handful of
+    # values is noise).
+    min_served: int = Field(100, ge=1)
+    # The Prometheus text file the daily job rewrites; None: <data_dir>/metrics/feature_drift.prom.
+    metrics_file: Path | None = None
+    # The registry: model version -> its training set.
+    models: dict[str, DriftModelConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _warn_below_drift(self) -> DriftConfig:
+        if self.psi_warn >= self.psi_drift:
+            raise ValueError(f"psi_warn ({self.psi_warn}) must be below psi_drift "
+                             f"({self.psi_drift})")
+        return self
+
+
 class Settings(_Section):
     profile: Literal["local", "production"]
     data_dir: Path
@@ -488,6 +535,7 @@ class Settings(_Section):
     monitoring: MonitoringConfig = MonitoringConfig()
     spark_submit: SparkSubmitConfig = LocalSparkSubmitConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
+    drift: DriftConfig = DriftConfig()
 
     @model_validator(mode="after")
     def _production_holds_no_local_stand_in(self) -> Settings:
@@ -574,7 +622,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 _PATH_KEYS = {"data_dir", "root", "warehouse", "conf_dir", "home", "duckdb_path", "path",
-              "ssl_ca_certs", "sslrootcert"}
+              "ssl_ca_certs", "sslrootcert", "training_set", "metrics_file"}
 
 
 def _is_uri(value: str) -> bool:
