@@ -27,7 +27,6 @@ from mercury.quality import quarantine
 from mercury.quality.anomaly import (
     evaluate,
     history_hours,
-    psi,
     quantile_groups,
     seasonal_baseline,
 )
@@ -224,14 +223,6 @@ def test_the_promoting_step_reads_the_hour_from_the_event_log(hours, gated, monk
 
 
 # --- the rules on literal profiles ------------------------------------------------------------
-
-
-def test_psi_of_identical_mixes_is_zero_and_of_a_known_shift_is_its_formula():
-    assert psi([50, 30, 20], [500, 300, 200]) == pytest.approx(0.0)
-    # 0.5/0.3/0.2 -> 0.2/0.3/0.5: (0.2-0.5)ln(0.4) + 0 + (0.5-0.2)ln(2.5) = 0.5497
-    assert psi([50, 30, 20], [20, 30, 50]) == pytest.approx(0.5497, abs=1e-4)
-    with pytest.raises(ValueError, match="same bins"):
-        psi([1, 2], [1, 2, 3])
 
 
 def test_quantile_groups_split_the_reference_mass_evenly():

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from mercury.config import DriftConfig, DriftModelConfig, load_settings
 from mercury.drift import measure as drift
 from mercury.drift.metrics import write_metrics
-from mercury.drift.psi import MISSING, OTHER, Bins, bins_from, psi
+from mercury.quality.psi import MISSING, OTHER, Bins, bins_from, psi
 from tests.drift_fixtures import (
     DAY0_MS,
     DAY_MS,

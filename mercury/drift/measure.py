@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mercury.drift.psi import Bins, Kind, bins_from, psi
+from mercury.quality.psi import Bins, Kind, bins_from, psi
 
 if TYPE_CHECKING:
     import pyarrow as pa

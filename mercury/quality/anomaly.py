@@ -18,13 +18,13 @@ already counts, so a rule is arithmetic on them.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from mercury.quality.hour_profile import HOUR_MS, HourProfile, merged
+from mercury.quality.psi import psi
 
 if TYPE_CHECKING:
     from mercury.config import AnomalyConfig
@@ -178,14 +178,15 @@ def _distributions(hour: HourProfile, reference: HourProfile, config: AnomalyCon
         ref: Mapping[str, int] = reference.categories.get(column, {})
         keys = sorted(set(counts) | set(ref))
         value = measures[f"psi({column})"] = psi([ref.get(k, 0) for k in keys],
-                                                 [counts.get(k, 0) for k in keys])
+                                                 [counts.get(k, 0) for k in keys], PSI_FLOOR)
         if value > config.psi_max:
             found.append(_psi_breach(column, value, config, _top_moves(ref, counts)))
     for column, bins in sorted(hour.histograms.items()):
         ref_bins = reference.histograms.get(column, [0] * len(bins))
         groups = quantile_groups(ref_bins, config.psi_bins)
         value = measures[f"psi({column})"] = psi([sum(ref_bins[i] for i in g) for g in groups],
-                                                 [sum(bins[i] for i in g) for g in groups])
+                                                 [sum(bins[i] for i in g) for g in groups],
+                                                 PSI_FLOOR)
         if value > config.psi_max:
             found.append(_psi_breach(column, value, config, f"over {len(groups)} quantile bins"))
     return found
@@ -204,20 +205,6 @@ def _top_moves(ref: Mapping[str, int], now: Mapping[str, int], n: int = 3) -> st
                     for k in set(ref) | set(now)), key=lambda m: -abs(m[0]))
     return ", ".join(f"{k} {ref.get(k, 0) / ref_total:.0%}->{now.get(k, 0) / now_total:.0%}"
                      for _, k in moves[:n])
-
-
-def psi(expected: Sequence[int], actual: Sequence[int]) -> float:
-    """Population stability index of two histograms over the same bins (counts)."""
-    if len(expected) != len(actual):
-        raise ValueError(f"psi needs the same bins: {len(expected)} vs {len(actual)}")
-    e_total, a_total = sum(expected), sum(actual)
-    if not e_total or not a_total:
-        raise ValueError("psi needs at least one count on each side")
-    total = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        pe, pa = max(e / e_total, PSI_FLOOR), max(a / a_total, PSI_FLOOR)
-        total += (pa - pe) * math.log(pa / pe)
-    return total
 
 
 def quantile_groups(bins: Sequence[int], n: int) -> list[list[int]]:
