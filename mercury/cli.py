@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     stack = commands.add_parser("stack", help="start, check or stop the local stack")
     stack.add_argument("action", choices=("up", "down", "status"))
     stack.add_argument("--only", help="comma-separated: redis,postgres,flink,airflow,"
-                                      "alertmanager,prometheus")
+                                      "node-exporter,alertmanager,prometheus")
     stack.set_defaults(run=_stack)
 
     gen = commands.add_parser("generate", help="write a seeded MercuryPay world to the event log")

@@ -427,6 +427,8 @@ class MonitoringConfig(_Section):
     probe_timeout_s: float = Field(30.0, gt=0)
     # Canaries are AUTHs of users of their own, so that no real user's context holds them.
     canary_user_prefix: str = "usr_canary_"
+    # The node exporter serving <data_dir>/metrics (batch jobs' text files) to Prometheus.
+    textfile_exporter_port: int = Field(9100, ge=1, le=65535)
 
 
 class AnomalyConfig(_Section):
@@ -553,6 +555,12 @@ class Settings(_Section):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Batch jobs' metrics in Prometheus's text format, served by the local stack's node
+        exporter (its textfile collector) for Prometheus to scrape."""
+        return self.data_dir / "metrics"
 
     @property
     def key_file(self) -> Path:

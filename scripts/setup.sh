@@ -43,13 +43,16 @@ else
   echo "setup: warning: javac is not installed; the SQL streaming job needs it (apt-get install openjdk-17-jdk-headless)" >&2
 fi
 # The monitoring stack: Prometheus (with promtool, which checks the config and unit-tests the
-# alert rules: tests/test_monitoring_rules.py) and Alertmanager, both Debian packages; `mercury
-# stack up` runs them. Where systemd runs services, the packages also start their own servers
-# on :9090 / :9093: stop those if unwanted.
+# alert rules: tests/test_monitoring_rules.py), Alertmanager and the node exporter (the batch
+# jobs' metric files), Debian packages; `mercury stack up` runs them. Where systemd runs
+# services, the packages also start their own servers on :9090 / :9093 / :9100: stop those if
+# unwanted.
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
   || missing+=(prometheus-alertmanager)
+command -v prometheus-node-exporter >/dev/null || command -v node_exporter >/dev/null \
+  || missing+=(prometheus-node-exporter)
 if (( ${#missing[@]} )); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
     echo "setup: installing ${missing[*]} (Debian)"

@@ -82,7 +82,7 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
     from mercury.eventlog import open_producer
     from mercury.monitoring.probe import FreshnessProbe
     from mercury.online.factory import open_store
-    from mercury.stack.monitoring_servers import PrometheusServer
+    from mercury.stack.monitoring_servers import PrometheusServer, TextfileExporter
     from tests.serving_fixtures import PrivateRedis
 
     redis = PrivateRedis(tmp_path)
@@ -90,11 +90,16 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
     path = write_config(tmp_path, online_store={"port": redis.port},
                         serving={"port": free_port()},
                         monitoring={"prometheus_port": free_port(), "probe_port": free_port(),
+                                    "textfile_exporter_port": free_port(),
                                     "probe_interval_s": 0.5, "probe_timeout_s": 6.0,
                                     "scrape_interval_s": 1, "evaluation_interval_s": 1})
     monkeypatch.setenv("MERCURY_CONFIG", str(path))
     settings = load_settings()
-    prometheus = PrometheusServer(settings)
+    # A batch job's metric file, as the anomaly gate writes it with one hour held
+    settings.metrics_dir.mkdir(parents=True)
+    (settings.metrics_dir / "quality_gate.prom").write_text(
+        'mercury_quality_quarantined_hours{stream="transactions"} 1\n')
+    exporter, prometheus = TextfileExporter(settings), PrometheusServer(settings)
     registry, stop_probe = CollectorRegistry(), threading.Event()
     server, _ = start_http_server(settings.monitoring.probe_port, addr="127.0.0.1",
                                   registry=registry)
@@ -105,7 +110,7 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
     prober = threading.Thread(target=probe.run, args=(stop_probe, lambda lags: None),
                               daemon=True)
     try:
-        assert prometheus.ensure_up().ok
+        assert exporter.ensure_up().ok and prometheus.ensure_up().ok
         rules = requests.get(f"{prometheus.url}/api/v1/rules", timeout=5).json()
         names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
         assert {RULE, "TransactionFreshnessBurn"} <= names  # the committed rules, loaded
@@ -118,6 +123,10 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
         [healthy] = _wait_for("the SLI recorded", lambda: _query(prometheus.url, RULE), 30)
         assert float(healthy["value"][1]) == 0.0
         assert not _query(prometheus.url, 'ALERTS{alertname="TransactionFreshnessBurn"}')
+        # The batch jobs' files are scraped through the node exporter, and their alerts live
+        _wait_for("the anomaly gate's held hour firing its alert", lambda: _query(
+            prometheus.url, 'ALERTS{alertname="AnomalyHourQuarantined",alertstate="firing",'
+                            'stream="transactions"}'), 30)
 
         # The outage: the job stops. Canaries stop landing and count as late at the timeout.
         job.stop.set()
@@ -138,6 +147,7 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
         server.shutdown()
         producer.close()
         prometheus.stop()
+        exporter.stop()
         redis.stop()
 
 

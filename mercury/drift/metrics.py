@@ -27,7 +27,7 @@ JUDGED = (STABLE, MODERATE, DRIFTED)
 
 
 def metrics_path(settings: Settings) -> Path:
-    return settings.drift.metrics_file or settings.data_dir / "metrics" / "feature_drift.prom"
+    return settings.drift.metrics_file or settings.metrics_dir / "feature_drift.prom"
 
 
 def write_metrics(reports: Iterable[DriftReport], path: Path, now_s: float) -> Path:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from mercury.config import Settings
 
-METRICS_FILE = "quality_gate.prom"  # under <data_dir>/metrics
+METRICS_FILE = "quality_gate.prom"  # in settings.metrics_dir
 
 
 class HourQuarantined(Exception):
@@ -154,6 +154,5 @@ def write_metrics(conn: Connection, settings: Settings) -> None:
         hours.labels(held.stream).inc()
         for breach in held.breaches:
             rules.labels(held.stream, breach["rule"]).inc()
-    folder = settings.data_dir / "metrics"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(folder / METRICS_FILE), registry)
+    settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(settings.metrics_dir / METRICS_FILE), registry)

@@ -1,5 +1,6 @@
-"""Prometheus and Alertmanager. Prometheus scrapes the context API, Flink's reporter and the
-freshness probe, evaluates the SLO rules of infra/monitoring/rules (the same files production
+"""Prometheus, Alertmanager and a node exporter. Prometheus scrapes the context API, Flink's
+reporter, the freshness probe and the batch jobs' metric files (through the node exporter's
+textfile collector), evaluates the SLO rules of infra/monitoring/rules (the same files production
 loads) and sends what fires to Alertmanager, where Airflow's failure pages also go.
 
 The committed ``infra/monitoring/prometheus.yml`` is the source; the running config is written
@@ -32,7 +33,8 @@ def scrape_config(settings: Settings) -> dict[str, Any]:
                             evaluation_interval=f"{monitoring.evaluation_interval_s}s")
     config["rule_files"] = [str(MONITORING_DIR / path) for path in config["rule_files"]]
     ports = {"context-api": [settings.serving.port],
-             "freshness-probe": [settings.monitoring.probe_port]}
+             "freshness-probe": [settings.monitoring.probe_port],
+             "batch-metrics": [settings.monitoring.textfile_exporter_port]}
     alertmanager = urlsplit(monitoring.alertmanager_url)
     config["alerting"] = {"alertmanagers": [{"scheme": alertmanager.scheme, "static_configs": [
         {"targets": [alertmanager.netloc]}]}]}
@@ -111,3 +113,36 @@ class AlertmanagerServer(Component):
                     f"--storage.path={folder}",
                     f"--web.listen-address={where.hostname}:{where.port or 9093}",
                     "--cluster.listen-address="], "alertmanager.log")
+
+
+class TextfileExporter(Component):
+    """Debian's node exporter with only its textfile collector: it serves the ``.prom`` files
+    the batch jobs write to ``settings.metrics_dir`` (the anomaly gate, the drift job). In
+    production the jobs run on MWAA workers, whose files nothing scrapes: there they push to a
+    Pushgateway instead (not built yet)."""
+    name = "node-exporter"
+    start_timeout_s = 15.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.monitoring.textfile_exporter_port}"
+
+    def health(self) -> Health:
+        try:
+            answer = requests.get(f"{self.url}/metrics", timeout=2)
+        except requests.RequestException as exc:
+            return Health(self.name, False, f"no answer at {self.url}: {type(exc).__name__}")
+        if answer.status_code != 200:
+            return Health(self.name, False, f"{self.url}/metrics answered {answer.status_code}")
+        return Health(self.name, True, f"{self.url} serving {self.settings.metrics_dir}")
+
+    def launch(self) -> None:
+        binary = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+        if binary is None:
+            raise StackError("the node exporter is not installed: apt-get install "
+                             "prometheus-node-exporter (`make setup` does)")
+        self.settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+        self.spawn([binary, "--collector.disable-defaults", "--collector.textfile",
+                    f"--collector.textfile.directory={self.settings.metrics_dir}",
+                    f"--web.listen-address={self.url.removeprefix('http://')}"],
+                   "node-exporter.log")

@@ -5,19 +5,24 @@ from __future__ import annotations
 from mercury.config import Settings
 from mercury.stack.base import Component, Health, StackError
 
-COMPONENT_NAMES = ("redis", "postgres", "flink", "airflow", "alertmanager", "prometheus")
+COMPONENT_NAMES = ("redis", "postgres", "flink", "airflow", "node-exporter", "alertmanager",
+                   "prometheus")
 
 
 def components(settings: Settings, only: list[str] | None = None) -> list[Component]:
     from mercury.stack.airflow_standalone import AirflowStandalone
     from mercury.stack.flink_cluster import FlinkCluster
-    from mercury.stack.monitoring_servers import AlertmanagerServer, PrometheusServer
+    from mercury.stack.monitoring_servers import (
+        AlertmanagerServer,
+        PrometheusServer,
+        TextfileExporter,
+    )
     from mercury.stack.postgres_server import PostgresServer
     from mercury.stack.redis_server import RedisServer
 
     all_components = [RedisServer(settings), PostgresServer(settings), FlinkCluster(settings),
-                      AirflowStandalone(settings), AlertmanagerServer(settings),
-                      PrometheusServer(settings)]
+                      AirflowStandalone(settings), TextfileExporter(settings),
+                      AlertmanagerServer(settings), PrometheusServer(settings)]
     if only:
         unknown = set(only) - set(COMPONENT_NAMES)
         if unknown:
