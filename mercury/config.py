@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -593,6 +594,9 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("online_store.ssl must be true in production (TLS to Redis)")
     if isinstance(store, RedisStoreConfig) and store.ssl_cert_reqs != "required":
         problems.append("online_store.ssl_cert_reqs must be 'required' in production")
+    if urlsplit(settings.monitoring.alertmanager_url).hostname in ("127.0.0.1", "localhost"):
+        problems.append("monitoring.alertmanager_url is on loopback: a production page would "
+                        "reach no one")
     databases = {"postgres": settings.postgres,
                  "privacy.user_keys_postgres": settings.privacy.user_keys_postgres,
                  "ops_state.postgres": settings.ops_state.postgres}

@@ -337,6 +337,7 @@ def _production(tmp_path: Path, monkeypatch, change) -> None:
     (lambda raw: raw["privacy"].update(keyring_uri="/var/lib/mercury/keys/ring.json"),
      "privacy.keyring_uri"),
     (lambda raw: raw["serving"]["identity"].pop("jwks_path"), "serving.identity.jwks_path"),
+    (lambda raw: raw.pop("monitoring"), "monitoring.alertmanager_url"),
 ])
 def test_production_refuses_local_stand_ins_naming_the_setting(tmp_path, monkeypatch, change,
                                                                setting):
