@@ -1,6 +1,6 @@
 """The local stack's monitoring, real (Debian's binaries): Prometheus scraping the freshness
-probe with the committed SLO rules loaded (a freshness drill), and Alertmanager receiving
-Airflow's failure pages.
+probe with the committed SLO rules loaded (a freshness drill; the dashboards' queries checked
+against it), and Alertmanager receiving Airflow's failure pages.
 
 The probe writes canaries into the real file event log and reads the real Redis. What stands
 in for the Flink job here is the platform's own Python streaming executor, run in a thread
@@ -76,6 +76,28 @@ def _wait_for(what: str, check, timeout_s: float):
         time.sleep(1)
 
 
+def _dashboards_query_what_exists(url: str, rule_names: set[str]) -> None:
+    """Every panel of the provisioned dashboards: Prometheus accepts its expression, and each
+    recording rule it reads is one the rules define."""
+    import json
+    import re
+
+    from mercury.stack.monitoring_servers import MONITORING_DIR
+
+    boards = sorted((MONITORING_DIR / "dashboards").glob("*.json"))
+    assert boards
+    for board in boards:
+        dashboard = json.loads(board.read_text())
+        assert dashboard["uid"] and dashboard["title"], board
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                answer = requests.get(f"{url}/api/v1/query", params={"query": target["expr"]},
+                                      timeout=5).json()
+                assert answer["status"] == "success", (board.name, panel["title"], answer)
+                for rule in re.findall(r"slo:[a-z_]+:[a-z_0-9]+", target["expr"]):
+                    assert rule in rule_names, (board.name, panel["title"], rule)
+
+
 def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monkeypatch):
     from prometheus_client import CollectorRegistry, start_http_server
 
@@ -114,6 +136,7 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
         rules = requests.get(f"{prometheus.url}/api/v1/rules", timeout=5).json()
         names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
         assert {RULE, "TransactionFreshnessBurn"} <= names  # the committed rules, loaded
+        _dashboards_query_what_exists(prometheus.url, names)
         prober.start()
 
         # Healthy: canaries land within a second; the scraped SLI says no error.
