@@ -126,6 +126,7 @@ def main() -> None:
     client.stop_with_savepoint(job_id)
     server.shutdown()
     prometheus.stop()
+    stack.down(settings, ["flink"])  # only if this run started it (pid files in its run dir)
     lags_ms = sorted(lag * 1000 for _, lag in observed)
     cut = statistics.quantiles(lags_ms, n=100, method="inclusive")
     out = {"minutes": args.minutes, "background_rate_per_s": args.background_rate,
