@@ -12,29 +12,15 @@ import pytest
 from mercury.config import REPO_ROOT, load_settings
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
+from tests.airflow_fixtures import parsed_dags
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 
 
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory):
-    """The DAGs parsed the way Airflow parses them, with the repository's Airflow settings."""
-    env = airflow_env(load_settings("local"), home=tmp_path_factory.mktemp("airflow_home"))
-    env.pop("PATH")
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        # Airflow adds the plugins folder to sys.path when it loads its settings; if another
-        # test imported airflow first, with other settings, do it here.
-        patch.syspath_prepend(env["AIRFLOW__CORE__PLUGINS_FOLDER"])
-        from airflow import settings
-        from airflow.dag_processing.dagbag import DagBag
-
-        # Likewise the cluster policies of plugins/airflow_local_settings.py
-        if "airflow_local_settings" not in sys.modules:
-            settings.import_local_settings()
-
-        yield DagBag(dag_folder=DAGS_FOLDER)
+    with parsed_dags(tmp_path_factory.mktemp("airflow_home"), DAGS_FOLDER) as bag:
+        yield bag
 
 
 def test_dags_import_without_errors(dagbag):
@@ -197,7 +183,6 @@ def test_importing_a_dag_file_imports_no_mercury_module():
     """DAGs only wire: mercury (and Spark, GX, Redis behind it) is imported by the tasks when
     they run, never when the scheduler parses the file."""
     import ast
-    import sys
 
     probe = ("import importlib, sys\n"
              "sys.path[:0] = ['plugins']\n"
@@ -218,7 +203,6 @@ def test_importing_a_dag_file_imports_no_mercury_module():
 def test_the_replay_form_lists_every_stream_with_dead_letters():
     """The dlq_replay form's list is a constant (no mercury at parse time), held here to the
     contracts' registry."""
-    import sys
 
     from mercury.contracts.registry import STREAMS
 

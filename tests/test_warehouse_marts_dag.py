@@ -56,19 +56,12 @@ def _project_models() -> set[str]:
 
 @pytest.fixture(scope="module")
 def dag(tmp_path_factory):
-    from mercury.stack.airflow_standalone import airflow_env
+    from tests.airflow_fixtures import parsed_dags
 
-    env = airflow_env(load_settings("local"), home=tmp_path_factory.mktemp("airflow_home"))
-    env.pop("PATH")
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        patch.syspath_prepend(env["AIRFLOW__CORE__PLUGINS_FOLDER"])
-        from airflow.dag_processing.dagbag import DagBag
-
-        bag = DagBag(dag_folder=REPO_ROOT / "dags" / "warehouse_marts.py")
-    assert bag.import_errors == {}
-    return bag.dags["warehouse_marts"]
+    with parsed_dags(tmp_path_factory.mktemp("airflow_home"),
+                     REPO_ROOT / "dags" / "warehouse_marts.py") as bag:
+        assert bag.import_errors == {}
+        return bag.dags["warehouse_marts"]
 
 
 def test_one_run_and_one_test_task_per_model_of_the_project(dag):
