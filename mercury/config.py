@@ -506,8 +506,6 @@ class DriftConfig(_Section):
     # Fewer served values than this in the day: reported, not judged (PSI on a handful of
     # values is noise).
     min_served: int = Field(100, ge=1)
-    # The Prometheus text file the daily job rewrites; None: <data_dir>/metrics/feature_drift.prom.
-    metrics_file: Path | None = None
     # The registry: model version -> its training set.
     models: dict[str, DriftModelConfig] = Field(default_factory=dict)
 
@@ -634,7 +632,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 _PATH_KEYS = {"data_dir", "root", "warehouse", "conf_dir", "home", "duckdb_path", "path",
-              "ssl_ca_certs", "sslrootcert", "training_set", "metrics_file"}
+              "ssl_ca_certs", "sslrootcert", "training_set"}
 
 
 def _is_uri(value: str) -> bool:

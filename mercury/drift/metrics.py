@@ -27,7 +27,8 @@ JUDGED = (STABLE, MODERATE, DRIFTED)
 
 
 def metrics_path(settings: Settings) -> Path:
-    return settings.drift.metrics_file or settings.metrics_dir / "feature_drift.prom"
+    """In ``metrics_dir``: the folder the node exporter serves to Prometheus."""
+    return settings.metrics_dir / "feature_drift.prom"
 
 
 def write_metrics(reports: Iterable[DriftReport], path: Path, now_s: float) -> Path:
