@@ -30,7 +30,9 @@ def _probe(args) -> int:
     registry = CollectorRegistry()
     stop = threading.Event()
     if args.seconds is not None:
-        threading.Timer(args.seconds, stop.set).start()
+        timer = threading.Timer(args.seconds, stop.set)
+        timer.daemon = True  # an interrupted probe exits without waiting for it
+        timer.start()
     port = settings.monitoring.probe_port
     server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
     print(f"freshness probe: a canary every {settings.monitoring.probe_interval_s:g} s; "

@@ -192,6 +192,9 @@ resource "aws_mwaa_environment" "this" {
     "secrets.backend"        = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
     "secrets.backend_kwargs" = jsonencode({ connections_prefix = "${var.secrets_prefix}/connections", variables_prefix = "${var.secrets_prefix}/variables" })
     "core.parallelism"       = tostring(var.parallelism)
+    # DAGs without their own retry_delay (feature_backfill) wait this, as locally
+    # (airflow.default_retry_delay_s in config/local.yaml's defaults)
+    "core.default_task_retry_delay" = "60"
   }
 
   network_configuration {
