@@ -96,7 +96,7 @@ class TlsRedisCluster:
         import redis
 
         _issue_certificates(self.folder, "server")
-        self.port = _cluster_port()
+        self.port = _port_with_a_free_neighbour()
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", "0", "--tls-port", str(self.port),
              "--tls-cert-file", str(self.folder / "server.pem"),
@@ -131,8 +131,9 @@ class TlsRedisCluster:
             self.proc.wait(10)
 
 
-def _cluster_port() -> int:
-    """A free port at most 55535: a cluster node also listens on its port + 10000."""
+def _port_with_a_free_neighbour() -> int:
+    """A free port at most 55535 whose port + 10000 is free too (a Redis cluster node listens
+    on both; the Postgres stand-in takes one the same way)."""
     import random
     import socket
 
@@ -280,7 +281,7 @@ class TlsPostgres:
         (data / "pg_hba.conf").write_text("local all all trust\n"
                                           "hostssl all all 127.0.0.1/32 trust\n"
                                           "hostnossl all all 127.0.0.1/32 reject\n")
-        self.port = _cluster_port()
+        self.port = _port_with_a_free_neighbour()
         options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 "
                    f"-c unix_socket_directories={self.folder} -c ssl=on "
                    f"-c ssl_cert_file={self.folder / 'server.pem'} "
