@@ -15,7 +15,9 @@
   (``mercury.features.executors.streaming.flink``); also the one that takes over a
   warm-started version.
 
-Connectors, local defaults (production swaps the event-log folders for Kafka topics):
+Connectors by ``event_log.type`` (docs/STREAMING.md, "Sources by binding"); on Kafka
+(``kafka_tables``, SQL engine only) each stream's topic, Avro decoded in the JVM, and its
+dead-letter topic. The local defaults:
 - sources: one filesystem table per stream over the event log folder, format ``raw`` (one row
   per line), new files picked up every second; a line's position is its file and line number.
 - dead letters: each stream's ``<stream>.dlq`` folder of the event log (same format as any
@@ -111,27 +113,63 @@ def sql_sources(t_env, streams, event_log_root: str, discovery_ms: int) -> None:
 
 
 def sql_sinks(t_env, streams, event_log_root: str, staging: str) -> None:
-    """Dead letters per stream, the lake's staging folders, and the online store's writer."""
+    """Dead letters per stream in the event log's folders, then the common sinks."""
     from mercury.contracts import registry
     from mercury.features.executors.flinksql.plan import table_name
 
-    folders = {f"dlq_{table_name(str(registry.stream(s).dead_letter_stream))}":
-               os.path.join(event_log_root, str(registry.stream(s).dead_letter_stream))
-               for s in streams}
-    folders["staged_validated"] = os.path.join(staging, "validated")
-    folders["staged_late"] = os.path.join(staging, "late")
-    for table, folder in folders.items():
-        os.makedirs(folder, exist_ok=True)
-        # Part files are committed (renamed from a hidden name) at the checkpoint after they
-        # roll; a row format rolls on time only (not on checkpoints), so roll them as often.
-        t_env.execute_sql(f"""
-            CREATE TEMPORARY TABLE {table} (line STRING) WITH (
-                'connector' = 'filesystem', 'path' = 'file://{folder}', 'format' = 'raw',
-                'sink.rolling-policy.rollover-interval' = '{CHECKPOINT_INTERVAL}',
-                'sink.rolling-policy.inactivity-interval' = '{CHECKPOINT_INTERVAL}',
-                'sink.rolling-policy.check-interval' = '1 s')""")
+    for s in streams:
+        dead_letters = str(registry.stream(s).dead_letter_stream)
+        _part_file_table(t_env, f"dlq_{table_name(dead_letters)}",
+                         os.path.join(event_log_root, dead_letters))
+    common_sinks(t_env, staging)
+
+
+def common_sinks(t_env, staging: str) -> None:
+    """The lake's staging folders and the online store's writer: the same for every binding."""
+    _part_file_table(t_env, "staged_validated", os.path.join(staging, "validated"))
+    _part_file_table(t_env, "staged_late", os.path.join(staging, "late"))
     t_env.execute_sql("CREATE TEMPORARY TABLE online_store (batch_writes BIGINT) "
                       "WITH ('connector' = 'blackhole')")
+
+
+def _part_file_table(t_env, table: str, folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    # Part files are committed (renamed from a hidden name) at the checkpoint after they
+    # roll; a row format rolls on time only (not on checkpoints), so roll them as often.
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE {table} (line STRING) WITH (
+            'connector' = 'filesystem', 'path' = 'file://{folder}', 'format' = 'raw',
+            'sink.rolling-policy.rollover-interval' = '{CHECKPOINT_INTERVAL}',
+            'sink.rolling-policy.inactivity-interval' = '{CHECKPOINT_INTERVAL}',
+            'sink.rolling-policy.check-interval' = '1 s')""")
+
+
+def kafka_tables(t_env, streams, cfg, staging: str) -> None:
+    """Production: each stream's topic (``raw_<stream>``, Avro decoded in the JVM against the
+    registry's writer schemas) and its dead-letter topic; the common sinks as locally. Needs
+    the Kafka SQL connector jar in the cluster's lib/ (docs/STREAMING.md, "Sources by
+    binding")."""
+    from mercury.contracts import registry
+    from mercury.eventlog import flink_kafka
+    from mercury.eventlog.factory import kafka_credentials
+    from mercury.eventlog.schema_registry import schema_registry
+    from mercury.features.executors.flinksql.job import register_java_functions
+    from mercury.features.executors.flinksql.plan import table_name
+
+    register_java_functions(t_env)  # the source views decode with AVRO_JSON
+    client = flink_kafka.client_options(cfg, *kafka_credentials(cfg))
+    schemas_json = flink_kafka.writer_schemas_json(
+        schema_registry(cfg.schema_registry_url).registered_id, streams) \
+        if cfg.serialization == "avro" else "{}"
+    for stream in streams:
+        name = table_name(stream)
+        t_env.execute_sql(flink_kafka.source_ddl(f"src_{name}", stream, client))
+        t_env.execute_sql(flink_kafka.raw_view_sql(f"raw_{name}", f"src_{name}", stream, cfg,
+                                                   schemas_json))
+        dead_letters = str(registry.stream(stream).dead_letter_stream)
+        t_env.execute_sql(flink_kafka.dead_letter_sink_ddl(f"dlq_{table_name(dead_letters)}",
+                                                           dead_letters, client))
+    common_sinks(t_env, staging)
 
 
 def line_sources(t_env, streams, event_log_root: str, discovery_ms: int):
@@ -191,26 +229,31 @@ def main(argv: list[str] | None = None) -> None:
     env = StreamExecutionEnvironment.get_execution_environment()
     t_env = StreamTableEnvironment.create(env)
     configure(env, t_env, args, settings)
-    # The job reads the local (file) event log.
-    event_log = cast(FileEventLogConfig, settings.event_log)
-    root, discovery_ms = str(event_log.root.resolve()), event_log.discovery_interval_ms
     staging = str((settings.data_dir / "lake_staging").resolve())
     if args.engine == "sql":
-        run_sql(t_env, settings, feature_sets, specs_json, root, discovery_ms, staging)
-    else:
-        run_python(env, t_env, args, settings, feature_sets, specs_json, root, discovery_ms,
-                   staging)
+        run_sql(t_env, settings, feature_sets, specs_json, staging)
+        return
+    if not isinstance(settings.event_log, FileEventLogConfig):
+        raise SystemExit("--engine python reads the file event log only; use --engine sql")
+    event_log = settings.event_log
+    run_python(env, t_env, args, settings, feature_sets, specs_json,
+               str(event_log.root.resolve()), event_log.discovery_interval_ms, staging)
 
 
-def run_sql(t_env, settings, feature_sets, specs_json: str, root: str, discovery_ms: int,
-            staging: str) -> None:
+def run_sql(t_env, settings, feature_sets, specs_json: str, staging: str) -> None:
+    from mercury.config import FileEventLogConfig
     from mercury.features.executors.flinksql import job
     from mercury.features.executors.flinksql.plan import compile_job
 
     plan = compile_job(feature_sets)
     job.configure(t_env, settings.flink)
-    sql_sources(t_env, plan.streams, root, discovery_ms)
-    sql_sinks(t_env, plan.streams, root, staging)
+    event_log = settings.event_log
+    if isinstance(event_log, FileEventLogConfig):
+        root = str(event_log.root.resolve())
+        sql_sources(t_env, plan.streams, root, event_log.discovery_interval_ms)
+        sql_sinks(t_env, plan.streams, root, staging)
+    else:
+        kafka_tables(t_env, plan.streams, event_log, staging)
     job.build(t_env, plan, specs_json, settings.online_store.model_dump_json(),
               settings.model_dump_json()).execute()
 

@@ -30,7 +30,7 @@ WriterSchemas = Callable[[int], Any]
 def parse(schema: dict[str, Any]) -> Any:  # fastavro's parsed schema
     # Logical types change nothing in the binary; without them timestamps stay epoch
     # milliseconds, exactly as in the JSON event log, so both bindings give equal records.
-    return fastavro.parse_schema(_without_logical_types(schema))
+    return fastavro.parse_schema(without_logical_types(schema))
 
 
 def _parsed(version: schemas.SchemaVersion) -> Any:
@@ -47,13 +47,13 @@ def local_writer_schema(schema_id: int) -> Any:
     return _parsed(schemas.by_id(schema_id))
 
 
-def _without_logical_types(node: Any) -> Any:
+def without_logical_types(node: Any) -> Any:
     if isinstance(node, list):
-        return [_without_logical_types(n) for n in node]
+        return [without_logical_types(n) for n in node]
     if isinstance(node, dict):
         if "logicalType" in node and node.get("type") in ("int", "long", "bytes", "string"):
             return node["type"]
-        return {k: _without_logical_types(v) for k, v in node.items()}
+        return {k: without_logical_types(v) for k, v in node.items()}
     return node
 
 

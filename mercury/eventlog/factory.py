@@ -12,16 +12,25 @@ from mercury.contracts.wire import WriterSchemas
 from mercury.eventlog.base import EventConsumer, EventLogError, EventProducer
 
 
+def kafka_credentials(cfg: KafkaEventLogConfig) -> tuple[str, str]:
+    """SASL's user name and password from the environment variables the config names (empty
+    without SASL)."""
+    if cfg.security_protocol != "SASL_SSL":
+        return "", ""
+    for env in (cfg.sasl_username_env, cfg.sasl_password_env):
+        if not env or env not in os.environ:
+            raise EventLogError(f"Kafka SASL needs the environment variable {env!r} set")
+    # Both are set: checked just above.
+    return (os.environ[cast(str, cfg.sasl_username_env)],
+            os.environ[cast(str, cfg.sasl_password_env)])
+
+
 def _kafka_client_config(cfg: KafkaEventLogConfig) -> dict:
     conf = {"bootstrap.servers": cfg.bootstrap_servers, "security.protocol": cfg.security_protocol}
     if cfg.security_protocol == "SASL_SSL":
-        for env in (cfg.sasl_username_env, cfg.sasl_password_env):
-            if not env or env not in os.environ:
-                raise EventLogError(f"Kafka SASL needs the environment variable {env!r} set")
-        # Both are set: checked just above.
+        username, password = kafka_credentials(cfg)
         conf.update({"sasl.mechanisms": "SCRAM-SHA-512",
-                     "sasl.username": os.environ[cast(str, cfg.sasl_username_env)],
-                     "sasl.password": os.environ[cast(str, cfg.sasl_password_env)]})
+                     "sasl.username": username, "sasl.password": password})
     return conf
 
 

@@ -34,6 +34,18 @@ class SchemaRegistry:
                 f"{stream}-value", Schema(version.canonical(), "AVRO"))
         return wire.encode(record, version, schema_id=self._ids[stream])
 
+    def registered_id(self, subject: str, schema_text: str) -> int | None:
+        """The id under which ``subject`` holds ``schema_text``; None if never registered."""
+        from confluent_kafka.schema_registry import Schema
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            return self._client.lookup_schema(subject, Schema(schema_text, "AVRO")).schema_id
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 404:
+                raise
+            return None
+
     def writer_schema(self, schema_id: int) -> Any:
         """The parsed writer schema of ``schema_id`` (``wire.WriterSchemas``)."""
         if schema_id not in self._writers:

@@ -19,7 +19,8 @@ UDF_JAR = Path(__file__).resolve().parents[4] / "infra" / "flink-udf" / "build" 
     "mercury-flink-udf.jar"
 
 # The job's Java functions (infra/flink-udf) by their SQL name.
-JAVA_FUNCTIONS = {"JSON_FIELDS": "JsonFields", "FIELD_JSON": "FieldJson"}
+JAVA_FUNCTIONS = {"JSON_FIELDS": "JsonFields", "FIELD_JSON": "FieldJson",
+                  "AVRO_JSON": "AvroJson"}
 
 SETTINGS = {
     "table.exec.mini-batch.enabled": "true",
@@ -40,6 +41,14 @@ def udf_jar_url() -> str:
         raise FileNotFoundError(f"{UDF_JAR} is missing: run `make setup` (it builds the job's "
                                 "Java function with javac)")
     return UDF_JAR.as_uri()
+
+
+def register_java_functions(t_env: Any) -> None:
+    """The Java functions, once per TableEnvironment (a source view may need one first)."""
+    for name, java_class in JAVA_FUNCTIONS.items():
+        t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} "
+                          f"AS 'com.mercurypay.flink.{java_class}' LANGUAGE JAVA "
+                          f"USING JAR '{udf_jar_url()}'")
 
 
 def configure(t_env: Any, flink: FlinkConfig) -> None:
@@ -80,10 +89,7 @@ def build(t_env: Any, plan: JobPlan, feature_sets_json: str, store_json: str,
     them, as in tests on literal rows, erased users are not looked up)."""
     from mercury.features.executors.flinksql.udfs import functions
 
-    for name, java_class in JAVA_FUNCTIONS.items():
-        t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} "
-                          f"AS 'com.mercurypay.flink.{java_class}' LANGUAGE JAVA "
-                          f"USING JAR '{udf_jar_url()}'")
+    register_java_functions(t_env)
     for name, function in functions(feature_sets_json, store_json, settings_json).items():
         t_env.create_temporary_system_function(name, function)
     for view in plan.views():

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -35,14 +36,34 @@ class _Once(ScalarFunction):
         return False
 
 
+def raw_payload(line: str) -> bytes:
+    """The bytes a line stands for: itself, or the payload a Kafka source marked as raw."""
+    from mercury.eventlog.flink_kafka import RAW_PAYLOAD_MARK
+
+    if line.startswith(RAW_PAYLOAD_MARK):
+        return base64.b64decode(line[len(RAW_PAYLOAD_MARK):])
+    return line.encode()
+
+
 class ValidateLine(_Once):
+    """``settings_json`` names the event log: on Kafka a line may carry a raw Confluent Avro
+    payload (``flink_kafka.RAW_PAYLOAD_MARK``) that the job's Java decoder left, decoded here
+    through the Schema Registry."""
+
+    def __init__(self, settings_json: str | None = None):
+        self.settings_json = settings_json
+
     def open(self, function_context: Any) -> None:
+        from mercury.config import Settings
         from mercury.contracts import registry
         from mercury.contracts.validation import validator
+        from mercury.eventlog.factory import writer_schemas
 
         self.validators: dict[str, Any] = {}
         self.registry = registry
         self.validator = validator
+        self.writer_schemas = writer_schemas(Settings.model_validate_json(self.settings_json)) \
+            if self.settings_json else None
         self.dropped_fields = function_context.get_metric_group().counter(
             "sensitive_fields_dropped")
 
@@ -55,8 +76,8 @@ class ValidateLine(_Once):
         if stream not in self.validators:
             subject = self.registry.stream(stream).schema_subject
             self.validators[stream] = self.validator(subject)
-        raw = line.encode()
-        verdict = self.validators[stream].validate_bytes(raw)
+        raw = raw_payload(line)
+        verdict = self.validators[stream].validate_bytes(raw, self.writer_schemas)
         if not verdict.ok:
             letter = make_dead_letter(stream, position, raw, verdict, int(time.time() * 1000))
             return Row(orjson.dumps(letter).decode(), None, None)
@@ -136,7 +157,7 @@ def functions(feature_sets_json: str, store_json: str,
               settings_json: str | None = None) -> dict[str, Any]:
     """The job's Python functions by their SQL name."""
     return {
-        "validate_line": udf(ValidateLine(), result_type=VERDICT),
+        "validate_line": udf(ValidateLine(settings_json), result_type=VERDICT),
         "write_online": udf(WriteOnline(feature_sets_json, store_json, settings_json),
                             result_type=DataTypes.BIGINT(), func_type="pandas"),
     }
