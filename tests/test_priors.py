@@ -285,3 +285,21 @@ def test_present_rounds_every_money_value_of_a_set_and_only_those():
                                   {"amount": 1999.5, "currency": "JPY", "ts": 2}]}
     assert [i["amount"] for i in present(purchases, items)["recent_purchases"]] == [12.34, 2000]
     assert present(purchases, None) is None
+
+
+def test_the_fast_rounding_path_agrees_with_decimal_half_even_everywhere():
+    """``round_amount`` skips Decimal unless the written amount may be a tie; on sums of
+    cents, short decimals, ties and arbitrary floats it must equal the Decimal rule."""
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    rng = random.Random(11)
+    samples = [sum(round(rng.uniform(0, 500), 2) for _ in range(rng.randrange(1, 30)))
+               for _ in range(3_000)]
+    samples += [rng.randrange(10**7) / 10 ** rng.randrange(5) for _ in range(3_000)]
+    samples += [rng.randrange(10**5) / 1000 + 0.0005 for _ in range(3_000)]  # ties at 3 dp
+    samples += [rng.uniform(-1e7, 1e7) for _ in range(3_000)] + [1e22, -0.0, 5e-324]
+    for amount in samples:
+        for currency, places in (("USD", 2), ("JPY", 0), ("BHD", 3)):
+            want = Decimal(repr(amount)).quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN)
+            got = round_amount(amount, currency)
+            assert got == (int(want) if places == 0 else float(want)), (amount, currency)

