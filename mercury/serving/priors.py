@@ -10,7 +10,6 @@ a day-old average is as good a prior as a fresh one (docs/SERVING.md, "Fallback 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import orjson
 from mercury.features.offline.priors import POPULATION
 from mercury.online import layout
 from mercury.online.store import OnlineStore
+from mercury.serving.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -60,33 +60,19 @@ class PriorBook:
         doc = self._docs.get((name, version)) if version is not None else None
         if doc is None:
             return None
-        part = doc["segments"].get(segment) if segment is not None else None
-        label = segment if part is not None else POPULATION
-        part = part or doc["population"]
-        return Prior(part["values"], label, part["count"], doc["as_of_ms"])
+        own = doc["segments"].get(segment) if segment is not None else None
+        if segment is None or own is None:
+            return Prior(doc["population"]["values"], POPULATION, doc["population"]["count"],
+                         doc["as_of_ms"])
+        return Prior(own["values"], segment, own["count"], doc["as_of_ms"])
 
 
-class PriorWatch:
-    """Refreshes a ``PriorBook`` every ``every_s`` in the background."""
+def watch(book: PriorBook, every_s: float) -> Periodic:
+    """Refreshes ``book`` every ``every_s`` in the background, off the event loop (the
+    warm-up read it first: ``ContextService.start_warm_up``)."""
 
-    def __init__(self, book: PriorBook, every_s: float) -> None:
-        self.book = book
-        self.every_s = every_s
-        self._task: asyncio.Task | None = None
+    async def refresh() -> None:
+        await asyncio.wait_for(asyncio.to_thread(book.refresh), 5.0)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:  # the warm-up read them first (ContextService.start_warm_up)
-            await asyncio.sleep(self.every_s)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.book.refresh), 5.0)
-            except Exception as exc:  # noqa: BLE001 - keep the copy, try again later
-                log.warning("fallback priors not refreshed (serving the copy held): %s", exc)
+    return Periodic("refreshing the fallback priors (the copy held is served)", refresh,
+                    every_s, wait_first=True)

@@ -52,9 +52,8 @@ def segment_of(profile_values: Mapping[str, Any] | None) -> str | None:
     if not isinstance(profile, dict):
         return None
     parts = [profile.get(name) for name in SEGMENT_FIELDS]
-    if not all(isinstance(part, str) and part for part in parts):
-        return None
-    return "/".join(parts)
+    texts = [part for part in parts if isinstance(part, str) and part]
+    return "/".join(texts) if len(texts) == len(SEGMENT_FIELDS) else None
 
 
 @dataclass(frozen=True)
