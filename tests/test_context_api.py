@@ -247,6 +247,18 @@ def _money_leaves(node, under_currency=None):
             yield from _money_leaves(item)
 
 
+def _answered(api, user: str, question: str, **options) -> dict:
+    """The answer, asked again after a 503 (this process shed the request under the host's
+    load: the load balancer would send it elsewhere)."""
+    for _ in range(10):
+        reply = api.ask(user, question, **options)
+        if reply.status_code != 503:
+            break
+        time.sleep(0.2)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
 def test_every_amount_served_has_at_most_its_currencys_decimals(api, world):
     from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -257,7 +269,7 @@ def test_every_amount_served_has_at_most_its_currencys_decimals(api, world):
     parts = [f"features.{n}" for n in reader.set_names]
     checked = longer_inside = 0
     for user in world.users:
-        body = api.ask(user, "anything", parts=parts, as_of_ms=pinned).json()
+        body = _answered(api, user, "anything", parts=parts, as_of_ms=pinned)
         inside = reader.context("u", user, pinned).values
         for name, part in body["features"].items():
             assert part["source"] == "online", (name, body["degraded"])
@@ -330,7 +342,7 @@ def test_a_set_that_cannot_be_read_is_served_as_its_segments_prior_flagged(world
     try:
         with _client(world.settings) as client_:
             _wait_ready(client_)
-            body = Api(client_, world.settings).ask(victim, "can I afford a jacket?").json()
+            body = _answered(Api(client_, world.settings), victim, "can I afford a jacket?")
     finally:
         client.restore(key, 0, saved, replace=True)
     _answer_from_prior(body["features"]["spending"], priors.docs["spending"],
@@ -364,11 +376,11 @@ def test_redis_down_answers_on_time_from_snapshots_or_priors_then_recovers(world
             api = Api(client, settings)
             before = api.ask(seen, "summarize my spending").json()
             assert before["degraded"] == []
-            assert api.ask(known, "x", parts=["features.profile"]).json()["degraded"] == []
+            assert _answered(api, known, "x", parts=["features.profile"])["degraded"] == []
             spare.stop()
             replies = [api.ask(u, "summarize my spending").json() for u in (seen, unseen) * 4]
-            everything = api.ask(unseen, "hello, tell me everything").json()
-            segment_prior = api.ask(known, "summarize my spending").json()
+            everything = _answered(api, unseen, "hello, tell me everything")
+            segment_prior = _answered(api, known, "summarize my spending")
             spare.start()
             _copy_redis(world.settings.online_store.port, spare.port)
             time.sleep(0.6)  # the breaker lets a trial through after breaker_reset_s
