@@ -187,6 +187,11 @@ def test_priors_come_from_the_history_of_that_day_with_that_days_segments(tmp_se
     assert found[0].to_json() == want.to_json()
     assert found[0].as_of_ms == int(datetime(2026, 11, 20, 23, 59, 59, 999_000,
                                              tzinfo=UTC).timestamp() * 1000)
+    # A population under the minimum count publishes nothing (an average of few is a leak).
+    strict = tmp_settings.model_copy(update={"offline": tmp_settings.offline.model_copy(
+        update={"priors_min_count": 24})})
+    assert priors.from_history(strict, [SPENDING, profile], DAY, lines.append) == []
+    assert "spending.v1: no prior: 23 users on 2026-11-20, fewer than 24" in lines
     # A day with no history rows gives no prior (the published one stays).
     assert priors.from_history(tmp_settings, [SPENDING], DAY + timedelta(days=5),
                                lines.append) == []

@@ -110,7 +110,7 @@ class ContextService:
             except Exception as exc:  # noqa: BLE001
                 log.warning("online store warm-up failed (features will degrade): %s", exc)
             if self.features.priors is not None:
-                try:  # the first copy of the fallback priors (then PriorWatch, every few min)
+                try:  # the first copy of the fallback priors (then priors.watch refreshes)
                     await asyncio.wait_for(asyncio.to_thread(self.features.priors.refresh), 5.0)
                 except Exception as exc:  # noqa: BLE001
                     log.warning("fallback priors not read (none until a refresh): %s", exc)

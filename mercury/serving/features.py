@@ -6,7 +6,8 @@ tests hold to the reference executor, so the API serves exactly what the oracle 
 Each set comes back with its source:
 - ``online``: read now;
 - ``missing``: the store answered but holds nothing for this user (``no_data``) or this set's
-  bytes do not decode (``corrupt``): ``values`` is null, never zeros, and only that set is hit;
+  bytes do not decode (``corrupt``): served as its ``prior`` when one is held, else ``values``
+  is null, never zeros; only that set is hit;
 - ``snapshot``: the store failed or missed its deadline; the last values this process served
   for the user, flagged with their own as-of time;
 - ``prior``: no real values to give (the store failed and no snapshot is held, or the user's

@@ -12,7 +12,8 @@ history (one row per user and day, ``history.py``) as of a day's end, never from
   profile). A user with no profile that day counts for the population only.
 - **Minimum count**: a segment of fewer users than ``offline.priors_min_count`` is not
   published; its users get the population's prior. An average of three users is almost one
-  user's values, and it would be a poor prior and a leak.
+  user's values, and it would be a poor prior and a leak. A population that small publishes
+  nothing at all. So a prior describes no one, and an erasure has nothing to remove from it.
 - **What is averaged**: every ``Aggregate`` leaf (per window, per currency and group key).
   Sums and counts are additive, so a user without a key (no spend in SEK) counts as 0 for it;
   an average, minimum or maximum of nothing has no value, so such a user is left out of that
@@ -198,6 +199,10 @@ def from_history(settings: Settings, feature_sets: Iterable[FeatureSet], day: da
             continue
         rows = ((row["entity_id"], decode_row(fs, row)) for row in table.to_pylist())
         priors = compute(fs, day, rows, segments, settings.offline.priors_min_count)
+        if priors.population["count"] < priors.min_count:  # the same rule as any segment
+            log(f"{fs.ref}: no prior: {priors.population['count']} users on {day}, fewer "
+                f"than {priors.min_count}")
+            continue
         log(f"{fs.ref}: {day}: {priors.population['count']} users, "
             f"{len(priors.segments)} segments of at least {priors.min_count}")
         out.append(priors)
