@@ -329,6 +329,10 @@ class ServingConfig(_Section):
     # Last values served per (user, set), the fallback when the store fails: ~20 KB a user.
     snapshot_max_users: int = Field(10_000, ge=0)
     snapshot_max_age_s: int = Field(24 * 3600, ge=1)
+    # Fallback priors (segment averages, mercury/features/offline/priors.py) are copied from
+    # the online store into each process's memory this often, so a Redis outage still has
+    # them (docs/SERVING.md, "Fallback priors").
+    priors_refresh_s: float = Field(300.0, gt=0)
     identity: IdentityConfig = IdentityConfig()
     # How often spooled audit records are shipped to the event log (they are safe in the
     # spool meanwhile; see mercury/serving/audit.py).
@@ -408,6 +412,11 @@ class OfflineConfig(_Section):
     warm_start_state_ttl_s: int = Field(7 * 86_400, ge=60)
     # After a promotion, the previous version's keys expire this long after (rollback window).
     retire_after_s: int = Field(86_400, ge=0)
+    # Fallback priors: a segment of fewer users than this gets the population's prior (an
+    # average of a handful of users is one user's values, and names them); the published
+    # priors expire after ``priors_ttl_s`` (three daily runs missed: no prior beats a stale one).
+    priors_min_count: int = Field(50, ge=1)
+    priors_ttl_s: int = Field(3 * 86_400, ge=3_600)
 
 
 class MonitoringConfig(_Section):

@@ -116,3 +116,35 @@ def build_served_world(tmp: Path) -> ServedWorld:
     assert outcome.decision.swap, outcome.summary()
     users = sorted({r["user_id"] for r in records["transactions"]})
     return ServedWorld(settings, path, private, users, records)
+
+
+def write_profiles(settings: Settings, profiles: dict[str, tuple[str, str]]) -> None:
+    """A profile for each user (``user -> (home_country, risk_tier)``) into the served world's
+    store, as Debezium change events through the streaming executor: the world's generator
+    runs without Postgres, so its users have no profile otherwise."""
+    import orjson
+
+    from mercury.features.definition.compile import load_compiled
+    from mercury.features.executors.reference import valid_record
+    from mercury.features.executors.streaming.executor import DictState, OnlineExecutor
+    from mercury.online.factory import open_store
+
+    executor = OnlineExecutor(load_compiled())
+    at = int(time.time() * 1000) - 3_600_000
+    writes = []
+    for lsn, (user, (country, tier)) in enumerate(sorted(profiles.items()), start=1):
+        row = {"user_id": user, "full_name": "Test Person", "email": f"{user}@example.com",
+               "locale": "en-GB", "home_country": country, "risk_tier": tier,
+               "kyc_status": "VERIFIED", "notification_prefs": {"email": True},
+               "updated_at": at + lsn}
+        change = {"before": None, "after": row, "op": "c", "ts_ms": at + lsn,
+                  "source": {"connector": "postgresql", "db": "mercury", "schema": "mercury",
+                             "table": "user_profiles", "lsn": lsn, "tx_id": lsn,
+                             "ts_ms": at + lsn}}
+        record = valid_record("user_profile_cdc", orjson.dumps(change))
+        assert record is not None, "a profile change the contract refuses"
+        for key, _ in executor.route("user_profile_cdc", record):
+            writes += executor.process(key, "user_profile_cdc", record, DictState()).writes
+    store = open_store(settings)
+    store.write(writes)
+    store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -24,7 +25,7 @@ from mercury.serving.audit_sealing import open_question
 from mercury.serving.auth import service_token
 from mercury.serving.local_idp import issue_assertion
 from mercury.serving.runtime import build_runtime, default_retriever_factory
-from tests.serving_fixtures import build_served_world
+from tests.serving_fixtures import build_served_world, write_profiles
 
 CALLER = "llm-gateway"
 
@@ -226,9 +227,137 @@ def test_a_definition_that_shows_card_data_is_refused_at_start(world):
         build_runtime(world.settings, feature_sets=[leaky])
 
 
+# --- money ---------------------------------------------------------------------------------
+
+def _money_leaves(node, under_currency=None):
+    """(amount, currency) of every amount in an answer's values, found by shape alone: a
+    number keyed by an ISO 4217 code, or an item with ``amount`` and ``currency``."""
+    from mercury.contracts.code_lists import CURRENCIES
+
+    if isinstance(node, dict):
+        if isinstance(node.get("currency"), str) and "amount" in node:
+            yield node["amount"], node["currency"]
+        for key, value in node.items():
+            if key in CURRENCIES and isinstance(value, (int, float)):
+                yield value, key
+            elif isinstance(value, (dict, list)):
+                yield from _money_leaves(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _money_leaves(item)
+
+
+def _answered(api, user: str, question: str, **options) -> dict:
+    """The answer, asked again after a 503 (this process shed the request under the host's
+    load: the load balancer would send it elsewhere)."""
+    for _ in range(10):
+        reply = api.ask(user, question, **options)
+        if reply.status_code != 503:
+            break
+        time.sleep(0.2)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_every_amount_served_has_at_most_its_currencys_decimals(api, world):
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    from mercury.serving.money import exponent
+
+    reader = ContextReader(open_store(world.settings), load_compiled())
+    pinned = int(time.time() * 1000)
+    parts = [f"features.{n}" for n in reader.set_names]
+    checked = longer_inside = 0
+    for user in world.users:
+        body = _answered(api, user, "anything", parts=parts, as_of_ms=pinned)
+        inside = reader.context("u", user, pinned).values
+        for name, part in body["features"].items():
+            assert part["source"] == "online", (name, body["degraded"])
+            shown = list(_money_leaves(part["values"]))
+            raw = list(_money_leaves(orjson.loads(orjson.dumps(inside[name]))))
+            assert len(shown) == len(raw), name
+            for (amount, currency), (exact, _) in zip(shown, raw, strict=True):
+                places = exponent(currency)
+                assert -Decimal(repr(amount)).as_tuple().exponent <= places, (amount, currency)
+                want = Decimal(repr(exact)).quantize(Decimal(1).scaleb(-places),
+                                                     ROUND_HALF_EVEN)
+                assert Decimal(repr(amount)) == want, (amount, exact, currency)
+                longer_inside += -Decimal(repr(exact)).as_tuple().exponent > places
+                checked += 1
+    # The test means something: many amounts, and float sums longer than their currency's.
+    assert checked > 1_000 and longer_inside > 0, (checked, longer_inside)
+
+
+# --- fallback priors --------------------------------------------------------------------------
+
+@dataclass
+class Published:
+    sets: dict  # set name -> the served FeatureSet
+    docs: dict  # set name -> the published document (JSON)
+    segments: dict  # user -> segment
+    large: set  # segments with a prior of their own
+
+
+@pytest.fixture(scope="module")
+def priors(world):
+    """The world's priors, computed from what the store holds now (one row per user, as the
+    feature history would hold them) and published as the feature_priors DAG does."""
+    from datetime import UTC, datetime
+
+    from mercury.features.offline import priors as fp
+
+    # Most users in one segment (a prior of its own), the rest alone in theirs (too small).
+    countries = ("FR", "DE", "ES", "IT", "NL", "SE", "PL", "IE", "CH", "GB", "CA", "MX")
+    write_profiles(world.settings, {
+        u: ("US", "LOW") if i % 3 else (countries[i // 3 % len(countries)], "HIGH")
+        for i, u in enumerate(world.users)})
+    reader = ContextReader(open_store(world.settings), load_compiled())
+    now = int(time.time() * 1000)
+    contexts = {u: reader.context("u", u, now).values for u in world.users}
+    sets = {fs.name: fs for fs in load_compiled() if fs.version == 1}
+    segments = {u: s for u, v in contexts.items() if (s := fp.segment_of(v["profile"]))}
+    day = datetime.now(UTC).date()
+    found = [fp.compute(fs, day, [(u, v[fs.name]) for u, v in contexts.items()], segments, 3)
+             for fs in sets.values() if fp.has_prior(fs)]
+    store = open_store(world.settings)
+    fp.publish(store, found, world.settings.offline.priors_ttl_s)
+    store.close()
+    docs = {p.set_name: orjson.loads(p.to_json()) for p in found}
+    large = set(docs["spending"]["segments"])
+    assert large and len(set(segments.values())) > len(large), "the world should have both"
+    return Published(sets, docs, segments, large)
+
+
+def test_a_set_that_cannot_be_read_is_served_as_its_segments_prior_flagged(world, priors):
+    import redis
+
+    from mercury.online import layout
+
+    victim = next(u for u in world.users if priors.segments.get(u) in priors.large)
+    client = redis.Redis(port=world.redis.port)
+    key = layout.entity_key(priors.sets["spending"], victim)
+    saved = client.dump(key)
+    for tile in [f for f in client.hkeys(key) if f.startswith(b"t:")]:
+        client.hset(key, tile, b"\x00not json")  # bytes that are not ours: that set alone
+    try:
+        with _client(world.settings) as client_:
+            _wait_ready(client_)
+            body = _answered(Api(client_, world.settings), victim, "can I afford a jacket?")
+    finally:
+        client.restore(key, 0, saved, replace=True)
+    _answer_from_prior(body["features"]["spending"], priors.docs["spending"],
+                       priors.sets["spending"], priors.segments[victim])
+    assert body["degraded"] == ["features.spending:prior:corrupt"]
+    for name in ("purchases", "profile"):  # real, and flagged as real
+        assert body["features"][name]["source"] == "online"
+        assert body["features"][name]["degraded"] is False
+
+
 # --- faults ----------------------------------------------------------------------------------
 
-def test_redis_down_answers_on_time_from_snapshots_then_recovers(world, tmp_path):
+def test_redis_down_answers_on_time_from_snapshots_or_priors_then_recovers(world, tmp_path,
+                                                                         priors):
+    from mercury.features.offline.priors import has_prior
     from tests.serving_fixtures import PrivateRedis
 
     # A second private Redis holding a copy, so stopping it leaves the module's one alone.
@@ -239,14 +368,19 @@ def test_redis_down_answers_on_time_from_snapshots_then_recovers(world, tmp_path
     serving = world.settings.serving.model_copy(update={"breaker_reset_s": 0.5})
     settings = world.settings.model_copy(update={"online_store": redis_cfg, "serving": serving})
     seen, unseen = world.users[7], world.users[8]
+    # Its profile served before the outage: the process knows its segment without Redis.
+    known = next(u for u in world.users[9:] if priors.segments.get(u) in priors.large)
     try:
         with _client(settings) as client:
             _wait_ready(client)
             api = Api(client, settings)
             before = api.ask(seen, "summarize my spending").json()
             assert before["degraded"] == []
+            assert _answered(api, known, "x", parts=["features.profile"])["degraded"] == []
             spare.stop()
             replies = [api.ask(u, "summarize my spending").json() for u in (seen, unseen) * 4]
+            everything = _answered(api, unseen, "hello, tell me everything")
+            segment_prior = _answered(api, known, "summarize my spending")
             spare.start()
             _copy_redis(world.settings.online_store.port, spare.port)
             time.sleep(0.6)  # the breaker lets a trial through after breaker_reset_s
@@ -259,12 +393,37 @@ def test_redis_down_answers_on_time_from_snapshots_then_recovers(world, tmp_path
     assert from_snapshot["source"] == "snapshot"
     assert from_snapshot["values"] == before["features"]["spending"]["values"]
     assert from_snapshot["as_of"] == before["features"]["spending"]["as_of"]
-    assert replies[1]["features"]["spending"] | {"version": None} == {
-        "version": None, "source": "unavailable", "as_of": None, "newest_event": None,
-        "values": None}
+    # Never seen by this process: the population's prior (its segment is unknown), flagged.
+    spending = priors.sets["spending"]
+    _answer_from_prior(replies[1]["features"]["spending"], priors.docs["spending"], spending,
+                       "population")
+    assert any(d.startswith("features.spending:prior:") for d in replies[1]["degraded"])
+    # Every stopped set answers with its prior; a set of lists and records has none.
+    for name, part in everything["features"].items():
+        if has_prior(priors.sets[name]):
+            _answer_from_prior(part, priors.docs[name], priors.sets[name], "population")
+        else:
+            assert part["source"] == "unavailable" and part["values"] is None, name
+        assert any(d.startswith(f"features.{name}:{part['source']}:")
+                   for d in everything["degraded"])
+    # A user whose profile this process served: that segment's prior.
+    _answer_from_prior(segment_prior["features"]["spending"], priors.docs["spending"],
+                       spending, priors.segments[known])
     assert any(d.startswith("features.spending:snapshot:") for d in replies[0]["degraded"])
     assert any(d.endswith(":breaker_open") for r in replies[-3:] for d in r["degraded"])
     assert after["degraded"] == [] and after["features"]["spending"]["source"] == "online"
+
+
+def _answer_from_prior(part: dict, published: dict, feature_set, segment: str) -> None:
+    """``part`` is the published prior of ``segment``, flagged, with money shown as the edge
+    shows every amount."""
+    from mercury.serving.money import present
+
+    doc = published["segments"][segment] if segment != "population" else published["population"]
+    assert part["source"] == "prior" and part["degraded"] is True and part["reason"]
+    assert part["prior"] == {"segment": segment, "users": doc["count"]}
+    assert part["as_of"].startswith(published["day"]) and part["newest_event"] is None
+    assert part["values"] == orjson.loads(orjson.dumps(present(feature_set, doc["values"])))
 
 
 def _copy_redis(source_port: int, target_port: int) -> None:

@@ -230,6 +230,19 @@ def test_online_store_runs_on_a_redis_cluster_over_tls(production, tls_redis):
     store.publish_erasures(["h1", "h2"], at_ms=2_000, keep_ms=60_000)
     assert sorted(store.erasures_since(1_000)) == [("h1", 2_000), ("h2", 2_000)]
     assert store.delete([key, other, "snap:{u:usr_1}"]) == 3
+    # The fallback priors: published and read back on the cluster (one hash tag, one slot).
+    from datetime import date
+
+    from mercury.features.definition.compile import load_one
+    from mercury.features.offline import priors
+    from mercury.serving.priors import PriorBook
+
+    prior = priors.compute(load_one("spending.v1"), date(2026, 11, 20), [("usr_1", {})], {}, 1)
+    assert priors.publish(store, [prior], ttl_s=3_600) == {
+        layout.prior_key("spending", 1): "written"}
+    book = PriorBook(store, [("spending", 1), ("risk", 1)])
+    assert book.refresh() == 1 and book.lookup("spending", 1, "FR/LOW").users == 1
+    assert store.delete([layout.prior_key("spending", 1)]) == 1
     store.close()
 
     # The certificate is checked: a client trusting only the system's CAs is refused.

@@ -7,7 +7,7 @@ One hash per (entity, feature set, version):
 The ``{u:<user_id>}`` hash tag puts all of a user's feature sets in one cluster slot, so the
 reader fetches a user's whole context in one pipelined round trip. The version in the key lets
 a new definition be filled while the old one serves; ``fs:{active}:<set>`` holds the version
-that is served.
+that is served. ``fs:{priors}:<set>:v<version>`` holds that version's fallback priors.
 
 Fields of the hash (values are compact JSON):
 
@@ -32,6 +32,9 @@ ACTIVE_PREFIX = "fs:{active}:"  # one hash tag: all pointers in one slot, one MG
 STAMP_FIELD = "_ts"
 # Erasure hashes of users just erased, scored by when (serving processes drop their caches).
 ERASURES_KEY = "privacy:{erasures}"
+# Fallback priors, one JSON document per set version (mercury/features/offline/priors.py):
+# one hash tag, so a serving process reads them all from one slot in one round trip.
+PRIORS_PREFIX = "fs:{priors}:"
 
 
 class _Entity(Protocol):
@@ -59,6 +62,10 @@ def entity_key(feature_set: KeyedSet, entity_id: str) -> str:
 
 def active_key(set_name: str) -> str:
     return f"{ACTIVE_PREFIX}{set_name}"
+
+
+def prior_key(set_name: str, version: int) -> str:
+    return f"{PRIORS_PREFIX}{set_name}:v{version}"
 
 
 def tile_field(hop_ms: int, index: int) -> str:

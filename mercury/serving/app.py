@@ -38,6 +38,7 @@ from mercury.serving.auth import AccessDenied, authenticate_caller
 from mercury.serving.context import ContextRequest
 from mercury.serving.erasures import ErasureWatch
 from mercury.serving.identity import AssertionRefused
+from mercury.serving.priors import watch as watch_priors
 from mercury.serving.request import (
     MAX_BODY_BYTES,
     BadRequest,
@@ -196,10 +197,16 @@ def create_app(build_runtime: Callable[[], Runtime]) -> Starlette:
         rt.shipper.start()
         erasures = ErasureWatch(rt.service.features, rt.keys)
         erasures.start()
+        priors = watch_priors(rt.service.features.priors, rt.settings.serving.priors_refresh_s) \
+            if rt.service.features.priors is not None else None
+        if priors is not None:
+            priors.start()
         rt.service.start_warm_up(rt)
         try:
             yield
         finally:
+            if priors is not None:
+                await priors.stop()
             await erasures.stop()
             rt.monitor.stop()
             await rt.service.aclose()

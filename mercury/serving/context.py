@@ -23,8 +23,9 @@ from mercury.retrieval.index import SearchFilter
 from mercury.serving.audit_sealing import AUDIT_STREAM as AUDIT_STREAM
 from mercury.serving.breaker import CircuitBreaker
 from mercury.serving.documents import DocumentFetcher, Documents
-from mercury.serving.features import ONLINE, UNAVAILABLE, FeatureFetcher, SetContext
+from mercury.serving.features import ONLINE, PRIOR, UNAVAILABLE, FeatureFetcher, SetContext
 from mercury.serving.intent import DOCUMENTS, Plan, plan_for, plan_from_parts
+from mercury.serving.money import present
 from mercury.serving.request import BadRequest, ContextBody
 
 if TYPE_CHECKING:
@@ -108,6 +109,11 @@ class ContextService:
                 await asyncio.wait_for(self.features.warm_up(), 5.0)
             except Exception as exc:  # noqa: BLE001
                 log.warning("online store warm-up failed (features will degrade): %s", exc)
+            if self.features.priors is not None:
+                try:  # the first copy of the fallback priors (then priors.watch refreshes)
+                    await asyncio.wait_for(asyncio.to_thread(self.features.priors.refresh), 5.0)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("fallback priors not read (none until a refresh): %s", exc)
             await asyncio.wrap_future(documents)
 
         def done(task: asyncio.Task[None]) -> None:
@@ -182,10 +188,7 @@ class ContextService:
             "as_of": _iso(as_of_ms),
             "intent": plan.intent,
             "fetched": list(plan.parts),
-            "features": {name: {"version": c.version, "source": c.source,
-                                "as_of": _iso(c.as_of_ms),
-                                "newest_event": _iso(c.newest_event_ms),
-                                "values": c.values} for name, c in sets.items()},
+            "features": {name: self._shown(c) for name, c in sets.items()},
             "documents": None if docs is None else {
                 "index_version": docs.index_version, "embedding_model": docs.embedding_model,
                 "chunks": docs.chunks},
@@ -206,6 +209,19 @@ class ContextService:
                           self._audit(request, plan, token, now_ms, as_of_ms, sets, docs,
                                       degraded, timings))
         return response
+
+    def _shown(self, ctx: SetContext) -> dict[str, Any]:
+        """One set as answered: flagged real (``online``) or not, with its money rounded by
+        the one edge rule (``money.present``); a prior says whose average it is."""
+        feature_set = self.features.reader.catalog.get((ctx.name, ctx.version))
+        shown: dict[str, Any] = {
+            "version": ctx.version, "source": ctx.source, "as_of": _iso(ctx.as_of_ms),
+            "newest_event": _iso(ctx.newest_event_ms),
+            "degraded": ctx.source != ONLINE, "reason": ctx.reason,
+            "values": ctx.values if feature_set is None else present(feature_set, ctx.values)}
+        if ctx.source == PRIOR:
+            shown["prior"] = {"segment": ctx.segment, "users": ctx.segment_users}
+        return shown
 
     def _audit(self, request: ContextRequest, plan: Plan, token: str, now_ms: int,
                as_of_ms: int, sets: dict[str, SetContext], docs: Documents | None,

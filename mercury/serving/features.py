@@ -6,10 +6,16 @@ tests hold to the reference executor, so the API serves exactly what the oracle 
 Each set comes back with its source:
 - ``online``: read now;
 - ``missing``: the store answered but holds nothing for this user (``no_data``) or this set's
-  bytes do not decode (``corrupt``): ``values`` is null, never zeros, and only that set is hit;
+  bytes do not decode (``corrupt``): served as its ``prior`` when one is held, else ``values``
+  is null, never zeros; only that set is hit;
 - ``snapshot``: the store failed or missed its deadline; the last values this process served
   for the user, flagged with their own as-of time;
-- ``unavailable``: as ``snapshot``, with no snapshot to give: ``values`` is null.
+- ``prior``: no real values to give (the store failed and no snapshot is held, or the user's
+  set is missing): the average of the user's segment (home country x risk tier), or of the
+  population when the segment is unknown or small, computed daily in the batch path
+  (``mercury.features.offline.priors``) and held in memory (``mercury.serving.priors``); never
+  mixed with real values: a set is real or prior as a whole;
+- ``unavailable``: as ``prior``, with no prior published for the set: ``values`` is null.
 
 Only evidence about the store is reported to its breaker: an error, or a timeout of the
 store's own deadline on a process that is not busy, whose timer fired on time, and after
@@ -27,14 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from mercury.features.offline.priors import PROFILE_SET, segment_of
 from mercury.features.reader import ContextReader
 from mercury.serving.admission import Overloaded
 from mercury.serving.breaker import CircuitBreaker, judge_timeout
 
 if TYPE_CHECKING:
     from mercury.serving.overload import LoopMonitor
+    from mercury.serving.priors import PriorBook
 
-ONLINE, SNAPSHOT, MISSING, UNAVAILABLE = "online", "snapshot", "missing", "unavailable"
+ONLINE, SNAPSHOT, MISSING, PRIOR, UNAVAILABLE = (
+    "online", "snapshot", "missing", "prior", "unavailable")
 USER_TAG = "u"  # the entity whose context the API serves
 
 
@@ -42,11 +51,13 @@ USER_TAG = "u"  # the entity whose context the API serves
 class SetContext:
     name: str
     version: int | None
-    source: str  # online | missing | snapshot | unavailable
+    source: str  # online | missing | snapshot | prior | unavailable
     as_of_ms: int | None
     newest_event_ms: int | None
     values: dict[str, Any] | None  # feature -> value (see ``mercury.features.reader``)
     reason: str | None = None  # why not online: no_data, corrupt, breaker_open, deadline ...
+    segment: str | None = None  # a prior's: whose average it is ("FR/LOW", "population")
+    segment_users: int | None = None  # a prior's: how many users it averages
 
 
 class SnapshotCache:
@@ -82,11 +93,12 @@ class SnapshotCache:
 
 class FeatureFetcher:
     """The context API's feature read: ``ContextReader.acontext`` (the one read path) within
-    a deadline, behind a breaker, with the snapshot fallback."""
+    a deadline, behind a breaker, with the snapshot and prior fallbacks."""
 
     def __init__(self, reader: ContextReader, breaker: CircuitBreaker, snapshots: SnapshotCache,
                  monitor: LoopMonitor | None = None, store_deadline_s: float = 0.020,
-                 crowded: Callable[[], bool] = lambda: False) -> None:
+                 crowded: Callable[[], bool] = lambda: False,
+                 priors: PriorBook | None = None) -> None:
         self.reader = reader
         self.set_names = reader.set_names
         self.breaker = breaker
@@ -94,6 +106,7 @@ class FeatureFetcher:
         self.monitor = monitor  # LoopMonitor: tells a slow store from a saturated process
         self.store_deadline_s = store_deadline_s
         self.crowded = crowded  # every admission slot taken (``Admission.crowded``)
+        self.priors = priors
 
     async def fetch(self, user_id: str, names: list[str], as_of_ms: int, deadline_s: float,
                     *, pinned: bool = False) -> dict[str, SetContext]:
@@ -125,11 +138,15 @@ class FeatureFetcher:
             return self._fallback(user_id, names, as_of_ms, reason)
         self.breaker.success()
         found: dict[str, SetContext] = {}
+        read_profile = None if PROFILE_SET in context.missing else \
+            context.values.get(PROFILE_SET)
         for name in names:
             version = context.versions.get(name)
             if name in context.missing:
-                found[name] = SetContext(name, version, MISSING, as_of_ms, None, None,
-                                         context.missing[name])
+                reason = context.missing[name]
+                found[name] = self._prior(user_id, name, version, as_of_ms, reason,
+                                          read_profile) or SetContext(
+                    name, version, MISSING, as_of_ms, None, None, reason)
             elif name not in context.values:  # no version of this set is served (yet)
                 found[name] = SetContext(name, None, UNAVAILABLE, None, None, None,
                                          "not_served")
@@ -157,13 +174,32 @@ class FeatureFetcher:
 
     def _fallback(self, user_id: str, names: list[str], as_of_ms: int, reason: str
                   ) -> dict[str, SetContext]:
+        """The store gave nothing: per set, this process's snapshot of the user, else the
+        prior of the user's segment, else nothing."""
         served = self.reader.served_versions()
         out = {}
         for name in names:
             snap = self.snapshots.get(user_id, name, as_of_ms)
-            out[name] = replace(snap, reason=reason) if snap else SetContext(
+            out[name] = replace(snap, reason=reason) if snap else self._prior(
+                user_id, name, served.get(name), as_of_ms, reason) or SetContext(
                 name, served.get(name), UNAVAILABLE, None, None, None, reason)
         return out
+
+    def _prior(self, user_id: str, name: str, version: int | None, as_of_ms: int, reason: str,
+               read_profile: dict[str, Any] | None = None) -> SetContext | None:
+        """The set's prior for the user's segment, known without the store that failed: the
+        profile this read returned, else the one this process last served (its snapshot),
+        else unknown (the population's prior)."""
+        if self.priors is None:
+            return None
+        if read_profile is None:
+            snap = self.snapshots.get(user_id, PROFILE_SET, as_of_ms)
+            read_profile = snap.values if snap else None
+        prior = self.priors.lookup(name, version, segment_of(read_profile))
+        if prior is None:
+            return None
+        return SetContext(name, version, PRIOR, prior.as_of_ms, None, prior.values, reason,
+                          prior.segment, prior.users)
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -14,6 +14,7 @@ from mercury.contracts.validation import validator
 from mercury.eventlog import open_producer
 from mercury.eventlog.factory import encode_record
 from mercury.features.definition.compile import load_compiled
+from mercury.features.offline.priors import has_prior
 from mercury.features.reader import ContextReader
 from mercury.online.factory import open_store
 from mercury.privacy.keys import load_keys
@@ -31,6 +32,7 @@ from mercury.serving.features import FeatureFetcher, SnapshotCache
 from mercury.serving.identity import AssertionVerifier, load_jwks
 from mercury.serving.metrics import Metrics
 from mercury.serving.overload import LoopMonitor
+from mercury.serving.priors import PriorBook
 from mercury.serving.request import Limits
 from mercury.serving.spool_keys import SpoolKeys
 
@@ -103,11 +105,13 @@ def build_runtime(settings: Settings, *, store: OnlineStore | None = None,
     metrics = Metrics()
     monitor = LoopMonitor(max_lag_ms=cfg.overload_lag_ms)
     admission = Admission(cfg.max_in_flight, cfg.admission_wait_ms, cfg.admission_queue)
+    online = store if store is not None else open_store(settings)
     features = FeatureFetcher(
-        ContextReader(store if store is not None else open_store(settings), feature_sets),
-        breaker("redis", cfg),
+        ContextReader(online, feature_sets), breaker("redis", cfg),
         SnapshotCache(cfg.snapshot_max_users, cfg.snapshot_max_age_s * 1000), monitor,
-        store_deadline_s=cfg.features_deadline_ms / 1000, crowded=lambda: admission.crowded)
+        store_deadline_s=cfg.features_deadline_ms / 1000, crowded=lambda: admission.crowded,
+        priors=PriorBook(online, [(fs.name, fs.version) for fs in feature_sets
+                                  if has_prior(fs)]))
     documents = DocumentFetcher(retriever_factory or default_retriever_factory(settings),
                                 breaker("index", cfg), max_waiting=cfg.retrieval_queue,
                                 monitor=monitor, cache_size=settings.retrieval.query_cache_size,
