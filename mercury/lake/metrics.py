@@ -1,5 +1,5 @@
 """What each lake load did, for Prometheus: a metrics file per stream in ``metrics_dir``
-(``mercury.monitoring.textfile``), updated at the end of every successful load.
+(``mercury.metrics_file``), updated at the end of every successful load.
 
 - ``mercury_stream_records_total{stream,validator}`` and
   ``mercury_dead_letters_total{stream,validator,rule}``: records validated and dead-lettered,
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from mercury.monitoring.textfile import GAUGE, Family, MetricsFile
+from mercury.metrics_file import GAUGE, Family, MetricsFile
 
 if TYPE_CHECKING:
     from mercury.config import Settings

@@ -1,5 +1,5 @@
 """The knowledge indexer's Prometheus metrics, written as a file in ``metrics_dir`` after every
-batch and every idle heartbeat (the node exporter serves it; ``mercury.monitoring.textfile``).
+batch and every idle heartbeat (the node exporter serves it; ``mercury.metrics_file``).
 
 A file rather than a port because a dead indexer must still say something: its heartbeat
 stays in the file, ages, and ``KnowledgeIndexerStalled`` fires; a port would just vanish.

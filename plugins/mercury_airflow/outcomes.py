@@ -1,7 +1,7 @@
 """Task outcomes for Prometheus: every task's success, retry and failure callbacks (set on
 every DAG by the cluster policy in ``plugins/airflow_local_settings.py``) add one to
 ``mercury_airflow_task_outcomes_total{dag_id,task_id,outcome}`` in a metrics file in
-``metrics_dir`` (``mercury.monitoring.textfile``: read, add, rename, under a lock, because
+``metrics_dir`` (``mercury.metrics_file``: read, add, rename, under a lock, because
 tasks end in parallel). ``outcome`` is ``success``, ``retry`` or ``failed`` (for good, after
 the retries: the one that also pages, ``alerting``).
 
@@ -25,7 +25,7 @@ SUCCESS, RETRY, FAILED = "success", "retry", "failed"
 def count_outcome(context: Any, outcome: str) -> None:
     """Never raises: counting must not change how the task ends."""
     try:
-        from mercury.monitoring.textfile import Family, MetricsFile
+        from mercury.metrics_file import Family, MetricsFile
         from mercury_airflow.tasks import settings
 
         family = Family("mercury_airflow_task_outcomes_total", "Airflow task outcomes",

@@ -1,5 +1,5 @@
 """The consistency job's last score per feature, for Prometheus: a metrics file in
-``metrics_dir`` (``mercury.monitoring.textfile``) updated by every run of
+``metrics_dir`` (``mercury.metrics_file``) updated by every run of
 ``spark_jobs.consistency``.
 
 - ``mercury_feature_consistency_share{feature_set,feature,kind}``: the share of compared
@@ -12,14 +12,14 @@
   job nobody runs is seen.
 
 On EMR Serverless the driver's folder is not scraped: there the file's families go to the
-Pushgateway (module doc of ``mercury.monitoring.textfile``).
+Pushgateway (module doc of ``mercury.metrics_file``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mercury.monitoring.textfile import GAUGE, Family, MetricsFile
+from mercury.metrics_file import GAUGE, Family, MetricsFile
 
 if TYPE_CHECKING:
     from mercury.config import Settings
