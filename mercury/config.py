@@ -439,6 +439,13 @@ class MonitoringConfig(_Section):
     canary_user_prefix: str = "usr_canary_"
     # The node exporter serving <data_dir>/metrics (batch jobs' text files) to Prometheus.
     textfile_exporter_port: int = Field(9100, ge=1, le=65535)
+    # Consumer groups whose lag the probe exports (group -> the stream it reads): the ones
+    # that run continuously or on a schedule, the knowledge indexer and the hourly audit
+    # loads (audit_warehouse). A group nobody runs would only ever lag and page for nothing.
+    consumer_groups: dict[str, str] = {
+        "knowledge-indexer": "knowledge_documents",
+        "lake-loader.inference_audit": "inference_audit",
+        "lake-loader.assistant_safety_outcomes": "assistant_safety_outcomes"}
 
 
 class AnomalyConfig(_Section):

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
 from mercury.features.lifecycle import consistency as job
+from mercury.features.lifecycle.consistency_metrics import record_report
 from spark_jobs import start
 
 
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CompileError) as exc:  # nothing to measure, or an unknown set
         print(f"consistency: {exc}", file=sys.stderr)
         return 2
+    if not args.recompute_from:  # a what-if check of other definitions is not the score
+        record_report(settings, report, time.time())  # the one Prometheus alerts on
     print("\n".join(report.table()))
     print(report.summary(min_share))
     if args.report:

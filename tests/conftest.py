@@ -66,3 +66,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def metric_samples(path: Path) -> dict[tuple[str, frozenset], float]:
+    """The samples of a Prometheus text file: (name, its labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(path.read_text())
+            for s in family.samples}

@@ -31,7 +31,7 @@ from mercury.features.definition.compile import load_compiled, load_one, render
 from mercury.features.definition.dsl import eq
 from mercury.features.executors.reference import valid_record
 from mercury.features.lifecycle import consistency as cj
-from tests.conftest import write_config
+from tests.conftest import metric_samples, write_config
 from tests.lake_fixtures import compact_into_lake
 from tests.serving_fixtures import PrivateRedis
 from tests.spark_fixtures import spark  # noqa: F401 (the session-scoped fixture)
@@ -327,6 +327,8 @@ def test_the_job_exits_1_naming_the_broken_feature(spark, world, tmp_path, monke
     report = orjson.loads(out.read_text())
     assert [f["feature"] for f in report["features"] if f["share"] < 1] == ["settled_count"]
     assert report["scope"]["entities"] == 20
+    metrics = world.settings.metrics_dir / "feature_consistency.prom"
+    assert not metrics.exists()  # a what-if run of other definitions is not the score
 
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(world.main_window[0] / 1000 - 1))
     until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(world.main_window[1] / 1000 + 1))
@@ -334,6 +336,11 @@ def test_the_job_exits_1_naming_the_broken_feature(spark, world, tmp_path, monke
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "PASS at 100%" in printed and "risk.v1." in printed
+    shares = {dict(labels)["feature"]: value
+              for (name, labels), value in metric_samples(metrics).items()
+              if name == "mercury_feature_consistency_share"
+              and dict(labels)["kind"] == "served" and dict(labels)["feature_set"] == "risk.v1"}
+    assert shares and set(shares.values()) == {1.0}  # what Prometheus alerts on
 
     assert job.main(["online", "--feature-set", "spending.v9"]) == 2
     assert "no compiled spec for spending.v9" in capsys.readouterr().err

@@ -45,15 +45,19 @@ def test_dag_policy(dagbag):
     assert not problems, "\n".join(problems)
 
 
-def test_every_task_pages_when_it_fails(dagbag):
+def test_every_task_pages_when_it_fails_and_counts_its_outcome(dagbag):
     """The cluster policy (plugins/airflow_local_settings.py) gives every task of every DAG
-    the Alertmanager page, keeping a callback a DAG set itself."""
+    the Alertmanager page and the outcome counters, keeping a callback a DAG set itself."""
     from mercury_airflow.alerting import page_on_failure
+    from mercury_airflow.outcomes import count_failure, count_retry, count_success
 
     assert dagbag.dags
     unpaged = [f"{dag_id}.{task.task_id}" for dag_id, dag in dagbag.dags.items()
                for task in dag.tasks
-               if page_on_failure not in (task.on_failure_callback or [])]
+               if page_on_failure not in (task.on_failure_callback or [])
+               or count_failure not in (task.on_failure_callback or [])
+               or count_retry not in (task.on_retry_callback or [])
+               or count_success not in (task.on_success_callback or [])]
     assert not unpaged, unpaged
 
 

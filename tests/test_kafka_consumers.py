@@ -78,6 +78,17 @@ def _all_messages(settings, topic: str, group: str) -> list:
         return [m for batch in consumer.read_to_end() for m in batch]
 
 
+def _exported_lag(settings, group: str, stream: str) -> float:
+    from mercury.monitoring.lag import ConsumerLagCollector
+
+    watched = settings.model_copy(update={"monitoring": settings.monitoring.model_copy(
+        update={"consumer_groups": {group: stream}})})
+    [family] = ConsumerLagCollector(watched).collect()
+    [sample] = family.samples
+    assert sample.labels == {"group": group, "stream": stream}
+    return sample.value
+
+
 def _while_loading(monkeypatch, produce_once) -> None:
     """Runs ``produce_once`` when the load writes its first batch: records that arrive
     while a load runs."""
@@ -113,8 +124,10 @@ def test_lake_loader_reads_to_the_start_watermarks_and_dead_letters_what_it_cann
                                          "unknown_schema_id": 1}
     lake_ids = tables.read(kafka, "transactions").column("event_id").to_pylist()
     assert sorted(lake_ids) == sorted(r["event_id"] for r in records)
-    # Committed exactly what was read: the seven written during the load wait.
+    # Committed exactly what was read: the seven written during the load wait. Prometheus
+    # sees the same lag from the brokers' watermarks (the probe's collector).
     assert eventlog.group_lag(kafka, "lake-loader.transactions", ["transactions"]) == 7
+    assert _exported_lag(kafka, "lake-loader.transactions", "transactions") == 7
 
     from mercury.contracts import payloads
 

@@ -8,6 +8,7 @@ that nothing is lost or resurrected.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 
 import numpy as np
@@ -23,6 +24,7 @@ from mercury.retrieval.indexer import GROUP
 from mercury.retrieval.rebuild import promote, start_version
 from mercury.retrieval.retriever import Retriever
 from mercury.retrieval.service import run_indexer
+from tests.conftest import metric_samples
 
 ALIAS = "knowledge"
 
@@ -156,6 +158,18 @@ def test_bad_documents_are_dead_lettered_and_nothing_is_lost(tmp_settings, serve
     assert sorted(letter["rule"] for letter in letters) == sorted(status.dead_lettered)
     assert all(letter["source_position"].startswith("knowledge_documents/") for letter in letters)
     assert index.live_documents(spec.name) == {"ok-0", "ok-1", "ok-2", "huge"}
+    # The same counts for Prometheus (the dead-letter and knowledge-freshness SLIs), with a
+    # fresh heartbeat; each applied change's lag observed (updated_at 100 ms: very late).
+    samples = metric_samples(tmp_settings.metrics_dir / "knowledge_indexer.prom")
+    mine = {("stream", "knowledge_documents"), ("validator", "knowledge_indexer")}
+    assert samples[("mercury_stream_records_total", frozenset(mine))] == 8
+    assert {dict(labels)["rule"]: value for (name, labels), value in samples.items()
+            if name == "mercury_dead_letters_total"} == status.dead_lettered
+    assert samples[("mercury_knowledge_searchable_lag_seconds_count", frozenset())] == 4
+    assert samples[("mercury_knowledge_searchable_lag_seconds_bucket",
+                    frozenset({("le", "300.0")}))] == 0
+    beat = samples[("mercury_knowledge_indexer_heartbeat_timestamp_seconds", frozenset())]
+    assert abs(beat - time.time()) < 60
     # Offsets were committed: a second run reads nothing and writes no second dead letter.
     assert run(tmp_settings, index, embedder).read == 0
     assert len(list(FileEventReader(tmp_settings.event_log.root)

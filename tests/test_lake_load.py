@@ -9,6 +9,7 @@ from mercury.generator.run import generate
 from mercury.lake import tables
 from mercury.lake.load import load_stream
 from mercury.quality.reconcile import dead_letters, reconcile
+from tests.conftest import metric_samples
 
 STREAMS = ["transactions", "user_activity", "risk_signals"]
 
@@ -44,6 +45,15 @@ def test_dead_letters_match_the_manifest_and_reloading_changes_nothing(tmp_setti
     assert set(lake.column("card_last4").to_pylist()) <= {None, "****"}  # card data masked
     assert PAN not in reports["transactions"].summary()
 
+    # Prometheus sees the same counts (the dead-letter SLI), per stream and rule.
+    samples = metric_samples(tmp_settings.metrics_dir / "lake_load_transactions.prom")
+    mine = frozenset({("stream", "transactions"), ("validator", "lake_loader")})
+    assert samples[("mercury_stream_records_total", mine)] == reports["transactions"].read
+    assert {dict(labels)["rule"]: value for (name, labels), value in samples.items()
+            if name == "mercury_dead_letters_total"} == reports["transactions"].dead_letters
+    assert samples[("mercury_lake_rows_loaded_total", frozenset({("stream", "transactions")}))] \
+        == reports["transactions"].inserted
+
     # A second load reads nothing new; a fresh consumer group re-reading everything
     # (a replay) adds no rows and no second dead letter per position.
     again = load_stream(tmp_settings, "transactions")
@@ -56,6 +66,10 @@ def test_dead_letters_match_the_manifest_and_reloading_changes_nothing(tmp_setti
     # (the lake table, the replay tool) keeps one.
     assert len(letters) == 2 * first_pass
     assert len({d["dlq_id"] for d in letters}) == first_pass
+    # The counters kept adding across the loads (each a process of its own in production).
+    again_samples = metric_samples(tmp_settings.metrics_dir / "lake_load_transactions.prom")
+    assert again_samples[("mercury_stream_records_total", mine)] \
+        == reports["transactions"].read + replay.read
 
 
 def test_a_dead_letter_keeps_the_raw_payload_rule_and_position(tmp_settings):

@@ -75,3 +75,27 @@ def test_every_alert_has_a_runbook_that_exists() -> None:
         page = REPO / url
         assert page.parent == RUNBOOKS and page.is_file(), \
             f"{alert['alert']}: runbook_url {url} is not a page in docs/runbooks/"
+
+
+def test_every_metric_the_rules_and_dashboards_read_is_exported_by_code() -> None:
+    """A rule on a metric nothing exports stays silent for ever; so does a dashboard panel.
+    Each name read must be a string some exporter declares (a ``_bucket``/``_count``/``_sum``
+    series by its histogram's name); Flink's names come from its own reporter, enabled in
+    infra/local/flink/config.yaml."""
+    import json
+    import re
+
+    exprs = [rule["expr"] for path in RULE_FILES
+             for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
+    exprs += [target["expr"] for board in (MONITORING / "dashboards").glob("*.json")
+              for panel in json.loads(board.read_text())["panels"]
+              for target in panel.get("targets", [])]
+    read = {name for expr in exprs
+            for name in re.findall(r"(?<![:\w])(?:mercury|context|flink)_[A-Za-z0-9_]+", expr)}
+    code = "\n".join(path.read_text() for folder in ("mercury", "plugins", "spark_jobs")
+                     for path in (REPO / folder).rglob("*.py"))
+    assert "PrometheusReporterFactory" in (REPO / "infra/local/flink/config.yaml").read_text()
+    missing = sorted(name for name in read if not name.startswith("flink_")
+                     and f'"{name}"' not in code
+                     and f'"{re.sub(r"_(bucket|count|sum)$", "", name)}"' not in code)
+    assert read and not missing, f"read by rules or dashboards, exported by nothing: {missing}"

@@ -1,12 +1,14 @@
 """The local stack's monitoring, real (Debian's binaries): Prometheus scraping the freshness
-probe with the committed SLO rules loaded (a freshness drill; the dashboards' queries checked
-against it), and Alertmanager receiving Airflow's failure pages.
+probe with the committed SLO rules loaded (incident drills: a dead-letter spike, Redis down, the
+streaming job stopped; the dashboards' queries checked against it), and Alertmanager receiving
+Airflow's failure pages.
 
 The probe writes canaries into the real file event log and reads the real Redis. What stands
 in for the Flink job here is the platform's own Python streaming executor, run in a thread
 (consume the log, fold, write the store): starting the Flink job would add a minute and a
 second cluster's worth of memory to this test, and the drill is about the probe, the scrape
-and the rules. Stopping that thread is the outage.
+and the rules. Stopping that thread is the outage. Redis is a private one (tests.serving_fixtures):
+stopping it touches no one else's, and it restarts on the same port.
 
 Not asserted: the alert reaching ``firing`` (its ``for: 2m`` would add two minutes to the
 suite) and resolving (its 5-minute window must fill with good canaries again); the rules'
@@ -55,8 +57,20 @@ class PythonStreamingJob:
                     writes += self.executor.process(key, message.stream, record,
                                                     self.states.setdefault(key, DictState())
                                                     ).writes
-            self.store.write(writes)
+            while not self._written(writes):  # the store down: retry, as Flink's writer does
+                self.stop.wait(0.2)
             self.consumer.commit()
+
+    def _written(self, writes) -> bool:
+        import redis
+
+        if self.stop.is_set():
+            return True
+        try:
+            self.store.write(writes)
+            return True
+        except redis.RedisError:
+            return False
 
 
 def _query(url: str, expr: str) -> list[dict]:
@@ -74,6 +88,29 @@ def _wait_for(what: str, check, timeout_s: float):
         if time.monotonic() > deadline:
             pytest.fail(f"{what} within {timeout_s:.0f} s")
         time.sleep(1)
+
+
+def _value(url: str, expr: str) -> float:
+    found = _query(url, expr)
+    return float(found[0]["value"][1]) if found else 0.0
+
+
+def _load_with_malformed(settings, good: int, malformed: int) -> None:
+    """Transactions into the log, some malformed (a producer deploy gone wrong), then the lake
+    loader's run over them: the validator that counts dead letters for Prometheus."""
+    import uuid
+
+    from mercury.eventlog import encode_record, open_producer
+    from mercury.lake.load import load_stream
+    from mercury.monitoring.probe import canary_record
+
+    with open_producer(settings, writer_id="drill") as producer:
+        for n in range(good):
+            record = canary_record(f"usr_drill_{uuid.uuid4().hex[:12]}", 1_765_000_000_000 + n)
+            producer.send("transactions", encode_record(settings, "transactions", record))
+        for n in range(malformed):
+            producer.send("transactions", b'{"event_id": "evt_%d", "amount": "lots"' % n)
+    load_stream(settings, "transactions")
 
 
 def _dashboards_query_what_exists(url: str, rule_names: set[str]) -> None:
@@ -102,6 +139,7 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
     from prometheus_client import CollectorRegistry, start_http_server
 
     from mercury.eventlog import open_producer
+    from mercury.monitoring.lag import ConsumerLagCollector
     from mercury.monitoring.probe import FreshnessProbe
     from mercury.online.factory import open_store
     from mercury.stack.monitoring_servers import PrometheusServer, TextfileExporter
@@ -114,7 +152,8 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
                         monitoring={"prometheus_port": free_port(), "probe_port": free_port(),
                                     "textfile_exporter_port": free_port(),
                                     "probe_interval_s": 0.5, "probe_timeout_s": 6.0,
-                                    "scrape_interval_s": 1, "evaluation_interval_s": 1})
+                                    "scrape_interval_s": 1, "evaluation_interval_s": 1,
+                                    "consumer_groups": {"drill-job": "transactions"}})
     monkeypatch.setenv("MERCURY_CONFIG", str(path))
     settings = load_settings()
     # A batch job's metric file, as the anomaly gate writes it with one hour held
@@ -123,6 +162,7 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
         'mercury_quality_quarantined_hours{stream="transactions"} 1\n')
     exporter, prometheus = TextfileExporter(settings), PrometheusServer(settings)
     registry, stop_probe = CollectorRegistry(), threading.Event()
+    registry.register(ConsumerLagCollector(settings))  # as `mercury monitor probe` does
     server, _ = start_http_server(settings.monitoring.probe_port, addr="127.0.0.1",
                                   registry=registry)
     job = PythonStreamingJob(settings)
@@ -151,18 +191,58 @@ def test_a_stalled_pipeline_shows_in_the_freshness_sli_and_alert(tmp_path, monke
             prometheus.url, 'ALERTS{alertname="AnomalyHourQuarantined",alertstate="firing",'
                             'stream="transactions"}'), 30)
 
-        # The outage: the job stops. Canaries stop landing and count as late at the timeout.
-        job.stop.set()
-        job.thread.join(10)
-        _wait_for("lost canaries scraped", lambda: _query(
-            prometheus.url, "mercury_freshness_probe_lost_total >= 3"), 60)
-        [burning] = _wait_for("the SLI over the fast-burn threshold", lambda: _query(
+        # Drill: a dead-letter spike. 20% of a producer's transactions malformed, two loader
+        # runs (a rate needs two scrapes): the per-stream ratio and its fast-burn alert.
+        _load_with_malformed(settings, good=80, malformed=20)
+        _wait_for("the loader's counters scraped", lambda: _query(
+            prometheus.url, 'mercury_dead_letters_total{stream="transactions",'
+                            'validator="lake_loader"} == 20'), 30)
+        _load_with_malformed(settings, good=80, malformed=20)
+        [spike] = _wait_for("the dead-letter alert pending", lambda: _query(
+            prometheus.url, 'ALERTS{alertname="DeadLetterRateBurn",window="fast",'
+                            'stream="transactions"}'), 30)
+        assert spike["metric"]["alertstate"] == "pending"  # for: 2m, not waited for
+        ratio = _value(prometheus.url, 'slo:dead_letters:ratio_rate5m{stream="transactions"}')
+        assert 0.1 < ratio <= 0.2  # 20 of 100, diluted by the canaries the loader also read
+        assert _value(prometheus.url, 'mercury_lake_rows_loaded_total{stream="transactions"}') \
+            >= 160
+
+        # Drill: Redis down. The probe cannot read: canaries count as late at the timeout,
+        # the SLI crosses the fast-burn line, the freshness alert goes pending.
+        assert not _query(prometheus.url, 'ALERTS{alertname="TransactionFreshnessBurn"}')
+        redis.stop()
+        _wait_for("the probe's failed reads scraped", lambda: _query(
+            prometheus.url, "sum(mercury_freshness_probe_read_errors_total) > 0"), 30)
+        _wait_for("the SLI over the fast-burn threshold", lambda: _query(
             prometheus.url, f"{RULE} > 0.144"), 60)
-        assert float(burning["value"][1]) > 0.144
         [alert] = _wait_for("the freshness alert pending", lambda: _query(
             prometheus.url,
             'ALERTS{alertname="TransactionFreshnessBurn",window="fast"}'), 60)
         assert alert["metric"]["alertstate"] in ("pending", "firing")
+        # Redis back (same port): the job's retried writes land, canaries are readable again.
+        redis.start()
+        landed = _value(prometheus.url, "sum(mercury_online_write_lag_seconds_bucket"
+                                        '{le="5.0"})')
+        _wait_for("canaries landing again after Redis is back", lambda: _query(
+            prometheus.url, f'sum(mercury_online_write_lag_seconds_bucket{{le="5.0"}}) '
+                            f'>= {landed + 5}'), 60)
+
+        # Drill: the job stops. Canaries stop landing and count as late at the timeout; the
+        # job's consumer group lags (the probe measures it from the log at every scrape).
+        assert _value(prometheus.url, 'mercury_consumer_lag_messages{group="drill-job"}') < 5
+        lost_before = _value(prometheus.url, "mercury_freshness_probe_lost_total")
+        job.stop.set()
+        job.thread.join(10)
+        _wait_for("lost canaries scraped", lambda: _query(
+            prometheus.url, f"mercury_freshness_probe_lost_total >= {lost_before + 3}"), 60)
+        _wait_for("the job's consumer lag growing", lambda: _query(
+            prometheus.url, 'mercury_consumer_lag_messages{group="drill-job",'
+                            'stream="transactions"} >= 5'), 30)
+        [burning] = _wait_for("the SLI over the fast-burn threshold", lambda: _query(
+            prometheus.url, f"{RULE} > 0.144"), 60)
+        assert float(burning["value"][1]) > 0.144
+        assert _query(prometheus.url,
+                      'ALERTS{alertname="TransactionFreshnessBurn",window="fast"}')
     finally:
         stop_probe.set()
         job.stop.set()

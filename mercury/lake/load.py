@@ -21,6 +21,7 @@ from mercury.contracts import registry
 from mercury.contracts.validation import validator
 from mercury.eventlog import encode_record, open_consumer, open_producer, writer_schemas
 from mercury.lake import tables
+from mercury.lake.metrics import record_load
 from mercury.privacy.tombstones import Tombstones
 from mercury.quality.dead_letters import make_dead_letter
 
@@ -87,4 +88,6 @@ def load_stream(settings: Settings, stream_name: str, batch_size: int = 50_000,
             consumer.commit()
     finally:
         consumer.close()
+    record_load(settings, stream_name, read=report.read, inserted=report.inserted,
+                dead_letters=report.dead_letters, finished_s=now_ms() / 1000)
     return report

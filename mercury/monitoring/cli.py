@@ -1,5 +1,6 @@
 """``mercury monitor probe``: run the freshness probe (mercury.monitoring.probe) and serve its
-metrics on ``monitoring.probe_port`` for Prometheus, printing each canary's lag as it lands."""
+metrics on ``monitoring.probe_port`` for Prometheus, with the consumer groups' lag
+(mercury.monitoring.lag), printing each canary's lag as it lands."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ def _probe(args) -> int:
 
     from mercury.config import load_settings
     from mercury.eventlog import open_producer
+    from mercury.monitoring.lag import ConsumerLagCollector
     from mercury.monitoring.probe import FreshnessProbe
     from mercury.online.factory import open_store
 
     settings = load_settings()
     registry = CollectorRegistry()
+    registry.register(ConsumerLagCollector(settings))  # measured at each scrape
     stop = threading.Event()
     if args.seconds is not None:
         timer = threading.Timer(args.seconds, stop.set)

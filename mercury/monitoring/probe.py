@@ -61,6 +61,9 @@ class FreshnessProbe:
         self.lost = Counter("mercury_freshness_probe_lost_total",
                             "Canaries not readable within monitoring.probe_timeout_s",
                             registry=registry)
+        self.read_errors = Counter("mercury_freshness_probe_read_errors_total",
+                                   "Reads of the online store that failed (by error type)",
+                                   ["error"], registry=registry)
 
     def send_canary(self) -> str:
         from mercury.eventlog import encode_record
@@ -81,7 +84,13 @@ class FreshnessProbe:
         users = list(self.pending)
         if not users:
             return []
-        hashes = self.store.read([layout.entity_key(self.purchases, u) for u in users])
+        try:
+            hashes = self.store.read([layout.entity_key(self.purchases, u) for u in users])
+        except Exception as exc:  # noqa: BLE001 - any binding's outage: the probe keeps timing
+            # The store unreachable is an outage the SLI must show: nothing is readable, so
+            # the canaries age into lost at the timeout, as when the job is down.
+            self.read_errors.labels(error=type(exc).__name__).inc()
+            hashes = [{} for _ in users]
         now, timeout, observed = self.clock(), self.settings.monitoring.probe_timeout_s, []
         for user, fields in zip(users, hashes, strict=True):
             age = now - self.pending[user]

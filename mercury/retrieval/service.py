@@ -46,6 +46,7 @@ from mercury.retrieval.indexer import (
     now_ms,
     status_path,
 )
+from mercury.retrieval.indexer_metrics import IndexerMetrics
 
 log = logging.getLogger(__name__)
 UPKEEP_HEARTBEAT_S = 5.0  # under the supervisor's 30 s staleness limit
@@ -76,6 +77,7 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
     dead_letter_stream = str(registry.stream(STREAM).dead_letter_stream)
     status = IndexerStatus(started_at_ms=now_ms())
     path = status_path(settings.data_dir)
+    metrics = IndexerMetrics(settings.metrics_dir, STREAM)
     stop = stop or threading.Event()
     with open_consumer(settings, GROUP, [STREAM]) as consumer, \
             open_producer(settings, writer_id="indexer") as producer:
@@ -84,6 +86,7 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
             if not batch:
                 status.heartbeat_ms = now_ms()
                 status.save(path)
+                metrics.beat(status.heartbeat_ms)
                 ran = run_due_upkeep(index, cfg.alias, status, path, overdue=False)
                 if not follow:
                     if ran:
@@ -112,6 +115,8 @@ def run_indexer(settings: Settings, *, follow: bool = False, batch_size: int = 2
             newest = max((d.updated_at for d in documents), default=None)
             status.add(len(batch), stats, rejected, newest, now_ms())
             status.save(path)
+            metrics.batch(len(batch), rejected, (d.updated_at for d in documents),
+                          status.heartbeat_ms)
             if progress is not None:
                 progress(status)
             run_due_upkeep(index, cfg.alias, status, path, overdue=True)

@@ -117,9 +117,10 @@ class AlertmanagerServer(Component):
 
 class TextfileExporter(Component):
     """Debian's node exporter with only its textfile collector: it serves the ``.prom`` files
-    the batch jobs write to ``settings.metrics_dir`` (the anomaly gate, the drift job). In
-    production the jobs run on MWAA workers, whose files nothing scrapes: there they push to a
-    Pushgateway instead (not built yet)."""
+    written to ``settings.metrics_dir`` (the anomaly gate, the drift job, the lake loads, the
+    knowledge indexer, the consistency job, Airflow task outcomes). In production the jobs run
+    on MWAA workers and EMR, whose files nothing scrapes: there they push the same families to
+    a Pushgateway, the batch-metrics target (``mercury.metrics_file``; not built yet)."""
     name = "node-exporter"
     start_timeout_s = 15.0
 
