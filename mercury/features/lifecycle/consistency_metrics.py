@@ -35,9 +35,11 @@ LAST_RUN = Family("mercury_feature_consistency_last_run_timestamp_seconds",
 
 
 def record_report(settings: Settings, report: ConsistencyReport, finished_s: float) -> None:
-    scored = [s for s in report.scores.values() if s.share is not None]
+    # A feature with nothing to compare has no share: it is left out, not written as 0.
+    shares = {(s.ref, s.feature, report.kind): (s.share, s.total)
+              for s in report.scores.values() if s.share is not None}
     MetricsFile(settings.metrics_dir / "feature_consistency.prom",
                 (SHARE, COMPARED, LAST_RUN)).update(set_={
-                    SHARE.name: {(s.ref, s.feature, report.kind): s.share for s in scored},
-                    COMPARED.name: {(s.ref, s.feature, report.kind): s.total for s in scored},
+                    SHARE.name: {key: share for key, (share, _) in shares.items()},
+                    COMPARED.name: {key: total for key, (_, total) in shares.items()},
                     LAST_RUN.name: {(report.kind,): finished_s}})
