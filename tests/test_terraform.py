@@ -292,3 +292,49 @@ def test_checkov_is_clean() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(terraform["summary"]))
+
+
+def resources(tf: TfDir, kind: str) -> dict[str, dict[str, Any]]:
+    """The resources of one type in a directory: name -> body."""
+    found: dict[str, dict[str, Any]] = {}
+    for parsed in tf.files.values():
+        for entry in parsed.get("resource", []):
+            for resource_type, named in entry.items():
+                if unquote(resource_type) == kind:
+                    found |= {unquote(label): body for label, body in named.items()}
+    return found
+
+
+def interpolate(expression: str, variables: dict[str, str]) -> str:
+    """A string expression with its ``${var.X}`` replaced (all this test needs)."""
+    return re.sub(r"\$\{var\.(\w+)\}", lambda m: variables[m.group(1)], unquote(expression))
+
+
+def region_values(region: str) -> dict[str, str]:
+    return {k: unquote(v) for k, v in parse(PROD / f"{region}.tfvars").items()
+            if isinstance(v, str) and not k.startswith("__")}
+
+
+def secret_names(refs: list[str], region: str) -> set[str]:
+    """The names of the secrets ``module.M.O`` ARNs (outputs of a secret's arn) point at."""
+    env, tfvars, names = tf_dir(PROD), region_values(region), set()
+    for ref in refs:
+        module, output = MODULE_REF.search(ref).groups()  # type: ignore[union-attr]
+        child = env.child(module)
+        value = unquote(child.outputs[output]["value"])
+        secret = re.fullmatch(r"\$\{aws_secretsmanager_secret\.(\w+)\.arn\}", value)
+        assert secret, f"module.{module}.{output} is not a secret's ARN: {value}"
+        name = resources(child, "aws_secretsmanager_secret")[secret.group(1)]["name"]
+        names.add(interpolate(name, {"name": interpolate(env.modules[module]["name"], tfvars)}))
+    return names
+
+
+def test_the_spark_jobs_secrets_are_the_ones_the_job_role_may_read() -> None:
+    """config/production.yaml (eu-west-1) names each secret a job run fetches; Terraform grants
+    the EMR job role exactly those (a name the role cannot read fails the job at start)."""
+    submit = load_settings("production").spark_submit
+    assert submit.type == "emr_serverless" and submit.region == "eu-west-1"
+    emr = tf_dir(PROD).modules["emr_serverless"]
+    assert secret_names(emr["secret_arns"], "eu-west-1") == set(submit.secrets.values())
+    policy = "".join(tf_dir(TERRAFORM / "modules" / "emr_serverless").texts())
+    assert "secretsmanager:GetSecretValue" in policy and "var.secret_arns" in policy

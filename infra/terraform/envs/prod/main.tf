@@ -172,6 +172,10 @@ module "emr_serverless" {
   glue_database_arns   = values(module.glue.database_arns)
   glue_database_names  = module.glue.database_names
   kms_key_arns         = [module.kms.key_arns["lake"], module.kms.key_arns["audit"], module.kms.key_arns["platform"]]
+  # config/production.yaml spark_submit.secrets: the warm start's and consistency gate's
+  # Redis password (tests/test_terraform.py matches the names).
+  secret_arns          = [module.redis.auth_secret_arn]
+  secrets_kms_key_arns = [module.kms.key_arns["online"]]
 }
 
 module "mwaa" {
