@@ -341,3 +341,77 @@ def test_the_spark_jobs_secrets_are_the_ones_the_job_role_may_read() -> None:
     assert secret_names(emr["secret_arns"], "eu-west-1") == set(submit.secrets.values())
     policy = "".join(tf_dir(TERRAFORM / "modules" / "emr_serverless").texts())
     assert "secretsmanager:GetSecretValue" in policy and "var.secret_arns" in policy
+
+
+def test_postgres_is_the_profiles_source_and_the_ops_state_store() -> None:
+    """Aurora: logical replication on (the CDC slot), encrypted with its key, Multi-AZ, in the
+    private subnets, and one rotated secret per role that config/production.yaml logs in as,
+    in the database it names."""
+    module = tf_dir(TERRAFORM / "modules" / "postgres")
+    call = tf_dir(PROD).modules["postgres"]
+    parameters = {unquote(p["name"]): unquote(str(p["value"])) for p in resources(
+        module, "aws_rds_cluster_parameter_group")["this"]["parameter"]}
+    assert parameters["rds.logical_replication"] == "1"
+    assert parameters["rds.force_ssl"] == "1"
+    cluster = resources(module, "aws_rds_cluster")["this"]
+    assert cluster["storage_encrypted"] is True and cluster["kms_key_id"] == "${var.kms_key_arn}"
+    assert cluster["manage_master_user_password"] is True  # RDS rotates the master's
+    assert call["subnet_ids"] == "${module.network.private_subnet_ids}"
+    assert call["kms_key_arn"] == '${module.kms.key_arns["databases"]}'
+    instances = resources(module, "aws_rds_cluster_instance")["this"]
+    assert "count.index % length(var.availability_zones)" in instances["availability_zone"]
+    assert "var.instance_count >= 2" in module.variables["instance_count"]["validation"][0][
+        "condition"]
+    assert instances["publicly_accessible"] is False
+    roles = module.files["main.tf"]["locals"][0]["service_roles"]
+    settings = load_settings("production")
+    logins = {settings.postgres.user: settings.postgres.database}
+    for database in (settings.privacy.user_keys_postgres, settings.ops_state.postgres):
+        assert database is not None
+        logins[database.user] = database.database
+    assert {role: unquote(spec["database"]) for role, spec in roles.items()} == logins
+    for kind in ("aws_secretsmanager_secret", "aws_secretsmanager_secret_rotation"):
+        assert resources(module, kind)["service"]["for_each"] == "${local.service_roles}"
+
+
+def test_the_schema_registry_is_the_one_production_names() -> None:
+    env = tf_dir(PROD)
+    zone = unquote(env.modules["network"]["internal_zone_name"])
+    module = tf_dir(TERRAFORM / "modules" / "schema_registry")
+    record = resources(module, "aws_route53_record")["this"]
+    host = interpolate(record["name"], {"zone_name": zone})
+    assert load_settings("production").event_log.schema_registry_url == f"https://{host}"
+    certificate = resources(env, "aws_acm_certificate")["schema_registry"]
+    assert unquote(certificate["domain_name"]) == host
+    assert "aws_route53_record.this.fqdn" in unquote(module.outputs["url"]["value"])
+    deployment = resources(module, "kubernetes_deployment_v1")["this"]["spec"][0]
+    assert deployment["replicas"] == 3
+    spread = deployment["template"][0]["spec"][0]["topology_spread_constraint"][0]
+    assert unquote(spread["topology_key"]) == "topology.kubernetes.io/zone"
+    topic = resources(module, "kafka_topic")["schemas"]
+    assert topic["partitions"] == 1 and topic["replication_factor"] == 3
+    assert unquote(topic["config"]['"cleanup.policy"']) == "compact"  # hcl2 keeps the quotes
+
+
+def test_production_monitoring_loads_the_files_the_local_stack_runs() -> None:
+    """The managed Prometheus gets every rules file of infra/monitoring (the folder the local
+    Prometheus reads), the Alertmanager its routing, Grafana its dashboards; the scraper keeps
+    the local job names the rules select on."""
+    from mercury.stack import monitoring_servers
+
+    call = tf_dir(PROD).modules["monitoring"]
+    folder = (PROD / unquote(call["monitoring_dir"]).replace("${path.root}/", "")).resolve()
+    assert folder == monitoring_servers.MONITORING_DIR
+    rule_files = sorted(p.name for p in (folder / "rules").glob("*.yml"))
+    assert rule_files, "no rules to load"
+    for name in rule_files:  # AMP namespace names
+        assert re.fullmatch(r"[0-9A-Za-z][-.0-9A-Za-z_]{0,63}", name.removesuffix(".yml")), name
+    module = tf_dir(TERRAFORM / "modules" / "monitoring")
+    text = "\n".join(module.texts())
+    assert 'fileset("${var.monitoring_dir}/rules", "*.yml")' in text
+    assert 'file("${var.monitoring_dir}/alertmanager.yml")' in text
+    assert 'fileset("${var.monitoring_dir}/dashboards", "*.json")' in text
+    namespaces = resources(module, "aws_prometheus_rule_group_namespace")["this"]
+    assert namespaces["for_each"] == "${local.rule_files}"
+    assert "file(\"${var.monitoring_dir}/rules/${each.value}\")" in namespaces["data"]
+    assert list((folder / "dashboards").glob("*.json")), "no dashboards to load"
