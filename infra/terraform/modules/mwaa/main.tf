@@ -183,8 +183,8 @@ resource "aws_mwaa_environment" "this" {
   execution_role_arn = aws_iam_role.execution.arn
   kms_key            = var.kms_key_arn
 
-  source_bucket_arn    = var.artifacts_bucket_arn
-  dag_s3_path          = "mwaa/dags"
+  source_bucket_arn     = var.artifacts_bucket_arn
+  dag_s3_path           = "mwaa/dags"
   webserver_access_mode = "PRIVATE_ONLY"
 
   airflow_configuration_options = {

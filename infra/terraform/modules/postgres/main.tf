@@ -11,8 +11,7 @@
 
 terraform {
   required_providers {
-    aws    = { source = "hashicorp/aws" }
-    random = { source = "hashicorp/random" }
+    aws = { source = "hashicorp/aws" }
   }
 }
 
@@ -198,12 +197,12 @@ resource "aws_serverlessapplicationrepository_cloudformation_stack" "rotation" {
   application_id = "arn:aws:serverlessrepo:us-east-1:297356227824:applications/SecretsManagerRDSPostgreSQLRotationMultiUser"
   capabilities   = ["CAPABILITY_IAM", "CAPABILITY_RESOURCE_POLICY"]
   parameters = {
-    endpoint            = "https://secretsmanager.${var.region}.${data.aws_partition.current.dns_suffix}"
-    functionName        = "${var.name}-postgres-rotation"
-    vpcSubnetIds        = join(",", var.subnet_ids)
-    vpcSecurityGroupIds = aws_security_group.rotation.id
-    kmsKeyArn           = var.kms_key_arn
-    masterSecretArn     = aws_rds_cluster.this.master_user_secret[0].secret_arn
+    endpoint              = "https://secretsmanager.${var.region}.${data.aws_partition.current.dns_suffix}"
+    functionName          = "${var.name}-postgres-rotation"
+    vpcSubnetIds          = join(",", var.subnet_ids)
+    vpcSecurityGroupIds   = aws_security_group.rotation.id
+    kmsKeyArn             = var.kms_key_arn
+    masterSecretArn       = aws_rds_cluster.this.master_user_secret[0].secret_arn
     masterSecretKmsKeyArn = var.kms_key_arn
   }
 }
@@ -217,23 +216,23 @@ resource "aws_secretsmanager_secret" "service" {
 
 # The first version names the role and the cluster; the first rotation (at once) sets the
 # role's password through the master's secret, so this random one is never the role's.
-resource "random_password" "initial" {
-  for_each = local.service_roles
-  length   = 40
-  special  = false
+data "aws_secretsmanager_random_password" "initial" {
+  for_each            = local.service_roles
+  password_length     = 40
+  exclude_punctuation = true
 }
 
 resource "aws_secretsmanager_secret_version" "service" {
   for_each  = local.service_roles
   secret_id = aws_secretsmanager_secret.service[each.key].id
   secret_string = jsonencode({
-    engine      = "postgres"
-    host        = aws_rds_cluster.this.endpoint
-    port        = 5432
-    dbname      = each.value.database
-    username    = each.key
-    password    = random_password.initial[each.key].result
-    masterarn   = aws_rds_cluster.this.master_user_secret[0].secret_arn
+    engine    = "postgres"
+    host      = aws_rds_cluster.this.endpoint
+    port      = 5432
+    dbname    = each.value.database
+    username  = each.key
+    password  = data.aws_secretsmanager_random_password.initial[each.key].random_password
+    masterarn = aws_rds_cluster.this.master_user_secret[0].secret_arn
   })
   lifecycle {
     ignore_changes = [secret_string] # the rotation owns it from then on

@@ -21,20 +21,20 @@ locals {
   group  = "schema-registry"
   # The image's settings (the cp image maps SCHEMA_REGISTRY_* to schema-registry.properties).
   environment = {
-    SCHEMA_REGISTRY_HOST_NAME                              = "$(POD_IP)"
-    SCHEMA_REGISTRY_LISTENERS                              = "http://0.0.0.0:8081"
-    SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS           = var.bootstrap_servers_iam
-    SCHEMA_REGISTRY_KAFKASTORE_TOPIC                       = kafka_topic.schemas.name
-    SCHEMA_REGISTRY_KAFKASTORE_TOPIC_REPLICATION_FACTOR    = "3"
-    SCHEMA_REGISTRY_KAFKASTORE_SECURITY_PROTOCOL           = "SASL_SSL"
-    SCHEMA_REGISTRY_KAFKASTORE_SASL_MECHANISM              = "AWS_MSK_IAM"
-    SCHEMA_REGISTRY_KAFKASTORE_SASL_JAAS_CONFIG            = "software.amazon.msk.auth.iam.IAMLoginModule required;"
+    SCHEMA_REGISTRY_HOST_NAME                                     = "$(POD_IP)"
+    SCHEMA_REGISTRY_LISTENERS                                     = "http://0.0.0.0:8081"
+    SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS                  = var.bootstrap_servers_iam
+    SCHEMA_REGISTRY_KAFKASTORE_TOPIC                              = kafka_topic.schemas.name
+    SCHEMA_REGISTRY_KAFKASTORE_TOPIC_REPLICATION_FACTOR           = "3"
+    SCHEMA_REGISTRY_KAFKASTORE_SECURITY_PROTOCOL                  = "SASL_SSL"
+    SCHEMA_REGISTRY_KAFKASTORE_SASL_MECHANISM                     = "AWS_MSK_IAM"
+    SCHEMA_REGISTRY_KAFKASTORE_SASL_JAAS_CONFIG                   = "software.amazon.msk.auth.iam.IAMLoginModule required;"
     SCHEMA_REGISTRY_KAFKASTORE_SASL_CLIENT_CALLBACK_HANDLER_CLASS = "software.amazon.msk.auth.iam.IAMClientCallbackHandler"
-    SCHEMA_REGISTRY_SCHEMA_REGISTRY_GROUP_ID               = local.group
+    SCHEMA_REGISTRY_SCHEMA_REGISTRY_GROUP_ID                      = local.group
     # Producers register on first use (mercury/eventlog); a change must stay readable by the
-    # consumers of older data (docs/CONTRACTS.md evolution rules hold the same line in CI).
-    SCHEMA_REGISTRY_SCHEMA_COMPATIBILITY_LEVEL             = "backward_transitive"
-    SCHEMA_REGISTRY_HEAP_OPTS                              = "-Xms512m -Xmx512m"
+    # consumers of older data (mercury/contracts/compatibility.py holds the same line in CI).
+    SCHEMA_REGISTRY_SCHEMA_COMPATIBILITY_LEVEL = "backward_transitive"
+    SCHEMA_REGISTRY_HEAP_OPTS                  = "-Xms512m -Xmx512m"
   }
 }
 
@@ -263,10 +263,10 @@ resource "kubernetes_service_v1" "this" {
     name      = "schema-registry"
     namespace = kubernetes_namespace_v1.this.metadata[0].name
     annotations = {
-      "service.beta.kubernetes.io/aws-load-balancer-type"             = "nlb"
-      "service.beta.kubernetes.io/aws-load-balancer-internal"         = "true"
-      "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"         = var.certificate_arn
-      "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"        = "443"
+      "service.beta.kubernetes.io/aws-load-balancer-type"                   = "nlb"
+      "service.beta.kubernetes.io/aws-load-balancer-internal"               = "true"
+      "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"               = var.certificate_arn
+      "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"              = "443"
       "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy" = "ELBSecurityPolicy-TLS13-1-2-2021-06"
     }
   }
