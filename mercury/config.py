@@ -447,6 +447,9 @@ class MonitoringConfig(_Section):
     # Where Prometheus sends alerts and Airflow's failure callback pages (the local stack
     # runs Alertmanager here when the host is local).
     alertmanager_url: str = "http://127.0.0.1:9093"
+    # Amazon Managed Service for Prometheus's Alertmanager takes only SigV4-signed requests
+    # (service ``aps``) for its region; None: plain HTTP, the local Alertmanager.
+    alertmanager_sigv4_region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     # The probe writes a canary transaction through the real pipeline this often and exports
     # how long it took to be readable in the online store (the freshness SLI).
     probe_port: int = Field(9464, ge=1, le=65535)
@@ -619,9 +622,14 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("online_store.ssl must be true in production (TLS to Redis)")
     if isinstance(store, RedisStoreConfig) and store.ssl_cert_reqs != "required":
         problems.append("online_store.ssl_cert_reqs must be 'required' in production")
-    if urlsplit(settings.monitoring.alertmanager_url).hostname in ("127.0.0.1", "localhost"):
+    alertmanager = urlsplit(settings.monitoring.alertmanager_url).hostname or ""
+    if alertmanager in ("127.0.0.1", "localhost"):
         problems.append("monitoring.alertmanager_url is on loopback: a production page would "
                         "reach no one")
+    if alertmanager.startswith("aps-workspaces.") and not \
+            settings.monitoring.alertmanager_sigv4_region:
+        problems.append("monitoring.alertmanager_url is Managed Prometheus's, which refuses "
+                        "unsigned requests: set monitoring.alertmanager_sigv4_region")
     databases = {"postgres": settings.postgres,
                  "privacy.user_keys_postgres": settings.privacy.user_keys_postgres,
                  "ops_state.postgres": settings.ops_state.postgres}

@@ -233,6 +233,8 @@ module "mwaa" {
   ]
   glue_database_names = ["audit", "compliance", "quality"]
   table_kms_key_arns  = [module.kms.key_arns["audit"], module.kms.key_arns["lake"]]
+  # Failure pages (monitoring.alertmanager_url, SigV4-signed).
+  alertmanager_workspace_arn = module.monitoring.workspace_arn
 }
 
 # postgres.*, privacy.user_keys_postgres, ops_state.postgres: one Aurora cluster, two

@@ -169,6 +169,13 @@ resource "aws_iam_role_policy" "execution" {
         Action   = "kms:Decrypt"
         Resource = var.secrets_kms_key_arn
       },
+      {
+        # A task failed for good pages on-call (plugins/mercury_airflow/alerting.py).
+        Sid      = "PageThroughAlertmanager"
+        Effect   = "Allow"
+        Action   = "aps:CreateAlertManagerAlerts"
+        Resource = var.alertmanager_workspace_arn
+      },
     ]
   })
 }
