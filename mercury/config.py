@@ -657,8 +657,8 @@ def _batch_problems(settings: Settings) -> list[str]:
 
 def _job_secret_problems(settings: Settings, submit: EmrServerlessSubmitConfig) -> list[str]:
     """A job run's secrets travel by reference only: every secret a job reads is listed in
-    ``spark_submit.secrets``, which names only variables these settings use, and no Spark
-    conf (readable by anyone who may list job runs) holds a secret's value."""
+    ``spark_submit.secrets`` (a misspelt variable there leaves the real one missing), and no
+    Spark conf (readable by anyone who may list job runs) holds a secret's value."""
     problems = []
     named = _env_fields(settings.model_dump())
     secret_variables = {v for field, v in named.items() if field.endswith("password_env")}
@@ -671,9 +671,6 @@ def _job_secret_problems(settings: Settings, submit: EmrServerlessSubmitConfig) 
         problems.append(f"spark_submit.secrets has no {variable}: the warm start and "
                         "consistency job runs would reach the online store without its "
                         "password (name its Secrets Manager secret there)")
-    for variable in sorted(set(submit.secrets) - set(named.values())):
-        problems.append(f"spark_submit.secrets.{variable}: no *_env setting names this "
-                        "variable, so no job would read it")
     for section, conf in (("spark.conf", settings.spark.conf),
                           ("spark_submit.spark_conf", submit.spark_conf)):
         for key in conf:

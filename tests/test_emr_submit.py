@@ -358,7 +358,7 @@ def test_production_refuses_a_literal_secret_in_its_settings(tmp_path, monkeypat
     # The secret left out: the warm start would reach Redis with no password.
     message = _production_with(tmp_path, monkeypatch, secrets={})
     assert "spark_submit.secrets has no MERCURY_REDIS_AUTH" in message
-    # A variable no setting reads.
+    # A misspelt variable: the one the store reads is missing.
     message = _production_with(tmp_path, monkeypatch, secrets={
-        "MERCURY_REDIS_AUTH": REDIS_SECRET, "MERCURY_REDIS_PASS": "mercury-euw1-online/x"})
-    assert "spark_submit.secrets.MERCURY_REDIS_PASS: no *_env setting names" in message
+        "MERCURY_REDIS_AUT": REDIS_SECRET})
+    assert "spark_submit.secrets has no MERCURY_REDIS_AUTH" in message
