@@ -683,7 +683,9 @@ def _job_secret_problems(settings: Settings, submit: EmrServerlessSubmitConfig) 
     return problems
 
 
-_SECRET_WORD = re.compile(r"password|secret|token|credential")
+# Keys that name a secret themselves (spark.authenticate.secret, ...); not "credential",
+# which also names providers (client.credentials-provider) rather than values.
+_SECRET_WORD = re.compile(r"password|passwd|secret|token")
 
 
 def _env_fields(node: Any, path: str = "") -> dict[str, str]:
