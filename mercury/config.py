@@ -10,6 +10,7 @@ the environment variable that holds the secret.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -383,10 +384,29 @@ class EmrServerlessSubmitConfig(_Section):
     )
     glue_catalog_name: str = Field("glue", pattern=r"^[a-z_][a-z0-9_]*$")
     spark_conf: dict[str, str] = Field(default_factory=dict)  # sizes, passed through
+    # The secrets a job reads from its environment (a variable a ``*_env`` field of these
+    # settings names, e.g. online_store.password_env), by reference: variable -> Secrets
+    # Manager secret (its name or ARN). The job run carries only the references, in its
+    # settings file; the entry point fetches the values when it starts
+    # (mercury.batch.secrets), as the job role, which Terraform lets read exactly these.
+    secrets: dict[str, str] = Field(default_factory=dict)
     aws_conn_id: str = "aws_default"  # the Airflow connection (MWAA: its execution role)
     poll_interval_s: float = Field(30.0, gt=0)
     max_wait_s: int = Field(6 * 3600, ge=1)
     execution_timeout_minutes: int = Field(360, ge=1)
+
+    @model_validator(mode="after")
+    def _secrets_are_references(self) -> EmrServerlessSubmitConfig:
+        for variable, secret_id in self.secrets.items():
+            if not _ENV_NAME.fullmatch(variable):
+                raise ValueError(f"spark_submit.secrets: {variable!r} is not an environment "
+                                 "variable name")
+            if not (_SECRET_ARN.fullmatch(secret_id) or _SECRET_NAME.fullmatch(secret_id)):
+                raise ValueError(
+                    f"spark_submit.secrets.{variable} is not a Secrets Manager secret name "
+                    "('<deployment>/<component>/<what>') or ARN: the value itself never goes "
+                    "in the settings file")
+        return self
 
     def resolved(self, field: Literal["application_id", "execution_role_arn"]) -> str:
         """The id the environment variable named by ``<field>_env`` holds."""
@@ -397,6 +417,13 @@ class EmrServerlessSubmitConfig(_Section):
                               "the environment (a Terraform output of the EMR module)")
         return value
 
+
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+# Terraform names every secret by path (``mercury-euw1-online/redis-auth``): a name without a
+# '/' is refused, so a token pasted here in place of its name is caught, not shipped.
+_SECRET_NAME = re.compile(r"[A-Za-z0-9_+=.@-]+(/[A-Za-z0-9_+=.@-]+)+")
+_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:"
+                         r"[A-Za-z0-9/_+=.@-]+")
 
 SparkSubmitConfig = Annotated[LocalSparkSubmitConfig | EmrServerlessSubmitConfig,
                               Field(discriminator="type")]
@@ -429,6 +456,9 @@ class MonitoringConfig(_Section):
     # Where Prometheus sends alerts and Airflow's failure callback pages (the local stack
     # runs Alertmanager here when the host is local).
     alertmanager_url: str = "http://127.0.0.1:9093"
+    # Amazon Managed Service for Prometheus's Alertmanager takes only SigV4-signed requests
+    # (service ``aps``) for its region; None: plain HTTP, the local Alertmanager.
+    alertmanager_sigv4_region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     # The probe writes a canary transaction through the real pipeline this often and exports
     # how long it took to be readable in the online store (the freshness SLI).
     probe_port: int = Field(9464, ge=1, le=65535)
@@ -608,9 +638,14 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("online_store.ssl must be true in production (TLS to Redis)")
     if isinstance(store, RedisStoreConfig) and store.ssl_cert_reqs != "required":
         problems.append("online_store.ssl_cert_reqs must be 'required' in production")
-    if urlsplit(settings.monitoring.alertmanager_url).hostname in ("127.0.0.1", "localhost"):
+    alertmanager = urlsplit(settings.monitoring.alertmanager_url).hostname or ""
+    if alertmanager in ("127.0.0.1", "localhost"):
         problems.append("monitoring.alertmanager_url is on loopback: a production page would "
                         "reach no one")
+    if alertmanager.startswith("aps-workspaces.") and not \
+            settings.monitoring.alertmanager_sigv4_region:
+        problems.append("monitoring.alertmanager_url is Managed Prometheus's, which refuses "
+                        "unsigned requests: set monitoring.alertmanager_sigv4_region")
     databases = {"postgres": settings.postgres,
                  "privacy.user_keys_postgres": settings.privacy.user_keys_postgres,
                  "ops_state.postgres": settings.ops_state.postgres}
@@ -631,7 +666,58 @@ def _batch_problems(settings: Settings) -> list[str]:
     if settings.spark.master is not None and settings.spark.master.startswith("local"):
         problems.append(f"spark.master is {settings.spark.master!r}: production leaves the "
                         "master to EMR (spark.master: null)")
+    if isinstance(settings.spark_submit, EmrServerlessSubmitConfig):
+        problems.extend(_job_secret_problems(settings, settings.spark_submit))
     return problems
+
+
+def _job_secret_problems(settings: Settings, submit: EmrServerlessSubmitConfig) -> list[str]:
+    """A job run's secrets travel by reference only: every secret a job reads is listed in
+    ``spark_submit.secrets`` (a misspelt variable there leaves the real one missing), and no
+    Spark conf (readable by anyone who may list job runs) holds a secret's value."""
+    problems = []
+    named = _env_fields(settings.model_dump())
+    secret_variables = {v for field, v in named.items() if field.endswith("password_env")}
+    # What the jobs read: the online store's password (warm start writes the store and the
+    # consistency gate reads it, both from the driver).
+    store = settings.online_store
+    needed = {store.password_env} if isinstance(store, RedisStoreConfig) and \
+        store.password_env else set()
+    for variable in sorted(needed - set(submit.secrets)):
+        problems.append(f"spark_submit.secrets has no {variable}: the warm start and "
+                        "consistency job runs would reach the online store without its "
+                        "password (name its Secrets Manager secret there)")
+    for section, conf in (("spark.conf", settings.spark.conf),
+                          ("spark_submit.spark_conf", submit.spark_conf)):
+        for key in conf:
+            variable = key.rsplit("Env.", 1)[1] if "Env." in key else None
+            if variable in secret_variables | set(submit.secrets) \
+                    or _SECRET_WORD.search(key.lower()):
+                problems.append(f"{section}.{key} would carry a secret's value in the job run "
+                                "(visible to whoever may read job runs): list the variable in "
+                                "spark_submit.secrets instead")
+    return problems
+
+
+# Keys that name a secret themselves (spark.authenticate.secret, ...); not "credential",
+# which also names providers (client.credentials-provider) rather than values.
+_SECRET_WORD = re.compile(r"password|passwd|secret|token")
+
+
+def _env_fields(node: Any, path: str = "") -> dict[str, str]:
+    """Every ``*_env`` setting (dotted path -> the variable it names)."""
+    found: dict[str, str] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if str(key).endswith("_env") and isinstance(value, str):
+                found[where] = value
+            else:
+                found |= _env_fields(value, where)
+    elif isinstance(node, (list, tuple)):
+        for index, item in enumerate(node):
+            found |= _env_fields(item, f"{path}[{index}]")
+    return found
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:

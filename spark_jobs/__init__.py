@@ -16,12 +16,15 @@ if TYPE_CHECKING:
 
 
 def start(config: str | None) -> tuple[Settings, SparkSession]:
-    """The settings (``--config`` names a settings file, else the profile's) and the Spark
-    session they describe (``local[2]`` locally; on EMR spark-submit sets the master)."""
+    """The settings (``--config`` names a settings file, else the profile's), their secrets
+    (on EMR fetched from Secrets Manager: ``spark_submit.secrets``) and the Spark session
+    they describe (``local[2]`` locally; on EMR spark-submit sets the master)."""
     if config:
         os.environ["MERCURY_CONFIG"] = config
+    from mercury.batch import secrets
     from mercury.config import load_settings
     from mercury.features.executors.spark.session import session
 
     settings = load_settings()
+    secrets.into_environment(settings)  # on EMR: the job's secrets, by reference, before use
     return settings, session(settings.spark)

@@ -280,3 +280,85 @@ def test_the_lake_catalog_the_jobs_use_is_glue(aws, production):
     tables.catalog(production).create_namespace("features")
     glue = boto3.client("glue", region_name=REGION)
     assert [d["Name"] for d in glue.get_databases()["DatabaseList"]] == ["features"]
+
+
+# ---- secrets: by reference in the job run, fetched by the entry point ------------------------
+
+REDIS_SECRET = "mercury-euw1-online/redis-auth"
+
+
+def test_a_job_runs_secret_travels_by_reference_and_the_entry_point_fetches_it(
+        aws, production, monkeypatch):
+    """The Redis password of a warm start: the job run (arguments, Spark conf, the settings
+    file it ships) carries the secret's name only; ``spark_jobs.start`` on the driver reads
+    the value from Secrets Manager (moto) and the online store's client gets it."""
+    import json
+
+    import boto3
+
+    import spark_jobs
+    from mercury.features.executors.spark import session
+
+    value = "elasticache-token-0123456789abcdef"
+    manager = boto3.client("secretsmanager", region_name=REGION)
+    manager.create_secret(Name=REDIS_SECRET, SecretString=value)
+    assert production.spark_submit.secrets == {"MERCURY_REDIS_AUTH": REDIS_SECRET}
+    # The submitter has no secret; what start() sets is undone after the test.
+    for variable in ("MERCURY_REDIS_AUTH", "MERCURY_CONFIG"):
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
+
+    job = jobs.warm_start("spending.v1", 1_764_547_200_000)
+    emr_serverless.run(production, job, emr=aws.emr, s3=aws.s3, log=lambda _: None)
+    (run,) = aws.job_runs()
+    assert value not in json.dumps(run, default=str)
+    uploaded = [aws.s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+                for o in aws.s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert not any(value.encode() in body for body in uploaded)
+    shipped = next(body for body in uploaded if b"spark_submit:" in body)
+    assert REDIS_SECRET.encode() in shipped  # the reference is what the run carries
+
+    # The driver: the settings file the run ships, the secret fetched before any connection.
+    monkeypatch.setattr(session, "session", lambda spark: "spark-session")
+    settings, spark = spark_jobs.start(str(CONFIG_DIR / "production.yaml"))
+    assert spark == "spark-session"
+    assert settings.online_store.connection_kwargs()["password"] == value
+
+
+def test_an_unreadable_secret_fails_the_job_naming_the_setting(aws, production):
+    from mercury.batch import secrets
+
+    with pytest.raises(ConfigError, match=r"spark_submit\.secrets\.MERCURY_REDIS_AUTH: cannot "
+                                          r"read secret 'mercury-euw1-online/redis-auth' "
+                                          r"\(ResourceNotFoundException\)"):
+        secrets.into_environment(production, environ={})
+
+
+def _production_with(tmp_path, monkeypatch, **spark_submit) -> str:
+    raw = yaml.safe_load((CONFIG_DIR / "production.yaml").read_text())
+    raw["spark_submit"].update(spark_submit)
+    path = tmp_path / "production.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MERCURY_CONFIG", str(path))
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    return str(refused.value)
+
+
+def test_production_refuses_a_literal_secret_in_its_settings(tmp_path, monkeypatch):
+    # A token pasted in place of the secret's name.
+    message = _production_with(tmp_path, monkeypatch,
+                               secrets={"MERCURY_REDIS_AUTH": "Zk3v9QpL2mXr7TnB"})
+    assert "spark_submit.secrets.MERCURY_REDIS_AUTH is not a Secrets Manager secret" in message
+    # The value as a driver variable in the Spark conf: in every job run's parameters.
+    message = _production_with(tmp_path, monkeypatch, spark_conf={
+        "spark.emr-serverless.driverEnv.MERCURY_REDIS_AUTH": "Zk3v9QpL2mXr7TnB"})
+    assert ("spark_submit.spark_conf.spark.emr-serverless.driverEnv.MERCURY_REDIS_AUTH would "
+            "carry a secret's value in the job run") in message
+    # The secret left out: the warm start would reach Redis with no password.
+    message = _production_with(tmp_path, monkeypatch, secrets={})
+    assert "spark_submit.secrets has no MERCURY_REDIS_AUTH" in message
+    # A misspelt variable: the one the store reads is missing.
+    message = _production_with(tmp_path, monkeypatch, secrets={
+        "MERCURY_REDIS_AUT": REDIS_SECRET})
+    assert "spark_submit.secrets has no MERCURY_REDIS_AUTH" in message

@@ -505,3 +505,79 @@ def test_lake_runs_on_glue_and_s3(production, aws_server):
         Bucket="mercurypay-lake")["Contents"]]
     assert any(k.startswith("warehouse/raw.db/transactions/data/") and k.endswith(".parquet")
                for k in keys)
+
+
+# ---- alerting: Managed Prometheus's Alertmanager, SigV4-signed --------------------------------
+
+def test_a_failed_task_pages_managed_prometheus_signed(production, monkeypatch):
+    """Airflow's failure callback under the production profile: a POST to the Alertmanager
+    API signed for ``aps`` in the region (an unsigned one would be refused by AMP). The
+    stand-in is an HTTP server that records what it got; AMP's check of the signature is
+    not available here, so the signature is recomputed from what arrived."""
+    import json
+    import threading
+    from datetime import datetime
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from types import SimpleNamespace
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from mercury.config import REPO_ROOT, ConfigError
+
+    received: list[tuple[str, dict, bytes]] = []
+
+    class Workspace(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, dict(self.headers.items()), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Workspace)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name, value in {"AWS_ACCESS_KEY_ID": "AKIDMWAA", "AWS_SECRET_ACCESS_KEY": "mwaa-secret",
+                        "AWS_SESSION_TOKEN": "mwaa-token"}.items():
+        monkeypatch.setenv(name, value)
+    base = f"http://127.0.0.1:{server.server_port}/workspaces/ws-1/alertmanager"
+    settings = production()
+    assert settings.monitoring.alertmanager_sigv4_region == "eu-west-1"
+    assert settings.monitoring.alertmanager_url.startswith("https://aps-workspaces.eu-west-1.")
+    # Only the address changes, past the profile's own refusal of loopback addresses.
+    settings = settings.model_copy(update={"monitoring": settings.monitoring.model_copy(
+        update={"alertmanager_url": base})})
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "plugins"))
+    import mercury_airflow.tasks
+    from mercury_airflow import alerting
+
+    monkeypatch.setattr(mercury_airflow.tasks, "settings", lambda: settings)
+
+    monkeypatch.setattr(alerting, "log", SimpleNamespace(exception=pytest.fail))
+    try:
+        ti = SimpleNamespace(dag_id="gdpr_erasure", task_id="erase_pending", run_id="r1")
+        alerting.page_on_failure({"ti": ti, "exception": ValueError("usr_42")})
+    finally:
+        server.shutdown()
+    [(path, headers, body)] = received
+    assert path == "/workspaces/ws-1/alertmanager/api/v2/alerts"
+    assert json.loads(body)[0]["labels"]["alertname"] == "AirflowTaskFailed"
+    authorization = headers["Authorization"]
+    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIDMWAA/")
+    assert "/eu-west-1/aps/aws4_request" in authorization
+    assert headers["X-Amz-Security-Token"] == "mwaa-token"
+    # The same request signed again at the same instant gives the same signature: what was
+    # signed is what was sent (path, host, body).
+    when = datetime.strptime(headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: when)
+    again = AWSRequest(method="POST", url=f"{base}/api/v2/alerts", data=body,
+                       headers={"Content-Type": headers["Content-Type"]})
+    SigV4Auth(Credentials("AKIDMWAA", "mwaa-secret", "mwaa-token"), "aps",
+              "eu-west-1").add_auth(again)
+    assert again.headers["Authorization"] == authorization
+
+    with pytest.raises(ConfigError, match="set monitoring.alertmanager_sigv4_region"):
+        production(monitoring={"alertmanager_sigv4_region": None})

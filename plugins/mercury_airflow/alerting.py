@@ -1,7 +1,9 @@
 """Paging when a task fails for good: every task's ``on_failure_callback`` (set on every DAG by
 the cluster policy in ``plugins/airflow_local_settings.py``) posts an alert to Alertmanager,
 which routes it like the Prometheus alerts (to the on-call pager in production; locally its
-API and UI at ``monitoring.alertmanager_url``). Airflow calls it after the last retry.
+API and UI at ``monitoring.alertmanager_url``; in production Managed Prometheus's, which takes
+SigV4-signed requests only: ``monitoring.alertmanager_sigv4_region``). Airflow calls it after
+the last retry.
 
 The alert names the DAG, task and run and the exception's type, not its message: a message may
 quote a record, and alerts leave the platform (docs/COMPLIANCE.md).
@@ -9,6 +11,7 @@ quote a record, and alerts leave the platform (docs/COMPLIANCE.md).
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,7 +45,25 @@ def page_on_failure(context: Any) -> None:
         error = context.get("exception")
         alert = failure_alert(ti.dag_id, ti.task_id, ti.run_id,
                               type(error).__name__ if error else "unknown", datetime.now(UTC))
-        url = settings().monitoring.alertmanager_url
-        requests.post(f"{url}/api/v2/alerts", json=[alert], timeout=5).raise_for_status()
+        monitoring = settings().monitoring
+        url = f"{monitoring.alertmanager_url}/api/v2/alerts"
+        body = json.dumps([alert])
+        headers = {"Content-Type": "application/json"}
+        if monitoring.alertmanager_sigv4_region:
+            headers = signed_headers(url, body, headers, monitoring.alertmanager_sigv4_region)
+        requests.post(url, data=body, headers=headers, timeout=5).raise_for_status()
     except Exception:  # noqa: BLE001 - logged, never raised (see above)
         log.exception("could not page for the failed task")
+
+
+def signed_headers(url: str, body: str, headers: dict[str, str], region: str) -> dict[str, str]:
+    """The headers of a SigV4-signed POST to Managed Prometheus's Alertmanager, signed with
+    the worker's own AWS credentials (MWAA: its execution role, which may
+    aps:CreateAlertManagerAlerts on the workspace)."""
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    SigV4Auth(boto3.Session().get_credentials(), "aps", region).add_auth(request)
+    return dict(request.headers.items())

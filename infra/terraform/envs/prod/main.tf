@@ -1,7 +1,8 @@
 # Production, one region per apply (eu-west-1.tfvars, us-east-1.tfvars). Reads top to bottom:
-# keys, network, storage and catalog, the event log, the compute (Flink on EKS, Spark on EMR
-# Serverless, Airflow on MWAA), the serving stores (Redis, OpenSearch), the workloads' roles,
-# and the warehouse (Snowflake). Sizes: docs/CAPACITY.md ("Production sizes").
+# keys, network, storage and catalog, the event log and its schema registry, the compute
+# (Flink on EKS, Spark on EMR Serverless, Airflow on MWAA), the databases (Aurora Postgres),
+# the serving stores (Redis, OpenSearch), the workloads' roles, monitoring (managed
+# Prometheus and Grafana, loaded from infra/monitoring), and the warehouse (Snowflake). Sizes: docs/CAPACITY.md ("Production sizes").
 
 data "aws_caller_identity" "current" {}
 
@@ -25,6 +26,8 @@ module "kms" {
     orchestration = "MWAA environment"
     platform      = "EKS secrets, code artifacts, Airflow connections"
     logs          = "CloudWatch log groups"
+    databases     = "Aurora Postgres (profiles, user keys, ops state) and its secrets"
+    monitoring    = "Managed Prometheus workspace and the alert topics"
   }
 }
 
@@ -34,6 +37,7 @@ module "network" {
   region             = var.region
   az_ids             = var.az_ids
   cidr_block         = var.vpc_cidr_block
+  internal_zone_name = "internal"
   log_retention_days = var.log_retention_days
   logs_kms_key_arn   = module.kms.key_arns["logs"]
 }
@@ -117,6 +121,32 @@ module "kafka_topics" {
   depends_on = [module.msk]
 }
 
+# event_log.schema_registry_url: Confluent Schema Registry on EKS (docs/decisions/0020).
+module "schema_registry" {
+  source                = "../../modules/schema_registry"
+  name                  = var.name
+  eks_cluster_name      = module.eks.cluster_name
+  image_tag             = var.schema_registry_image_tag
+  bootstrap_servers_iam = module.msk.bootstrap_brokers_iam
+  msk_cluster_arn       = module.msk.cluster_arn
+  msk_topic_arn_prefix  = module.msk.topic_arn_prefix
+  msk_group_arn_prefix  = module.msk.group_arn_prefix
+  certificate_arn       = aws_acm_certificate.schema_registry.arn
+  zone_id               = module.network.internal_zone_id
+  zone_name             = module.network.internal_zone_name
+  kms_key_arn           = module.kms.key_arns["platform"]
+}
+
+# Issued by the company's private CA (the clients trust it: rds-global-bundle's sibling in
+# the images' trust store), for the name the registry's clients use.
+resource "aws_acm_certificate" "schema_registry" {
+  domain_name               = "schema-registry.internal"
+  certificate_authority_arn = var.private_ca_arn
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
 module "eks" {
   source             = "../../modules/eks"
   name               = var.name
@@ -172,6 +202,10 @@ module "emr_serverless" {
   glue_database_arns   = values(module.glue.database_arns)
   glue_database_names  = module.glue.database_names
   kms_key_arns         = [module.kms.key_arns["lake"], module.kms.key_arns["audit"], module.kms.key_arns["platform"]]
+  # config/production.yaml spark_submit.secrets: the warm start's and consistency gate's
+  # Redis password (tests/test_terraform.py matches the names).
+  secret_arns          = [module.redis.auth_secret_arn]
+  secrets_kms_key_arns = [module.kms.key_arns["online"]]
 }
 
 module "mwaa" {
@@ -199,6 +233,30 @@ module "mwaa" {
   ]
   glue_database_names = ["audit", "compliance", "quality"]
   table_kms_key_arns  = [module.kms.key_arns["audit"], module.kms.key_arns["lake"]]
+  # Failure pages (monitoring.alertmanager_url, SigV4-signed).
+  alertmanager_workspace_arn = module.monitoring.workspace_arn
+}
+
+# postgres.*, privacy.user_keys_postgres, ops_state.postgres: one Aurora cluster, two
+# databases, a role each; logical replication on for the CDC pump (docs/CAPACITY.md sizes).
+module "postgres" {
+  source                = "../../modules/postgres"
+  name                  = var.name
+  region                = var.region
+  vpc_id                = module.network.vpc_id
+  subnet_ids            = module.network.private_subnet_ids
+  availability_zones    = module.network.azs
+  client_cidr_block     = module.network.vpc_cidr_block
+  engine_major_version  = "16"
+  engine_version        = var.postgres_engine_version
+  instance_class        = var.postgres_instance_class
+  instance_count        = var.postgres_instance_count
+  max_slot_wal_keep_mb  = var.postgres_max_slot_wal_keep_mb
+  backup_retention_days = 35
+  rotation_days         = 30
+  kms_key_arn           = module.kms.key_arns["databases"]
+  logs_kms_key_arn      = module.kms.key_arns["logs"]
+  log_retention_days    = var.log_retention_days
 }
 
 module "redis" {
@@ -241,6 +299,23 @@ module "workload_roles" {
   msk_group_arn_prefix = module.msk.group_arn_prefix
   privacy_bucket_arn   = module.storage.bucket_arns["privacy-keys"]
   privacy_kms_key_arn  = module.kms.key_arns["privacy"]
+}
+
+# The SLO rules, alert routing and dashboards of infra/monitoring, as the local stack runs them.
+module "monitoring" {
+  source             = "../../modules/monitoring"
+  name               = var.name
+  region             = var.region
+  monitoring_dir     = "${path.root}/../../../monitoring"
+  vpc_id             = module.network.vpc_id
+  vpc_cidr_block     = module.network.vpc_cidr_block
+  subnet_ids         = module.network.private_subnet_ids
+  eks_cluster_name   = module.eks.cluster_name
+  eks_cluster_arn    = module.eks.cluster_arn
+  grafana_version    = var.grafana_version
+  kms_key_arn        = module.kms.key_arns["monitoring"]
+  logs_kms_key_arn   = module.kms.key_arns["logs"]
+  log_retention_days = var.log_retention_days
 }
 
 module "snowflake" {

@@ -75,3 +75,39 @@ output "workload_role_arns" {
 output "snowflake_masking_policy" {
   value = module.snowflake.masking_policy
 }
+
+output "schema_registry_url" {
+  description = "event_log.schema_registry_url"
+  value       = module.schema_registry.url
+}
+
+output "schema_registry_image_repository" {
+  value = module.schema_registry.image_repository_url
+}
+
+output "postgres_endpoint" {
+  description = "postgres.host, privacy.user_keys_postgres.host and ops_state.postgres.host (the writer)."
+  value       = module.postgres.endpoint
+}
+
+output "postgres_secret_arns" {
+  description = "Role -> secret: mercury_cdc (MERCURY_PG_PASSWORD), mercury_keys (MERCURY_KEYS_PG_PASSWORD), mercury_ops (MERCURY_OPS_PG_PASSWORD)."
+  value       = module.postgres.service_secret_arns
+}
+
+output "prometheus_endpoint" {
+  value = module.monitoring.prometheus_endpoint
+}
+
+output "alertmanager_url" {
+  description = "monitoring.alertmanager_url (AMP's Alertmanager; requests are SigV4-signed)."
+  value       = module.monitoring.alertmanager_url
+}
+
+output "alert_topic_arns" {
+  value = module.monitoring.alert_topic_arns
+}
+
+output "grafana_endpoint" {
+  value = module.monitoring.grafana_endpoint
+}

@@ -122,6 +122,48 @@ variable "emr_max_vcpu" {
   default = 800
 }
 
+variable "schema_registry_image_tag" {
+  description = "Tag of the schema registry image (Confluent's plus the MSK IAM auth jar) CI pushed to its ECR repository."
+  type        = string
+}
+
+variable "private_ca_arn" {
+  description = "The company's private CA (ACM PCA) that issues the internal services' certificates; given at apply time (TF_VAR_private_ca_arn), like the Snowflake credentials."
+  type        = string
+  validation {
+    condition     = can(regex("^arn:aws:acm-pca:", var.private_ca_arn))
+    error_message = "private_ca_arn must be an ACM Private CA ARN (arn:aws:acm-pca:...)."
+  }
+}
+
+variable "postgres_engine_version" {
+  type    = string
+  default = "16.8"
+}
+
+variable "postgres_instance_class" {
+  description = "docs/CAPACITY.md (Aurora Postgres): profile writes, CDC decoding, key reads."
+  type        = string
+  default     = "db.r7g.xlarge"
+}
+
+variable "postgres_instance_count" {
+  description = "A writer and a reader in another AZ."
+  type        = number
+  default     = 2
+}
+
+variable "postgres_max_slot_wal_keep_mb" {
+  description = "docs/CAPACITY.md: a day of profile WAL; past it a stalled CDC slot is dropped, not the writer's disk."
+  type        = number
+  default     = 51200
+}
+
+variable "grafana_version" {
+  type    = string
+  default = "10.4"
+}
+
 variable "redis_node_type" {
   type    = string
   default = "cache.r7g.xlarge"

@@ -8,6 +8,7 @@ terraform {
     kubernetes = { source = "hashicorp/kubernetes", version = "~> 2.35" }
     kafka      = { source = "Mongey/kafka", version = "~> 0.12" }
     snowflake  = { source = "snowflakedb/snowflake", version = "~> 2.0" }
+    grafana    = { source = "grafana/grafana", version = "~> 4.0" }
   }
 
   # One state per region: `terraform init -backend-config=backend-<region>.hcl`.
@@ -60,4 +61,11 @@ provider "helm" {
 # SNOWFLAKE_USER, SNOWFLAKE_PRIVATE_KEY...), never from this repository.
 provider "snowflake" {
   role = var.snowflake_admin_role
+}
+
+# Amazon Managed Grafana's API, through the token the monitoring module makes (dashboards and
+# the Prometheus data source). Like kubernetes/helm: the workspace must exist before it plans.
+provider "grafana" {
+  url  = "https://${module.monitoring.grafana_endpoint}"
+  auth = module.monitoring.grafana_token
 }

@@ -14,3 +14,7 @@ output "cluster_security_group_id" {
   description = "The security group EKS gives the control plane and the nodes."
   value       = aws_eks_cluster.this.vpc_config[0].cluster_security_group_id
 }
+
+output "cluster_arn" {
+  value = aws_eks_cluster.this.arn
+}

@@ -134,6 +134,21 @@ resource "aws_iam_role_policy" "job" {
         Action   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
         Resource = var.kms_key_arns
       },
+      # spark_submit.secrets: the driver fetches these at start (mercury/batch/secrets.py);
+      # the job run itself carries only their names. These secrets and no others.
+      {
+        Sid      = "JobSecrets"
+        Effect   = "Allow"
+        Action   = "secretsmanager:GetSecretValue"
+        Resource = var.secret_arns
+      },
+      {
+        Sid       = "JobSecretsKeys"
+        Effect    = "Allow"
+        Action    = "kms:Decrypt"
+        Resource  = var.secrets_kms_key_arns
+        Condition = { StringEquals = { "kms:ViaService" = "secretsmanager.${var.region}.amazonaws.com" } }
+      },
     ]
   })
 }

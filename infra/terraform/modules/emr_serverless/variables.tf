@@ -59,3 +59,13 @@ variable "kms_key_arns" {
   description = "Keys of the buckets and catalog the jobs touch."
   type        = list(string)
 }
+
+variable "secret_arns" {
+  description = "Secrets Manager secrets the jobs read at start (config/production.yaml spark_submit.secrets); the job role may read these only."
+  type        = list(string)
+}
+
+variable "secrets_kms_key_arns" {
+  description = "The keys those secrets are encrypted with (decrypt through Secrets Manager only)."
+  type        = list(string)
+}

@@ -18,25 +18,25 @@ locals {
   checkpoints = "s3://${var.checkpoints_bucket}/flink"
   # The job's Flink settings; the job itself sets only its checkpoint interval.
   flink_configuration = {
-    "taskmanager.numberOfTaskSlots"                           = tostring(var.slots_per_taskmanager)
-    "parallelism.default"                                     = tostring(var.default_parallelism)
-    "state.backend.type"                                      = "rocksdb"
-    "execution.checkpointing.incremental"                     = "true"
-    "execution.checkpointing.dir"                             = "${local.checkpoints}/checkpoints"
-    "execution.checkpointing.savepoint-dir"                   = "${local.checkpoints}/savepoints"
-    "execution.checkpointing.num-retained"                    = "3"
+    "taskmanager.numberOfTaskSlots"                             = tostring(var.slots_per_taskmanager)
+    "parallelism.default"                                       = tostring(var.default_parallelism)
+    "state.backend.type"                                        = "rocksdb"
+    "execution.checkpointing.incremental"                       = "true"
+    "execution.checkpointing.dir"                               = "${local.checkpoints}/checkpoints"
+    "execution.checkpointing.savepoint-dir"                     = "${local.checkpoints}/savepoints"
+    "execution.checkpointing.num-retained"                      = "3"
     "execution.checkpointing.externalized-checkpoint-retention" = "RETAIN_ON_CANCELLATION"
-    "state.backend.rocksdb.localdir"                          = "/mnt/nvme/rocksdb"
-    "high-availability.type"                                  = "kubernetes"
-    "high-availability.storageDir"                            = "${local.checkpoints}/ha"
-    "kubernetes.rest-service.exposed.type"                    = "LoadBalancer"
+    "state.backend.rocksdb.localdir"                            = "/mnt/nvme/rocksdb"
+    "high-availability.type"                                    = "kubernetes"
+    "high-availability.storageDir"                              = "${local.checkpoints}/ha"
+    "kubernetes.rest-service.exposed.type"                      = "LoadBalancer"
     # MWAA (outside the cluster) reaches the REST API through an internal load balancer.
-    "kubernetes.rest-service.annotations"                     = "service.beta.kubernetes.io/aws-load-balancer-internal:true"
-    "metrics.reporter.prom.factory.class"                     = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
-    "metrics.reporter.prom.port"                              = "9249"
+    "kubernetes.rest-service.annotations" = "service.beta.kubernetes.io/aws-load-balancer-internal:true"
+    "metrics.reporter.prom.factory.class" = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+    "metrics.reporter.prom.port"          = "9249"
     # PyFlink runs from the image's Flink env (infra/envs/flink), never the system Python.
-    "python.executable"                                       = "/opt/mercury/flink-env/bin/python"
-    "python.client.executable"                                = "/opt/mercury/flink-env/bin/python"
+    "python.executable"        = "/opt/mercury/flink-env/bin/python"
+    "python.client.executable" = "/opt/mercury/flink-env/bin/python"
   }
 }
 

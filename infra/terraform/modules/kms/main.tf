@@ -20,6 +20,15 @@ locals {
       }
     }
   }
+  # Managed Prometheus's Alertmanager publishes to the alert topics, encrypted with this key.
+  monitoring_statement = {
+    Sid       = "ManagedPrometheusPublishesAlerts"
+    Effect    = "Allow"
+    Principal = { Service = "aps.amazonaws.com" }
+    Action    = ["kms:GenerateDataKey*", "kms:Decrypt"]
+    Resource  = "*"
+    Condition = { StringEquals = { "aws:SourceAccount" = data.aws_caller_identity.current.account_id } }
+  }
 }
 
 resource "aws_kms_key" "this" {
@@ -38,6 +47,7 @@ resource "aws_kms_key" "this" {
         Resource  = "*"
       }],
       each.key == "logs" ? [local.logs_statement] : [],
+      each.key == "monitoring" ? [local.monitoring_statement] : [],
     )
   })
 }

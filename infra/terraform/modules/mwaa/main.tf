@@ -169,6 +169,13 @@ resource "aws_iam_role_policy" "execution" {
         Action   = "kms:Decrypt"
         Resource = var.secrets_kms_key_arn
       },
+      {
+        # A task failed for good pages on-call (plugins/mercury_airflow/alerting.py).
+        Sid      = "PageThroughAlertmanager"
+        Effect   = "Allow"
+        Action   = "aps:CreateAlertManagerAlerts"
+        Resource = var.alertmanager_workspace_arn
+      },
     ]
   })
 }
@@ -183,8 +190,8 @@ resource "aws_mwaa_environment" "this" {
   execution_role_arn = aws_iam_role.execution.arn
   kms_key            = var.kms_key_arn
 
-  source_bucket_arn    = var.artifacts_bucket_arn
-  dag_s3_path          = "mwaa/dags"
+  source_bucket_arn     = var.artifacts_bucket_arn
+  dag_s3_path           = "mwaa/dags"
   webserver_access_mode = "PRIVATE_ONLY"
 
   airflow_configuration_options = {

@@ -81,3 +81,8 @@ variable "glue_database_names" {
 variable "table_kms_key_arns" {
   type = list(string)
 }
+
+variable "alertmanager_workspace_arn" {
+  description = "The Managed Prometheus workspace whose Alertmanager takes Airflow's failure pages."
+  type        = string
+}

@@ -143,3 +143,14 @@ resource "aws_iam_role_policy" "flow" {
     }]
   })
 }
+
+# The private names config/production.yaml uses (schema-registry.internal ...), resolvable
+# only inside this VPC. (Names of TLS services whose certificates name their AWS endpoint,
+# such as Aurora's, stay those endpoints: a CNAME would fail verify-full.)
+resource "aws_route53_zone" "internal" {
+  name    = var.internal_zone_name
+  comment = "${var.name}: private service names"
+  vpc {
+    vpc_id = aws_vpc.this.id
+  }
+}

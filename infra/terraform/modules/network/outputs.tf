@@ -14,3 +14,11 @@ output "private_subnet_ids" {
 output "azs" {
   value = local.azs
 }
+
+output "internal_zone_id" {
+  value = aws_route53_zone.internal.zone_id
+}
+
+output "internal_zone_name" {
+  value = aws_route53_zone.internal.name
+}

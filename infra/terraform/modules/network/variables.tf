@@ -31,3 +31,8 @@ variable "az_ids" {
     error_message = "az_ids must name exactly three distinct zones (MISSION: 3 AZs)."
   }
 }
+
+variable "internal_zone_name" {
+  description = "The private hosted zone of the services' names (config/production.yaml)."
+  type        = string
+}
