@@ -690,8 +690,8 @@ def _job_secret_problems(settings: Settings, submit: EmrServerlessSubmitConfig) 
     for section, conf in (("spark.conf", settings.spark.conf),
                           ("spark_submit.spark_conf", submit.spark_conf)):
         for key in conf:
-            variable = key.rsplit("Env.", 1)[1] if "Env." in key else None
-            if variable in secret_variables | set(submit.secrets) \
+            env_name = key.rsplit("Env.", 1)[1] if "Env." in key else None
+            if env_name in secret_variables | set(submit.secrets) \
                     or _SECRET_WORD.search(key.lower()):
                 problems.append(f"{section}.{key} would carry a secret's value in the job run "
                                 "(visible to whoever may read job runs): list the variable in "
