@@ -12,7 +12,6 @@ from mercury.retrieval.index import DocumentWrite, LedgerEntry, SearchFilter
 from mercury.retrieval.retriever import Retriever
 from tests.test_local_index import DIM, chunk, open_index, spec, unit
 
-
 # ---- reciprocal rank fusion --------------------------------------------------------------------
 
 def test_rrf_orders_a_literal_example_by_summed_reciprocal_ranks():
@@ -28,6 +27,10 @@ def test_rrf_orders_a_literal_example_by_summed_reciprocal_ranks():
     assert hybrid.fuse([["x", "y"], ["y", "z"]], k=1) == [("y", pytest.approx(1 / 62 + 1 / 61))]
     assert [i for i, _ in hybrid.fuse([by_meaning, by_words], k=2)] == ["a", "c"]
     assert hybrid.RRF_K == 60
+    # One chunk per document: b's second chunk b2 (1/62 + 1/61) would beat every other.
+    chunks = hybrid.fuse([["a1", "b1", "b2"], ["b2", "c1"]], k=3,
+                         group_of={"a1": "a", "b1": "b", "b2": "b", "c1": "c"})
+    assert [item for item, _ in chunks] == ["b2", "a1", "c1"]
 
 
 def test_the_full_text_fields_follow_the_language_filter():

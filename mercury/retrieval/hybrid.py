@@ -16,13 +16,18 @@ and LanceDB's own RRF also default to. It damps the head: rank 1 is worth 1/61 a
 puts first, which is what lets a merchant's name (found by words) and a paraphrase (found by
 meaning) help each other instead of one overruling the other.
 
+One chunk per document: the hybrid result holds the best chunk of each of k documents. The
+chunks of one long policy (the decline reasons are ten sections) otherwise fill the top k and
+push out the document a question was really about; measured on the labelled questions this
+is worth more than any fusion setting (docs/PERFORMANCE.md, "Hybrid retrieval").
+
 Documents whose language has no analyser here are still found by the kNN search; they are
 simply absent from the full-text side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mercury.retrieval.index import ChunkRow, SearchFilter
 
@@ -59,11 +64,13 @@ def depth(k: int) -> int:
     return max(k, MIN_DEPTH)
 
 
-def fuse(rankings: Sequence[Sequence[str]], k: int, rrf_k: int = RRF_K
-         ) -> list[tuple[str, float]]:
+def fuse(rankings: Sequence[Sequence[str]], k: int, rrf_k: int = RRF_K,
+         group_of: Mapping[str, str] | None = None) -> list[tuple[str, float]]:
     """The top ``k`` ids of the rankings (best first, each without repeats) by RRF score.
     Ties go to the id with the better single rank, then to the earlier ranking's order (the
-    kNN one is passed first), so the result never depends on dict or set order."""
+    kNN one is passed first), so the result never depends on dict or set order.
+    With ``group_of`` (chunk id -> doc id) only the best id of each group is kept: fewer than
+    ``k`` come back when the rankings hold fewer groups."""
     scores: dict[str, float] = {}
     best: dict[str, tuple[int, int]] = {}
     for which, ranking in enumerate(rankings):
@@ -71,4 +78,8 @@ def fuse(rankings: Sequence[Sequence[str]], k: int, rrf_k: int = RRF_K
             scores[item] = scores.get(item, 0.0) + 1.0 / (rrf_k + rank)
             best[item] = min(best.get(item, (rank, which)), (rank, which))
     order = sorted(scores, key=lambda item: (-scores[item], best[item]))
+    if group_of is not None:
+        seen: set[str] = set()
+        order = [item for item in order
+                 if group_of[item] not in seen and not seen.add(group_of[item])]
     return [(item, scores[item]) for item in order[:k]]

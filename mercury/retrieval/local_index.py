@@ -480,7 +480,8 @@ class LocalVectorIndex(VectorIndex):
         by_words = builder.to_arrow().to_pylist()
         rows = {r["chunk_id"]: r for r in (*by_words, *by_meaning)}
         fused = hybrid.fuse([[r["chunk_id"] for r in by_meaning],
-                             [r["chunk_id"] for r in by_words]], k)
+                             [r["chunk_id"] for r in by_words]], k,
+                            group_of={chunk_id: r["doc_id"] for chunk_id, r in rows.items()})
         return [hit_from(rows[chunk_id], score) for chunk_id, score in fused]
 
     def _knn(self, name: str, table: Any, vector: np.ndarray, k: int,

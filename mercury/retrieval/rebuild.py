@@ -96,6 +96,26 @@ def load_queries(path: Path = QUERIES_PATH) -> list[LabelledQuery]:
     return queries
 
 
+def labelled_corpus(updated_at: int = 1_793_491_200_000) -> list[Document]:
+    """The documents the labelled questions are written against: the generator's default
+    world (``Knobs()``), each as first published. Tests and bench/retrieval_quality.py index
+    these; a real rebuild reads the stream, which the generator filled with the same ones."""
+    import random
+
+    from mercury.generator.documents import build_documents, render
+    from mercury.generator.knobs import Knobs
+    from mercury.generator.world import build_world
+
+    knobs = Knobs()
+    rng = random.Random(knobs.seed)  # the generator's order of draws: world, then documents
+    world = build_world(rng, knobs.users, knobs.merchants)
+    return [Document(doc_id=spec.doc_id, change_id=f"labelled-{spec.doc_id}", deleted=False,
+                     updated_at=updated_at, doc_type=spec.doc_type, language=spec.language,
+                     title=spec.title, body=render(spec, 0), source_url=spec.source_url,
+                     merchant_id=spec.merchant_id)
+            for spec in build_documents(rng, world.merchants, knobs.documents)]
+
+
 def read_source(settings: Settings) -> Iterator[Document]:
     """Every valid change in the stream, in log order (rejects are the indexer's to
     dead-letter; the rebuild only skips them). Read as a throw-away consumer group that never
