@@ -79,7 +79,8 @@ def fuse(rankings: Sequence[Sequence[str]], k: int, rrf_k: int = RRF_K,
             best[item] = min(best.get(item, (rank, which)), (rank, which))
     order = sorted(scores, key=lambda item: (-scores[item], best[item]))
     if group_of is not None:
-        seen: set[str] = set()
-        order = [item for item in order
-                 if group_of[item] not in seen and not seen.add(group_of[item])]
+        kept: dict[str, str] = {}  # group -> its best item
+        for item in order:
+            kept.setdefault(group_of[item], item)
+        order = [item for item in order if kept[group_of[item]] == item]
     return [(item, scores[item]) for item in order[:k]]

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import FTS, Bitmap, BTree, IvfHnswSq
-from lancedb.query import MultiMatchQuery
+from lancedb.query import FullTextOperator, MultiMatchQuery
 
 from mercury.config import LocalVectorConfig
 from mercury.retrieval import hybrid
@@ -472,7 +472,8 @@ class LocalVectorIndex(VectorIndex):
             return [hit_from(r, score=1.0 - r["_distance"])
                     for r in self._knn(name, table, vector, k, filters)]
         by_meaning = self._knn(name, table, vector, hybrid.depth(k), filters)
-        builder = (table.search(MultiMatchQuery(text, list(fields)), query_type="fts")
+        words = MultiMatchQuery(text, list(fields), boosts=None, operator=FullTextOperator.OR)
+        builder = (table.search(words, query_type="fts")
                    .select([*HIT_COLUMNS, "_score"]).limit(hybrid.depth(k)))
         where = filter_sql(filters)
         if where:
