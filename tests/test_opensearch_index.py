@@ -83,7 +83,7 @@ class Request:
     method: str
     path: str
     params: dict
-    body: Any  # parsed JSON; for _bulk the list of NDJSON lines
+    body: Any  # parsed JSON; for _bulk and _msearch the list of NDJSON lines
     raw: bytes | None
 
 
@@ -103,7 +103,7 @@ class FakeCluster:
         text = raw.decode() if isinstance(raw, bytes) else raw
         if text is None:
             body = None
-        elif path.endswith("/_bulk"):
+        elif path.endswith(("/_bulk", "/_msearch")):
             body = [json.loads(line) for line in text.splitlines()]
         else:
             body = json.loads(text)
@@ -200,6 +200,12 @@ def test_create_version_sends_the_knn_mapping_then_records_the_version(index, cl
         assert props[field] == {"type": "keyword"}
     for field in ("title", "heading", "text"):
         assert props[field] == {"type": "text", "index": False}
+    # Full text: one field per language, with that language's built-in analyzer.
+    assert {f: props[f] for f in props if f.startswith("lexical_")} == {
+        "lexical_en": {"type": "text", "analyzer": "english"},
+        "lexical_fr": {"type": "text", "analyzer": "french"},
+        "lexical_de": {"type": "text", "analyzer": "german"},
+        "lexical_es": {"type": "text", "analyzer": "spanish"}}
     assert props["position"] == {"type": "integer"}
     assert props["updated_at"] == {"type": "date", "format": "epoch_millis"}
 
@@ -410,8 +416,19 @@ REPLACED = DocumentWrite(LedgerEntry("d1", (1_795_000_000_000, 0, "chg-9"), Fals
 DELETED = DocumentWrite(LedgerEntry("d2", (1_795_000_000_500, 1, "chg-10"), True, ()))
 
 
-def expect_write(cluster: FakeCluster) -> None:
-    cluster.on("HEAD", f"/{NAME},{LEDGER}", (200, None))
+def mapping(lexical: bool = True) -> dict:
+    """GET <version>,<ledger>/_mapping as the cluster answers it (lexical: a version created
+    with the full-text fields; False: one created before hybrid search)."""
+    chunks = opensearch_index.chunk_index_body(SPEC, CONFIG)["mappings"]
+    if not lexical:
+        chunks = {**chunks, "properties": {f: v for f, v in chunks["properties"].items()
+                                           if not f.startswith("lexical_")}}
+    return {NAME: {"mappings": chunks},
+            LEDGER: {"mappings": opensearch_index.ledger_index_body(CONFIG)["mappings"]}}
+
+
+def expect_write(cluster: FakeCluster, lexical: bool = True) -> None:
+    cluster.on("GET", f"/{NAME},{LEDGER}/_mapping", (200, mapping(lexical)))
     cluster.on("POST", f"/{NAME}/_bulk", (200, bulk_ok(["d1#0", "d1#1"])))
     cluster.on("POST", f"/{NAME}/_delete_by_query", (200, DELETED_BY_QUERY))
     cluster.on("POST", f"/{LEDGER}/_bulk", (200, bulk_ok(["d1", "d2"])))
@@ -421,7 +438,8 @@ def test_write_sends_chunks_then_removes_stale_ones_then_the_ledger(index, clust
     expect_write(cluster)
     index.write(NAME, [REPLACED, DELETED])
 
-    assert cluster.calls() == [("HEAD", f"/{NAME},{LEDGER}"), ("POST", f"/{NAME}/_bulk"),
+    assert cluster.calls() == [("GET", f"/{NAME},{LEDGER}/_mapping"),
+                               ("POST", f"/{NAME}/_bulk"),
                                ("POST", f"/{NAME}/_delete_by_query"),
                                ("POST", f"/{LEDGER}/_bulk")]
     chunks = cluster.one("POST", f"/{NAME}/_bulk")
@@ -433,10 +451,12 @@ def test_write_sends_chunks_then_removes_stale_ones_then_the_ledger(index, clust
     assert chunks.body == [
         {"index": {"_id": "d1#0"}},
         {"chunk_id": "d1#0", "position": 0, "merchant_id": None, "text": "passage 0",
-         "vector": [0.1, 0.2, 0.3, 0.4], **common},
+         "vector": [0.1, 0.2, 0.3, 0.4], "lexical_fr": "Remboursements\nDélais\npassage 0",
+         **common},
         {"index": {"_id": "d1#1"}},
         {"chunk_id": "d1#1", "position": 1, "merchant_id": "m-42", "text": "passage 1",
-         "vector": [1.0, 0.0, -0.5, 0.25], **common},
+         "vector": [1.0, 0.0, -0.5, 0.25], "lexical_fr": "Remboursements\nDélais\npassage 1",
+         **common},
     ]
 
     removal = cluster.one("POST", f"/{NAME}/_delete_by_query")
@@ -512,14 +532,27 @@ def test_a_failed_delete_by_query_raises(index, cluster):
 
 def test_a_write_to_a_missing_version_is_refused_before_bulk_could_auto_create_it(index,
                                                                                   cluster):
-    cluster.on("HEAD", f"/{NAME},{LEDGER}", (404, None))
+    cluster.on("GET", f"/{NAME},{LEDGER}/_mapping",
+               error(404, "index_not_found_exception", f"no such index [{LEDGER}]"))
     with pytest.raises(VectorIndexError, match="create_version first"):
         index.write(NAME, [REPLACED])
-    assert cluster.calls() == [("HEAD", f"/{NAME},{LEDGER}")]
+    assert cluster.calls() == [("GET", f"/{NAME},{LEDGER}/_mapping")]
+
+
+def test_a_version_created_before_hybrid_search_gets_no_full_text_fields(index, cluster):
+    """Its strict mapping has no lexical_* fields and would refuse them: the mapping, read
+    once per version, decides."""
+    expect_write(cluster, lexical=False)
+    index.write(NAME, [REPLACED])
+    index.write(NAME, [REPLACED])
+    sources = [line for line in cluster.sent("POST", f"/{NAME}/_bulk")[-1].body
+               if "chunk_id" in line]
+    assert len(sources) == 2 and not [f for s in sources for f in s if f.startswith("lexical")]
+    assert cluster.calls().count(("GET", f"/{NAME},{LEDGER}/_mapping")) == 1
 
 
 def test_zero_vectors_are_refused(index, cluster):
-    cluster.on("HEAD", f"/{NAME},{LEDGER}", (200, None))
+    cluster.on("GET", f"/{NAME},{LEDGER}/_mapping", (200, mapping()))
     zero = DocumentWrite(REPLACED.entry, [row("d1", 0, [0.0, 0.0, 0.0, 0.0])])
     with pytest.raises(VectorIndexError, match="d1#0"):
         index.write(NAME, [zero])
@@ -618,6 +651,77 @@ def test_search_with_failed_shards_raises(index, cluster):
     cluster.on("POST", f"/{NAME}/_search", (200, response))
     with pytest.raises(VectorIndexError, match="incomplete.*node left"):
         index.search(NAME, np.array([1.0, 0.0, 0.0, 0.0]), 1)
+
+
+def msearch_response(*responses: dict) -> dict:
+    return {"took": 51, "responses": [{**r, "status": 200} for r in responses]}
+
+
+def test_hybrid_search_sends_knn_and_match_in_one_msearch_with_the_same_filters(index,
+                                                                                cluster):
+    cluster.on("POST", f"/{NAME}/_msearch", (200, msearch_response(search_response(),
+                                                                   search_response())))
+    index.search(NAME, np.array([0.5, 0.25, 0.0, -1.0], np.float32), 3,
+                 SearchFilter(doc_type="MERCHANT_HELP", merchant_id="m-42"),
+                 text="remboursement chez Maple Oak")
+    request = cluster.one("POST", f"/{NAME}/_msearch")
+    assert request.raw.endswith(b"\n")  # NDJSON: header line, body line, each ended
+    terms = [{"term": {"doc_type": "MERCHANT_HELP"}}, {"term": {"merchant_id": "m-42"}}]
+    assert request.body == [
+        {},
+        {"size": 20, "query": {"knn": {"vector": {
+            "vector": [0.5, 0.25, 0.0, -1.0], "k": 20, "method_parameters": {"ef_search": 100},
+            "filter": {"bool": {"filter": terms}}}}},
+         "_source": {"excludes": ["vector"]}},
+        {},
+        {"size": 20, "query": {"bool": {
+            "should": [{"match": {f"lexical_{lang}": {"query": "remboursement chez Maple Oak"}}}
+                       for lang in ("en", "fr", "de", "es")],
+            "minimum_should_match": 1, "filter": terms}},
+         "_source": {"excludes": ["vector"]}},
+    ]
+
+
+def test_hybrid_search_with_a_language_filter_matches_that_language_only(index, cluster):
+    cluster.on("POST", f"/{NAME}/_msearch", (200, msearch_response(search_response(),
+                                                                   search_response())))
+    index.search(NAME, np.array([1.0, 0.0, 0.0, 0.0]), 5, SearchFilter(language="de"),
+                 text="Karte abgelehnt")
+    lexical = cluster.one("POST", f"/{NAME}/_msearch").body[3]["query"]["bool"]
+    assert lexical["should"] == [{"match": {"lexical_de": {"query": "Karte abgelehnt"}}}]
+    assert lexical["filter"] == [{"term": {"language": "de"}}]
+
+
+def test_hybrid_search_fuses_both_rankings_by_reciprocal_rank_one_chunk_per_document(
+        index, cluster):
+    by_meaning = search_response(("d1#0", 0.95), ("d2#0", 0.9), ("d1#1", 0.85), ("d3#0", 0.8))
+    by_words = search_response(("d4#0", 12.0), ("d3#0", 7.5), ("d2#0", 3.1))
+    cluster.on("POST", f"/{NAME}/_msearch", (200, msearch_response(by_meaning, by_words)))
+    hits = index.search(NAME, np.array([1.0, 0.0, 0.0, 0.0]), 3, text="Maple Oak")
+    # d2#0: 1/62 + 1/63, d3#0: 1/64 + 1/62, d1#0: 1/61 (d1#1 is d1's second chunk: dropped),
+    # d4#0: 1/61, behind d1#0 on the tie because kNN's ranking comes first.
+    assert [h.chunk_id for h in hits] == ["d2#0", "d3#0", "d1#0"]
+    assert [h.score for h in hits] == pytest.approx([1 / 62 + 1 / 63, 1 / 64 + 1 / 62, 1 / 61])
+    assert hits[0].text == "text of d2#0" and hits[0].title == "Remboursements"
+
+
+def test_a_failed_msearch_item_raises_instead_of_fusing_half_a_ranking(index, cluster):
+    failed = {"error": {"root_cause": [], "type": "query_shard_exception",
+                        "reason": "failed to create query"}, "status": 400}
+    cluster.on("POST", f"/{NAME}/_msearch",
+               (200, {"took": 3, "responses": [{**search_response(("d1#0", 0.9)),
+                                                "status": 200}, failed]}))
+    with pytest.raises(VectorIndexError, match="hybrid search on .*query_shard_exception"):
+        index.search(NAME, np.array([1.0, 0.0, 0.0, 0.0]), 3, text="refund")
+
+
+def test_search_without_words_or_with_an_unanalysed_language_stays_knn(index, cluster):
+    cluster.on("POST", f"/{NAME}/_search", (200, search_response(("d1#0", 0.75))))
+    vector = np.array([1.0, 0.0, 0.0, 0.0])
+    for text, filters in ((None, SearchFilter()), ("  ", SearchFilter()),
+                          ("hallo", SearchFilter(language="nl"))):
+        assert [h.score for h in index.search(NAME, vector, 1, filters, text=text)] == [0.5]
+    assert set(cluster.calls()) == {("POST", f"/{NAME}/_search")}
 
 
 def composite_page(doc_ids: list[str], after: str | None) -> dict:

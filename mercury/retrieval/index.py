@@ -99,7 +99,9 @@ class Hit:
     heading: str
     source_url: str | None
     text: str
-    score: float  # cosine similarity, higher is closer
+    # Higher is closer: the cosine similarity from a kNN search, the reciprocal-rank-fusion
+    # score (mercury.retrieval.hybrid) from a hybrid one.
+    score: float
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,11 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def search(self, name: str, vector: np.ndarray, k: int,
-               filters: SearchFilter = NO_FILTER) -> list[Hit]: ...
+               filters: SearchFilter = NO_FILTER, text: str | None = None) -> list[Hit]:
+        """The top k chunks for the question's ``vector`` under ``filters``. With ``text``
+        (the question as asked) a version built with lexical search also matches its words
+        full-text and fuses both rankings (``mercury.retrieval.hybrid``); a version built
+        before that, or ``text=None``, is searched by kNN alone."""
 
     @abstractmethod
     def live_documents(self, name: str) -> set[str]:
@@ -205,9 +211,10 @@ class VectorIndex(ABC):
         raise VectorIndexError(f"alias {alias!r} points at {target!r}, which has no version record")
 
     def search_alias(self, alias: str, vector: np.ndarray, k: int,
-                     filters: SearchFilter = NO_FILTER) -> SearchResult:
+                     filters: SearchFilter = NO_FILTER, text: str | None = None
+                     ) -> SearchResult:
         spec = self.resolve(alias)
-        return SearchResult(self.search(spec.name, vector, k, filters), spec)
+        return SearchResult(self.search(spec.name, vector, k, filters, text), spec)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         return None

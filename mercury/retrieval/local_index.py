@@ -23,9 +23,11 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.index import Bitmap, BTree, IvfHnswSq
+from lancedb.index import FTS, Bitmap, BTree, IvfHnswSq
+from lancedb.query import FullTextOperator, MultiMatchQuery
 
 from mercury.config import LocalVectorConfig
+from mercury.retrieval import hybrid
 from mercury.retrieval.index import (
     ChunkRow,
     DocumentWrite,
@@ -62,13 +64,22 @@ SEARCH_EF = 100
 REFINE_FACTOR = 3
 MIN_NPROBES = 20
 
+# The full-text analysers, by the hybrid module's lexical languages: LanceDB's tokenizer
+# language names (its stemmers and stop-word lists); accents are folded so that "refusee"
+# typed without them still matches "refusée".
+FTS_LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish"}
+assert set(FTS_LANGUAGES) == set(hybrid.LEXICAL_LANGUAGES)
+
 COMMIT_ATTEMPTS = 5
 LOOKUP_BATCH = 500  # ids per IN (...) list when reading the ledger or stored vectors
 
 T = TypeVar("T")
 
 
-def chunk_schema(dimension: int) -> pa.Schema:
+def chunk_schema(dimension: int, lexical: bool = True) -> pa.Schema:
+    """The chunks table; ``lexical`` adds one full-text column per analysed language (a
+    version created before hybrid search has none and is searched by kNN alone)."""
+    lexical_columns = [pa.field(f, pa.string()) for f in hybrid.LEXICAL_FIELDS] if lexical else []
     return pa.schema([
         pa.field("chunk_id", pa.string(), nullable=False),
         pa.field("doc_id", pa.string(), nullable=False),
@@ -82,7 +93,13 @@ def chunk_schema(dimension: int) -> pa.Schema:
         pa.field("text", pa.string()),
         pa.field("updated_at", pa.int64()),
         pa.field("vector", pa.list_(pa.float32(), dimension)),
+        *lexical_columns,
     ])
+
+
+def fts_index(language: str) -> FTS:
+    return FTS(language=FTS_LANGUAGES[language], stem=True, remove_stop_words=True,
+               lower_case=True, ascii_folding=True)
 
 
 LEDGER_SCHEMA = pa.schema([
@@ -184,8 +201,8 @@ def ledger_table_name(version: str) -> str:
     return f"{version}__ledger"
 
 
-def rows_to_arrow(rows: list[ChunkRow], dimension: int) -> pa.Table:
-    schema = chunk_schema(dimension)
+def rows_to_arrow(rows: list[ChunkRow], dimension: int, lexical: bool = True) -> pa.Table:
+    schema = chunk_schema(dimension, lexical)
     if not rows:
         return schema.empty_table()
     wrong = [row.chunk_id for row in rows if np.size(row.vector) != dimension]
@@ -193,7 +210,12 @@ def rows_to_arrow(rows: list[ChunkRow], dimension: int) -> pa.Table:
         raise VectorIndexError(f"chunks {wrong[:3]} do not have {dimension}-dimensional vectors")
     vectors = np.stack([np.asarray(row.vector, dtype=np.float32).reshape(-1) for row in rows])
     columns: dict[str, Any] = {
-        name: [getattr(row, name) for row in rows] for name in schema.names if name != "vector"}
+        name: [getattr(row, name) for row in rows] for name in schema.names
+        if name != "vector" and name not in hybrid.LEXICAL_FIELDS}
+    if lexical:  # the chunk's words in its own language's column, null in the others
+        for language in hybrid.LEXICAL_LANGUAGES:
+            columns[hybrid.lexical_field(language)] = [
+                hybrid.lexical_text(row) if row.language == language else None for row in rows]
     columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dimension)
     return pa.table(columns, schema=schema)
 
@@ -205,6 +227,12 @@ def ledger_to_arrow(entries: list[LedgerEntry]) -> pa.Table:
         "deleted": [e.deleted for e in entries],
         "chunk_ids": [list(e.chunk_ids) for e in entries],
     }, schema=LEDGER_SCHEMA)
+
+
+def hit_from(row: dict[str, Any], score: float) -> Hit:
+    return Hit(chunk_id=row["chunk_id"], doc_id=row["doc_id"], title=row["title"],
+               heading=row["heading"], source_url=row["source_url"], text=row["text"],
+               score=score)
 
 
 class LocalVectorIndex(VectorIndex):
@@ -253,8 +281,15 @@ class LocalVectorIndex(VectorIndex):
                         f"not {spec.dimension}")
                 return
             # Tables first: a record must never point at storage that is not there.
-            self.db.create_table(chunks_table_name(spec.name),
-                                 schema=chunk_schema(spec.dimension), exist_ok=True)
+            chunks = self.db.create_table(chunks_table_name(spec.name),
+                                          schema=chunk_schema(spec.dimension), exist_ok=True)
+            # Full-text indexes from the start (an empty table takes them): rows written
+            # later are searched flat until the upkeep's optimize folds them in.
+            existing = {index.columns[0] for index in chunks.list_indices()}
+            for language in hybrid.LEXICAL_LANGUAGES:
+                if hybrid.lexical_field(language) not in existing:
+                    chunks.create_index(hybrid.lexical_field(language),
+                                        config=fts_index(language))
             self.db.create_table(ledger_table_name(spec.name), schema=LEDGER_SCHEMA,
                                  exist_ok=True)
             state["versions"][spec.name] = {**asdict(spec), "writes_since_optimize": 0}
@@ -365,7 +400,8 @@ class LocalVectorIndex(VectorIndex):
                 return
             rows = [row for w in latest.values() for row in w.rows]
             chunks = self._table(chunks_table_name(name))
-            new_rows = rows_to_arrow(rows, registry["versions"][name]["dimension"])
+            new_rows = rows_to_arrow(rows, registry["versions"][name]["dimension"],
+                                     self._lexical(chunks))
             replaced_docs = sql_in("doc_id", sorted(latest))
             with_commit_retries(lambda: (
                 chunks.merge_insert("chunk_id")
@@ -427,10 +463,30 @@ class LocalVectorIndex(VectorIndex):
     # ---- reads -------------------------------------------------------------------------------
 
     def search(self, name: str, vector: np.ndarray, k: int,
-               filters: SearchFilter = NO_FILTER) -> list[Hit]:
+               filters: SearchFilter = NO_FILTER, text: str | None = None) -> list[Hit]:
         if k <= 0:
             return []
         table = self._table(chunks_table_name(name))
+        fields = hybrid.lexical_fields_for(filters) if self._lexical(table) else ()
+        if text is None or not text.strip() or not fields:
+            return [hit_from(r, score=1.0 - r["_distance"])
+                    for r in self._knn(name, table, vector, k, filters)]
+        by_meaning = self._knn(name, table, vector, hybrid.depth(k), filters)
+        words = MultiMatchQuery(text, list(fields), boosts=None, operator=FullTextOperator.OR)
+        builder = (table.search(words, query_type="fts")
+                   .select([*HIT_COLUMNS, "_score"]).limit(hybrid.depth(k)))
+        where = filter_sql(filters)
+        if where:
+            builder = builder.where(where, prefilter=True)
+        by_words = builder.to_arrow().to_pylist()
+        rows = {r["chunk_id"]: r for r in (*by_words, *by_meaning)}
+        fused = hybrid.fuse([[r["chunk_id"] for r in by_meaning],
+                             [r["chunk_id"] for r in by_words]], k,
+                            group_of={chunk_id: r["doc_id"] for chunk_id, r in rows.items()})
+        return [hit_from(rows[chunk_id], score) for chunk_id, score in fused]
+
+    def _knn(self, name: str, table: Any, vector: np.ndarray, k: int,
+             filters: SearchFilter) -> list[dict[str, Any]]:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         dimension = table.schema.field("vector").type.list_size
         if query.shape[0] != dimension:
@@ -448,10 +504,7 @@ class LocalVectorIndex(VectorIndex):
         where = filter_sql(filters)
         if where:
             builder = builder.where(where, prefilter=True)
-        return [Hit(chunk_id=r["chunk_id"], doc_id=r["doc_id"], title=r["title"],
-                    heading=r["heading"], source_url=r["source_url"], text=r["text"],
-                    score=1.0 - r["_distance"])
-                for r in builder.to_arrow().to_pylist()]
+        return builder.to_arrow().to_pylist()
 
     def live_documents(self, name: str) -> set[str]:
         doc_ids = self._table(chunks_table_name(name)).search().select(["doc_id"]).to_arrow()
@@ -461,6 +514,11 @@ class LocalVectorIndex(VectorIndex):
         self._tables.clear()
 
     # ---- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _lexical(chunks: Any) -> bool:
+        """Whether the version was created with the full-text columns."""
+        return hybrid.LEXICAL_FIELDS[0] in chunks.schema.names
 
     def _record(self, registry: dict[str, Any], name: str) -> dict[str, Any]:
         try:

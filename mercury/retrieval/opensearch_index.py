@@ -23,6 +23,7 @@ from opensearchpy.exceptions import (
 from opensearchpy.exceptions import ConnectionError as ClusterUnreachable  # not the builtin
 
 from mercury.config import OpenSearchVectorConfig
+from mercury.retrieval import hybrid
 from mercury.retrieval.index import (
     ChunkRow,
     DocumentWrite,
@@ -44,6 +45,11 @@ LIVE_PAGE = 1000           # composite buckets per page when listing live docume
 MAX_K = 10_000             # the k-NN query's documented upper bound for k
 REPORTED_FAILURES = 5      # failing ids named in an error message
 NO_FILTER = SearchFilter()
+# The full-text fields' analysers, by the hybrid module's lexical languages: OpenSearch's
+# built-in language analyzers (each language's stop words and stemmer; french also removes
+# elisions such as l', german normalises umlauts).
+ANALYZERS = {"en": "english", "fr": "french", "de": "german", "es": "spanish"}
+assert set(ANALYZERS) == set(hybrid.LEXICAL_LANGUAGES)
 
 
 def ledger_index(name: str) -> str:
@@ -82,6 +88,8 @@ def chunk_index_body(spec: VersionSpec, config: OpenSearchVectorConfig) -> dict:
                 "heading": stored_only,
                 "text": stored_only,
                 "source_url": {"type": "keyword", "index": False, "doc_values": False},
+                **{hybrid.lexical_field(language): {"type": "text", "analyzer": analyzer}
+                   for language, analyzer in ANALYZERS.items()},
                 "vector": {
                     "type": "knn_vector",
                     "dimension": spec.dimension,
@@ -131,11 +139,17 @@ def vector_json(vector: np.ndarray) -> list[float]:
     return np.asarray(vector, dtype=np.float32).astype(str).astype(np.float64).tolist()
 
 
-def chunk_source(row: ChunkRow) -> dict:
-    return {"chunk_id": row.chunk_id, "doc_id": row.doc_id, "position": row.position,
-            "doc_type": row.doc_type, "language": row.language, "merchant_id": row.merchant_id,
-            "title": row.title, "heading": row.heading, "source_url": row.source_url,
-            "text": row.text, "updated_at": row.updated_at, "vector": vector_json(row.vector)}
+def chunk_source(row: ChunkRow, lexical: bool = True) -> dict:
+    """The chunk as indexed; with ``lexical`` (the version's mapping has the full-text fields)
+    its words go to its own language's field too."""
+    source = {"chunk_id": row.chunk_id, "doc_id": row.doc_id, "position": row.position,
+              "doc_type": row.doc_type, "language": row.language,
+              "merchant_id": row.merchant_id, "title": row.title, "heading": row.heading,
+              "source_url": row.source_url, "text": row.text, "updated_at": row.updated_at,
+              "vector": vector_json(row.vector)}
+    if lexical and row.language in ANALYZERS:
+        source[hybrid.lexical_field(row.language)] = hybrid.lexical_text(row)
+    return source
 
 
 def ledger_source(entry: LedgerEntry) -> dict:
@@ -159,22 +173,39 @@ def stale_chunks_query(writes: list[DocumentWrite]) -> dict:
     return {"query": {"bool": {"should": clauses, "minimum_should_match": 1}}}
 
 
+def filter_terms(filters: SearchFilter) -> list[dict]:
+    return [{"term": {field: value}} for field, value in filters.as_dict().items()]
+
+
 def knn_query(vector: np.ndarray, k: int, filters: SearchFilter, ef_search: int) -> dict:
     clause: dict[str, Any] = {"vector": vector_json(vector), "k": k,
                               "method_parameters": {"ef_search": ef_search}}
-    terms = [{"term": {field: value}} for field, value in filters.as_dict().items()]
+    terms = filter_terms(filters)
     if terms:
         clause["filter"] = {"bool": {"filter": terms}}
     return {"size": k, "query": {"knn": {"vector": clause}},
             "_source": {"excludes": ["vector"]}}
 
 
-def hit_from(hit: dict) -> Hit:
+def lexical_query(text: str, k: int, filters: SearchFilter, fields: tuple[str, ...]) -> dict:
+    """BM25 over the language fields: one ``match`` per field (a chunk fills only its own
+    language's field, so at most one matches and its score is that field's), the filters as
+    non-scoring clauses, so both sides of the fusion search the same chunks."""
+    query: dict[str, Any] = {"should": [{"match": {field: {"query": text}}} for field in fields],
+                             "minimum_should_match": 1}
+    terms = filter_terms(filters)
+    if terms:
+        query["filter"] = terms
+    return {"size": k, "query": {"bool": query}, "_source": {"excludes": ["vector"]}}
+
+
+def hit_from(hit: dict, score: float | None = None) -> Hit:
+    """The hit with its cosine similarity, or with ``score`` (the fused one) when given."""
     source = hit["_source"]
     return Hit(chunk_id=source["chunk_id"], doc_id=source["doc_id"],
                title=source.get("title", ""), heading=source.get("heading", ""),
                source_url=source.get("source_url"), text=source.get("text", ""),
-               score=cosine_from_score(hit["_score"]))
+               score=cosine_from_score(hit["_score"]) if score is None else score)
 
 
 def spec_from(source: dict) -> VersionSpec:
@@ -233,7 +264,8 @@ class OpenSearchVectorIndex(VectorIndex):
         self._client = client
         self._connection_class = connection_class or Urllib3HttpConnection
         self._registry_ready = False
-        self._known_versions: set[str] = set()  # both indexes seen to exist
+        # version -> whether its mapping has the full-text fields; both indexes seen to exist
+        self._known_versions: dict[str, bool] = {}
 
     # ---- client ------------------------------------------------------------------------------
 
@@ -297,7 +329,7 @@ class OpenSearchVectorIndex(VectorIndex):
                                    refresh="wait_for")
             except ConflictError:
                 pass
-        self._known_versions.add(spec.name)
+        self._known_versions[spec.name] = True  # chunk_index_body maps the full-text fields
 
     def versions(self, alias: str) -> list[VersionSpec]:
         body = {"size": MAX_K,
@@ -330,7 +362,7 @@ class OpenSearchVectorIndex(VectorIndex):
         if aliases:
             raise VectorIndexError(f"{name!r} is served by alias {', '.join(aliases)}; swap or "
                                    f"roll the alias to another version before dropping it")
-        self._known_versions.discard(name)
+        self._known_versions.pop(name, None)
         for index in (name, ledger_index(name)):
             with self._failing("delete index", index):
                 try:
@@ -494,7 +526,7 @@ class OpenSearchVectorIndex(VectorIndex):
     def write(self, name: str, writes: list[DocumentWrite]) -> None:
         if not writes:
             return
-        self._require_version(name)
+        lexical = self._require_version(name)
         rows = [row for w in writes for row in w.rows]
         zero = [row.chunk_id for row in rows if not np.any(row.vector)]
         if zero:
@@ -503,7 +535,7 @@ class OpenSearchVectorIndex(VectorIndex):
         if rows:
             actions: list[dict] = []
             for row in rows:
-                actions += [{"index": {"_id": row.chunk_id}}, chunk_source(row)]
+                actions += [{"index": {"_id": row.chunk_id}}, chunk_source(row, lexical)]
             self._bulk(name, actions, "write chunks", refresh="wait_for")
         with self._failing("remove replaced chunks", name):
             removed = self.client.delete_by_query(index=name, body=stale_chunks_query(writes),
@@ -524,32 +556,68 @@ class OpenSearchVectorIndex(VectorIndex):
             raise VectorIndexError(f"OpenSearch {operation} on {index!r}: {len(failed)} of "
                                    f"{len(answer.get('items', []))} items failed: {_ids(failed)}")
 
-    def _require_version(self, name: str) -> None:
+    def _require_version(self, name: str) -> bool:
+        """Checks that both indexes exist, once per process; returns whether the version's
+        mapping has the full-text fields (a version created before hybrid search has not,
+        and its strict mapping would refuse them)."""
         if name in self._known_versions:
-            return
+            return self._known_versions[name]
         both = [name, ledger_index(name)]
         with self._failing("check version", name):
-            exists = self.client.indices.exists(index=both)
-        if not exists:
-            raise VectorIndexError(f"no index version {name!r} (or its ledger) on the cluster; "
-                                   f"create_version first")
-        self._known_versions.add(name)
+            try:
+                mappings = self.client.indices.get_mapping(index=both)
+            except NotFoundError:
+                raise VectorIndexError(f"no index version {name!r} (or its ledger) on the "
+                                       f"cluster; create_version first") from None
+        fields = mappings.get(name, {}).get("mappings", {}).get("properties", {})
+        self._known_versions[name] = all(f in fields for f in hybrid.LEXICAL_FIELDS)
+        return self._known_versions[name]
 
     # ---- reads -------------------------------------------------------------------------------
 
     def search(self, name: str, vector: np.ndarray, k: int,
-               filters: SearchFilter = NO_FILTER) -> list[Hit]:
+               filters: SearchFilter = NO_FILTER, text: str | None = None) -> list[Hit]:
         if not 1 <= k <= MAX_K:
             raise VectorIndexError(f"k must be between 1 and {MAX_K}, not {k}")
         if not np.any(vector):
             raise VectorIndexError("a zero query vector has no cosine similarity")
-        body = knn_query(vector, k, filters, self.config.hnsw_ef_search)
-        with self._failing("search", name):
-            found = self.client.search(index=name, body=body)
-        failure = _shard_failures(found)
+        fields = hybrid.lexical_fields_for(filters)
+        if text is None or not text.strip() or not fields:
+            body = knn_query(vector, k, filters, self.config.hnsw_ef_search)
+            with self._failing("search", name):
+                found = self.client.search(index=name, body=body)
+            return [hit_from(hit) for hit in self._hits(found, "search", name)]
+        # Both searches in one round trip; fused here, with the local engine's code. On a
+        # version created before hybrid search the fields are unmapped and the match finds
+        # nothing, so the fusion returns the kNN order.
+        depth = min(MAX_K, hybrid.depth(k))
+        with self._failing("hybrid search", name):
+            found = self.client.msearch(index=name, body=[
+                {}, knn_query(vector, depth, filters, self.config.hnsw_ef_search),
+                {}, lexical_query(text, depth, filters, fields)])
+        by_meaning, by_words = (self._hits(response, "hybrid search", name)
+                                for response in found["responses"])
+        sources = {hit["_source"]["chunk_id"]: hit for hit in (*by_words, *by_meaning)}
+        fused = hybrid.fuse([[h["_source"]["chunk_id"] for h in by_meaning],
+                             [h["_source"]["chunk_id"] for h in by_words]], k,
+                            group_of={cid: hit["_source"]["doc_id"]
+                                      for cid, hit in sources.items()})
+        return [hit_from(sources[chunk_id], score) for chunk_id, score in fused]
+
+    @staticmethod
+    def _hits(response: dict, operation: str, name: str) -> list[dict]:
+        """The hits of one search response; an error or a failed shard raises (a partial
+        ranking would fuse silently into a wrong one)."""
+        if "error" in response:  # an _msearch item fails on its own, with a 200 overall
+            error = response["error"]
+            reason = (f"{error.get('type')}: {error.get('reason')}" if isinstance(error, dict)
+                      else str(error))
+            raise VectorIndexError(f"OpenSearch {operation} on {name!r} failed: {reason}")
+        failure = _shard_failures(response)
         if failure:
-            raise VectorIndexError(f"OpenSearch search on {name!r} is incomplete: {failure}")
-        return [hit_from(hit) for hit in found["hits"]["hits"]]
+            raise VectorIndexError(f"OpenSearch {operation} on {name!r} is incomplete: "
+                                   f"{failure}")
+        return response["hits"]["hits"]
 
     def live_documents(self, name: str) -> set[str]:
         composite: dict[str, Any] = {"size": LIVE_PAGE,

@@ -7,7 +7,9 @@
    the same ledger-guarded path as the indexer: a change both of them apply lands once, and
    an older one never overwrites a newer one.
 3. ``evaluate`` measures recall@5 and MRR on the labelled queries kept in the repository
-   (``eval_queries.yaml``) and compares the version's live documents with the source's.
+   (``eval_queries.yaml``), overall and per language asked in, searching as the retriever
+   does (hybrid where the version has lexical search), and compares the version's live
+   documents with the source's.
 4. ``decide`` swaps only when the candidate has exactly the source's live documents and is
    at least as good as the serving version on both measures; otherwise it retires the
    candidate and says why. ``rollback`` points the alias back in one step; the previous
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -45,6 +47,7 @@ K = 5
 class LabelledQuery:
     question: str
     relevant: tuple[str, ...]  # doc ids that answer it
+    language: str  # the language the question is asked in
     filters: SearchFilter = SearchFilter()
 
 
@@ -58,6 +61,8 @@ class Evaluation:
     source_documents: int
     missing: tuple[str, ...] = ()  # live in the source, absent from the version
     extra: tuple[str, ...] = ()    # present in the version, deleted or unknown in the source
+    # language asked in -> {"recall_at_5", "mrr", "queries"}
+    by_language: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def parity(self) -> bool:
@@ -73,10 +78,42 @@ class Decision:
     reasons: tuple[str, ...]
 
 
+QUERY_KEYS = {"question", "relevant", "filters"}
+
+
 def load_queries(path: Path = QUERIES_PATH) -> list[LabelledQuery]:
+    """The labelled questions, grouped in the file by the language they are asked in."""
     raw = yaml.safe_load(path.read_text())
-    return [LabelledQuery(q["question"], tuple(q["relevant"]),
-                          SearchFilter(**q.get("filters", {}))) for q in raw["queries"]]
+    queries = []
+    for language, items in raw["questions"].items():
+        for item in items:
+            unknown = set(item) - QUERY_KEYS
+            if unknown or not item.get("question") or not item.get("relevant"):
+                raise ValueError(f"{path.name}: {item!r} needs question and relevant (and "
+                                 f"optional filters), not {sorted(unknown)}")
+            queries.append(LabelledQuery(item["question"], tuple(item["relevant"]), language,
+                                         SearchFilter(**item.get("filters", {}))))
+    return queries
+
+
+def labelled_corpus(updated_at: int = 1_793_491_200_000) -> list[Document]:
+    """The documents the labelled questions are written against: the generator's default
+    world (``Knobs()``), each as first published. Tests and bench/retrieval_quality.py index
+    these; a real rebuild reads the stream, which the generator filled with the same ones."""
+    import random
+
+    from mercury.generator.documents import build_documents, render
+    from mercury.generator.knobs import Knobs
+    from mercury.generator.world import build_world
+
+    knobs = Knobs()
+    rng = random.Random(knobs.seed)  # the generator's order of draws: world, then documents
+    world = build_world(rng, knobs.users, knobs.merchants)
+    return [Document(doc_id=spec.doc_id, change_id=f"labelled-{spec.doc_id}", deleted=False,
+                     updated_at=updated_at, doc_type=spec.doc_type, language=spec.language,
+                     title=spec.title, body=render(spec, 0), source_url=spec.source_url,
+                     merchant_id=spec.merchant_id)
+            for spec in build_documents(rng, world.merchants, knobs.documents)]
 
 
 def read_source(settings: Settings) -> Iterator[Document]:
@@ -126,24 +163,46 @@ def fill_version(settings: Settings, index: VectorIndex, spec: VersionSpec, embe
     return total
 
 
+def score_queries(index: VectorIndex, spec: VersionSpec, embedder: Embedder,
+                  queries: list[LabelledQuery], hybrid: bool = True
+                  ) -> list[tuple[float, float]]:
+    """(recall@5, reciprocal rank) of each question; ``hybrid=False`` searches by kNN alone
+    (the "before" of docs/PERFORMANCE.md)."""
+    vectors = embedder.embed([q.question for q in queries])
+    scores = []
+    for query, vector in zip(queries, vectors, strict=True):
+        hits = index.search(spec.name, vector, K, query.filters,
+                            text=query.question if hybrid else None)
+        ranked = [hit.doc_id for hit in hits]
+        relevant = set(query.relevant)
+        first = next((rank for rank, doc in enumerate(ranked, 1) if doc in relevant), None)
+        scores.append((len(relevant & set(ranked)) / len(relevant), 1.0 / first if first else 0.0))
+    return scores
+
+
+def summarise(queries: list[LabelledQuery], scores: list[tuple[float, float]]
+              ) -> dict[str, dict[str, float]]:
+    """recall@5, MRR and the number of questions, overall ("all") and per language."""
+    groups: dict[str, list[tuple[float, float]]] = {"all": scores}
+    for query, score in zip(queries, scores, strict=True):
+        groups.setdefault(query.language, []).append(score)
+    return {group: {"recall_at_5": round(sum(s[0] for s in items) / len(items), 4),
+                    "mrr": round(sum(s[1] for s in items) / len(items), 4),
+                    "queries": len(items)} for group, items in groups.items()}
+
+
 def evaluate(index: VectorIndex, spec: VersionSpec, embedder: Embedder,
              queries: list[LabelledQuery], source_live: set[str]) -> Evaluation:
     if not queries:
         raise ValueError("no labelled queries: a version cannot be judged without them")
-    vectors = embedder.embed([q.question for q in queries])
-    recalls, reciprocal_ranks = [], []
-    for query, vector in zip(queries, vectors, strict=True):
-        ranked = [hit.doc_id for hit in index.search(spec.name, vector, K, query.filters)]
-        relevant = set(query.relevant)
-        recalls.append(len(relevant & set(ranked)) / len(relevant))
-        first = next((rank for rank, doc in enumerate(ranked, 1) if doc in relevant), None)
-        reciprocal_ranks.append(1.0 / first if first else 0.0)
+    summary = summarise(queries, score_queries(index, spec, embedder, queries))
+    overall = summary.pop("all")
     live = index.live_documents(spec.name)
-    return Evaluation(version=spec.name, recall_at_5=round(sum(recalls) / len(queries), 4),
-                      mrr=round(sum(reciprocal_ranks) / len(queries), 4), queries=len(queries),
+    return Evaluation(version=spec.name, recall_at_5=overall["recall_at_5"],
+                      mrr=overall["mrr"], queries=len(queries),
                       live_documents=len(live), source_documents=len(source_live),
                       missing=tuple(sorted(source_live - live)[:20]),
-                      extra=tuple(sorted(live - source_live)[:20]))
+                      extra=tuple(sorted(live - source_live)[:20]), by_language=summary)
 
 
 def decide(candidate: Evaluation, serving: Evaluation | None) -> Decision:

@@ -1,4 +1,5 @@
-"""Question to top-k chunks: embed, filtered kNN on the version the alias serves, hits.
+"""Question to top-k chunks: embed, then the filtered hybrid search (kNN and full-text, fused
+by rank: ``mercury.retrieval.hybrid``) on the version the alias serves, hits.
 
 Two small caches, because assistants are asked the same things over and over ("why was my
 card declined?"):
@@ -86,7 +87,7 @@ class Retriever:
         if hits is not None:
             return Retrieval(hits, spec, embedding_cached=True, result_cached=True)
         vector, cached = self._embed(spec, question, now)
-        hits = self.index.search(spec.name, vector, k, filters)
+        hits = self.index.search(spec.name, vector, k, filters, text=question)
         self._results.put(result_key, hits, now)
         return Retrieval(hits, spec, embedding_cached=cached, result_cached=False)
 
