@@ -47,7 +47,7 @@ CONF = {"feature_set": "spending", "version": 1, "start": "2026-11-01", "end": "
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, airflow_home):
     from moto.server import ThreadedMotoServer
 
     try:
@@ -78,7 +78,8 @@ def world(tmp_path_factory):
             patch.setenv("MERCURY_EMR_APPLICATION_ID", aws.application_id)
             patch.setenv("MERCURY_EMR_EXECUTION_ROLE_ARN", ROLE_ARN)
             settings = load_settings()
-        env = {**os.environ, **airflow_env(settings, home=folder / "airflow"), **aws_env,
+        env = {**os.environ, **airflow_env(settings, home=airflow_home(folder / "airflow")),
+               **aws_env,
                "MERCURY_PROFILE": "production", "MERCURY_CONFIG": str(config),
                # The DAG's retries wait Airflow's default delay: 1 s here, not a minute.
                "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
@@ -92,8 +93,6 @@ def world(tmp_path_factory):
             return subprocess.run([str(binary), *args], env=env, capture_output=True,
                                   text=True, timeout=timeout, cwd=folder)
 
-        migrated = airflow("db", "migrate", timeout=180)
-        assert migrated.returncode == 0, migrated.stderr[-3000:]
         yield aws, airflow, folder, config
     finally:
         server.stop()
