@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mercury.config import load_settings
+from mercury.config import REPO_ROOT, load_settings
 
 
 @contextmanager
@@ -39,6 +39,12 @@ def parsed_dags(home: Path, dag_folder: Path) -> Iterator:
         if "airflow_local_settings" not in sys.modules:
             settings.import_local_settings()
         yield DagBag(dag_folder=dag_folder)
+
+
+def dags_test(dag_id: str, *args: str) -> list[str]:
+    """`airflow dags test <dag_id> ...` parsing only the DAG's own file (``dags/<dag_id>.py``):
+    without ``-f`` Airflow parses and serialises every DAG of the folder on each run."""
+    return ["dags", "test", dag_id, "-f", str(REPO_ROOT / "dags" / f"{dag_id}.py"), *args]
 
 
 @pytest.fixture(scope="session")

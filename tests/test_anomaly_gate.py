@@ -39,6 +39,7 @@ from mercury.quality.hour_gate import (
     require_promoted,
 )
 from mercury.quality.hour_profile import HOUR_MS, HourProfile, hour_start, profile_hour
+from tests.airflow_fixtures import dags_test
 from tests.conftest import write_config
 
 STREAMS = ("transactions", "user_activity")
@@ -346,7 +347,7 @@ def test_the_dag_run_fails_on_a_quarantined_hour_without_retrying(hours, gated, 
                               timeout=300, cwd=tmp_path)
 
     logical = datetime.fromtimestamp((held + HOUR_MS) / 1000, UTC).isoformat()
-    run = airflow("dags", "test", "quality_gate", logical)
+    run = airflow(*dags_test("quality_gate", logical))
     output = run.stdout + run.stderr
     assert f"transactions hour {hour_label(held)} is quarantined: volume: " in output, \
         output[-5000:]

@@ -12,7 +12,7 @@ import pytest
 from mercury.config import REPO_ROOT, load_settings
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
-from tests.airflow_fixtures import parsed_dags
+from tests.airflow_fixtures import dags_test, parsed_dags
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 
@@ -113,7 +113,7 @@ def test_flink_smoke_dag_runs_the_job(flink_rest, tmp_path, airflow_home):
         return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
                               timeout=timeout, cwd=tmp_path)
 
-    run = airflow("dags", "test", "flink_smoke", timeout=400)
+    run = airflow(*dags_test("flink_smoke"), timeout=400)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-5000:]
     assert "state=success" in output, output[-5000:]
@@ -155,7 +155,7 @@ def test_dlq_replay_dag_replays_a_fixed_dead_letter(tmp_settings, tmp_path, airf
         return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
                               timeout=300, cwd=tmp_path)
 
-    run = airflow("dags", "test", "dlq_replay", "-c", '{"stream": "transactions"}')
+    run = airflow(*dags_test("dlq_replay", "-c", '{"stream": "transactions"}'))
     output = run.stdout + run.stderr
     assert run.returncode == 0 and "state=success" in output, output[-5000:]
     assert "dry run: transactions: read 1 dead letters, would replay 1" in output

@@ -29,6 +29,7 @@ import pytest
 from mercury.config import Settings, load_settings
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
+from tests.airflow_fixtures import dags_test
 from tests.conftest import write_config
 from tests.feature_history_fixtures import history_stream
 from tests.serving_fixtures import PrivateRedis
@@ -57,7 +58,7 @@ class World:
                               capture_output=True, text=True, timeout=timeout, cwd=self.folder)
 
     def trigger(self, conf: dict, extra_env: dict | None = None) -> str:
-        run = self.airflow("dags", "test", "feature_backfill", "-c", json.dumps(conf),
+        run = self.airflow(*dags_test("feature_backfill", "-c", json.dumps(conf)),
                            extra_env=extra_env)
         output = run.stdout + run.stderr
         # Kept beside the world for reading after a failure (pytest prints only a tail).

@@ -35,6 +35,7 @@ from mercury.batch import package
 from mercury.config import CONFIG_DIR
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
+from tests.airflow_fixtures import dags_test
 from tests.conftest import free_port
 from tests.emr_fixtures import REGION, ROLE_ARN, fail_new_job_runs, make_world
 
@@ -99,7 +100,7 @@ def world(tmp_path_factory, airflow_home):
 
 
 def _trigger(airflow, folder: Path, name: str) -> str:
-    run = airflow("dags", "test", "feature_backfill", "-c", json.dumps(CONF))
+    run = airflow(*dags_test("feature_backfill", "-c", json.dumps(CONF)))
     output = run.stdout + run.stderr
     (folder / f"{name}.log").write_text(output)  # for reading after a failure
     return output

@@ -27,6 +27,7 @@ from mercury.generator.world import build_world
 from mercury.retrieval.chunking import ChunkingSpec
 from mercury.retrieval.embedding import HashingEmbedder
 from mercury.retrieval.rebuild import QUERIES_PATH, Evaluation, evaluate, load_queries
+from tests.airflow_fixtures import dags_test
 from tests.test_dags import dagbag  # noqa: F401 - the fixture, parsed with Airflow's settings
 
 MERCHANT_DOCS = 40
@@ -396,7 +397,7 @@ def test_knowledge_rebuild_dag_swaps_refuses_a_worse_model_and_rolls_back(tmp_se
                               timeout=300, cwd=tmp_path)
 
     def trigger(conf: dict) -> str:
-        run = airflow("dags", "test", "knowledge_rebuild", "-c", orjson.dumps(conf).decode())
+        run = airflow(*dags_test("knowledge_rebuild", "-c", orjson.dumps(conf).decode()))
         output = run.stdout + run.stderr
         assert run.returncode == 0 and "state=success" in output, output[-5000:]
         return output

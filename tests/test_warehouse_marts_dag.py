@@ -33,6 +33,7 @@ import pytest
 from mercury.config import REPO_ROOT, Settings, load_settings
 from mercury.warehouse import marts
 from mercury.warehouse.dbt_runner import DBT_PROJECT_DIR
+from tests.airflow_fixtures import dags_test
 from tests.conftest import write_config
 
 MODEL_FOLDERS = ("staging/lake", "staging/features", "marts/features")
@@ -207,7 +208,7 @@ class World:
         """One `airflow dags test`: its output and the state of each task of that run."""
         before = self._run_ids()
         started = time.monotonic()
-        run = self.airflow("dags", "test", "warehouse_marts")
+        run = self.airflow(*dags_test("warehouse_marts"))
         output = run.stdout + run.stderr
         runs = sorted(self.folder.glob("run_*.log"))
         (self.folder / f"run_{len(runs) + 1}.log").write_text(output)
