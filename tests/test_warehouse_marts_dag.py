@@ -8,8 +8,9 @@
 - The feature versions follow the online store's active pointers (in-memory store), and a
   task's dbt command gets the config's target, bindings and those versions.
 - The gate's command on a lake 10 min, 5 h and 7 h behind: pass, warn, fail.
-- One ``airflow dags test`` on DuckDB over a private lake and a private Redis (~4 min here:
-  ~15 s per dbt task): spending v2 promoted while the project's var still says 1, the lake 7 h
+- One ``airflow dags test`` on DuckDB over a private lake and a private Redis (dbt in the
+  task's process: per task, the task's start, a partial parse and the SQL; docs/PERFORMANCE.md,
+  "Test suite time"): spending v2 promoted while the project's var still says 1, the lake 7 h
   stale. The gate fails the run and the lake model never builds; the feature marts build,
   from spending_v2's table.
 """
@@ -101,6 +102,9 @@ def test_models_wait_for_their_parents_and_the_lake_for_its_freshness_gate(dag):
         assert dag.get_task(f"dbt.{node['name']}.run").upstream_task_ids == want, node["name"]
     gate = dag.get_task(FRESHNESS_TASK)
     assert type(gate).__name__ == "DbtSourceLocalOperator"
+    # Every dbt task runs dbt in its own process (dbtRunner), not a `dbt` subprocess.
+    assert {t.invocation_mode.value for t in dag.tasks if t.task_id.startswith("dbt.")} == {
+        "dbt_runner"}
     assert gate.select == "source:lake.transactions"
     assert gate.upstream_task_ids == {"feature_versions"}
     assert dag.max_active_tasks == 1 and dag.max_active_runs == 1 and not dag.catchup
