@@ -44,7 +44,8 @@ def parsed_dags(home: Path, dag_folder: Path) -> Iterator:
 def dags_test(dag_id: str, *args: str) -> list[str]:
     """`airflow dags test <dag_id> ...` parsing only the DAG's own file (``dags/<dag_id>.py``):
     without ``-f`` Airflow parses and serialises every DAG of the folder on each run."""
-    return ["dags", "test", dag_id, "-f", str(REPO_ROOT / "dags" / f"{dag_id}.py"), *args]
+    # -f last: before a positional logical date, Airflow's parser refuses the date.
+    return ["dags", "test", dag_id, *args, "-f", str(REPO_ROOT / "dags" / f"{dag_id}.py")]
 
 
 @pytest.fixture(scope="session")
