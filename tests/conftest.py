@@ -1,5 +1,6 @@
 """Shared fixtures. Tests that need the real local stack use the session fixtures from
-``tests.stack_fixtures`` (one Flink cluster per run) and ``tests.lake_fixtures``."""
+``tests.stack_fixtures`` (one Flink cluster per run) and ``tests.lake_fixtures``; Airflow
+worlds start from ``tests.airflow_fixtures``' one migrated metadata database."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import yaml
 
 from mercury.config import CONFIG_DIR, load_settings
 
-pytest_plugins = ["tests.stack_fixtures", "tests.lake_fixtures"]
+pytest_plugins = ["tests.stack_fixtures", "tests.lake_fixtures", "tests.airflow_fixtures"]
 OPS_SCHEMAS: list[str] = []  # handed out by write_config, dropped when the session ends
 
 

@@ -39,6 +39,7 @@ from mercury.quality.hour_gate import (
     require_promoted,
 )
 from mercury.quality.hour_profile import HOUR_MS, HourProfile, hour_start, profile_hour
+from tests.airflow_fixtures import dags_test
 from tests.conftest import write_config
 
 STREAMS = ("transactions", "user_activity")
@@ -316,7 +317,8 @@ def test_the_dag_gates_every_configured_stream_through_its_step(hours, gated, ca
 
 
 @pytest.mark.slow
-def test_the_dag_run_fails_on_a_quarantined_hour_without_retrying(hours, gated, tmp_path):
+def test_the_dag_run_fails_on_a_quarantined_hour_without_retrying(hours, gated, tmp_path,
+                                                                   airflow_home):
     """`airflow dags test quality_gate <hour>`: the run's data interval is the hour gated; a
     held hour fails its task at once (no retries: the same hour would be judged the same),
     naming the rule and the release command."""
@@ -337,16 +339,15 @@ def test_the_dag_run_fails_on_a_quarantined_hour_without_retrying(hours, gated, 
         for record in hours["transactions"][held][::5] + hours["user_activity"][held]:
             stream = "transactions" if "account_id" in record else "user_activity"
             producer.send(stream, orjson.dumps(record))
-    env = {**os.environ, **airflow_env(settings, home=tmp_path / "airflow"),
+    env = {**os.environ, **airflow_env(settings, home=airflow_home(tmp_path / "airflow")),
            "MERCURY_CONFIG": str(settings.data_dir.parent / "mercury.yaml")}
 
     def airflow(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
                               timeout=300, cwd=tmp_path)
 
-    assert (migrated := airflow("db", "migrate")).returncode == 0, migrated.stderr[-3000:]
     logical = datetime.fromtimestamp((held + HOUR_MS) / 1000, UTC).isoformat()
-    run = airflow("dags", "test", "quality_gate", logical)
+    run = airflow(*dags_test("quality_gate", logical))
     output = run.stdout + run.stderr
     assert f"transactions hour {hour_label(held)} is quarantined: volume: " in output, \
         output[-5000:]

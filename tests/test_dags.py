@@ -12,7 +12,7 @@ import pytest
 from mercury.config import REPO_ROOT, load_settings
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
-from tests.airflow_fixtures import parsed_dags
+from tests.airflow_fixtures import dags_test, parsed_dags
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 
@@ -101,7 +101,7 @@ def test_feature_backfill_promotes_only_after_every_gate(dagbag):
 
 @pytest.mark.stack
 @pytest.mark.slow
-def test_flink_smoke_dag_runs_the_job(flink_rest, tmp_path):
+def test_flink_smoke_dag_runs_the_job(flink_rest, tmp_path, airflow_home):
     """`airflow dags test flink_smoke` submits the smoke job, which reaches RUNNING and is
     cancelled at the end; checked on the cluster, not only in Airflow's log."""
     try:
@@ -109,16 +109,15 @@ def test_flink_smoke_dag_runs_the_job(flink_rest, tmp_path):
     except StackError as exc:
         pytest.skip(str(exc))
     # A fresh AIRFLOW_HOME: its own SQLite database, nothing left from earlier runs.
-    env = {**os.environ, **airflow_env(load_settings("local"), home=tmp_path / "airflow")}
+    env = {**os.environ, **airflow_env(load_settings("local"),
+                                       home=airflow_home(tmp_path / "airflow"))}
     before = {job.job_id for job in flink_rest.jobs()}
 
     def airflow(*args: str, timeout: float) -> subprocess.CompletedProcess:
         return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
                               timeout=timeout, cwd=tmp_path)
 
-    migrated = airflow("db", "migrate", timeout=120)
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
-    run = airflow("dags", "test", "flink_smoke", timeout=400)
+    run = airflow(*dags_test("flink_smoke"), timeout=400)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-5000:]
     assert "state=success" in output, output[-5000:]
@@ -131,7 +130,7 @@ def test_flink_smoke_dag_runs_the_job(flink_rest, tmp_path):
 
 
 @pytest.mark.slow
-def test_dlq_replay_dag_replays_a_fixed_dead_letter(tmp_settings, tmp_path):
+def test_dlq_replay_dag_replays_a_fixed_dead_letter(tmp_settings, tmp_path, airflow_home):
     """`airflow dags test dlq_replay`: a dead letter whose cause is fixed (its payload passes
     the current contract) is produced again to its stream by the replay task, once."""
     import orjson
@@ -154,14 +153,13 @@ def test_dlq_replay_dag_replays_a_fixed_dead_letter(tmp_settings, tmp_path):
     with open_producer(tmp_settings, writer_id="loader") as producer:
         producer.send("transactions.dlq", orjson.dumps(letter))  # the file log carries JSON
     # MERCURY_CONFIG (set by tmp_settings) points the DAG's tasks at this test's folders.
-    env = {**os.environ, **airflow_env(tmp_settings, home=tmp_path / "airflow")}
+    env = {**os.environ, **airflow_env(tmp_settings, home=airflow_home(tmp_path / "airflow"))}
 
     def airflow(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
                               timeout=300, cwd=tmp_path)
 
-    assert (migrated := airflow("db", "migrate")).returncode == 0, migrated.stderr[-3000:]
-    run = airflow("dags", "test", "dlq_replay", "-c", '{"stream": "transactions"}')
+    run = airflow(*dags_test("dlq_replay", "-c", '{"stream": "transactions"}'))
     output = run.stdout + run.stderr
     assert run.returncode == 0 and "state=success" in output, output[-5000:]
     assert "dry run: transactions: read 1 dead letters, would replay 1" in output

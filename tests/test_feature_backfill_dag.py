@@ -1,7 +1,7 @@
 """The feature_backfill DAG through `airflow dags test`, on a small lake and a private Redis.
 
 One world for the module (lake of ``history_stream``, a private redis-server, an Airflow home
-migrated once), three runs in order:
+from the run's migrated database), three runs in order:
 
 1. ``spending`` v1, nothing active: the run succeeds and the pointer names v1;
 2. ``spending`` v2 with the Spark side of the consistency gate given a broken definition
@@ -29,6 +29,7 @@ import pytest
 from mercury.config import Settings, load_settings
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
+from tests.airflow_fixtures import dags_test
 from tests.conftest import write_config
 from tests.feature_history_fixtures import history_stream
 from tests.serving_fixtures import PrivateRedis
@@ -57,7 +58,7 @@ class World:
                               capture_output=True, text=True, timeout=timeout, cwd=self.folder)
 
     def trigger(self, conf: dict, extra_env: dict | None = None) -> str:
-        run = self.airflow("dags", "test", "feature_backfill", "-c", json.dumps(conf),
+        run = self.airflow(*dags_test("feature_backfill", "-c", json.dumps(conf)),
                            extra_env=extra_env)
         output = run.stdout + run.stderr
         # Kept beside the world for reading after a failure (pytest prints only a tail).
@@ -76,7 +77,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, airflow_home):
     try:
         binary = airflow_binary()
     except StackError as exc:
@@ -97,11 +98,9 @@ def world(tmp_path_factory):
         # the online hashes' TTLs (35 d) have not run out.
         first_day = datetime.now(UTC).date() - timedelta(days=DAYS + 2)
         tables.upsert(settings, "transactions", history_stream(first_day, DAYS))
-        env = {**os.environ, **airflow_env(settings, home=folder / "airflow"),
+        env = {**os.environ, **airflow_env(settings, home=airflow_home(folder / "airflow")),
                "MERCURY_CONFIG": str(config)}
         world = World(settings, env, binary, folder, first_day)
-        migrated = world.airflow("db", "migrate", timeout=180)
-        assert migrated.returncode == 0, migrated.stderr[-3000:]
         yield world
     finally:
         redis.stop()

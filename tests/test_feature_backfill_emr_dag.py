@@ -35,6 +35,7 @@ from mercury.batch import package
 from mercury.config import CONFIG_DIR
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
+from tests.airflow_fixtures import dags_test
 from tests.conftest import free_port
 from tests.emr_fixtures import REGION, ROLE_ARN, fail_new_job_runs, make_world
 
@@ -47,7 +48,7 @@ CONF = {"feature_set": "spending", "version": 1, "start": "2026-11-01", "end": "
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, airflow_home):
     from moto.server import ThreadedMotoServer
 
     try:
@@ -78,7 +79,8 @@ def world(tmp_path_factory):
             patch.setenv("MERCURY_EMR_APPLICATION_ID", aws.application_id)
             patch.setenv("MERCURY_EMR_EXECUTION_ROLE_ARN", ROLE_ARN)
             settings = load_settings()
-        env = {**os.environ, **airflow_env(settings, home=folder / "airflow"), **aws_env,
+        env = {**os.environ, **airflow_env(settings, home=airflow_home(folder / "airflow")),
+               **aws_env,
                "MERCURY_PROFILE": "production", "MERCURY_CONFIG": str(config),
                # The DAG's retries wait Airflow's default delay: 1 s here, not a minute.
                "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
@@ -92,15 +94,13 @@ def world(tmp_path_factory):
             return subprocess.run([str(binary), *args], env=env, capture_output=True,
                                   text=True, timeout=timeout, cwd=folder)
 
-        migrated = airflow("db", "migrate", timeout=180)
-        assert migrated.returncode == 0, migrated.stderr[-3000:]
         yield aws, airflow, folder, config
     finally:
         server.stop()
 
 
 def _trigger(airflow, folder: Path, name: str) -> str:
-    run = airflow("dags", "test", "feature_backfill", "-c", json.dumps(CONF))
+    run = airflow(*dags_test("feature_backfill", "-c", json.dumps(CONF)))
     output = run.stdout + run.stderr
     (folder / f"{name}.log").write_text(output)  # for reading after a failure
     return output

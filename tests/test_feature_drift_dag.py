@@ -43,7 +43,7 @@ def test_the_signal_step_and_the_day_rule():
 
 
 @pytest.mark.slow
-def test_drift_emits_the_asset_event_and_queues_its_consumer(tmp_path):
+def test_drift_emits_the_asset_event_and_queues_its_consumer(tmp_path, airflow_home):
     try:
         binary = airflow_binary()
     except StackError as exc:
@@ -53,7 +53,11 @@ def test_drift_emits_the_asset_event_and_queues_its_consumer(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MERCURY_CONFIG", str(config))
         settings = load_settings()
-    env |= airflow_env(settings, home=tmp_path / "airflow")
+    # The consumer must be known and unpaused to be queued: `dags test` without -f serialises
+    # every DAG of the folder (the consumer too), unpaused at creation here; no
+    # `dags reserialize` and `dags unpause` (one Airflow start each).
+    env |= airflow_env(settings, home=airflow_home(tmp_path / "airflow")) | {
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"}
 
     def airflow(*args: str) -> str:
         run = subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
@@ -62,9 +66,6 @@ def test_drift_emits_the_asset_event_and_queues_its_consumer(tmp_path):
         assert run.returncode == 0, output[-5000:]
         return output
 
-    airflow("db", "migrate")
-    airflow("dags", "reserialize")  # the consumer must be known and unpaused to be queued
-    airflow("dags", "unpause", CONSUMER)
     database = sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db")
 
     def events() -> list[dict]:

@@ -35,6 +35,7 @@ from mercury.retrieval.rebuild import (
     labelled_corpus,
     load_queries,
 )
+from tests.airflow_fixtures import dags_test
 from tests.test_dags import dagbag  # noqa: F401 - the fixture, parsed with Airflow's settings
 
 MERCHANT_DOCS = 40
@@ -408,7 +409,8 @@ def test_the_dag_branches_on_the_action_and_on_the_gate(dagbag):  # noqa: F811
 
 @pytest.mark.slow
 def test_knowledge_rebuild_dag_swaps_refuses_a_worse_model_and_rolls_back(tmp_settings,
-                                                                          corpus, tmp_path):
+                                                                          corpus, tmp_path,
+                                                                          airflow_home):
     """`airflow dags test knowledge_rebuild`, four runs on one index:
     MiniLM (nothing serves: swap), hashing-384 (worse: refused, the alias stays),
     MiniLM with 128-token chunks (as good: swap), rollback (back to the first)."""
@@ -422,14 +424,14 @@ def test_knowledge_rebuild_dag_swaps_refuses_a_worse_model_and_rolls_back(tmp_se
         pytest.skip(str(exc))
     alias = tmp_settings.retrieval.alias
     # MERCURY_CONFIG (set by tmp_settings) points the DAG's tasks at this test's folders.
-    env = {**os.environ, **airflow_env(tmp_settings, home=tmp_path / "airflow")}
+    env = {**os.environ, **airflow_env(tmp_settings, home=airflow_home(tmp_path / "airflow"))}
 
     def airflow(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
                               timeout=300, cwd=tmp_path)
 
     def trigger(conf: dict) -> str:
-        run = airflow("dags", "test", "knowledge_rebuild", "-c", orjson.dumps(conf).decode())
+        run = airflow(*dags_test("knowledge_rebuild", "-c", orjson.dumps(conf).decode()))
         output = run.stdout + run.stderr
         assert run.returncode == 0 and "state=success" in output, output[-5000:]
         return output
@@ -440,8 +442,6 @@ def test_knowledge_rebuild_dag_swaps_refuses_a_worse_model_and_rolls_back(tmp_se
             return index.alias_target(alias), {v.name: v.state for v in index.versions(alias)}
         finally:
             index.close()
-
-    assert (migrated := airflow("db", "migrate")).returncode == 0, migrated.stderr[-3000:]
 
     output = trigger({"embedding_model": "all-MiniLM-L6-v2"})
     v1, states = serving()
