@@ -12,9 +12,11 @@ The statements read like the pipeline (docs/STREAMING.md, "The SQL job"):
     parts_<stream>      one row per part of a field an event updates: a tile's (feature,
                         bucket), a latest value's per-value, the entity's clock
     items_<set>_<f>     per last-N item, its first event time and ranked field values
-    part_values         each part folded (COUNT/SUM/MIN/MAX, ordered picks)
-    writes              each field as one JSON object of its parts (FIELD_JSON), for the
-                        online store
+    changed_fields      per entity, every part folded in one state value (FOLD_PARTS:
+                        COUNT/SUM/MIN/MAX, ordered picks) and the fields that changed, each
+                        as one JSON object of its parts
+    item_fields         a last-N field as one JSON object of its newest items (FIELD_JSON)
+    writes              every changed field, for the online store
 
 and INSERTs into the sinks (dead letters, lake staging, late events, the online store). Only
 two steps run Python: the validator, on the records the fast check leaves (malformed ones and
@@ -419,39 +421,33 @@ FROM counted_{stream.name} CROSS JOIN UNNEST(ARRAY[
 WHERE u.keep""", "view")
 
 
-# Each part's value as JSON text (``tiles.add`` per op; picks keep their order prefix).
-_PART_VALUE = """CASE op
-    WHEN 'count' THEN CAST(COUNT(*) AS STRING)
-    WHEN 'sum' THEN CAST(SUM(num) AS STRING)
-    WHEN 'min' THEN CAST(MIN(num) AS STRING)
-    WHEN 'max' THEN CAST(MAX(num) AS STRING)
-    WHEN 'avg' THEN '[' || CAST(SUM(num) AS STRING) || ',' || CAST(COUNT(*) AS STRING) || ']'
-    WHEN 'exists' THEN '1'
-    WHEN 'min_text' THEN MIN(txt)
-    WHEN 'max_text' THEN MAX(txt)
-  END"""
-
-
 def _field_statements(streams: Sequence[StreamPlan], items: Sequence[Statement],
                       ttl: int) -> list[Statement]:
-    """Parts fold per (target, entity, kind, name, part) (items per item, in their own
-    views); a field is the JSON object of its parts (FIELD_JSON, infra/flink-udf; of a
-    last-N field, its newest items only). One field aggregation for every kind, so one
-    writer takes all the rows."""
-    keys = "target, entity_id, kind, name"
-    every_part = "\nUNION ALL\n".join(["SELECT * FROM part_values",
-                                       *(f"SELECT * FROM {i.name}" for i in items)])
-    return [
-        Statement("parts", "\nUNION ALL\n".join(f"SELECT * FROM parts_{s.name}" for s in streams),
-                  "view"),
-        Statement("part_values", f"""SELECT {_ttl_hint('parts', ttl)}
-  {keys}, part, {_PART_VALUE} AS part_value, 0 AS newest
-FROM parts GROUP BY {keys}, part, op""", "view"),
-        Statement("every_part", every_part, "view"),
-        Statement("writes", f"""SELECT {_ttl_hint('every_part', ttl)}
+    """An entity's parts fold in one state value (FOLD_PARTS, infra/flink-udf: ``tiles.add``
+    per op, ordered picks), which gives the fields the latest changes touched, each whole as a
+    JSON object of its parts. Last-N items fold per item in their own views, and their field
+    is the JSON object of its newest items (FIELD_JSON). One ``writes`` view for every kind,
+    so one writer takes all the rows."""
+    parts = "\nUNION ALL\n".join(f"SELECT * FROM parts_{s.name}" for s in streams)
+    statements = [
+        Statement("parts", parts, "view"),
+        Statement("changed_fields", f"""SELECT {_ttl_hint('parts', ttl)}
+  entity_id, FOLD_PARTS(target, kind, name, part, op, num, txt) AS changed
+FROM parts GROUP BY entity_id""", "view")]
+    writes = ["""SELECT c.target, entity_id, c.kind, c.name, c.payload
+FROM changed_fields CROSS JOIN UNNEST(changed) AS c(target, kind, name, payload)"""]
+    if items:
+        keys = "target, entity_id, kind, name"
+        statements += [
+            Statement("items", "\nUNION ALL\n".join(f"SELECT * FROM {i.name}" for i in items),
+                      "view"),
+            Statement("item_fields", f"""SELECT {_ttl_hint('items', ttl)}
   {keys}, FIELD_JSON(part, part_value, newest) AS payload
-FROM every_part GROUP BY {keys}""", "view"),
-        Statement("online_store", """INSERT INTO online_store
+FROM items GROUP BY {keys}""", "view")]
+        writes.append("SELECT * FROM item_fields")
+    return [*statements,
+            Statement("writes", "\nUNION ALL\n".join(writes), "view"),
+            Statement("online_store", """INSERT INTO online_store
 SELECT write_online(target, entity_id, kind, name, payload) FROM writes""", "insert")]
 
 
