@@ -5,8 +5,8 @@ The statements read like the pipeline (docs/STREAMING.md, "The SQL job"):
     raw_<stream>        line, line_position, pt (proctime)  declared by the job's binding
     checked_<stream>    the line parsed once (JSON_FIELDS) and the contract's fast check
     judged_<stream>     the contract's Python validator on what the fast check did not pass
-    valid_<stream>      every valid record: its JSON, its position, its tagged fields
-    records_<stream>    typed columns; events_<stream>: identity, times, order, derived columns
+    valid_<stream>      every valid record: its JSON, its position, its fields as typed columns
+    events_<stream>     identity, times, order, derived columns
     first_<stream>      the first arrival of each event id (Flink's deduplicate, keep first)
     counted_<stream>    what features count: not later than the lateness bound
     parts_<stream>      one row per part of a field an event updates: a tile's (feature,
@@ -175,26 +175,26 @@ class StreamPlan:
         s, contract = self.name, self.contract
         checked = Statement(f"checked_{s}", f"""SELECT line, line_position, pt, f,
   {contract.fast_check} AS fast
-FROM raw_{s}, LATERAL TABLE(JSON_FIELDS(line)) AS parsed(f)""", "view", shared=True)
+FROM raw_{s}, LATERAL TABLE({contract.parse}) AS parsed(f)""", "view", shared=True)
         judged = Statement(f"judged_{s}", f"""SELECT line_position, pt,
   validate_line({sql_literal(self.stream)}, line_position, line) AS v
 FROM checked_{s} WHERE NOT fast""", "view", shared=True)
         valid = Statement(f"valid_{s}", f"""SELECT line_position, pt,
-  {contract.clean_line} AS record_json, f
+  {contract.clean_line} AS record_json,
+  {self._typed()}
 FROM checked_{s} WHERE fast
 UNION ALL
-SELECT line_position, pt, v.record AS record_json, v.fields AS f
+SELECT line_position, pt, v.record AS record_json,
+  {self._typed("v.fields")}
 FROM judged_{s} WHERE v.dead_letter IS NULL""", "view")
-        return [checked, judged, valid, self._records(), self._events(), self._first(),
-                self._counted()]
+        return [checked, judged, valid, self._events(), self._first(), self._counted()]
 
-    def _records(self) -> Statement:
-        """Every declared field as a typed column (nested ones by path: `after.user_id`)."""
-        typed = ",\n  ".join(f"{self.contract.typed(c.name)} AS `{c.name}`"
-                             for c in self.contract.columns)
-        return Statement(f"records_{self.name}", f"""SELECT line_position, pt, record_json,
-  {typed}
-FROM valid_{self.name}""", "view")
+    def _typed(self, tagged_map: str | None = None) -> str:
+        """Every declared field as a typed column (nested ones by path: `after.user_id`),
+        from JSON_FIELDS's row ``f``, or from the validator's map of tagged fields."""
+        return ",\n  ".join(
+            f"{self.contract.typed(c.name, tagged_map and f'{tagged_map}[{sql_literal(c.name)}]')}"
+            f" AS `{c.name}`" for c in self.contract.columns)
 
     def _events(self) -> Statement:
         """``events.normalise``: identity, times, order and the row of each valid record."""
@@ -210,7 +210,7 @@ FROM valid_{self.name}""", "view")
                 return f"CASE WHEN deleted THEN {old} ELSE `after.{name}` END"
             event_ts = ("CASE WHEN deleted THEN `source.ts_ms` ELSE `after.updated_at` END"
                         if "after.updated_at" in names else "`source.ts_ms`")
-            inner = "SELECT *, `op` = 'd' AS deleted FROM records_" + s
+            inner = "SELECT *, `op` = 'd' AS deleted FROM valid_" + s
             identity = [
                 f"CAST({column(entity_key)} AS STRING) AS entity_id",
                 f"CAST(`source.lsn` AS STRING) || ':' || CAST({column(entity_key)} AS STRING)"
@@ -223,7 +223,7 @@ FROM valid_{self.name}""", "view")
             event_id, event_ts = f"`{spec.event_id_field}`", f"`{spec.event_time_field}`"
             arrival = (f"CASE WHEN ingest_ts IS NULL OR ingest_ts = 0 THEN {event_ts} "
                        f"ELSE ingest_ts END" if "ingest_ts" in names else event_ts)
-            inner = "SELECT * FROM records_" + s
+            inner = "SELECT * FROM valid_" + s
             identity = [
                 f"CAST(`{entity_key}` AS STRING) AS entity_id",
                 f"{event_id} AS event_id", f"{event_ts} AS event_ts",
