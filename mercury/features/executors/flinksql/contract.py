@@ -2,8 +2,8 @@
 its fields as typed columns.
 
 The job parses each line once (``JSON_FIELDS``, a small Java function: the contract's fields,
-each tagged by its JSON kind, as a row ``f``, see infra/flink-udf). ``fast_check`` is a conjunction over those tagged
-values that only holds for records ``mercury.contracts.validation`` accepts as they are: every
+each tagged by its JSON kind, as a row ``f``, see infra/flink-udf). ``fast_check`` is a
+conjunction over those tagged values that only holds for records ``mercury.contracts.validation`` accepts as they are: every
 declared field present (or optional), of its type, in its format, and ``event_ts`` at most the
 contract's bound after ``ingest_ts``. It is deliberately narrower than the validator (no escapes,
 no nested records, integers of at most 18 digits): whatever it does not pass goes to the
