@@ -3,9 +3,10 @@ its fields as typed columns.
 
 The job parses each line once (``JSON_FIELDS``, a small Java function: the contract's fields,
 each tagged by its JSON kind, as a row ``f``, see infra/flink-udf). ``fast_check`` is a
-conjunction over those tagged values that only holds for records ``mercury.contracts.validation`` accepts as they are: every
-declared field present (or optional), of its type, in its format, and ``event_ts`` at most the
-contract's bound after ``ingest_ts``. It is deliberately narrower than the validator (no escapes,
+conjunction over those tagged values that only holds for records
+``mercury.contracts.validation`` accepts as they are: every declared field present (or
+optional), of its type, in its format, and ``event_ts`` at most the contract's bound after
+``ingest_ts``. It is deliberately narrower than the validator (no escapes,
 no nested records, integers of at most 18 digits): whatever it does not pass goes to the
 validator itself, which names the rule, so the job's verdicts are the validator's by
 construction (docs/STREAMING.md, "Validation in the job"). ``tests/flink/test_sql_contract.py``
