@@ -80,7 +80,8 @@ def _folded(t_env, rows: list[tuple]) -> dict[tuple, dict]:
         DataTypes.FIELD("txt", DataTypes.STRING())]))
     t_env.create_temporary_view("parts", table)
     sql = """SELECT c.target, entity_id, c.kind, c.name, c.payload
-             FROM (SELECT entity_id, FOLD_PARTS(target, kind, name, part, op, num, txt) AS changed
+             FROM (SELECT entity_id, FOLD_PARTS(target, kind, name, part, op, num, txt,
+                                                    86400000) AS changed
                    FROM parts GROUP BY entity_id)
              CROSS JOIN UNNEST(changed) AS c(target, kind, name, payload)"""
     written: dict[tuple, dict] = {}

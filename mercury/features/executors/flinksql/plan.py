@@ -432,7 +432,7 @@ def _field_statements(streams: Sequence[StreamPlan], items: Sequence[Statement],
     statements = [
         Statement("parts", parts, "view"),
         Statement("changed_fields", f"""SELECT {_ttl_hint('parts', ttl)}
-  entity_id, FOLD_PARTS(target, kind, name, part, op, num, txt) AS changed
+  entity_id, FOLD_PARTS(target, kind, name, part, op, num, txt, {ttl}) AS changed
 FROM parts GROUP BY entity_id""", "view")]
     writes = ["""SELECT c.target, entity_id, c.kind, c.name, c.payload
 FROM changed_fields CROSS JOIN UNNEST(changed) AS c(target, kind, name, payload)"""]

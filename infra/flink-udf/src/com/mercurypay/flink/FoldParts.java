@@ -14,7 +14,7 @@ import org.apache.flink.table.functions.AggregateFunction;
 import org.apache.flink.types.Row;
 
 /**
- * FOLD_PARTS(target, kind, name, part, op, num, txt): every part of every field of one entity,
+ * FOLD_PARTS(target, kind, name, part, op, num, txt, keep_ms): every part of every field of one entity,
  * folded in one state value, and the fields the latest changes touched, each whole.
  *
  * <p>A row is one part of one online-store field an event updates, as the plan's
@@ -32,6 +32,10 @@ import org.apache.flink.types.Row;
  * previous batch's, whose values are still current unless this batch changed them, and then
  * the update follows it; every value written is whole state, so a replay rewrites the same.
  *
+ * <p>A field no event has changed for {@code keep_ms} of processing time is dropped from
+ * state (looked for once a day per entity): the state TTL that each part had as a group of its
+ * own, kept per field here, since the entity's state lives as long as the entity is active.
+ *
  * <p>The input only inserts (the plan deduplicates before it): there is no retract.
  */
 @FunctionHint(
@@ -42,7 +46,8 @@ import org.apache.flink.types.Row;
             @ArgumentHint(name = "part", type = @DataTypeHint("STRING")),
             @ArgumentHint(name = "op", type = @DataTypeHint("STRING")),
             @ArgumentHint(name = "num", type = @DataTypeHint("DOUBLE")),
-            @ArgumentHint(name = "txt", type = @DataTypeHint("STRING"))},
+            @ArgumentHint(name = "txt", type = @DataTypeHint("STRING")),
+            @ArgumentHint(name = "keep_ms", type = @DataTypeHint("BIGINT"))},
         accumulator = @DataTypeHint(value = "RAW", bridgedTo = FoldParts.Entity.class),
         output = @DataTypeHint(
                 "ARRAY<ROW<target STRING, kind STRING, name STRING, payload STRING>>"))
@@ -58,12 +63,22 @@ public class FoldParts extends AggregateFunction<Row[], FoldParts.Entity> {
         public String text;
     }
 
-    /** An entity's fields (target SEP kind SEP name -> part -> value) and what changed. */
+    /** A field's parts (part -> value) and when an event last changed it (processing time). */
+    public static class Field {
+        public HashMap<String, Part> parts = new HashMap<>();
+        public long touched;
+    }
+
+    /** An entity's fields (target SEP kind SEP name -> field), what changed, and when its
+     * fields were last looked over for expiry. */
     public static class Entity {
-        public HashMap<String, HashMap<String, Part>> fields = new HashMap<>();
+        public HashMap<String, Field> fields = new HashMap<>();
         public LinkedHashSet<String> changed = new LinkedHashSet<>();
         public boolean printed = true;
+        public long swept;
     }
+
+    private static final long SWEEP_EVERY_MS = 86_400_000L;
 
     @Override
     public Entity createAccumulator() {
@@ -71,13 +86,20 @@ public class FoldParts extends AggregateFunction<Row[], FoldParts.Entity> {
     }
 
     public void accumulate(Entity entity, String target, String kind, String name, String part,
-                           String op, Double num, String txt) {
+                           String op, Double num, String txt, Long keepMs) {
+        long now = System.currentTimeMillis();
         if (entity.printed) {
             entity.changed.clear();
             entity.printed = false;
+            if (now - entity.swept > SWEEP_EVERY_MS) {
+                entity.fields.values().removeIf(f -> now - f.touched > keepMs);
+                entity.swept = now;
+            }
         }
-        String field = target + SEP + kind + SEP + name;
-        HashMap<String, Part> parts = entity.fields.computeIfAbsent(field, k -> new HashMap<>());
+        String key = target + SEP + kind + SEP + name;
+        Field field = entity.fields.computeIfAbsent(key, k -> new Field());
+        field.touched = now;
+        HashMap<String, Part> parts = field.parts;
         Part value = parts.get(part);
         boolean first = value == null;
         if (first) {
@@ -86,7 +108,7 @@ public class FoldParts extends AggregateFunction<Row[], FoldParts.Entity> {
             parts.put(part, value);
         }
         if (fold(value, first, op, num, txt)) {
-            entity.changed.add(field);
+            entity.changed.add(key);
         }
     }
 
@@ -154,11 +176,15 @@ public class FoldParts extends AggregateFunction<Row[], FoldParts.Entity> {
     public Row[] getValue(Entity entity) {
         entity.printed = true;
         List<Row> out = new ArrayList<>(entity.changed.size());
-        for (String field : entity.changed) {
-            int first = field.indexOf(SEP);
-            int second = field.indexOf(SEP, first + 1);
-            out.add(Row.of(field.substring(0, first), field.substring(first + 1, second),
-                    field.substring(second + 1), payload(entity.fields.get(field))));
+        for (String key : entity.changed) {
+            Field field = entity.fields.get(key);
+            if (field == null) {
+                continue;  // expired since it changed
+            }
+            int first = key.indexOf(SEP);
+            int second = key.indexOf(SEP, first + 1);
+            out.add(Row.of(key.substring(0, first), key.substring(first + 1, second),
+                    key.substring(second + 1), payload(field.parts)));
         }
         return out.toArray(new Row[0]);
     }
