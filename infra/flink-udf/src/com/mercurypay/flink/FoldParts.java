@@ -24,13 +24,13 @@ import org.apache.flink.types.Row;
  * event's value. Grouped by entity, all the parts of an entity fold with one state access per
  * mini-batch, where one aggregation per part and one per field took two dozen.
  *
- * <p>The value is the fields changed since the previous value was printed, each as
+ * <p>The value is the fields the rows folded since the previous read changed, each as
  * {@code (target, kind, name, payload)} with the payload FIELD_JSON prints: a JSON object of
  * the field's parts, each value as JSON text in a string. Flink reads the value before a
- * mini-batch's rows fold into an entity (the retraction it sends) and after (the update): the
- * first fold after a read starts a new list of changes. The retraction's fields are the
- * previous batch's, whose values are still current unless this batch changed them, and then
- * the update follows it; every value written is whole state, so a replay rewrites the same.
+ * mini-batch's rows fold into an entity (for the retraction it sends) and after (the update):
+ * a read with no fold since the last one is empty, so the retraction carries nothing to write
+ * and the update the fields this batch changed, each whole. Every value written is state, so
+ * a replay from a checkpoint rewrites the same.
  *
  * <p>A field no event has changed for {@code keep_ms} of processing time is dropped from
  * state (looked for once a day per entity): the state TTL that each part had as a group of its
@@ -174,6 +174,9 @@ public class FoldParts extends AggregateFunction<Row[], FoldParts.Entity> {
 
     @Override
     public Row[] getValue(Entity entity) {
+        if (entity.printed) {
+            return new Row[0];  // nothing folded since the last read
+        }
         entity.printed = true;
         List<Row> out = new ArrayList<>(entity.changed.size());
         for (String key : entity.changed) {
