@@ -63,3 +63,63 @@ def test_a_last_n_field_prints_its_newest_items_by_time_then_item(t_env):
     got = _fields(t_env, items)
     # newest three by time, ties by item descending: i6 (99999), i4 (900), i2 (900)
     assert got == {"l": {"i6": "[99999]", "i4": "[900,\"x\"]", "i2": "[900,\"x\"]"}}
+
+
+def _folded(t_env, rows: list[tuple]) -> dict[tuple, dict]:
+    """(entity, target, kind, name, part, op, num, txt) rows through FOLD_PARTS grouped by
+    entity, as the job runs it -> each field's last written JSON, parsed. Every update row's
+    fields are written, in order, as the job's writer does (retractions included)."""
+    table = t_env.from_elements(rows, DataTypes.ROW([
+        DataTypes.FIELD("entity_id", DataTypes.STRING()),
+        DataTypes.FIELD("target", DataTypes.STRING()),
+        DataTypes.FIELD("kind", DataTypes.STRING()),
+        DataTypes.FIELD("name", DataTypes.STRING()),
+        DataTypes.FIELD("part", DataTypes.STRING()),
+        DataTypes.FIELD("op", DataTypes.STRING()),
+        DataTypes.FIELD("num", DataTypes.DOUBLE()),
+        DataTypes.FIELD("txt", DataTypes.STRING())]))
+    t_env.create_temporary_view("parts", table)
+    sql = """SELECT c.target, entity_id, c.kind, c.name, c.payload
+             FROM (SELECT entity_id, FOLD_PARTS(target, kind, name, part, op, num, txt,
+                                                    86400000) AS changed
+                   FROM parts GROUP BY entity_id)
+             CROSS JOIN UNNEST(changed) AS c(target, kind, name, payload)"""
+    written: dict[tuple, dict] = {}
+    try:
+        with t_env.sql_query(sql).execute().collect() as results:
+            for row in results:
+                written[(row[0], row[1], row[2], row[3])] = json.loads(row[4])
+    finally:
+        t_env.drop_temporary_view("parts")
+    return written
+
+
+def test_fold_parts_folds_each_op_and_writes_each_changed_field_whole(t_env):
+    tile, late = ("s.v1", "t", "300000:7"), ("s.v1", "t", "300000:6")
+    rows = [("u1", *tile, "n", "count", 1.0, None), ("u1", *tile, "n", "count", 1.0, None),
+            ("u1", *tile, "amt\x1fEUR", "sum", 2.5, None),
+            ("u1", *tile, "amt\x1fEUR", "sum", 0.25, None),
+            ("u1", *tile, "big", "max", 3.0, None), ("u1", *tile, "big", "max", 1.0, None),
+            ("u1", *tile, "small", "min", 3.0, None), ("u1", *tile, "small", "min", -1e10, None),
+            ("u1", *tile, "avg", "avg", 1.0, None), ("u1", *tile, "avg", "avg", 2.0, None),
+            ("u1", *tile, "m\x1d42", "exists", None, None),
+            ("u1", *tile, "m\x1d42", "exists", None, None),
+            ("u2", *tile, "n", "count", 1.0, None),
+            # a later tile of u1 changes after the first: both stay whole and current
+            ("u1", *late, "n", "count", 1.0, None),
+            # ordered picks: the greatest text by code point (U+10000 > U+FFFF)
+            ("u1", "s.v1", "v", "flags", "A", "max_text", None, "1\ufffd"),
+            ("u1", "s.v1", "v", "flags", "A", "max_text", None, "1\U00010000"),
+            ("u1", "s.v1", "v", "flags", "A", "max_text", None, "0zzz"),
+            ("u1", "s.v1", "v", "flags", "B", "max_text", None, "x\"\\"),
+            ("u1", "tx", "c", "", "", "max_text", None, "002"),
+            ("u1", "tx", "c", "", "", "max_text", None, "001")]
+    got = _folded(t_env, rows)
+    assert got == {
+        ("s.v1", "u1", "t", "300000:7"): {"n": "2", "amt\x1fEUR": "2.75", "big": "3.0",
+                                          "small": "-1.0E10", "avg": "[3.0,2]",
+                                          "m\x1d42": "1"},
+        ("s.v1", "u2", "t", "300000:7"): {"n": "1"},
+        ("s.v1", "u1", "t", "300000:6"): {"n": "1"},
+        ("s.v1", "u1", "v", "flags"): {"A": "1\U00010000", "B": "x\"\\"},
+        ("tx", "u1", "c", ""): {"": "002"}}
