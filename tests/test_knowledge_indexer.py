@@ -300,7 +300,9 @@ def test_the_indexer_runs_the_upkeep_when_a_poll_comes_back_empty(tmp_settings, 
     assert statuses[0].upkeeps == 2 and statuses[0].applied == 7
     assert index.registry.read()["versions"][spec.name]["writes_since_optimize"] == 1
     chunks = index.db.open_table(f"{spec.name}__chunks")
-    assert chunks.stats()["fragment_stats"]["num_fragments"] <= 2  # one write since
+    # Compacted, plus the one write since. With the full-text indexes Lance's optimize leaves
+    # two fragments, not one (measured: two after every later optimize too, never more).
+    assert chunks.stats()["fragment_stats"]["num_fragments"] <= 3
 
 
 def test_a_busy_indexer_runs_an_overdue_upkeep_between_batches(tmp_settings, served):
