@@ -24,7 +24,8 @@ def test_every_compiled_set_compiles_to_one_readable_plan():
     text = plan.explain()
     assert plan.streams == ("risk_signals", "transactions", "user_activity", "user_profile_cdc")
     for stream in plan.streams:
-        for view in ("checked", "judged", "valid", "events", "first", "counted", "parts"):
+        for view in ("checked", "judged", "valid", "records", "events", "first", "counted",
+                     "parts"):
             assert f"CREATE TEMPORARY VIEW {view}_{stream} AS" in text
         assert f"INSERT INTO dlq_{stream}_dlq" in text
     # per-event work is SQL; Python only judges the lines the check leaves, and writes

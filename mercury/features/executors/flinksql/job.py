@@ -20,12 +20,12 @@ UDF_JAR = Path(__file__).resolve().parents[4] / "infra" / "flink-udf" / "build" 
 
 # The job's Java functions (infra/flink-udf) by their SQL name.
 JAVA_FUNCTIONS = {"JSON_FIELDS": "JsonFields", "FIELD_JSON": "FieldJson",
-                  "AVRO_JSON": "AvroJson", "FOLD_PARTS": "FoldParts"}
+                  "AVRO_JSON": "AvroJson"}
 
 SETTINGS = {
     "table.exec.mini-batch.enabled": "true",
     "table.exec.mini-batch.size": "50000",
-    # FIELD_JSON and FOLD_PARTS fold in one phase only (they have no merge).
+    # FIELD_JSON takes retractions in one phase only (it has no merge).
     "table.optimizer.agg-phase-strategy": "ONE_PHASE",
     # The default state TTL is the dedup horizon (the deduplicate operators' state); the
     # feature aggregations carry their own, longer TTL as hints (plan.retention_ms).

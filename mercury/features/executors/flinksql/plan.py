@@ -5,18 +5,16 @@ The statements read like the pipeline (docs/STREAMING.md, "The SQL job"):
     raw_<stream>        line, line_position, pt (proctime)  declared by the job's binding
     checked_<stream>    the line parsed once (JSON_FIELDS) and the contract's fast check
     judged_<stream>     the contract's Python validator on what the fast check did not pass
-    valid_<stream>      every valid record: its JSON, its position, its fields as typed columns
-    events_<stream>     identity, times, order, derived columns
+    valid_<stream>      every valid record: its JSON, its position, its tagged fields
+    records_<stream>    typed columns; events_<stream>: identity, times, order, derived columns
     first_<stream>      the first arrival of each event id (Flink's deduplicate, keep first)
     counted_<stream>    what features count: not later than the lateness bound
     parts_<stream>      one row per part of a field an event updates: a tile's (feature,
                         bucket), a latest value's per-value, the entity's clock
     items_<set>_<f>     per last-N item, its first event time and ranked field values
-    changed_fields      per entity, every part folded in one state value (FOLD_PARTS:
-                        COUNT/SUM/MIN/MAX, ordered picks) and the fields that changed, each
-                        as one JSON object of its parts
-    item_fields         a last-N field as one JSON object of its newest items (FIELD_JSON)
-    writes              every changed field, for the online store
+    part_values         each part folded (COUNT/SUM/MIN/MAX, ordered picks)
+    writes              each field as one JSON object of its parts (FIELD_JSON), for the
+                        online store
 
 and INSERTs into the sinks (dead letters, lake staging, late events, the online store). Only
 two steps run Python: the validator, on the records the fast check leaves (malformed ones and
@@ -175,26 +173,26 @@ class StreamPlan:
         s, contract = self.name, self.contract
         checked = Statement(f"checked_{s}", f"""SELECT line, line_position, pt, f,
   {contract.fast_check} AS fast
-FROM raw_{s}, LATERAL TABLE({contract.parse}) AS parsed(f)""", "view", shared=True)
+FROM raw_{s}, LATERAL TABLE(JSON_FIELDS(line)) AS parsed(f)""", "view", shared=True)
         judged = Statement(f"judged_{s}", f"""SELECT line_position, pt,
   validate_line({sql_literal(self.stream)}, line_position, line) AS v
 FROM checked_{s} WHERE NOT fast""", "view", shared=True)
         valid = Statement(f"valid_{s}", f"""SELECT line_position, pt,
-  {contract.clean_line} AS record_json,
-  {self._typed()}
+  {contract.clean_line} AS record_json, f
 FROM checked_{s} WHERE fast
 UNION ALL
-SELECT line_position, pt, v.record AS record_json,
-  {self._typed("v.fields")}
+SELECT line_position, pt, v.record AS record_json, v.fields AS f
 FROM judged_{s} WHERE v.dead_letter IS NULL""", "view")
-        return [checked, judged, valid, self._events(), self._first(), self._counted()]
+        return [checked, judged, valid, self._records(), self._events(), self._first(),
+                self._counted()]
 
-    def _typed(self, tagged_map: str | None = None) -> str:
-        """Every declared field as a typed column (nested ones by path: `after.user_id`),
-        from JSON_FIELDS's row ``f``, or from the validator's map of tagged fields."""
-        return ",\n  ".join(
-            f"{self.contract.typed(c.name, tagged_map and f'{tagged_map}[{sql_literal(c.name)}]')}"
-            f" AS `{c.name}`" for c in self.contract.columns)
+    def _records(self) -> Statement:
+        """Every declared field as a typed column (nested ones by path: `after.user_id`)."""
+        typed = ",\n  ".join(f"{self.contract.typed(c.name)} AS `{c.name}`"
+                             for c in self.contract.columns)
+        return Statement(f"records_{self.name}", f"""SELECT line_position, pt, record_json,
+  {typed}
+FROM valid_{self.name}""", "view")
 
     def _events(self) -> Statement:
         """``events.normalise``: identity, times, order and the row of each valid record."""
@@ -210,7 +208,7 @@ FROM judged_{s} WHERE v.dead_letter IS NULL""", "view")
                 return f"CASE WHEN deleted THEN {old} ELSE `after.{name}` END"
             event_ts = ("CASE WHEN deleted THEN `source.ts_ms` ELSE `after.updated_at` END"
                         if "after.updated_at" in names else "`source.ts_ms`")
-            inner = "SELECT *, `op` = 'd' AS deleted FROM valid_" + s
+            inner = "SELECT *, `op` = 'd' AS deleted FROM records_" + s
             identity = [
                 f"CAST({column(entity_key)} AS STRING) AS entity_id",
                 f"CAST(`source.lsn` AS STRING) || ':' || CAST({column(entity_key)} AS STRING)"
@@ -223,7 +221,7 @@ FROM judged_{s} WHERE v.dead_letter IS NULL""", "view")
             event_id, event_ts = f"`{spec.event_id_field}`", f"`{spec.event_time_field}`"
             arrival = (f"CASE WHEN ingest_ts IS NULL OR ingest_ts = 0 THEN {event_ts} "
                        f"ELSE ingest_ts END" if "ingest_ts" in names else event_ts)
-            inner = "SELECT * FROM valid_" + s
+            inner = "SELECT * FROM records_" + s
             identity = [
                 f"CAST(`{entity_key}` AS STRING) AS entity_id",
                 f"{event_id} AS event_id", f"{event_ts} AS event_ts",
@@ -421,33 +419,39 @@ FROM counted_{stream.name} CROSS JOIN UNNEST(ARRAY[
 WHERE u.keep""", "view")
 
 
+# Each part's value as JSON text (``tiles.add`` per op; picks keep their order prefix).
+_PART_VALUE = """CASE op
+    WHEN 'count' THEN CAST(COUNT(*) AS STRING)
+    WHEN 'sum' THEN CAST(SUM(num) AS STRING)
+    WHEN 'min' THEN CAST(MIN(num) AS STRING)
+    WHEN 'max' THEN CAST(MAX(num) AS STRING)
+    WHEN 'avg' THEN '[' || CAST(SUM(num) AS STRING) || ',' || CAST(COUNT(*) AS STRING) || ']'
+    WHEN 'exists' THEN '1'
+    WHEN 'min_text' THEN MIN(txt)
+    WHEN 'max_text' THEN MAX(txt)
+  END"""
+
+
 def _field_statements(streams: Sequence[StreamPlan], items: Sequence[Statement],
                       ttl: int) -> list[Statement]:
-    """An entity's parts fold in one state value (FOLD_PARTS, infra/flink-udf: ``tiles.add``
-    per op, ordered picks), which gives the fields the latest changes touched, each whole as a
-    JSON object of its parts. Last-N items fold per item in their own views, and their field
-    is the JSON object of its newest items (FIELD_JSON). One ``writes`` view for every kind,
-    so one writer takes all the rows."""
-    parts = "\nUNION ALL\n".join(f"SELECT * FROM parts_{s.name}" for s in streams)
-    statements = [
-        Statement("parts", parts, "view"),
-        Statement("changed_fields", f"""SELECT {_ttl_hint('parts', ttl)}
-  entity_id, FOLD_PARTS(target, kind, name, part, op, num, txt, {ttl}) AS changed
-FROM parts GROUP BY entity_id""", "view")]
-    writes = ["""SELECT c.target, entity_id, c.kind, c.name, c.payload
-FROM changed_fields CROSS JOIN UNNEST(changed) AS c(target, kind, name, payload)"""]
-    if items:
-        keys = "target, entity_id, kind, name"
-        statements += [
-            Statement("items", "\nUNION ALL\n".join(f"SELECT * FROM {i.name}" for i in items),
-                      "view"),
-            Statement("item_fields", f"""SELECT {_ttl_hint('items', ttl)}
+    """Parts fold per (target, entity, kind, name, part) (items per item, in their own
+    views); a field is the JSON object of its parts (FIELD_JSON, infra/flink-udf; of a
+    last-N field, its newest items only). One field aggregation for every kind, so one
+    writer takes all the rows."""
+    keys = "target, entity_id, kind, name"
+    every_part = "\nUNION ALL\n".join(["SELECT * FROM part_values",
+                                       *(f"SELECT * FROM {i.name}" for i in items)])
+    return [
+        Statement("parts", "\nUNION ALL\n".join(f"SELECT * FROM parts_{s.name}" for s in streams),
+                  "view"),
+        Statement("part_values", f"""SELECT {_ttl_hint('parts', ttl)}
+  {keys}, part, {_PART_VALUE} AS part_value, 0 AS newest
+FROM parts GROUP BY {keys}, part, op""", "view"),
+        Statement("every_part", every_part, "view"),
+        Statement("writes", f"""SELECT {_ttl_hint('every_part', ttl)}
   {keys}, FIELD_JSON(part, part_value, newest) AS payload
-FROM items GROUP BY {keys}""", "view")]
-        writes.append("SELECT * FROM item_fields")
-    return [*statements,
-            Statement("writes", "\nUNION ALL\n".join(writes), "view"),
-            Statement("online_store", """INSERT INTO online_store
+FROM every_part GROUP BY {keys}""", "view"),
+        Statement("online_store", """INSERT INTO online_store
 SELECT write_online(target, entity_id, kind, name, payload) FROM writes""", "insert")]
 
 
