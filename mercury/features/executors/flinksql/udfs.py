@@ -20,6 +20,8 @@ import orjson
 from pyflink.table import DataTypes
 from pyflink.table.udf import ScalarFunction, udf
 
+from mercury.eventlog.flink_kafka import RAW_PAYLOAD_MARK
+
 STORE_PATIENCE_S = 600.0
 
 VERDICT = DataTypes.ROW([
@@ -38,8 +40,6 @@ class _Once(ScalarFunction):
 
 def raw_payload(line: str) -> bytes:
     """The bytes a line stands for: itself, or the payload a Kafka source marked as raw."""
-    from mercury.eventlog.flink_kafka import RAW_PAYLOAD_MARK
-
     if line.startswith(RAW_PAYLOAD_MARK):
         return base64.b64decode(line[len(RAW_PAYLOAD_MARK):])
     return line.encode()
