@@ -213,8 +213,9 @@ def _lake(args) -> int:
 def _demo(args) -> int:
     from mercury.demo import run_demo
 
-    return run_demo(_settings(), _knobs(args), with_airflow=not args.skip_airflow,
-                    with_postgres=not args.no_postgres)
+    failures = run_demo(_settings(), _knobs(args), with_airflow=not args.skip_airflow,
+                        with_postgres=not args.no_postgres)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def demo_world(tmp_path_factory, flink_cluster):
         settings = load_settings()
         try:
             assert run_demo(settings, Knobs(events=EVENTS, users=USERS, seed=11),
-                            with_airflow=False) == 0
+                            with_airflow=False) == []
             yield DemoWorld(settings, tmp, redis)
         finally:
             reset(settings)

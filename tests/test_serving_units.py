@@ -159,6 +159,43 @@ def test_segments_rotate_and_are_removed_once_shipped(tmp_path):
     assert spool.segments() == [spool.path]  # only the one still written to is kept
 
 
+def _slow_round(tmp_path):
+    """A shipper whose first round is in flight (its redaction takes 0.3 s per record, as a
+    first redaction can on a busy machine) over r1 and r2; r3 is spooled after it began."""
+    import threading
+    import time
+
+    spool, producer, in_round = AuditSpool(tmp_path, owner="a"), Producer(), threading.Event()
+
+    def slow_prepare(stream, record):
+        in_round.set()
+        time.sleep(0.3)
+        return record
+
+    shipper = AuditShipper(spool, producer, lambda stream, record: orjson.dumps(record),
+                           interval_s=0.01, prepare=slow_prepare)
+    spool.append("inference_audit", "r1", {"request_id": "r1"})
+    spool.append("inference_audit", "r2", {"request_id": "r2"})
+    shipper.start()
+    assert in_round.wait(5)
+    spool.append("inference_audit", "r3", {"request_id": "r3"})
+    return spool, producer, shipper
+
+
+def test_stop_waits_for_the_round_in_flight_then_ships_the_rest(tmp_path):
+    spool, producer, shipper = _slow_round(tmp_path)
+    shipper.stop()
+    assert [key for _, key, _ in producer.durable] == ["r1", "r2", "r3"]
+
+
+def test_a_stop_that_cannot_wait_ships_nothing_twice(tmp_path):
+    spool, producer, shipper = _slow_round(tmp_path)
+    shipper.stop(timeout_s=0.05)  # gives up while the round is in flight: no second round
+    shipper._thread.join(5)
+    assert [key for _, key, _ in producer.durable] == ["r1", "r2", "r3"]
+    assert shipper.backlog_bytes() == 0
+
+
 def test_a_dead_owners_spool_is_shipped_by_the_next_process_and_a_live_one_is_not(tmp_path):
     dead = AuditSpool(tmp_path, owner="dead")
     dead.append("inference_audit", "d1", {"request_id": "d1"})

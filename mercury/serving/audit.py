@@ -161,6 +161,11 @@ class AuditSpool:
         self._lock_file.close()
 
 
+def backlog_bytes(folder: Path) -> int:
+    """Bytes spooled in ``folder`` and not yet shipped, whoever the owner."""
+    return sum(max(0, p.stat().st_size - _read_progress(p)) for p in folder.glob("*.jsonl"))
+
+
 def _shipped_path(spool: Path) -> Path:
     return spool.with_suffix(".shipped")
 
@@ -300,15 +305,28 @@ class AuditShipper:
         self.shipped = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
+        # One round at a time: the last round at shutdown must not interleave with one still
+        # running on the thread (both would read the same progress and share one producer).
+        self._round = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="audit-shipper", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Ship what was appended since the last round, after the round in flight (its first
+        redaction can take seconds on a busy machine). A round that does not finish within
+        ``timeout_s`` (a producer that does not answer) leaves the rest spooled: the next
+        process ships it as an orphan's."""
         self._stop.set()
-        self._thread.join(timeout_s)
-        self.ship_once()  # what was appended since the last round
+        if not self._round.acquire(timeout=timeout_s):
+            log.error("audit: the shipping round did not finish in %.0f s; the rest stays "
+                      "spooled for the next process", timeout_s)
+            return
+        try:
+            self._ship_round()
+        finally:
+            self._round.release()
 
     def _send(self, stream: str, key: str, record: dict[str, Any]) -> None:
         try:
@@ -332,6 +350,10 @@ class AuditShipper:
 
     def ship_once(self) -> int:
         """Ship this process's segments, then those of owners that are gone."""
+        with self._round:
+            return self._ship_round()
+
+    def _ship_round(self) -> int:
         folder = self.spool.folder
         shipped = self._ship_segments(self.spool.segments(), current=self.spool.path)
         if time.monotonic() - self._orphans_checked < self.orphans_every_s:
@@ -380,8 +402,7 @@ class AuditShipper:
                 time.sleep(self.interval_s)
 
     def backlog_bytes(self) -> int:
-        return sum(max(0, p.stat().st_size - _read_progress(p))
-                   for p in self.spool.folder.glob("*.jsonl"))
+        return backlog_bytes(self.spool.folder)
 
     def quarantined_total(self) -> int:
         """Records kept out of the stream by this process (at spooling or shipping)."""

@@ -176,7 +176,7 @@ def ask_the_service(settings: Settings, user_id: str, live_user_id: str
                 lambda user: ask(client, settings, user, caller, LIVE_QUESTION))
     finally:
         proc.send_signal(signal.SIGINT)  # graceful: the spool is shipped before it exits
-        proc.wait(30)
+        proc.wait(120)  # the shipper's last round may wait up to 60 s for the one in flight
     return answers, visible_ms, live_answer
 
 
@@ -223,6 +223,8 @@ def run_context_demo(settings: Settings) -> list[str]:
     from mercury.privacy.keys import load_keys
     from mercury.privacy.protect import user_token
     from mercury.serving import live
+    from mercury.serving.audit import backlog_bytes
+    from mercury.serving.runtime import spool_dir
     from mercury.warehouse.dbt_runner import DbtError, run_dbt
 
     user, live_user = busiest_decliners(settings)
@@ -248,8 +250,15 @@ def run_context_demo(settings: Settings) -> list[str]:
     print(f"live: user {live_user} just bought something: {visible_ms:.0f} ms from the event "
           f"log to Redis through the Flink job, and the context API's next answer lists it "
           f"({recent[0]['amount']} {recent[0]['currency']}, newest of {len(recent)} purchases)")
+    unshipped = backlog_bytes(spool_dir(settings))
+    if unshipped:
+        problems.append(f"audit: {unshipped:,} bytes still spooled after the service stopped "
+                        f"(its last shipping round failed; see its log)")
     for stream in ("inference_audit", "assistant_safety_outcomes", "transactions"):
-        print(load_stream(settings, stream).summary())
+        report = load_stream(settings, stream)
+        print(report.summary())
+        if stream != "transactions" and report.dead_letters:  # the service wrote them
+            problems.append(f"audit trail: {report.summary()}")
     try:
         print(run_dbt(["build", "--select", "source:audit+"], settings=settings).summary())
     except DbtError as exc:
@@ -257,6 +266,8 @@ def run_context_demo(settings: Settings) -> list[str]:
     token = user_token(load_keys(settings), user)
     seen = what_the_assistant_saw(settings, token)
     print("\n".join(seen))
-    if sum(line.startswith("  ") for line in seen) != 2 * len(QUESTIONS):
-        problems.append("compliance view: expected one row per question for the user")
+    rows = sum(line.startswith("  ") for line in seen)
+    if rows != 2 * len(QUESTIONS):
+        problems.append(f"compliance view: expected one row per question for the user "
+                        f"({len(QUESTIONS)} per role, 2 roles), found {rows}")
     return problems
