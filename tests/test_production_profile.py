@@ -253,14 +253,14 @@ def test_online_store_runs_on_a_redis_cluster_over_tls(production, tls_redis):
 
 # ---- Postgres: TLS with the certificate verified (verify-full) ------------------------------
 
-ROLES = ("mercury_cdc", "mercury_keys", "mercury_ops")  # production.yaml's users
-DATABASES = ("profiles", "mercury_ops")
+BOOTSTRAP = Path(__file__).parents[1] / "infra/terraform/modules/postgres/bootstrap.sql"
 
 
 @dataclass
 class TlsPostgres:
     """A private postgres server accepting only TLS connections on 127.0.0.1 (pg_hba rejects
-    plaintext), with the roles and databases that production.yaml names."""
+    plaintext), with the databases that production.yaml names and the service roles made by
+    Terraform's bootstrap SQL, with only its grants (none is a superuser)."""
     folder: Path
     port: int = 0
 
@@ -277,7 +277,6 @@ class TlsPostgres:
     def start(self) -> None:
         import shutil
 
-        import psycopg
 
         binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
         if os.geteuid() != 0 or not binaries or shutil.which("runuser") is None:
@@ -293,20 +292,40 @@ class TlsPostgres:
                           "--auth=trust")
         (data / "pg_hba.conf").write_text("local all all trust\n"
                                           "hostssl all all 127.0.0.1/32 trust\n"
+                                          "hostssl replication all 127.0.0.1/32 trust\n"
                                           "hostnossl all all 127.0.0.1/32 reject\n")
         self.port = _port_with_a_free_neighbour()
         options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 "
-                   f"-c unix_socket_directories={self.folder} -c ssl=on "
+                   f"-c unix_socket_directories={self.folder} -c ssl=on -c wal_level=logical "
                    f"-c ssl_cert_file={self.folder / 'server.pem'} "
                    f"-c ssl_key_file={self.folder / 'server.key'}")
         self._as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
                           "-l", str(self.folder / "postgres.log"), "-w", "start")
-        with psycopg.connect(host=str(self.folder), port=self.port, user="postgres",
-                             dbname="postgres", autocommit=True) as conn:
-            for role in ROLES:
-                conn.execute(f"create role {role} login superuser")
-            for database in DATABASES:
-                conn.execute(f"create database {database}")
+        self.bootstrap()
+
+    def superuser(self, database: str = "postgres"):
+        import psycopg
+
+        return psycopg.connect(host=str(self.folder), port=self.port, user="postgres",
+                               dbname=database, autocommit=True)
+
+    def bootstrap(self) -> None:
+        """What the README's first-apply step does, in its order: the ops database, the profile
+        table (the profile service's; here the generator's DDL), the bootstrap file in one
+        transaction, then the ops database handed to its role. Run twice: it must be safe to
+        run again."""
+        from mercury.generator.profiles_pg import DDL
+
+        with self.superuser() as conn:
+            conn.execute("create database profiles")
+            conn.execute("create database mercury_ops")
+        with self.superuser("profiles") as conn:
+            conn.execute(DDL)
+            for _ in range(2):
+                with conn.transaction():
+                    conn.execute(BOOTSTRAP.read_text())
+        with self.superuser("mercury_ops") as conn:
+            conn.execute("alter database mercury_ops owner to mercury_ops")
 
     def stop(self) -> None:
         binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
@@ -358,6 +377,79 @@ def test_postgres_bindings_hold_verify_full(production, tls_postgres):
     untrusted = settings.postgres.model_copy(update={"sslrootcert": None})
     with pytest.raises(psycopg.OperationalError, match="certificate|root"):
         psycopg.connect(untrusted.conninfo()).close()
+
+
+class _Sent:
+    """Stands in for the event log here: the pump's records are counted by key, not sent."""
+
+    def __init__(self):
+        self.keys: list[tuple[str, str]] = []
+
+    def send(self, stream, value, key=None):
+        self.keys.append((stream, key))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _profile(user_id: str, name: str) -> tuple:
+    return (user_id, name, f"{user_id}@example.com", "en-GB", "GB", "LOW", "VERIFIED", "{}",
+            datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC))
+
+
+def test_each_postgres_role_does_its_job_and_is_refused_the_rest(production, tls_postgres,
+                                                                   tmp_path):
+    """As the bootstrap's roles, over verify-full: the CDC pump snapshots and streams the
+    profiles, the erasure deletes a profile at the source (its delete streams too), the key
+    role keeps its keys; and each role is refused what belongs to another."""
+    import psycopg
+
+    from mercury.cdc.profiles import PROFILES, Pump
+    from mercury.gdpr.profiles import erase_profiles
+    from mercury.gdpr.subject import Subject
+    from mercury.generator.profiles_pg import COLUMNS, TABLE
+    from mercury.privacy import erasure_register
+    from mercury.privacy.userkeys import SCHEMA
+
+    address = tls_postgres.address()
+    settings = production(postgres=address, ops_state={"postgres": address},
+                          event_log={"schema_registry_url": f"mock://{tmp_path.name}"})
+    insert = f"insert into {TABLE} ({', '.join(COLUMNS)}) values ({', '.join(['%s'] * 9)})"
+    with tls_postgres.superuser("profiles") as owner:  # the profile service writes them
+        for user in ("usr_1", "usr_2"):
+            owner.execute(insert, _profile(user, "Ada Lovelace"))
+    sent = _Sent()
+    with Pump(settings, producer=sent) as pump:
+        assert pump.run_once().ops == {"r": 2}  # the snapshot, through the publication
+        with tls_postgres.superuser("profiles") as owner:
+            owner.execute(f"update {TABLE} set locale = 'fr-FR' where user_id = 'usr_1'")
+        subject = Subject("T-1", "usr_2", (), "hash-2")
+        assert [r.removed for r in erase_profiles(settings, [subject])] == [1]
+        assert pump.run_once().ops == {"u": 1, "d": 1}
+    assert sent.keys == [(PROFILES.stream, u) for u in ("usr_1", "usr_2", "usr_1", "usr_2")]
+
+    def refused(role: str, database: str, statement: str) -> None:
+        conninfo = settings.postgres.model_copy(update={"user": role}).conninfo(database)
+        # a refused connection is an OperationalError, a refused statement its own class
+        with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.OperationalError),
+                           match="permission denied"):
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(statement)
+
+    erasure_register.connect(settings).close()  # the CDC role makes (and owns) its register
+    keys_role = settings.postgres.model_copy(update={"user": "mercury_keys"})
+    with psycopg.connect(keys_role.conninfo(), autocommit=True) as conn:
+        conn.execute(SCHEMA)  # and the key role its table, as the key store does on first use
+    refused("mercury_keys", "profiles", f"select * from {TABLE}")
+    refused("mercury_keys", "profiles", "select * from privacy.erasure_requests")
+    refused("mercury_cdc", "profiles", f"update {TABLE} set locale = 'x'")
+    refused("mercury_cdc", "profiles", "select * from privacy.user_keys")
+    refused("mercury_cdc", "profiles", "create schema intruder")
+    refused("mercury_ops", "profiles", "select 1")  # no CONNECT on the profiles database
+    refused("mercury_cdc", "mercury_ops", "select 1")
 
 
 # ---- event log: Kafka, Confluent Avro through the Schema Registry --------------------------

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from mercury.errors import CommandError
+from mercury.privacy.schema import CREATE_PRIVACY_SCHEMA
 
 if TYPE_CHECKING:
     import psycopg
@@ -22,8 +23,7 @@ if TYPE_CHECKING:
 TABLE = "privacy.erasure_requests"
 DEADLINE = timedelta(days=30)  # GDPR Art. 12(3): one month from the request
 
-_DDL = f"""
-CREATE SCHEMA IF NOT EXISTS privacy;
+_DDL = CREATE_PRIVACY_SCHEMA + f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     ticket        text PRIMARY KEY,
     user_id       text,

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from mercury.privacy.errors import KeyErased
 from mercury.privacy.kms import DATA_KEY_BYTES, aead_unwrap, aead_wrap
+from mercury.privacy.schema import CREATE_PRIVACY_SCHEMA
 
 if TYPE_CHECKING:
     from mercury.config import Settings
     from mercury.privacy.keys import Keys
 
-SCHEMA = """
-create schema if not exists privacy;
+SCHEMA = CREATE_PRIVACY_SCHEMA + """
 create table if not exists privacy.user_keys (
     key_id      text primary key,
     user_ref    text not null,

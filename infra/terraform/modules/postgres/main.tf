@@ -18,7 +18,7 @@ terraform {
 data "aws_partition" "current" {}
 
 locals {
-  # The roles the services log in as (created once by the bootstrap SQL in the README):
+  # The roles the services log in as (created once by bootstrap.sql, beside this file):
   # CDC reads the profiles through a replication slot, the key store and the ops state each
   # own their tables and nothing else.
   service_roles = {
