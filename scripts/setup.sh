@@ -53,14 +53,17 @@ command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/n
   || missing+=(prometheus-alertmanager)
 command -v prometheus-node-exporter >/dev/null || command -v node_exporter >/dev/null \
   || missing+=(prometheus-node-exporter)
+# The Airflow UI is tested as its users use it, in a browser (tests/test_airflow_ui.py).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if (( ${#missing[@]} )); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
     echo "setup: installing ${missing[*]} (Debian)"
     apt_install=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}")
     "${apt_install[@]}" >/dev/null 2>&1 || { apt-get update -qq && "${apt_install[@]}" >/dev/null; } \
-      || echo "setup: warning: could not install ${missing[*]}; the monitoring tests need them" >&2
+      || echo "setup: warning: could not install ${missing[*]}; the monitoring and browser tests need them" >&2
   else
-    echo "setup: warning: ${missing[*]} not installed; the monitoring tests need them (apt-get install ${missing[*]})" >&2
+    echo "setup: warning: ${missing[*]} not installed; the monitoring and browser tests need them (apt-get install ${missing[*]})" >&2
   fi
 fi
 echo "setup: done"
