@@ -39,6 +39,9 @@ def airflow_ui(tmp_path_factory, airflow_home):
                                          "home": str(airflow_home(folder / "airflow"))})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MERCURY_CONFIG", str(path))
+        # Its log servers too on ports of their own: a `make up` Airflow may hold the defaults.
+        patch.setenv("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", str(free_port()))
+        patch.setenv("AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT", str(free_port()))
         airflow = AirflowStandalone(load_settings())
         airflow.launch()
         try:
