@@ -371,3 +371,19 @@ def test_a_timeout_handled_late_blames_the_process_even_before_the_smoothed_lag_
     assert not monitor.blames_us(0.02, waited_s=0.0205)  # on time: the store was slow
     assert monitor.blames_us(0.02, waited_s=0.035)  # the timer fired 15 ms late: our loop
     assert not monitor.blames_us(0.02)
+
+
+def test_the_demos_compliance_check_allows_a_question_asked_again_and_nothing_else():
+    """A deadline missed on a busy machine makes the demo ask again: one more request and one
+    more audited row, not a failure. A used answer missing from the view, or there twice, is."""
+    from mercury.serving.demo import compliance_problems
+
+    answers = [{"request_id": "r1"}, {"request_id": "r2"}]
+    retried = {"analyst": [("r0",), ("r1",), ("r2",)], "compliance_investigator": [("r1",),
+                                                                                   ("r2",)]}
+    assert compliance_problems(retried, answers) == []
+    lost = {"analyst": [("r1",)], "compliance_investigator": [("r1",), ("r2",), ("r2",)]}
+    problems = compliance_problems(lost, answers)
+    assert len(problems) == 2
+    assert "as analyst: requests ['r2']" in problems[0]
+    assert "as compliance_investigator: requests ['r2']" in problems[1]
