@@ -33,7 +33,8 @@ import os
 import sys
 from typing import cast
 
-CHECKPOINT_INTERVAL = "5 s"
+# Where configure() leaves the checkpoint interval, for the part-file tables to roll as often.
+CHECKPOINT_INTERVAL_KEY = "execution.checkpointing.interval"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -57,9 +58,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def configure(env, t_env, args, settings) -> None:
     from pyflink.datastream import CheckpointingMode
 
-    env.enable_checkpointing(5_000, CheckpointingMode.EXACTLY_ONCE)
+    interval_ms = settings.flink.checkpoint_interval_ms
+    env.enable_checkpointing(interval_ms, CheckpointingMode.EXACTLY_ONCE)
     env.set_parallelism(args.parallelism or settings.flink.default_parallelism)
     config = t_env.get_config()
+    config.set(CHECKPOINT_INTERVAL_KEY, f"{interval_ms} ms")
     config.set("pipeline.name", args.job_name)
     # Latency over batching: a Python bundle waits at most 50 ms, network buffers 20 ms.
     config.set("python.fn-execution.bundle.time", "50")
@@ -136,11 +139,12 @@ def _part_file_table(t_env, table: str, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
     # Part files are committed (renamed from a hidden name) at the checkpoint after they
     # roll; a row format rolls on time only (not on checkpoints), so roll them as often.
+    interval = t_env.get_config().get(CHECKPOINT_INTERVAL_KEY, "5 s")
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE {table} (line STRING) WITH (
             'connector' = 'filesystem', 'path' = 'file://{folder}', 'format' = 'raw',
-            'sink.rolling-policy.rollover-interval' = '{CHECKPOINT_INTERVAL}',
-            'sink.rolling-policy.inactivity-interval' = '{CHECKPOINT_INTERVAL}',
+            'sink.rolling-policy.rollover-interval' = '{interval}',
+            'sink.rolling-policy.inactivity-interval' = '{interval}',
             'sink.rolling-policy.check-interval' = '1 s')""")
 
 

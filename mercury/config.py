@@ -165,6 +165,10 @@ class FlinkConfig(_Section):
     # How long the SQL job folds changes before they move on (mini-batches): fewer, larger
     # state updates and writes against that much added latency.
     mini_batch_ms: int = Field(500, ge=1)
+    # The online-features job's checkpoint interval; its part files (dead letters, lake
+    # staging) roll as often, and are committed by the checkpoint after. Tests on the local
+    # cluster shorten it: "caught up" waits for two checkpoints after the last line.
+    checkpoint_interval_ms: int = Field(5_000, ge=200)
 
 
 class AirflowConfig(_Section):

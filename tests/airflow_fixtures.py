@@ -78,3 +78,70 @@ def airflow_home(migrated_airflow_db) -> Callable[[Path], Path]:
         return folder
 
     return make
+
+
+class WarmAirflow:
+    """``airflow <args>`` run in one long-lived process (tests/airflow_driver.py) with ``env``:
+    Airflow starts once, and what its tasks import (Spark, Great Expectations, torch and the
+    embedding model) stays loaded from one `airflow dags test` run to the next. Each command
+    is the CLI's own, parsed and run as `airflow` would; its output is kept in ``log_dir``."""
+
+    def __init__(self, binary: Path, env: dict[str, str], cwd: Path, log_dir: Path):
+        self.log_dir = log_dir
+        self.runs = 0
+        # The interpreter the `airflow` script runs with (its shebang's, beside it).
+        python = binary.parent / "python"
+        self._process = subprocess.Popen(
+            [str(python), str(REPO_ROOT / "tests" / "airflow_driver.py")], env=env, cwd=cwd,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, *args: str, extra_env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+        """Like ``subprocess.run([airflow, *args])``: the return code, and the command's
+        output (stdout and stderr together) as ``stdout``."""
+        import json
+        import selectors
+
+        self.runs += 1
+        log = self.log_dir / f"airflow_{self.runs}.log"
+        request = {"args": list(args), "env": extra_env or {}, "log": str(log)}
+        assert self._process.stdin and self._process.stdout
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._process.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                self.close()
+                raise subprocess.TimeoutExpired(["airflow", *args], timeout)
+        answer = self._process.stdout.readline()
+        output = log.read_text(errors="replace") if log.exists() else ""
+        if not answer:
+            raise RuntimeError(f"the Airflow process died (exit {self._process.wait()}): "
+                               f"{output[-3000:]}")
+        return subprocess.CompletedProcess(["airflow", *args], json.loads(answer)["returncode"],
+                                           output, "")
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            assert self._process.stdin
+            self._process.stdin.close()
+            try:
+                self._process.wait(30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+
+@pytest.fixture
+def warm_airflow() -> Iterator[Callable[..., WarmAirflow]]:
+    """``warm_airflow(binary, env, cwd, log_dir)``: a ``WarmAirflow`` stopped when the test
+    ends, passed or not."""
+    started: list[WarmAirflow] = []
+
+    def start(*args, **kwargs) -> WarmAirflow:
+        started.append(WarmAirflow(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for airflow in started:
+        airflow.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,7 +28,7 @@ import pytest
 from mercury.config import Settings, load_settings
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
-from tests.airflow_fixtures import dags_test
+from tests.airflow_fixtures import WarmAirflow, dags_test
 from tests.conftest import write_config
 from tests.feature_history_fixtures import history_stream
 from tests.serving_fixtures import PrivateRedis
@@ -43,8 +42,7 @@ DAYS = 4
 @dataclass
 class World:
     settings: Settings
-    env: dict[str, str]
-    binary: Path
+    airflow: WarmAirflow  # one Airflow process, Spark session and GX import for the 3 runs
     folder: Path
     first_day: date
 
@@ -52,19 +50,12 @@ class World:
     def last_day(self) -> date:
         return self.first_day + timedelta(days=DAYS)
 
-    def airflow(self, *args: str, extra_env: dict | None = None,
-                timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.binary), *args], env={**self.env, **(extra_env or {})},
-                              capture_output=True, text=True, timeout=timeout, cwd=self.folder)
-
     def trigger(self, conf: dict, extra_env: dict | None = None) -> str:
-        run = self.airflow(*dags_test("feature_backfill", "-c", json.dumps(conf)),
-                           extra_env=extra_env)
-        output = run.stdout + run.stderr
-        # Kept beside the world for reading after a failure (pytest prints only a tail).
-        runs = sorted(self.folder.glob("run_*.log"))
-        (self.folder / f"run_{len(runs) + 1}.log").write_text(output)
-        return output
+        # Each run's output is kept beside the world (airflow_<n>.log) for reading after a
+        # failure (pytest prints only a tail).
+        run = self.airflow.run(*dags_test("feature_backfill", "-c", json.dumps(conf)),
+                               extra_env=extra_env)
+        return run.stdout
 
     def active(self, set_name: str) -> int | None:
         from mercury.online.factory import open_store
@@ -100,8 +91,11 @@ def world(tmp_path_factory, airflow_home):
         tables.upsert(settings, "transactions", history_stream(first_day, DAYS))
         env = {**os.environ, **airflow_env(settings, home=airflow_home(folder / "airflow")),
                "MERCURY_CONFIG": str(config)}
-        world = World(settings, env, binary, folder, first_day)
-        yield world
+        airflow = WarmAirflow(binary, env, cwd=folder, log_dir=folder)
+        try:
+            yield World(settings, airflow, folder, first_day)
+        finally:
+            airflow.close()
     finally:
         redis.stop()
 

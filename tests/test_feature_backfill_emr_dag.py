@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ from mercury.batch import package
 from mercury.config import CONFIG_DIR
 from mercury.stack.airflow_standalone import airflow_binary, airflow_env
 from mercury.stack.base import StackError
-from tests.airflow_fixtures import dags_test
+from tests.airflow_fixtures import WarmAirflow, dags_test
 from tests.conftest import free_port
 from tests.emr_fixtures import REGION, ROLE_ARN, fail_new_job_runs, make_world
 
@@ -90,18 +89,18 @@ def world(tmp_path_factory, airflow_home):
                "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws",
                                                        "extra": {"region_name": REGION}})}
 
-        def airflow(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-            return subprocess.run([str(binary), *args], env=env, capture_output=True,
-                                  text=True, timeout=timeout, cwd=folder)
-
-        yield aws, airflow, folder, config
+        # One Airflow process for both runs (each run's output: airflow_<n>.log in folder).
+        airflow = WarmAirflow(binary, env, cwd=folder, log_dir=folder)
+        try:
+            yield aws, airflow, folder, config
+        finally:
+            airflow.close()
     finally:
         server.stop()
 
 
-def _trigger(airflow, folder: Path, name: str) -> str:
-    run = airflow(*dags_test("feature_backfill", "-c", json.dumps(CONF)))
-    output = run.stdout + run.stderr
+def _trigger(airflow: WarmAirflow, folder: Path, name: str) -> str:
+    output = airflow.run(*dags_test("feature_backfill", "-c", json.dumps(CONF))).stdout
     (folder / f"{name}.log").write_text(output)  # for reading after a failure
     return output
 

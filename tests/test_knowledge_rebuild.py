@@ -14,7 +14,6 @@ import hashlib
 import importlib
 import os
 import random
-import subprocess
 import uuid
 
 import numpy as np
@@ -410,7 +409,8 @@ def test_the_dag_branches_on_the_action_and_on_the_gate(dagbag):  # noqa: F811
 @pytest.mark.slow
 def test_knowledge_rebuild_dag_swaps_refuses_a_worse_model_and_rolls_back(tmp_settings,
                                                                           corpus, tmp_path,
-                                                                          airflow_home):
+                                                                          airflow_home,
+                                                                          warm_airflow):
     """`airflow dags test knowledge_rebuild`, four runs on one index:
     MiniLM (nothing serves: swap), hashing-384 (worse: refused, the alias stays),
     MiniLM with 128-token chunks (as good: swap), rollback (back to the first)."""
@@ -425,14 +425,13 @@ def test_knowledge_rebuild_dag_swaps_refuses_a_worse_model_and_rolls_back(tmp_se
     alias = tmp_settings.retrieval.alias
     # MERCURY_CONFIG (set by tmp_settings) points the DAG's tasks at this test's folders.
     env = {**os.environ, **airflow_env(tmp_settings, home=airflow_home(tmp_path / "airflow"))}
-
-    def airflow(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
-                              timeout=300, cwd=tmp_path)
+    # One Airflow process for the four runs: Airflow, torch and MiniLM load once, not thrice.
+    airflow = warm_airflow(binary, env, cwd=tmp_path, log_dir=tmp_path)
 
     def trigger(conf: dict) -> str:
-        run = airflow(*dags_test("knowledge_rebuild", "-c", orjson.dumps(conf).decode()))
-        output = run.stdout + run.stderr
+        run = airflow.run(*dags_test("knowledge_rebuild", "-c", orjson.dumps(conf).decode()),
+                          timeout=300)
+        output = run.stdout
         assert run.returncode == 0 and "state=success" in output, output[-5000:]
         return output
 

@@ -39,11 +39,14 @@ pytestmark = pytest.mark.timeout(900)
 
 REDIS_DB = 12  # this test's own database: flushed at start, nothing else lives there
 START_MS = Knobs().start_ms
+# Checkpoints every second, not every 5 s: each wait for "caught up" ends with two of them,
+# and the stop/restore waits for a first one before it halts the job.
+FLINK = {"checkpoint_interval_ms": 1_000}
 
 
 @pytest.fixture
 def job_settings(tmp_path, monkeypatch):
-    config = write_config(tmp_path, online_store={"db": REDIS_DB})
+    config = write_config(tmp_path, online_store={"db": REDIS_DB}, flink=FLINK)
     monkeypatch.setenv("MERCURY_CONFIG", str(config))
     settings = load_settings()
     try:
@@ -304,7 +307,7 @@ def test_sql_job_waits_out_an_online_store_that_stops_answering(flink_rest, priv
     (``online_store.job_timeout_s``) and retries with backoff, Flink's backpressure holds the
     stream, and afterwards every value equals the reference."""
     config = write_config(tmp_path, online_store={"port": private_redis, "db": 0,
-                                                  "job_timeout_s": 2.0})
+                                                  "job_timeout_s": 2.0}, flink=FLINK)
     monkeypatch.setenv("MERCURY_CONFIG", str(config))
     settings = load_settings()
     feature_sets = load_compiled()
