@@ -285,7 +285,9 @@ def world(tmp_path_factory, airflow_home):
         now_ms = int(time.time() * 1000)
         tables.upsert(settings, "transactions", _arrivals(now_ms, 7 * HOUR_MS, 0, 3))
         env = {**os.environ, **airflow_env(settings, home=airflow_home(folder / "airflow")),
-               "MERCURY_CONFIG": str(config)}
+               "MERCURY_CONFIG": str(config),
+               # The failing gate's one retry waits Airflow's default delay: 1 s here.
+               "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1"}
         world = World(settings, env, binary, folder)
         world.promote("spending", 1)
         world.promote("declines", 1)
@@ -301,6 +303,8 @@ def test_stale_lake_fails_the_run_at_the_gate_and_the_marts_follow_the_pointer(w
     output, states = world.run()
     assert "state=failed" in output
     assert states[FRESHNESS_TASK] == "failed", output[-6000:]
+    # Failed after its retry: the gate ran twice.
+    assert output.count(f"starting task_id={FRESHNESS_TASK} ") == 2, output[-6000:]
     assert "ERROR STALE freshness of lake.transactions" in output
     lake = {"dbt.lake_transactions.test", "dbt.stg_lake__transactions.run",
             "dbt.stg_lake__transactions.test"}
