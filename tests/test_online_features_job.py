@@ -225,8 +225,11 @@ def test_sql_job_survives_a_taskmanager_kill_mid_stream(flink_cluster, flink_res
     counted twice), every malformed record is one dead letter, every valid line is staged
     once: what the killed attempt wrote after its checkpoint is replayed idempotently
     (Redis) or was never committed (the part files)."""
+    import contextlib
     import os
     import signal
+
+    import psutil
 
     settings, config = job_settings
     feature_sets = load_compiled()
@@ -247,8 +250,13 @@ def test_sql_job_survives_a_taskmanager_kill_mid_stream(flink_cluster, flink_res
             time.sleep(0.05)
         read_before_kill = online_job.progress(flink_rest, job_id).lines_read
         killed = flink_cluster.taskmanager_pids()
-        for pid in killed:
-            os.kill(pid, signal.SIGKILL)
+        # A lost host takes the TaskManager's Python workers with it; left alone they would
+        # outlive the test (and the cluster) as orphans.
+        workers = [child.pid for pid in killed
+                   for child in psutil.Process(pid).children(recursive=True)]
+        for pid in killed + workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         flink_cluster.start_taskmanager()
         deadline = time.monotonic() + 180
         while not flink_rest.checkpoints(job_id)["latest"].get("restored"):
