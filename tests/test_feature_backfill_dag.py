@@ -1,7 +1,8 @@
 """The feature_backfill DAG through `airflow dags test`, on a small lake and a private Redis.
 
 One world for the module (lake of ``history_stream``, a private redis-server, an Airflow home
-from the run's migrated database), three runs in order:
+from the run's migrated database, and one Airflow process, ``WarmAirflow``, so that Airflow,
+Spark and Great Expectations start once, not once per run), three runs in order:
 
 1. ``spending`` v1, nothing active: the run succeeds and the pointer names v1;
 2. ``spending`` v2 with the Spark side of the consistency gate given a broken definition
@@ -10,9 +11,10 @@ from the run's migrated database), three runs in order:
    never runs, and the pointer still names v1;
 3. ``spending`` v2 as defined: shadow-compared with v1, promoted, v1's keys scheduled to expire.
 
-The GX gate blocking a promotion is shown without another Airflow run (they cost ~1 min each
-here): the checkpoint step on a range with no history raises, and the DAG's wiring (all
-``all_success``, promote after every gate) means a raising gate leaves promote upstream_failed.
+The GX gate blocking a promotion is shown without another Airflow run (the first costs ~1 min
+here, the next ones 10-15 s): the checkpoint step on a range with no history raises, and the
+DAG's wiring (all ``all_success``, promote after every gate) means a raising gate leaves
+promote upstream_failed.
 """
 
 from __future__ import annotations
