@@ -38,6 +38,9 @@ def run_command(args: list[str]) -> int:
 
 def serve() -> None:
     answers = os.fdopen(os.dup(1), "w", buffering=1)
+    # Between commands, whatever a thread left running prints goes to stderr, never into the
+    # answers.
+    os.dup2(2, 1)
     saved = os.dup(1), os.dup(2)
     for line in sys.stdin:
         request = json.loads(line)
