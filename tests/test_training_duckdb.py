@@ -182,10 +182,12 @@ def test_unsupported_specs_are_refused_by_name():
 
 
 def test_the_query_reads_as_sql():
-    spending = SETS["spending.v1"]
     labels = labels_table([("u1", AS_OF)])
-    text = training_query([spending], [sx.events_table(spending, [])], labels)
-    assert "ASOF" not in text and "s0_hits" in text  # aggregates join, Latest as-of joins
-    engagement = SETS["engagement.v1"]
-    text = training_query([engagement], [sx.events_table(engagement, [])], labels)
-    assert "ASOF JOIN s0_f0_series" in text
+
+    def query(ref):
+        return training_query([SETS[ref]], [sx.events_table(SETS[ref], [])], labels)
+
+    assert "s0_hits" in query("spending.v1")  # aggregates join labels to visible events
+    assert "ASOF" not in query("engagement.v1")  # a Latest reads the running newest
+    assert "max(order_num) FILTER (WHERE f0) OVER w AS best0" in query("engagement.v1")
+    assert "ASOF JOIN s0_f0_series" in query("risk.v1")  # a Latest per key: as-of joins

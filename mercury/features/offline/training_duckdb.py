@@ -8,6 +8,7 @@ Design notes: docs/BATCH.md, "Training sets on DuckDB". Spark stays the distribu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import pyarrow as pa
@@ -52,9 +53,14 @@ def check_nulls(labels: pa.Table, timestamp_column: str) -> None:
                              f"needs an entity and a time, e.g. {example}")
 
 
+Events = pa.Table | str | Path
+"""A set's events: an Arrow table, or a Parquet file (or glob) DuckDB reads itself, only the
+columns the query needs (both in ``spark.executor.EVENT_COLUMNS``)."""
+
+
 def events_of(settings: Settings | None, feature_set: FeatureSet,
-              events: Mapping[str, pa.Table] | None) -> pa.Table:
-    """The set's events table: given, or read from its lake table."""
+              events: Mapping[str, Events] | None) -> Events:
+    """The set's events: given, or read from its lake table."""
     if events is not None:
         return events[feature_set.ref]
     from mercury.features.executors.spark.executor import events_table, lake_records
@@ -63,27 +69,35 @@ def events_of(settings: Settings | None, feature_set: FeatureSet,
                                                   feature_set.source.stream))
 
 
-def training_query(feature_sets: Sequence[FeatureSet], event_tables: Sequence[pa.Table],
+def _schema(events: Events) -> pa.Schema:
+    if isinstance(events, pa.Table):
+        return events.schema
+    import pyarrow.dataset as ds
+
+    return ds.dataset(str(events), format="parquet").schema
+
+
+def training_query(feature_sets: Sequence[FeatureSet], event_tables: Sequence[Events],
                    labels: pa.Table, timestamp_column: str = TIMESTAMP_COLUMN) -> str:
     """The SQL that builds the set (readable: print it to see how a value is made)."""
     from mercury.features.executors.duck.sql import training_sql
 
     columns = [feature_column(fs, f.name) for fs in feature_sets for f in fs.features]
-    row_types = [cast("pa.StructType", t.schema.field("row").type) for t in event_tables]
+    row_types = [cast("pa.StructType", _schema(t).field("row").type) for t in event_tables]
     return training_sql(feature_sets, row_types, timestamp_sql(labels, timestamp_column),
                         ROW_ID, columns)
 
 
 def training_table(settings: Settings | None, labels: pa.Table,
                    feature_set_refs: Sequence[str], *,
-                   events: Mapping[str, pa.Table] | None = None,
+                   events: Mapping[str, Events] | None = None,
                    timestamp_column: str = TIMESTAMP_COLUMN,
                    connection: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """The label rows, in their order, with every feature of ``feature_set_refs`` as of each
     row's time: the columns, values and refusals of ``training.training_set``, as Arrow.
 
-    ``events`` maps a set's ref to its events table (``spark.executor.events_table``);
-    without it they come from the lake (needs ``settings``). ``connection`` lets a caller
+    ``events`` maps a set's ref to its events (``Events``); without it they come from the
+    lake (needs ``settings``). ``connection`` lets a caller
     keep one DuckDB across builds.
     """
     import duckdb
@@ -100,10 +114,14 @@ def training_table(settings: Settings | None, labels: pa.Table,
         con.register("labels", labels.append_column(
             ROW_ID, pa.array(range(labels.num_rows), pa.int64())))
         for i, table in enumerate(tables):
-            con.register(f"events_{i}", table)
+            if isinstance(table, pa.Table):
+                con.register(f"events_{i}", table)
+            else:
+                con.read_parquet(str(table)).create_view(f"events_{i}")
         return con.sql(sql).to_arrow_table()
     finally:
-        for name in ("labels", *(f"events_{i}" for i in range(len(tables)))):
-            con.unregister(name)
+        con.unregister("labels")
+        for i in range(len(tables)):
+            con.execute(f"DROP VIEW IF EXISTS events_{i}")
         if connection is None:
             con.close()

@@ -55,15 +55,16 @@ def literal(value: object, feature: str) -> str:
                       "SQL form that compares as Python does")
 
 
-def row(name: str) -> str:
-    return f'"row"."{name}"'
+def row(name: str, alias: str = "") -> str:
+    """A column of an event's row (of the relation ``alias``, if given)."""
+    return f'{alias + "." if alias else ""}"row"."{name}"'
 
 
-def passes(where: Sequence[Filter], feature: str) -> str:
+def passes(where: Sequence[Filter], feature: str, alias: str = "") -> str:
     """The AND of the filters with Python's None semantics (``None != x`` is true)."""
     tests = []
     for f in where:
-        value = row(f.column)
+        value = row(f.column, alias)
         if f.op == "not_null":
             tests.append(f"{value} IS NOT NULL")
         elif f.op == "is_null":
@@ -101,14 +102,16 @@ def set_query(prefix: str, feature_set: FeatureSet, events: str,
               row_type: pa.StructType) -> SetQuery:
     """The CTEs computing every feature of ``feature_set`` for every row of ``queries``."""
     types = {f.name: f.type for f in row_type}
+    latest = {i: f for i, f in enumerate(feature_set.features)
+              if isinstance(f, Latest) and f.per is None}
     ctes = [
-        # Effectively-once: the first arrival of each event id, then the hostile-time rule.
-        f"{prefix}_first AS (SELECT * FROM {events} "
-        f"QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY log_pos) = 1)",
+        # Effectively-once: the first arrival of each event id (found on the narrow columns
+        # only: carrying whole rows through the grouping costs 10x), then the hostile-time rule.
+        f"{prefix}_first AS (SELECT min(log_pos) AS log_pos FROM {events} GROUP BY event_id)",
         f"{prefix}_events AS (SELECT *, greatest(event_ts, arrival_ts) AS visible_from "
-        f"FROM {prefix}_first WHERE event_ts >= arrival_ts - {MAX_LATENESS_MS})",
-        f"{prefix}_since AS (SELECT entity_id, min(visible_from) AS since "
-        f"FROM {prefix}_events GROUP BY entity_id)",
+        f"FROM {events} WHERE log_pos IN (SELECT log_pos FROM {prefix}_first) "
+        f"AND event_ts >= arrival_ts - {MAX_LATENESS_MS})",
+        *_timeline(prefix, latest),
     ]
     if any(not isinstance(f, Latest) for f in feature_set.features):
         ctes.append(f"{prefix}_hits AS (SELECT queries.q, queries.as_of, e.* FROM queries "
@@ -118,7 +121,8 @@ def set_query(prefix: str, feature_set: FeatureSet, events: str,
     for i, feature in enumerate(feature_set.features):
         name = f"{prefix}_f{i}"
         if isinstance(feature, Latest):
-            more, value = _latest(name, prefix, feature, types)
+            more, value = _latest_per(name, prefix, feature, types) if feature.per else \
+                _latest(name, prefix, i, feature)
         elif isinstance(feature, Aggregate):
             more, value = _aggregate(name, prefix, feature_set, feature, types)
         elif isinstance(feature, LastN):
@@ -127,50 +131,92 @@ def set_query(prefix: str, feature_set: FeatureSet, events: str,
             raise Unsupported(f"{feature_set.ref}: feature {feature!r} is of an unknown kind")
         ctes += more
         values[feature.name] = value
-    return SetQuery(ctes, f"{prefix}_since.since <= queries.as_of", values)
+    return SetQuery(ctes, f"{prefix}_asof.present", values)
 
 
 # ---- Latest: a running newest per entity, then an as-of join -------------------------------
 
-def _latest(name: str, prefix: str, feature: Latest,
-            types: dict[str, pa.DataType]) -> tuple[list[str], str]:
-    expires = row(feature.expires) if feature.expires else "NULL::BIGINT"
-    payload = ", ".join(["deleted := deleted", "event_ts := event_ts",
-                         f"expires := {expires}",
-                         *(f'"{field}" := {row(field)}' for field in feature.fields)])
-    # The reference's order, then the first arrival on a tie (Python's max keeps the first).
-    order = "struct_pack(n := order_num, t := order_tie, p := -log_pos)"
-    key = _key(feature.per, types[feature.per], feature.name) if feature.per else ""
-    partition = "entity_id" + (f", {key}" if feature.per else "")
-    per = f", {key} AS per" if feature.per else ""
-    not_null = f" AND {row(feature.per)} IS NOT NULL" if feature.per else ""
-    series = (
-        f"{name}_series AS (SELECT entity_id, visible_from{per}, "
-        f"arg_max(struct_pack({payload}), {order}) OVER (PARTITION BY {partition} "
-        "ORDER BY visible_from RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS newest "
-        f"FROM {prefix}_events WHERE {passes(feature.where, feature.name)}{not_null})")
-    hidden = ["s.newest.deleted",
-              "(s.newest.expires IS NOT NULL AND s.newest.expires <= queries.as_of)"]
+def _timeline(prefix: str, latest: dict[int, Latest]) -> list[str]:
+    """Per label: whether its entity had any counted event (``present``) and, per ``Latest``
+    feature i without ``per``, the greatest ``order_num`` of its counted events (``best_i``).
+
+    Events and labels in one stream per entity, sorted by time (an event at a label's own
+    time first: it counts), with running aggregates over it: one sort, no label ever meets
+    every event of its entity.
+    """
+    flags = ", ".join(f"{passes(f.where, f.name)} AS f{i}" for i, f in latest.items())
+    nulls = ", ".join(f"NULL AS f{i}" for i in latest)
+    bests = "".join(f", max(order_num) FILTER (WHERE f{i}) OVER w AS best{i}" for i in latest)
+    return [
+        f"{prefix}_timeline AS (SELECT entity_id, visible_from AS t, 0 AS kind, "
+        f"NULL::BIGINT AS q, order_num{', ' + flags if flags else ''} FROM {prefix}_events "
+        f"UNION ALL SELECT entity_id, as_of, 1, q, NULL{', ' + nulls if nulls else ''} "
+        "FROM queries)",
+        f"{prefix}_asof AS (SELECT q, t AS as_of, entity_id, count(order_num) OVER w > 0 "
+        f"AS present{bests} FROM {prefix}_timeline "
+        "WINDOW w AS (PARTITION BY entity_id ORDER BY t, kind ROWS UNBOUNDED PRECEDING) "
+        "QUALIFY kind = 1)"]
+
+
+def _payload(feature: Latest) -> str:
+    """The newest event's columns, chosen among those of the greatest ``order_num`` by the
+    greatest tie, then the first arrival (Python's max keeps the first)."""
+    expires = row(feature.expires, "e") if feature.expires else "NULL::BIGINT"
+    fields = ", ".join(["deleted := e.deleted", "event_ts := e.event_ts",
+                        f"expires := {expires}",
+                        *(f'"{field}" := {row(field, "e")}' for field in feature.fields)])
+    return f"arg_max(struct_pack({fields}), struct_pack(t := e.order_tie, p := -e.log_pos))"
+
+
+def _shown(feature: Latest) -> tuple[str, str]:
+    """(hidden, value) over the newest event ``n`` as of ``as_of``: deleted, expired or too
+    old hides it."""
+    hidden = ["n.deleted", "(n.expires IS NOT NULL AND n.expires <= as_of)"]
     if feature.max_age is not None:
-        hidden.append(f"queries.as_of - s.newest.event_ts > {parse_duration(feature.max_age)}")
-    shown = ", ".join([*(f'"{field}" := s.newest."{field}"' for field in feature.fields),
-                       "ts := s.newest.event_ts"])
-    value = f"CASE WHEN NOT ({' OR '.join(hidden)}) THEN struct_pack({shown}) END"
-    if feature.per is None:
-        return [series, (
-            f"{name} AS (SELECT queries.q, to_json({value}) AS value FROM queries "
-            f"ASOF JOIN {name}_series s ON s.entity_id = queries.entity_id "
-            "AND queries.as_of >= s.visible_from)")], f"{name}.value"
-    # One as-of join per (label, key of that entity), then a map of the values not hidden.
-    return [series, (
-        f"{name}_keys AS (SELECT DISTINCT entity_id, per FROM {name}_series)"), (
-        f"{name}_each AS (SELECT queries.q, k.per, {value} AS value FROM queries "
-        f"JOIN {name}_keys k ON k.entity_id = queries.entity_id "
+        hidden.append(f"as_of - n.event_ts > {parse_duration(feature.max_age)}")
+    shown = ", ".join([*(f'"{field}" := n."{field}"' for field in feature.fields),
+                       "ts := n.event_ts"])
+    return " OR ".join(hidden), f"struct_pack({shown})"
+
+
+def _latest(name: str, prefix: str, i: int, feature: Latest) -> tuple[list[str], str]:
+    hidden, value = _shown(feature)
+    return [
+        f"{name}_newest AS (SELECT p.q, p.as_of, {_payload(feature)} AS n "
+        f"FROM {prefix}_asof p JOIN {prefix}_events e ON e.entity_id = p.entity_id "
+        f"AND e.order_num = p.best{i} AND e.visible_from <= p.as_of "
+        f"AND {passes(feature.where, feature.name, 'e')} "
+        "GROUP BY p.q, p.as_of)",
+        f"{name} AS (SELECT q, to_json(CASE WHEN NOT ({hidden}) THEN {value} END) AS value "
+        f"FROM {name}_newest)"], f"{name}.value"
+
+
+def _latest_per(name: str, prefix: str, feature: Latest,
+                types: dict[str, pa.DataType]) -> tuple[list[str], str]:
+    """A newest value per key: the running max of ``order_num`` per (entity, key), and one
+    as-of join per (label, key of its entity)."""
+    column = cast(str, feature.per)
+    key = _key(column, types[column], feature.name)
+    ctes = [
+        f"{name}_events AS (SELECT *, {key} AS per FROM {prefix}_events "
+        f"WHERE {passes(feature.where, feature.name)} AND {row(column)} IS NOT NULL)",
+        f"{name}_series AS (SELECT entity_id, per, visible_from, max(order_num) OVER "
+        "(PARTITION BY entity_id, per ORDER BY visible_from "
+        f"RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS best FROM {name}_events)",
+        f"{name}_keys AS (SELECT DISTINCT entity_id, per FROM {name}_events)",
+        f"{name}_picked AS (SELECT queries.q, queries.as_of, s.entity_id, s.per, s.best "
+        f"FROM queries JOIN {name}_keys k ON k.entity_id = queries.entity_id "
         f"ASOF JOIN {name}_series s ON s.entity_id = queries.entity_id AND s.per = k.per "
-        "AND queries.as_of >= s.visible_from)"), (
-        f"{name} AS (SELECT q, to_json(map_from_entries(list(struct_pack(k := per, v := value)) "
-        f"FILTER (WHERE value IS NOT NULL))) AS value FROM {name}_each GROUP BY q)")], \
-        f"coalesce({name}.value, '{{}}')"
+        "AND queries.as_of >= s.visible_from)",
+        f"{name}_newest AS (SELECT p.q, p.as_of, p.per, {_payload(feature)} AS n "
+        f"FROM {name}_picked p JOIN {name}_events e ON e.entity_id = p.entity_id "
+        "AND e.per = p.per AND e.order_num = p.best AND e.visible_from <= p.as_of "
+        "GROUP BY p.q, p.as_of, p.per)"]
+    hidden, value = _shown(feature)
+    ctes.append(f"{name} AS (SELECT q, to_json(map_from_entries(list(struct_pack(k := per, "
+                f"v := {value})) FILTER (WHERE NOT ({hidden})))) AS value "
+                f"FROM {name}_newest GROUP BY q)")
+    return ctes, f"coalesce({name}.value, '{{}}')"
 
 
 # ---- Aggregates: per window, buckets by group and currency ---------------------------------
@@ -279,7 +325,7 @@ def training_sql(feature_sets: Sequence[FeatureSet], row_types: Sequence[pa.Stru
         prefix = f"s{i}"
         part = set_query(prefix, feature_set, f"events_{i}", row_type)
         ctes += part.ctes
-        joins.append(f"LEFT JOIN {prefix}_since ON {prefix}_since.entity_id = queries.entity_id")
+        joins.append(f"LEFT JOIN {prefix}_asof ON {prefix}_asof.q = queries.q")
         for j, feature in enumerate(feature_set.features):
             joins.append(f"LEFT JOIN {prefix}_f{j} ON {prefix}_f{j}.q = queries.q")
             selected.append(f"CASE WHEN {part.present} THEN "
