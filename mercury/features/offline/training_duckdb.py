@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,7 +53,7 @@ def check_nulls(labels: pa.Table, timestamp_column: str) -> None:
                              f"needs an entity and a time, e.g. {example}")
 
 
-Events = pa.Table | str | Path
+Events: TypeAlias = "pa.Table | str | Path"
 """A set's events: an Arrow table, or a Parquet file (or glob) DuckDB reads itself, only the
 columns the query needs (both in ``spark.executor.EVENT_COLUMNS``)."""
 
