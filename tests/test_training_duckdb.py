@@ -23,10 +23,11 @@ from mercury.features.executors.duck import sql as duck_sql
 from mercury.features.executors.spark import executor as sx
 from mercury.features.offline.training import feature_column
 from mercury.features.offline.training_duckdb import training_query, training_table
-from tests.test_spark_executor import (  # noqa: F401 (world is a fixture)
+from tests.test_spark_executor import (  # noqa: F401 (lake and world are fixtures)
     SETS,
     T0,
     events_of,
+    lake,
     queries_for,
     txn,
     world,
@@ -191,3 +192,37 @@ def test_the_query_reads_as_sql():
     assert "ASOF" not in query("engagement.v1")  # a Latest reads the running newest
     assert "max(order_num) FILTER (WHERE f0) OVER w AS best0" in query("engagement.v1")
     assert "ASOF JOIN s0_f0_series" in query("risk.v1")  # a Latest per key: as-of joins
+
+
+# ---- the job, from the lake ------------------------------------------------------------------
+
+def test_the_job_builds_from_the_lake_on_duckdb(lake, tmp_path):  # noqa: F811
+    """Two sets read from the temporary lake (the lake path, not given events), written by the
+    job's DuckDB branch; a re-run replaces the output."""
+    import pyarrow.parquet as pq
+
+    from mercury.features.offline.engine import choose
+    from spark_jobs import training_set as job
+    from tests.test_training_set import world_labels
+
+    settings, records = lake
+    assert choose(settings) == "duckdb"  # jobs run locally here
+    assert choose(settings, "spark") == "spark"
+    labels = world_labels(records, seed=9)[:400]
+    pq.write_table(pa.table({"entity_id": [r[0] for r in labels],
+                             "label_ts": [r[1] for r in labels],
+                             "label": pa.array([r[2] for r in labels], pa.int32()),
+                             "weight": [r[3] for r in labels]}), tmp_path / "labels.parquet")
+    out = tmp_path / "out"
+    for _ in range(2):
+        written = job.run_duckdb(settings, str(tmp_path / "labels.parquet"),
+                                 ["spending.v1", "risk.v1"], str(out))
+        assert written == len(labels)
+    table = pq.read_table(out)
+    assert [(r["entity_id"], r["label_ts"], r["label"], r["weight"])
+            for r in table.to_pylist()] == labels
+    rows = [(e, t) for e, t, *_ in labels]
+    for ref, stream in (("spending.v1", "transactions"), ("risk.v1", "risk_signals")):
+        feature_set = SETS[ref]
+        wrong = mismatches(feature_set, events_of(feature_set, records[stream]), table, rows)
+        assert not wrong, f"{ref}: {len(wrong)} rows differ, e.g. {wrong[:3]}"
