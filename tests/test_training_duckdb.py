@@ -203,16 +203,13 @@ def test_the_job_builds_from_the_lake_on_duckdb(lake, tmp_path):  # noqa: F811
 
     from mercury.features.offline.engine import choose
     from spark_jobs import training_set as job
-    from tests.test_training_set import world_labels
+    from tests.test_training_set import world_labels, write_labels
 
     settings, records = lake
     assert choose(settings) == "duckdb"  # jobs run locally here
     assert choose(settings, "spark") == "spark"
     labels = world_labels(records, seed=9)[:400]
-    pq.write_table(pa.table({"entity_id": [r[0] for r in labels],
-                             "label_ts": [r[1] for r in labels],
-                             "label": pa.array([r[2] for r in labels], pa.int32()),
-                             "weight": [r[3] for r in labels]}), tmp_path / "labels.parquet")
+    write_labels(labels, tmp_path / "labels.parquet")
     out = tmp_path / "out"
     for _ in range(2):
         written = job.run_duckdb(settings, str(tmp_path / "labels.parquet"),
