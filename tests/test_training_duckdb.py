@@ -196,9 +196,10 @@ def test_the_query_reads_as_sql():
 
 # ---- the job, from the lake ------------------------------------------------------------------
 
-def test_the_job_builds_from_the_lake_on_duckdb(lake, tmp_path):  # noqa: F811
+def test_the_job_builds_from_the_lake_on_duckdb(lake, tmp_path, monkeypatch):  # noqa: F811
     """Two sets read from the temporary lake (the lake path, not given events), written by the
-    job's DuckDB branch; a re-run replaces the output."""
+    job's DuckDB branch (``main``, which must start no Spark session); a re-run replaces the
+    output."""
     import pyarrow.parquet as pq
 
     from mercury.features.offline.engine import choose
@@ -211,10 +212,12 @@ def test_the_job_builds_from_the_lake_on_duckdb(lake, tmp_path):  # noqa: F811
     labels = world_labels(records, seed=9)[:400]
     write_labels(labels, tmp_path / "labels.parquet")
     out = tmp_path / "out"
+    monkeypatch.setattr(job, "bindings", lambda _config: settings)
+    monkeypatch.setattr(job, "start", lambda _config: pytest.fail("Spark was started"))
     for _ in range(2):
-        written = job.run_duckdb(settings, str(tmp_path / "labels.parquet"),
-                                 ["spending.v1", "risk.v1"], str(out))
-        assert written == len(labels)
+        assert job.main(["--labels", str(tmp_path / "labels.parquet"), "--feature-sets",
+                         "spending.v1,risk.v1", "--output", str(out)]) == 0
+    assert len(list(out.iterdir())) == 1
     table = pq.read_table(out)
     assert [(r["entity_id"], r["label_ts"], r["label"], r["weight"])
             for r in table.to_pylist()] == labels
