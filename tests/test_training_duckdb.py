@@ -226,3 +226,26 @@ def test_the_job_builds_from_the_lake_on_duckdb(lake, tmp_path, monkeypatch):  #
         feature_set = SETS[ref]
         wrong = mismatches(feature_set, events_of(feature_set, records[stream]), table, rows)
         assert not wrong, f"{ref}: {len(wrong)} rows differ, e.g. {wrong[:3]}"
+
+
+def test_label_times_may_be_timestamps_and_bad_labels_are_refused():
+    records = [activity(*r) for r in FREEZES]
+    engagement = SETS["engagement.v1"]
+    events = {"engagement.v1": sx.events_table(engagement, records)}
+    times = [T0 - 1, T0 + 1_000, AS_OF + HOUR_MS]
+    as_int = labels_table([("u1", t) for t in times])
+    want = training_table(None, as_int, ["engagement.v1:card_lock"], events=events)
+    for unit, tz in (("ms", None), ("us", "UTC")):
+        as_time = as_int.set_column(1, "label_ts", pa.array(
+            [t * (1000 if unit == "us" else 1) for t in times], pa.timestamp(unit, tz=tz)))
+        got = training_table(None, as_time, ["engagement.v1:card_lock"], events=events)
+        assert got["engagement__card_lock"].equals(want["engagement__card_lock"])
+    assert want["engagement__card_lock"].null_count == 1
+    with pytest.raises(ValueError, match="'label_ts' is string; it must be epoch milliseconds"):
+        training_table(None, as_int.set_column(1, "label_ts", pa.array(["x"] * 3)),
+                       ["engagement.v1"], events=events)
+    with pytest.raises(ValueError, match="1 row\\(s\\) have a null 'entity_id'"):
+        training_table(None, as_int.set_column(0, "entity_id", pa.array(["u1", None, "u1"])),
+                       ["engagement.v1"], events=events)
+    with pytest.raises(ValueError, match="settings are needed"):
+        training_table(None, as_int, ["engagement.v1"])
