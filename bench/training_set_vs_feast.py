@@ -18,11 +18,19 @@ same run.
    two Parquet files to the whole result in pandas (``toPandas``). The JVM and session start are
    timed apart and not in the figure. Ours builds ``engagement.v1:card_lock``, the one feature Feast
    builds (``--whole-set``: all three features of the set).
+4b. Ours on DuckDB (``training_duckdb.training_table``), in this process, before Spark starts:
+   timed from reading the labels Parquet (DuckDB reads the events Parquet itself) to the result
+   in pandas; the first build is cold (DuckDB's import, JSON extension and connection are in
+   it), later ones reuse the connection. Its rows must equal Spark's. Then the whole set on
+   DuckDB (``sessions``: a distinct count over 7d/30d windows) is checked against the
+   reference executor on 1,000 random label rows.
 5. Compare per label row ``card_lock``'s event type and event time with Feast's. A row where
    Feast returns an event that had not arrived by the label time is a leak (Feast has no
    arrival time) and is counted apart; every other row must be identical.
 
-Results go to bench/results/training_set_vs_feast.json.
+Results go to bench/results/training_set_vs_feast.json (and a PNG beside it when matplotlib
+is importable; else ``--plot-only`` draws it from the JSON under ``uv run --with matplotlib``).
+Ratios are Feast's default call over ours, cold (first build) and warm (best later build).
 Usage: python bench/training_set_vs_feast.py [--events 1000000] [--labels 100000]
            [--users 50000] [--repeat 1] [--workdir DIR]
 """
@@ -69,6 +77,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--plot-only", action="store_true",
+                        help="draw the PNG beside --results from its JSON, and stop")
     return parser.parse_args(argv)
 
 
@@ -235,6 +245,105 @@ def run_ours(args, work: Path, feature_set) -> tuple[dict, object]:
             frame[["row", feature_column(feature_set, FEATURE)]])
 
 
+def run_duckdb(args, work: Path, feature_set) -> tuple[dict, object]:
+    """Ours on DuckDB, in this process: the first build is cold (the DuckDB import, its JSON
+    extension, the connection are in it), the others reuse the connection."""
+    started = time.perf_counter()
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from mercury.features.offline.training import feature_column
+    from mercury.features.offline.training_duckdb import training_table
+
+    connection = duckdb.connect()
+    connect_s = time.perf_counter() - started  # in build 1; reported apart as well
+    builds, frame = [], None
+    refs = [SET_REF] if args.whole_set else [f"{SET_REF}:{FEATURE}"]
+    for attempt in range(args.repeat):
+        if attempt:
+            started = time.perf_counter()
+        labels = pq.read_table(work / "labels.parquet")
+        # DuckDB reads the events Parquet itself (only the columns the query needs).
+        result = training_table(None, labels, refs,
+                                events={SET_REF: str(work / "events.parquet")},
+                                connection=connection)
+        frame = result.to_pandas()
+        seconds = time.perf_counter() - started
+        builds.append(round(seconds, 2))
+        print(f"  ours (DuckDB): build {attempt + 1}: {len(frame):,} rows in {seconds:.2f} s",
+              flush=True)
+    connection.close()
+    return ({"seconds": builds[0], "builds_s": builds, "duckdb": duckdb.__version__,
+             "import_and_connect_s": round(connect_s, 2), "threads": os.cpu_count()},
+            frame[["row", feature_column(feature_set, FEATURE)]])
+
+
+def windowed_check(work: Path, columns, labels, sample: int = 1_000, seed: int = 3) -> dict:
+    """The whole of ``engagement.v1`` on DuckDB (``sessions``: a distinct count over 7d and
+    30d windows, ``assistant_questions``, ``card_lock``) for every label row, timed; then
+    ``sample`` random rows held to the reference executor, computed from the events of their
+    users only (event ids never cross users here, so the global dedup is the same)."""
+    import numpy as np
+    import orjson
+    import pyarrow.parquet as pq
+
+    from mercury.features.executors.agreement import same
+    from mercury.features.executors.spark.executor import reference_for
+    from mercury.features.offline.training import feature_column
+    from mercury.features.offline.training_duckdb import training_table
+
+    feature_set = _set()
+    started = time.perf_counter()
+    table = training_table(None, pq.read_table(work / "labels.parquet"), [SET_REF],
+                           events={SET_REF: str(work / "events.parquet")})
+    seconds = time.perf_counter() - started
+    rng = np.random.default_rng(seed)
+    rows = sorted(rng.choice(len(labels["row"]), sample, replace=False).tolist())
+    users = [int(labels["entity_id"][r][4:]) for r in rows
+             if not labels["entity_id"][r].startswith("usr_unknown_")]
+    wanted = np.flatnonzero(np.isin(columns["user"], users))
+    from mercury.features.executors.events import normalise
+
+    events = [e for r in records(columns, wanted) if (e := normalise(feature_set, r))]
+    expected = reference_for(feature_set, events, [(r, labels["entity_id"][r],
+                                                    int(labels["label_ts"][r])) for r in rows])
+    cells = {f.name: table[feature_column(feature_set, f.name)].to_pylist()
+             for f in feature_set.features}
+    compared, wrong, nonzero = 0, [], 0
+    for r in rows:
+        want = expected[r]
+        got = {n: None if c[r] is None else orjson.loads(c[r]) for n, c in cells.items()}
+        if want is None:
+            compared += 1
+            if any(v is not None for v in got.values()):
+                wrong.append({"row": r, "ours": got, "reference": None})
+            continue
+        for name, value in want.items():
+            compared += 1
+            nonzero += name == "sessions" and value["7d"] > 0
+            if not same(got[name], value):
+                wrong.append({"row": r, "feature": name, "ours": got[name], "reference": value})
+    print(f"  windowed check: {SET_REF} whole on DuckDB in {seconds:.2f} s; {sample:,} rows, "
+          f"{compared:,} values against the reference, {len(wrong)} mismatches "
+          f"({nonzero} rows with sessions 7d > 0)", flush=True)
+    return {"set": SET_REF, "features": [f.name for f in feature_set.features],
+            "build_s": round(seconds, 2), "rows_checked": sample, "values_checked": compared,
+            "rows_with_sessions_7d": nonzero, "mismatches": len(wrong),
+            "examples": wrong[:5]}
+
+
+def same_rows(a, b, column: str) -> int:
+    """Rows where two of our builds differ (decoded JSON, ``agreement.same``)."""
+    import orjson
+
+    from mercury.features.executors.agreement import same
+
+    left = a.set_index("row").sort_index()[column].tolist()
+    right = b.set_index("row").sort_index()[column].tolist()
+    return sum(not same(None if x is None else orjson.loads(x), None if y is None else
+                        orjson.loads(y)) for x, y in zip(left, right, strict=True))
+
+
 # ---- comparing -------------------------------------------------------------------------------
 
 def compare(ours, feast, labels, columns) -> dict:
@@ -311,9 +420,14 @@ def _set():
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.plot_only:
+        plot(json.loads(Path(args.results).read_text()), Path(args.results).with_suffix(".png"))
+        return 0
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from mercury.features.offline.training import feature_column
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="training_vs_feast_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -336,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.users:,} users, {args.labels:,} label rows, in {work} "
           f"({time.perf_counter() - clock:.0f} s)", flush=True)
 
+    print("ours (DuckDB):", flush=True)
+    duck_stats, duck = run_duckdb(args, work, feature_set)
+    windowed = windowed_check(work, columns, labels)
     print("ours (Spark):", flush=True)
     ours_stats, ours = run_ours(args, work, feature_set)
     load_between = load_average()
@@ -344,8 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     load_after = load_average()
 
     results = {mode: compare(ours, frame, labels, columns) for mode, frame in feast.items()}
+    duck_results = {mode: compare(duck, frame, labels, columns)
+                    for mode, frame in feast.items()}
+    duck_vs_spark = same_rows(duck, ours, feature_column(feature_set, FEATURE))
     default = feast_stats["runs"]["default"]
     ratio = default["seconds"] / ours_stats["seconds"]
+    ratios = {name: {"cold": round(default["seconds"] / stats["builds_s"][0], 2),
+                     "warm": round(default["seconds"] / min(stats["builds_s"][1:]), 2)
+                     if len(stats["builds_s"]) > 1 else None}
+              for name, stats in (("spark", ours_stats), ("duckdb", duck_stats))}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
     report = {
@@ -357,8 +481,10 @@ def main(argv: list[str] | None = None) -> int:
                  "sent_twice": int(duplicates), "users": args.users, "labels": args.labels,
                  "feature": f"{SET_REF}:{FEATURE}", "whole_set": args.whole_set,
                  "feast_ttl_days": TTL_DAYS},
-        "ours": ours_stats, "feast": feast_stats, "feast_default_over_ours": round(ratio, 2),
-        "comparison": results,
+        "ours": ours_stats, "ours_duckdb": duck_stats, "feast": feast_stats,
+        "feast_default_over_ours": round(ratio, 2), "feast_default_over": ratios,
+        "comparison": results, "comparison_duckdb": duck_results,
+        "duckdb_vs_spark_rows_differing": duck_vs_spark, "windowed_check_duckdb": windowed,
     }
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(report, indent=2) + "\n")
@@ -368,9 +494,17 @@ def main(argv: list[str] | None = None) -> int:
     for mode, run in feast_stats["runs"].items():
         print(f"feast {run['seconds']:8.1f} s  ({mode}; Feast {feast_stats['feast']}, "
               f"{feast_stats['offline_store']}, {run['rows']:,} rows returned)")
-    print(f"ratio: Feast's default call takes {ratio:.2f}x our time")
-    failed = False
-    for mode, result in results.items():
+    print(f"ours  {duck_stats['seconds']:8.2f} s  (DuckDB {duck_stats['duckdb']}; builds "
+          f"{duck_stats['builds_s']}; build 1 includes import and connection, "
+          f"{duck_stats['import_and_connect_s']} s)")
+    for name, ratio_of in ratios.items():
+        print(f"ratio: Feast's default call takes {ratio_of['cold']:.2f}x our {name} time cold, "
+              f"{ratio_of['warm']}x warm (best later build)")
+    print(f"DuckDB and Spark differ on {duck_vs_spark:,} rows; windowed check: "
+          f"{windowed['mismatches']} mismatches in {windowed['values_checked']:,} values")
+    failed = bool(duck_vs_spark or windowed["mismatches"])
+    for mode, result in [*(("Spark, " + m, r) for m, r in results.items()),
+                         *(("DuckDB, " + m, r) for m, r in duck_results.items())]:
         print(f"values against Feast {mode}: {result['identical']:,} of {result['rows']:,} "
               f"rows identical ({result['both_null']:,} null on both sides), "
               f"{result['mismatches']:,} mismatches, {result['dropped_by_feast']:,} rows "
@@ -382,7 +516,45 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {kind}: {example}")
         failed |= bool(result["mismatches"])
     print(f"-> {args.results}")
+    plot(report, Path(args.results).with_suffix(".png"))
     return 1 if failed else 0
+
+
+def plot(report: dict, path: Path) -> None:
+    """Seconds per build, cold and warm, of each side (needs matplotlib: ``--plot-only``)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not importable here: draw the plot with `uv run --no-project "
+              "--python 3.11 --with matplotlib python bench/training_set_vs_feast.py "
+              "--plot-only`")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    feast = report["feast"]["runs"]
+    bars = [("Feast default", feast["default"]["seconds"], None),
+            ("Feast created<=t", feast["filter_by_created_timestamp"]["seconds"], None)]
+    for name, key in (("ours Spark", "ours"), ("ours DuckDB", "ours_duckdb")):
+        builds = report[key]["builds_s"]
+        bars.append((name, builds[0], min(builds[1:]) if len(builds) > 1 else None))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    xs = range(len(bars))
+    ax.bar([x - 0.2 for x in xs], [b[1] for b in bars], 0.4, label="cold (first call)")
+    ax.bar([x + 0.2 for x in xs], [b[2] or 0 for b in bars], 0.4, label="warm (best later build)")
+    for x, (_, cold, warm) in zip(xs, bars, strict=True):
+        ax.text(x - 0.2, cold, f"{cold:.1f}", ha="center", va="bottom", fontsize=8)
+        if warm:
+            ax.text(x + 0.2, warm, f"{warm:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(xs), [b[0] for b in bars])
+    ax.set_ylabel("seconds (lower is better)")
+    data = report["data"]
+    ax.set_title(f"training set: {data['events']:,} events, {data['labels']:,} labels "
+                 f"({report['commit']}, {report['started_at']})", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":

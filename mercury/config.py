@@ -448,6 +448,10 @@ class OfflineConfig(_Section):
     # priors expire after ``priors_ttl_s`` (three daily runs missed: no prior beats a stale one).
     priors_min_count: int = Field(50, ge=1)
     priors_ttl_s: int = Field(3 * 86_400, ge=3_600)
+    # Training sets: "duckdb" builds them on one machine, "spark" on the cluster; "auto" takes
+    # DuckDB where jobs run locally and Spark where they run on EMR (mercury.features.offline
+    # .engine). Both are held to the reference executor.
+    training_engine: Literal["auto", "spark", "duckdb"] = "auto"
 
 
 class MonitoringConfig(_Section):

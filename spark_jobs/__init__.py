@@ -19,12 +19,19 @@ def start(config: str | None) -> tuple[Settings, SparkSession]:
     """The settings (``--config`` names a settings file, else the profile's), their secrets
     (on EMR fetched from Secrets Manager: ``spark_submit.secrets``) and the Spark session
     they describe (``local[2]`` locally; on EMR spark-submit sets the master)."""
+    from mercury.features.executors.spark.session import session
+
+    settings = bindings(config)
+    return settings, session(settings.spark)
+
+
+def bindings(config: str | None) -> Settings:
+    """The settings and their secrets alone, for a job that needs no Spark session."""
     if config:
         os.environ["MERCURY_CONFIG"] = config
     from mercury.batch import secrets
     from mercury.config import load_settings
-    from mercury.features.executors.spark.session import session
 
     settings = load_settings()
     secrets.into_environment(settings)  # on EMR: the job's secrets, by reference, before use
-    return settings, session(settings.spark)
+    return settings

@@ -100,15 +100,20 @@ def test_values_equal_the_reference_per_row(spark, lake):  # noqa: F811
     assert 0 < present < len(rows)  # both kinds of rows were asked about
 
 
+def write_labels(labels, path):
+    """World label rows as the job reads them: a Parquet file."""
+    pq.write_table(pa.table({"entity_id": [r[0] for r in labels],
+                             "label_ts": [r[1] for r in labels],
+                             "label": pa.array([r[2] for r in labels], pa.int32()),
+                             "weight": [r[3] for r in labels]}), path)
+
+
 def test_job_writes_the_training_set(spark, lake, tmp_path):  # noqa: F811
     from spark_jobs import training_set as job
 
     settings, records = lake
     labels = world_labels(records, seed=9)[:300]
-    pq.write_table(pa.table({"entity_id": [r[0] for r in labels],
-                             "label_ts": [r[1] for r in labels],
-                             "label": pa.array([r[2] for r in labels], pa.int32()),
-                             "weight": [r[3] for r in labels]}), tmp_path / "labels.parquet")
+    write_labels(labels, tmp_path / "labels.parquet")
     out = tmp_path / "out"
     for _ in range(2):  # a re-run overwrites: the same rows, not twice as many
         written = job.run(spark, settings, str(tmp_path / "labels.parquet"), ["risk.v1"],

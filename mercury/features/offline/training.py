@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 ENTITY_COLUMN = "entity_id"
 TIMESTAMP_COLUMN = "label_ts"
-_ROW = "__mercury_label_row"  # the internal row id; never shown
+ROW_ID = "__mercury_label_row"  # the internal row id; never shown
 _REF = re.compile(r"^[a-z][a-z0-9_]*\.v[0-9]+(:[a-z][a-z0-9_]*)?$")
 
 
@@ -90,19 +90,25 @@ def epoch_ms(labels: DataFrame, timestamp_column: str):
 def check_labels(labels: DataFrame, timestamp_column: str,
                  feature_sets: Sequence[FeatureSet]) -> None:
     """The schema rules (no Spark job): columns present and typed, names free."""
-    columns = labels.columns
+    check_label_columns(labels.columns, timestamp_column, feature_sets)
+    epoch_ms(labels, timestamp_column)  # the type rule, before any job
+
+
+def check_label_columns(columns: Sequence[str], timestamp_column: str,
+                        feature_sets: Sequence[FeatureSet]) -> None:
+    """The column rules every engine shares: entity and time present, feature names free."""
+    columns = list(columns)
     for name, role in ((ENTITY_COLUMN, "the entity"), (timestamp_column, "the label time")):
         if name not in columns:
             raise ValueError(f"labels: no column {name!r} ({role}); columns are {columns}")
-    if _ROW in columns:
-        raise ValueError(f"labels: column {_ROW!r} is reserved for the internal row id")
+    if ROW_ID in columns:
+        raise ValueError(f"labels: column {ROW_ID!r} is reserved for the internal row id")
     for fs in feature_sets:
         for feature in fs.features:
             taken = feature_column(fs, feature.name)
             if taken in columns:
                 raise ValueError(f"labels: column {taken!r} would be overwritten by the "
                                  f"feature {feature.name} of {fs.ref}; rename it")
-    epoch_ms(labels, timestamp_column)  # the type rule, before any job
 
 
 def check_nulls(labels: DataFrame, timestamp_column: str) -> None:
@@ -116,9 +122,20 @@ def check_nulls(labels: DataFrame, timestamp_column: str) -> None:
     ).collect()
     for name, count in ((timestamp_column, nulls["ts"]), (ENTITY_COLUMN, nulls["entity"])):
         if count:
-            example = labels.where(F.col(name).isNull()).limit(1).drop(_ROW).collect()[0]
+            example = labels.where(F.col(name).isNull()).limit(1).drop(ROW_ID).collect()[0]
             raise ValueError(f"labels: {count} row(s) have a null {name!r}; every label row "
                              f"needs an entity and a time, e.g. {example.asDict()}")
+
+
+def check_events_given(feature_sets: Sequence[FeatureSet], events: Mapping[str, object] | None,
+                       settings: Settings | None) -> None:
+    """Events for every set, or settings to read them from the lake."""
+    if events is not None:
+        missing = [fs.ref for fs in feature_sets if fs.ref not in events]
+        if missing:
+            raise ValueError(f"training_set: events given for {sorted(events)}, not {missing}")
+    elif settings is None:
+        raise ValueError("training_set: settings are needed to read events from the lake")
 
 
 def training_set(spark: SparkSession, settings: Settings | None, labels: DataFrame,
@@ -139,19 +156,14 @@ def training_set(spark: SparkSession, settings: Settings | None, labels: DataFra
     from mercury.features.executors.spark.executor import VALUES, lake_events_frame, point_in_time
 
     feature_sets = resolve(feature_set_refs)
-    if events is not None:
-        missing = [fs.ref for fs in feature_sets if fs.ref not in events]
-        if missing:
-            raise ValueError(f"training_set: events given for {sorted(events)}, not {missing}")
-    elif settings is None:
-        raise ValueError("training_set: settings are needed to read events from the lake")
+    check_events_given(feature_sets, events, settings)
     check_labels(labels, timestamp_column, feature_sets)
 
     # The id is fixed once (a local checkpoint) so that the queries and the final join see the
     # same numbering even if the labels' source would be read again.
-    rows = labels.withColumn(_ROW, F.monotonically_increasing_id()).localCheckpoint()
+    rows = labels.withColumn(ROW_ID, F.monotonically_increasing_id()).localCheckpoint()
     check_nulls(rows, timestamp_column)  # on the checkpoint: the labels are read once
-    queries = rows.select(F.col(_ROW).alias("query_id"),
+    queries = rows.select(F.col(ROW_ID).alias("query_id"),
                           F.col(ENTITY_COLUMN).cast("string").alias("entity_id"),
                           epoch_ms(rows, timestamp_column).alias("as_of_ms"))
     out = rows
@@ -162,7 +174,7 @@ def training_set(spark: SparkSession, settings: Settings | None, labels: DataFra
         values = point_in_time(fs, frame, queries)
         parsed = F.from_json(F.col(VALUES), as_text)
         out = out.join(values.select(
-            F.col("query_id").alias(_ROW),
+            F.col("query_id").alias(ROW_ID),
             *(parsed.getItem(f.name).alias(feature_column(fs, f.name)) for f in fs.features)),
-            _ROW, "left")
-    return out.orderBy(_ROW).drop(_ROW)
+            ROW_ID, "left")
+    return out.orderBy(ROW_ID).drop(ROW_ID)
