@@ -64,8 +64,17 @@ class ValidateLine(_Once):
         self.validator = validator
         self.writer_schemas = writer_schemas(Settings.model_validate_json(self.settings_json)) \
             if self.settings_json else None
-        self.dropped_fields = function_context.get_metric_group().counter(
-            "sensitive_fields_dropped")
+        metrics = function_context.get_metric_group()
+        self.dropped_fields = metrics.counter("sensitive_fields_dropped")
+        # Per stream, as the lake loader counts (infra/monitoring/rules/data_quality.yml records
+        # them as mercury_stream_records_total / mercury_dead_letters_total, validator
+        # flink_job): the dead-letter SLI sees the streaming job's verdicts too. Registered here,
+        # where Flink takes registrations, for every stream that has a dead-letter stream.
+        checked = [s.name for s in registry.STREAMS if s.dead_letter_stream]
+        self.validated = {name: metrics.add_group("stream", name).counter("records_validated")
+                          for name in checked}
+        self.dead_lettered = {name: metrics.add_group("stream", name).counter("dead_letters")
+                              for name in checked}
 
     def eval(self, stream: str, position: str, line: str) -> Any:
         from pyflink.common import Row
@@ -78,7 +87,9 @@ class ValidateLine(_Once):
             self.validators[stream] = self.validator(subject)
         raw = raw_payload(line)
         verdict = self.validators[stream].validate_bytes(raw, self.writer_schemas)
+        self.validated[stream].inc()
         if not verdict.ok:
+            self.dead_lettered[stream].inc()
             letter = make_dead_letter(stream, position, raw, verdict, int(time.time() * 1000))
             return Row(orjson.dumps(letter).decode(), None, None)
         record = verdict.record  # without the sensitive fields the contract dropped
