@@ -1,6 +1,7 @@
 """The traffic generator: determinism, anomaly rates, the manifest, the purchase lifecycle."""
 
 import hashlib
+import random
 from collections import Counter, defaultdict
 
 import orjson
@@ -212,3 +213,24 @@ def test_profiles_reach_postgres_and_a_rerun_changes_nothing(tmp_settings, tmp_p
         after = conn.execute("SELECT n_tup_upd + n_tup_ins FROM pg_stat_user_tables "
                              "WHERE relname = 'user_profiles'").fetchone()[0]
     assert after == before  # idempotent: no row rewritten, so CDC sees no phantom change
+
+
+def test_cardholders_pay_mostly_in_their_home_currency(world):
+    """Each user's AUTHs: about HOME_SHARE (88%) in the home country's currency, the rest
+    abroad; an active user does not spend in every currency of the world."""
+    from mercury.generator.world import COUNTRIES, HOME_SHARE, build_world
+
+    _, _, messages = world
+    rebuilt = build_world(random.Random(11), 800, 800)  # the fixture's seed and sizes
+    home = {u.user_id: COUNTRIES[u.country][0] for u in rebuilt.users}
+    by_user: dict[str, Counter] = defaultdict(Counter)
+    for record in filter(None, map(_parsed, messages["transactions"])):
+        if record.get("event_type") == "AUTH" and record.get("user_id") in home:
+            by_user[record["user_id"]][record["currency"]] += 1
+    auths = sum(sum(c.values()) for c in by_user.values())
+    at_home = sum(c[home[user]] for user, c in by_user.items())
+    assert auths > 3_000
+    # Abroad, a merchant may still use the home currency (a euro country to another).
+    assert HOME_SHARE - 0.03 < at_home / auths < HOME_SHARE + 0.06
+    busiest = max(by_user.values(), key=lambda c: sum(c.values()))
+    assert busiest.most_common(1)[0][1] > 0.8 * sum(busiest.values())

@@ -23,7 +23,7 @@ from mercury.generator import anomalies
 from mercury.generator.documents import DocumentSpec, build_documents, render
 from mercury.generator.knobs import DAY_MS, HOUR_MS, MINUTE_MS, Knobs
 from mercury.generator.manifest import Manifest
-from mercury.generator.world import User, build_world
+from mercury.generator.world import HOME_SHARE, User, build_world
 
 TX, ACTIVITY, RISK, DOCS = "transactions", "user_activity", "risk_signals", "knowledge_documents"
 
@@ -169,7 +169,7 @@ class TrafficGenerator:
 
     def _purchase(self, user: User, now: int) -> None:
         rng = self.rng
-        merchant = _pick(rng, self.world.merchants)
+        merchant = _pick(rng, self.world.merchants_for(user, abroad=rng.random() > HOME_SHARE))
         amount = round(rng.uniform(merchant.amount_low, merchant.amount_high), 2)
         high_risk = user.risk_tier == "HIGH"
         risk_score = round(rng.random() ** (2 if high_risk else 4), 4)

@@ -74,11 +74,23 @@ class Merchant:
     amount_high: float
 
 
+# A cardholder pays mostly at home, in the home currency; the rest is travel and shopping
+# abroad (other countries' merchants, their currencies).
+HOME_SHARE = 0.88
+
+
 @dataclass(frozen=True)
 class World:
     users: tuple[User, ...]
     merchants: tuple[Merchant, ...]
     user_weights: tuple[float, ...]  # cumulative, for rng.choices(cum_weights=...)
+    merchants_by_country: dict[str, tuple[Merchant, ...]]
+
+    def merchants_for(self, user: User, abroad: bool) -> tuple[Merchant, ...]:
+        """Where ``user`` may pay: at home, or anywhere when ``abroad`` (or when the world has
+        no merchant in the user's country)."""
+        home = self.merchants_by_country.get(user.country)
+        return self.merchants if abroad or not home else home
 
 
 def _hex_id(rng: random.Random, prefix: str, bits: int = 64) -> str:
@@ -123,4 +135,8 @@ def build_world(rng: random.Random, n_users: int, n_merchants: int) -> World:
     for user in users:
         total += user.activity_weight
         cumulative.append(total)
-    return World(tuple(users), tuple(merchants), tuple(cumulative))
+    by_country: dict[str, list[Merchant]] = {}
+    for merchant in merchants:
+        by_country.setdefault(merchant.country, []).append(merchant)
+    return World(tuple(users), tuple(merchants), tuple(cumulative),
+                 {country: tuple(found) for country, found in by_country.items()})
