@@ -88,7 +88,9 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
     from mercury.serving.demo import run_context_demo
 
     served_since_ms = int(time.time() * 1000)
-    failures += run_context_demo(settings)
+    problems = run_context_demo(settings)
+    failures += problems
+    print("\n".join(f"FAIL {problem}" for problem in problems))  # now: the next step needs it
 
     _step("10/10 batch path: feature history in Spark, consistency of what was served")
     from mercury.features.offline.batch_demo import run_batch_demo

@@ -121,7 +121,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) 
 
 
 def ask(client: httpx.Client, settings: Settings, user_id: str, caller: str, question: str,
-        attempts: int = 3) -> dict[str, Any]:
+        attempts: int = 5) -> dict[str, Any]:
     """One question, as the LLM gateway asks it: a fresh assertion from the identity provider,
     and another try after ``Retry-After`` when the process sheds the request (503)."""
     from mercury.serving.local_idp import issue_assertion
@@ -143,6 +143,7 @@ def ask(client: httpx.Client, settings: Settings, user_id: str, caller: str, que
         if not late or attempt == attempts:
             return answer
         print(f"   (degraded by a deadline, {', '.join(late)}: the machine is busy; asking again)")
+        time.sleep(0.5 * attempt)  # the cold parts (the embedder's first queries) catch up
     reply.raise_for_status()
     return cast("dict[str, Any]", reply.json())
 

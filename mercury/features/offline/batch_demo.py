@@ -55,8 +55,11 @@ def run_batch_demo(settings: Settings, served_since_ms: int) -> list[str]:
                             f"{again.days_written} days")
         measured = served_sets_in_the_lake(settings)
         print(f"consistency of the served sets whose stream is in the lake: {', '.join(measured)}")
-        report = measure_served(spark, settings, served_since_ms, int(time.time() * 1000) + 1,
-                                set_refs=measured)
+        try:
+            report = measure_served(spark, settings, served_since_ms,
+                                    int(time.time() * 1000) + 1, set_refs=measured)
+        except ValueError as exc:  # nothing served to compare: the context step failed
+            return problems + [f"consistency of what was served: {exc}"]
     finally:
         spark.stop()
     print("\n".join(report.table()))
