@@ -90,7 +90,8 @@ def run_demo(settings: Settings, knobs: Knobs, with_airflow: bool = True,
     served_since_ms = int(time.time() * 1000)
     problems = run_context_demo(settings)
     failures += problems
-    print("\n".join(f"FAIL {problem}" for problem in problems))  # now: the next step needs it
+    for problem in problems:  # now: the next step needs what this one made
+        print(f"FAIL {problem}")
 
     _step("10/10 batch path: feature history in Spark, consistency of what was served")
     from mercury.features.offline.batch_demo import run_batch_demo

@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from mercury.features.offline.engine import ENGINES
 from mercury.features.offline.training import TIMESTAMP_COLUMN
 from mercury.features.offline.training import training_set as transform  # noqa: F401 (the job)
 from spark_jobs import bindings, start
@@ -40,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="Parquet folder to (over)write")
     parser.add_argument("--timestamp-column", default=TIMESTAMP_COLUMN,
                         help=f"the label time column (default {TIMESTAMP_COLUMN})")
-    parser.add_argument("--engine", choices=("auto", "spark", "duckdb"), default=None,
+    parser.add_argument("--engine", choices=ENGINES, default=None,
                         help="the engine (default: offline.training_engine)")
     parser.add_argument("--config", default=None, help="a mercury settings file (else the profile)")
     return parser.parse_args(argv)
